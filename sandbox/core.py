@@ -1,0 +1,401 @@
+"""The sandbox's state, its callback scheduler and the control API.
+
+Each leg's fate is chosen by the number dialed (`Sandbox.set_fate`, or PUT
+/_sandbox/fates/<number>); faults are injected per API path (`Sandbox.add_fault`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+
+import requests
+from flask import Flask, Response, abort, jsonify, request
+from twilio.request_validator import RequestValidator
+
+
+@dataclass(frozen=True)
+class Fate:
+    """What happens to a leg the sandbox dials.
+
+    outcome: answer | busy | no-answer | fail | ignore (never a callback: for deadline tests)
+    ring: seconds of ringing before the outcome
+    """
+
+    outcome: str = "answer"
+    ring: float = 0.05
+
+    OUTCOMES = ("answer", "busy", "no-answer", "fail", "ignore")
+
+    @classmethod
+    def parse(cls, text: str) -> Fate:
+        """"answer", "busy", "answer-after:3", "no-answer:0.5"."""
+        outcome, _, ring = text.strip().lower().replace("-after", "").partition(":")
+        if outcome not in cls.OUTCOMES:
+            raise ValueError(f"unknown fate {text!r}; one of {', '.join(cls.OUTCOMES)}")
+        return cls(outcome, float(ring) if ring else 0.05)
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    form: dict[str, list[str]]
+    json: Any
+    at: float
+    status: int = 0
+
+    def value(self, key: str) -> str | None:
+        values = self.form.get(key)
+        return values[0] if values else None
+
+
+@dataclass
+class Fault:
+    path_contains: str
+    status: int
+    remaining: int
+    delay: float = 0.0
+
+
+@dataclass
+class SimCall:
+    sid: str
+    to: str
+    from_: str
+    status: str  # queued, ringing, in-progress, completed, busy, no-answer, failed, canceled
+    status_callback: str | None = None
+    status_events: tuple[str, ...] = ()
+    conference: str | None = None
+    label: str | None = None
+    sequence: itertools.count[int] = field(default_factory=itertools.count)
+    provider: str = "twilio"
+
+
+@dataclass
+class SimConference:
+    name: str
+    sid: str
+    status_callback: str | None = None
+    events: tuple[str, ...] = ()
+    started: bool = False
+    participants: set[str] = field(default_factory=set)
+    sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+
+@dataclass
+class Delivery:
+    url: str
+    params: dict[str, str]
+    status: int
+    at: float
+
+
+class Scheduler(threading.Thread):
+    """Delivers callbacks at their due time, in due order, from one thread."""
+
+    def __init__(self) -> None:
+        super().__init__(name="sandbox-callbacks", daemon=True)
+        self._heap: list[tuple[float, int, Any]] = []
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._stopped = False
+
+    def at(self, delay: float, fn: Any) -> None:
+        with self._cv:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn))
+            self._cv.notify()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify()
+
+    def run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stopped and (
+                        not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cv.wait(timeout)
+                if self._stopped:
+                    return
+                _, _, fn = heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception:  # noqa: BLE001, S110 - a failed delivery is recorded, not fatal
+                pass
+
+
+class Sandbox:
+    """Fake provider APIs with a control API under /_sandbox."""
+
+    def __init__(self, *, twilio_account_sid: str = "AC" + "0" * 32,
+                 twilio_auth_token: str = "sandbox-twilio-token") -> None:
+        self.twilio_account_sid = twilio_account_sid
+        self.twilio_auth_token = twilio_auth_token
+        self.lock = threading.RLock()
+        self.requests: list[Recorded] = []
+        self.deliveries: list[Delivery] = []
+        self.fates: dict[str, Fate] = {}
+        self.default_fate = Fate()
+        self.faults: list[Fault] = []
+        self.calls: dict[str, SimCall] = {}
+        self.conferences: dict[str, SimConference] = {}
+        # Every callback sent this many times (2 = each delivered twice).
+        self.repeat_callbacks = 1
+        self.scheduler = Scheduler()
+        self.scheduler.start()
+        self.http = requests.Session()
+        self.app = self._make_app()
+
+    # control (Python API; the HTTP control API calls the same methods)
+    def set_fate(self, number: str, fate: Fate | str) -> None:
+        with self.lock:
+            self.fates[number] = Fate.parse(fate) if isinstance(fate, str) else fate
+
+    def add_fault(self, path_contains: str, status: int, count: int = 1, delay: float = 0.0
+                  ) -> None:
+        with self.lock:
+            self.faults.append(Fault(path_contains, status, count, delay))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.deliveries.clear()
+            self.fates.clear()
+            self.faults.clear()
+            self.calls.clear()
+            self.conferences.clear()
+            self.repeat_callbacks = 1
+
+    def create_customer_call(self, *, to: str, from_: str, status_callback: str | None,
+                             provider: str = "twilio") -> str:
+        """A live customer call, as if the platform had placed or answered it."""
+        sid = _sid("CA")
+        with self.lock:
+            self.calls[sid] = SimCall(sid, to, from_, "in-progress", status_callback,
+                                      ("completed",), provider=provider)
+        return sid
+
+    def hangup(self, sid: str) -> None:
+        """The caller hangs up."""
+        self._end_call(sid, "completed")
+
+    def api_requests(self, contains: str = "", method: str | None = None) -> list[Recorded]:
+        with self.lock:
+            return [r for r in self.requests if contains in r.path
+                    and (method is None or r.method == method)]
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+
+    # callbacks
+    def send_twilio_callback(self, url: str, params: dict[str, str]) -> int:
+        """POST a callback signed as Twilio signs it (X-Twilio-Signature over URL + params)."""
+        signature = RequestValidator(self.twilio_auth_token).compute_signature(url, params)
+        status = 0
+        try:
+            resp = self.http.post(url, data=params, timeout=10, headers={
+                "X-Twilio-Signature": signature,
+                "I-Twilio-Idempotency-Token": uuid.uuid4().hex,
+                "User-Agent": "TwilioProxy/1.1"})
+            status = resp.status_code
+        except requests.RequestException:
+            status = -1
+        with self.lock:
+            self.deliveries.append(Delivery(url, dict(params), status, time.time()))
+        return status
+
+    def _schedule_callback(self, delay: float, url: str | None, params: dict[str, str]) -> None:
+        if not url:
+            return
+        for _ in range(self.repeat_callbacks):
+            self.scheduler.at(delay, lambda: self.send_twilio_callback(url, params))
+
+    def _call_params(self, call: SimCall, status: str) -> dict[str, str]:
+        params = {
+            "AccountSid": self.twilio_account_sid, "ApiVersion": "2010-04-01",
+            "CallSid": call.sid, "CallStatus": status, "Called": call.to, "To": call.to,
+            "Caller": call.from_, "From": call.from_, "Direction": "outbound-api",
+            "CallbackSource": "call-progress-events", "SequenceNumber": str(next(call.sequence)),
+            "Timestamp": formatdate(usegmt=True),
+        }
+        if status in ("completed", "busy", "no-answer", "failed", "canceled"):
+            params["CallDuration"] = "0"
+        return params
+
+    def _call_event(self, call: SimCall, status: str, delay: float = 0.0) -> None:
+        """Tell the call's status callback, if it asked for this event."""
+        event = {"in-progress": "answered", "queued": "initiated"}.get(status, status)
+        if status in ("busy", "no-answer", "failed", "canceled"):
+            event = "completed"
+        if event in call.status_events:
+            self._schedule_callback(delay, call.status_callback, self._call_params(call, status))
+
+    def _conference_event(self, conf: SimConference, event: str, call: SimCall | None,
+                          delay: float = 0.0) -> None:
+        short = event.removeprefix("participant-").removeprefix("conference-")
+        if short not in conf.events:
+            return
+        params = {
+            "AccountSid": self.twilio_account_sid, "ConferenceSid": conf.sid,
+            "FriendlyName": conf.name, "StatusCallbackEvent": event,
+            "SequenceNumber": str(next(conf.sequence)), "Timestamp": formatdate(usegmt=True),
+        }
+        if call is not None:
+            params.update({"CallSid": call.sid, "Coaching": "false", "Hold": "false",
+                           "Muted": "false", "EndConferenceOnExit": "true",
+                           "StartConferenceOnEnter": "true"})
+            if call.label:
+                params["ParticipantLabel"] = call.label
+        self._schedule_callback(delay, conf.status_callback, params)
+
+    def _join(self, conf: SimConference, call: SimCall, delay: float) -> None:
+        with self.lock:
+            call.conference = conf.name
+            conf.participants.add(call.sid)
+            if not conf.started:
+                conf.started = True
+                self._conference_event(conf, "conference-start", None, delay)
+            self._conference_event(conf, "participant-join", call, delay)
+
+    def _end_call(self, sid: str, status: str, delay: float = 0.0) -> None:
+        with self.lock:
+            call = self.calls.get(sid)
+            if call is None or call.status in ("completed", "busy", "no-answer", "failed",
+                                               "canceled"):
+                return
+            call.status = status
+            self._call_event(call, status, delay)
+            conf = self.conferences.get(call.conference or "")
+            if conf is not None and sid in conf.participants:
+                conf.participants.discard(sid)
+                self._conference_event(conf, "participant-leave", call, delay)
+                # Every leg here joins with endConferenceOnExit=true.
+                for other in list(conf.participants):
+                    self._end_call(other, "completed", delay)
+                if conf.started:
+                    conf.started = False
+                    self._conference_event(conf, "conference-end", None, delay)
+
+    def _dial(self, call: SimCall, fate: Fate) -> None:
+        """Play out an outbound leg's fate."""
+        self._call_event(call, "initiated")
+        if fate.outcome == "ignore":
+            return
+        call.status = "ringing"
+        self._call_event(call, "ringing", 0.01)
+
+        def outcome() -> None:
+            with self.lock:
+                if call.status != "ringing":
+                    return  # canceled while ringing
+                if fate.outcome == "answer":
+                    call.status = "in-progress"
+                    self._call_event(call, "in-progress")
+                    conf = self.conferences.get(call.conference or "")
+                    if conf is not None:
+                        self._join(conf, call, 0.0)
+                else:
+                    status = {"fail": "failed"}.get(fate.outcome, fate.outcome)
+                    self._end_call(call.sid, status)
+
+        self.scheduler.at(max(fate.ring, 0.02), outcome)
+
+    # faults
+    def _fault(self, path: str) -> Response | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.remaining > 0 and fault.path_contains in path:
+                    fault.remaining -= 1
+                    delay, status = fault.delay, fault.status
+                    break
+            else:
+                return None
+        if delay:
+            time.sleep(delay)
+        return _twilio_error(status, 20500 if status >= 500 else 20001,
+                             "Sandbox injected fault")
+
+    def _make_app(self) -> Flask:
+        from sandbox.twilio_api import register as register_twilio
+
+        app = Flask("sandbox")
+
+        @app.before_request
+        def _record() -> Response | None:
+            if request.path.startswith("/_sandbox"):
+                return None
+            rec = Recorded(request.method, request.path,
+                           {k: request.form.getlist(k) for k in request.form},
+                           request.get_json(silent=True), time.time())
+            with self.lock:
+                self.requests.append(rec)
+            return self._fault(request.path)
+
+        @app.get("/_sandbox/requests")
+        def _requests() -> Response:
+            with self.lock:
+                return jsonify([{"method": r.method, "path": r.path, "form": r.form,
+                                 "json": r.json, "at": r.at} for r in self.requests])
+
+        @app.get("/_sandbox/deliveries")
+        def _deliveries() -> Response:
+            with self.lock:
+                return jsonify([d.__dict__ for d in self.deliveries])
+
+        @app.put("/_sandbox/fates/<path:number>")
+        def _fate(number: str) -> Response:
+            body = request.get_json(silent=True) or {}
+            try:
+                self.set_fate(number, str(body.get("fate", "")))
+            except ValueError as exc:
+                abort(400, str(exc))
+            return jsonify({"number": number, "fate": body.get("fate")})
+
+        @app.post("/_sandbox/faults")
+        def _faults() -> Response:
+            body = request.get_json(silent=True) or {}
+            self.add_fault(str(body.get("path", "")), int(body.get("status", 503)),
+                           int(body.get("count", 1)), float(body.get("delay", 0)))
+            return jsonify({"ok": True})
+
+        @app.post("/_sandbox/calls")
+        def _calls() -> Response:
+            body = request.get_json(silent=True) or {}
+            sid = self.create_customer_call(
+                to=str(body.get("to", "+15550100000")), from_=str(body.get("from", "")),
+                status_callback=body.get("status_callback"),
+                provider=str(body.get("provider", "twilio")))
+            return jsonify({"call_id": sid})
+
+        @app.post("/_sandbox/calls/<sid>/hangup")
+        def _hangup(sid: str) -> Response:
+            self.hangup(sid)
+            return jsonify({"ok": True})
+
+        @app.post("/_sandbox/reset")
+        def _reset() -> Response:
+            self.reset()
+            return jsonify({"ok": True})
+
+        register_twilio(app, self)
+        return app
+
+
+def _sid(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+def _twilio_error(status: int, code: int, message: str) -> Response:
+    resp = jsonify({"code": code, "message": message, "more_info":
+                    f"https://www.twilio.com/docs/errors/{code}", "status": status})
+    resp.status_code = status
+    return resp

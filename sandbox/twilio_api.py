@@ -1,0 +1,111 @@
+"""The fake Twilio REST API (2010-04-01): calls, call updates, conference participants."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
+
+from flask import Flask, Response, jsonify, request
+
+if TYPE_CHECKING:
+    from sandbox.core import Sandbox
+
+_BASE = "/2010-04-01/Accounts/<account>"
+_ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
+
+
+def register(app: Flask, sb: Sandbox) -> None:
+    from sandbox.core import SimCall, SimConference, _sid, _twilio_error
+
+    def authorized(account: str) -> Response | None:
+        auth = request.authorization
+        if (account != sb.twilio_account_sid or auth is None
+                or auth.username != sb.twilio_account_sid
+                or auth.password != sb.twilio_auth_token):
+            return _twilio_error(401, 20003, "Authenticate")
+        return None
+
+    def call_json(call: SimCall) -> Response:
+        return jsonify({"sid": call.sid, "account_sid": sb.twilio_account_sid, "to": call.to,
+                        "from": call.from_, "status": call.status,
+                        "uri": f"/2010-04-01/Accounts/{sb.twilio_account_sid}/Calls/"
+                               f"{call.sid}.json"})
+
+    @app.post(f"{_BASE}/Conferences/<name>/Participants.json")
+    def create_participant(account: str, name: str) -> Response | tuple[Response, int]:
+        if (denied := authorized(account)) is not None:
+            return denied
+        form = request.form
+        to, from_ = form.get("To", ""), form.get("From", "")
+        if not to or not from_:
+            return _twilio_error(400, 21201, "No 'To' or 'From' number is specified")
+        with sb.lock:
+            conf = sb.conferences.get(name)
+            if conf is None:
+                conf = sb.conferences[name] = SimConference(name, _sid("CF"))
+            if form.get("ConferenceStatusCallback"):
+                conf.status_callback = form["ConferenceStatusCallback"]
+                conf.events = tuple(form.getlist("ConferenceStatusCallbackEvent"))
+            call = SimCall(_sid("CA"), to, from_, "queued", form.get("StatusCallback"),
+                           tuple(form.getlist("StatusCallbackEvent")), conference=name,
+                           label=form.get("Label"))
+            sb.calls[call.sid] = call
+            fate = sb.fates.get(to, sb.default_fate)
+        sb._dial(call, fate)
+        return jsonify({"account_sid": sb.twilio_account_sid, "call_sid": call.sid,
+                        "conference_sid": conf.sid, "label": call.label, "status": "queued",
+                        "start_conference_on_enter": True, "end_conference_on_exit": True,
+                        "hold": False, "muted": False, "coaching": False}), 201
+
+    @app.post(f"{_BASE}/Calls.json")
+    def create_call(account: str) -> Response | tuple[Response, int]:
+        if (denied := authorized(account)) is not None:
+            return denied
+        form = request.form
+        if not form.get("To") or not form.get("From"):
+            return _twilio_error(400, 21201, "No 'To' or 'From' number is specified")
+        call = SimCall(_sid("CA"), form["To"], form["From"], "queued",
+                       form.get("StatusCallback"),
+                       tuple(form.getlist("StatusCallbackEvent")) or ("completed",))
+        with sb.lock:
+            sb.calls[call.sid] = call
+            fate = sb.fates.get(call.to, sb.default_fate)
+        sb._dial(call, fate)
+        return call_json(call), 201
+
+    @app.post(f"{_BASE}/Calls/<call_sid>.json")
+    def update_call(account: str, call_sid: str) -> Response:
+        if (denied := authorized(account)) is not None:
+            return denied
+        with sb.lock:
+            call = sb.calls.get(call_sid)
+            if call is None:
+                return _twilio_error(404, 20404, f"The requested resource {request.path} "
+                                                 "was not found")
+            status = request.form.get("Status")
+            twiml = request.form.get("Twiml")
+            if status in ("canceled", "completed"):
+                if status == "canceled" and call.status not in ("queued", "ringing"):
+                    return call_json(call)  # Twilio: canceling an answered call does nothing
+                sb._end_call(call.sid, "canceled" if call.status in ("queued", "ringing")
+                             else "completed")
+                return call_json(call)
+            if call.status in _ENDED:
+                return _twilio_error(400, 21220, "Call is not in-progress. Cannot redirect.")
+            if twiml:
+                try:
+                    root = ET.fromstring(twiml)  # noqa: S314 - TwiML we were sent by our own tests
+                except ET.ParseError:
+                    return _twilio_error(400, 12100, "Document parse failure")
+                node = root.find("./Dial/Conference")
+                if node is not None and node.text:
+                    name = node.text.strip()
+                    conf = sb.conferences.get(name)
+                    if conf is None:
+                        conf = sb.conferences[name] = SimConference(name, _sid("CF"))
+                    if node.get("statusCallback"):
+                        conf.status_callback = node.get("statusCallback")
+                        conf.events = tuple((node.get("statusCallbackEvent") or "").split())
+                    call.label = node.get("participantLabel") or call.label
+                    sb._join(conf, call, 0.02)
+            return call_json(call)

@@ -1,0 +1,59 @@
+"""Celery configuration shared by producers (the client, the webhooks) and the workers.
+
+The routing table lives here, once: every task name and the queue it goes to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from shared.config import Settings
+
+TRANSFERS_QUEUE = "transfers"
+
+# Stable task names: outsiders (other-language producers, the platform) rely on them.
+TASK_REQUEST = "warm_transfer.request"
+TASK_PROVIDER_CALLBACK = "warm_transfer.provider_callback"
+TASK_CALL_STATUS = "warm_transfer.call_status"
+TASK_EXPIRE = "warm_transfer.expire"
+
+OUR_TASKS = (TASK_REQUEST, TASK_PROVIDER_CALLBACK, TASK_CALL_STATUS, TASK_EXPIRE)
+
+
+def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
+    routes = {name: {"queue": TRANSFERS_QUEUE} for name in OUR_TASKS}
+    routes[settings.agent_event_task] = {"queue": settings.agent_event_queue}
+    return routes
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.celery_broker_url,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_routes": task_routes(settings),
+        "task_default_queue": TRANSFERS_QUEUE,
+        "task_create_missing_queues": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        # A message whose worker died comes back after this long; every task and every
+        # retry countdown here is far shorter, so nothing runs twice for waiting alone.
+        "broker_transport_options": {"visibility_timeout": 60},
+        # Publishing must not hang a tool call or a webhook when the broker is down.
+        "broker_connection_timeout": 3,
+        "broker_connection_max_retries": 1,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def make_celery(settings: Settings, name: str = "warm_transfer") -> Celery:
+    app = Celery(name, set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app

@@ -1,0 +1,300 @@
+"""The contracts outsiders rely on: the request, the tool result, the events, the tool declaration."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.phone import InvalidNumber, normalize_e164
+
+# Providers whose handoff is implemented; the client refuses the others synchronously.
+PROVIDERS: tuple[str, ...] = ("twilio",)
+
+TOOL_NAME = "connect_to_live_agent"
+
+# The `global_builtin_functions` entry for a template: what the LLM sees and may call.
+TOOL_DECLARATION: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": TOOL_NAME,
+        "description": (
+            "Transfer the live call to a human agent. Use it when the customer asks for a "
+            "person, or when you cannot resolve the request yourself. Before calling it, tell "
+            "the customer you are connecting them. If the result is an error, tell the customer "
+            "you could not connect them and keep helping them."
+        ),
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "summary": {
+                    "type": "string",
+                    "description": (
+                        "One or two sentences for the human agent: who the customer is and "
+                        "what they need. The customer does not hear it."
+                    ),
+                },
+            },
+            "required": [],
+        },
+    },
+}
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    MISSING_LEAD_ID = "missing_lead_id"
+    MISSING_CALL_ID = "missing_call_id"
+    UNSUPPORTED_PROVIDER = "unsupported_provider"
+    MISSING_TRANSFER_NUMBER = "missing_transfer_number"
+    INVALID_TRANSFER_NUMBER = "invalid_transfer_number"
+    MISSING_OUTBOUND_NUMBER_ID = "missing_outbound_number_id"
+    UNKNOWN_OUTBOUND_NUMBER_ID = "unknown_outbound_number_id"
+    INVALID_OUTBOUND_NUMBER = "invalid_outbound_number"
+    PROVIDER_NOT_CONFIGURED = "provider_not_configured"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+
+
+# What the AI is told for each refusal: enough to say something sensible and carry on.
+_CANT_CONNECT = (
+    "Tell the customer you cannot connect them to a person right now, offer to keep helping "
+    "or to arrange a call back, and continue the conversation."
+)
+ERROR_MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.INVALID_REQUEST: "The transfer request was malformed. " + _CANT_CONNECT,
+    ErrorCode.MISSING_LEAD_ID: "The transfer request has no lead. " + _CANT_CONNECT,
+    ErrorCode.MISSING_CALL_ID: "The transfer request does not name the live call. " + _CANT_CONNECT,
+    ErrorCode.UNSUPPORTED_PROVIDER: "This call's phone provider cannot transfer calls. "
+    + _CANT_CONNECT,
+    ErrorCode.MISSING_TRANSFER_NUMBER: "No human agent number is configured for transfers. "
+    + _CANT_CONNECT,
+    ErrorCode.INVALID_TRANSFER_NUMBER: "The configured human agent number is not valid. "
+    + _CANT_CONNECT,
+    ErrorCode.MISSING_OUTBOUND_NUMBER_ID: "No caller number is set up for transfers. "
+    + _CANT_CONNECT,
+    ErrorCode.UNKNOWN_OUTBOUND_NUMBER_ID: "The caller number for transfers is not registered. "
+    + _CANT_CONNECT,
+    ErrorCode.INVALID_OUTBOUND_NUMBER: "The caller number for transfers is not valid. "
+    + _CANT_CONNECT,
+    ErrorCode.PROVIDER_NOT_CONFIGURED: "Transfers are not set up for this phone provider. "
+    + _CANT_CONNECT,
+    ErrorCode.SERVICE_UNAVAILABLE: "The transfer service is unavailable. " + _CANT_CONNECT,
+}
+
+
+class FailureReason(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    TRANSFER_IN_PROGRESS = "transfer_in_progress"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    AGENT_HUNG_UP = "agent_hung_up"
+    CUSTOMER_HUNG_UP = "customer_hung_up"
+    PROVIDER_ERROR = "provider_error"
+    TIMEOUT = "timeout"
+
+
+_TRY_AGAIN = "Apologise, keep helping the customer, and offer to try again or arrange a call back."
+FAILURE_MESSAGES: dict[str, str] = {
+    FailureReason.INVALID_REQUEST: "The transfer could not be started. " + _TRY_AGAIN,
+    FailureReason.TRANSFER_IN_PROGRESS: "A transfer for this call is already under way; "
+    "tell the customer they are being connected.",
+    FailureReason.BUSY: "The human agent's line was busy. " + _TRY_AGAIN,
+    FailureReason.NO_ANSWER: "No human agent answered. " + _TRY_AGAIN,
+    FailureReason.FAILED: "The call to the human agent could not be placed. " + _TRY_AGAIN,
+    FailureReason.AGENT_HUNG_UP: "The human agent hung up before the customer was connected. "
+    + _TRY_AGAIN,
+    FailureReason.CUSTOMER_HUNG_UP: "The customer hung up before the agent was connected.",
+    FailureReason.PROVIDER_ERROR: "The phone provider had a problem placing the transfer. "
+    + _TRY_AGAIN,
+    FailureReason.TIMEOUT: "The transfer took too long and was abandoned. " + _TRY_AGAIN,
+}
+
+
+class ToolResult(BaseModel):
+    """What `connect_to_live_agent` returns to the LLM."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["transfer_requested", "transfer_in_progress", "error"]
+    transfer_id: str | None = None
+    error: str | None = None
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    @classmethod
+    def refused(cls, code: ErrorCode, detail: str | None = None) -> ToolResult:
+        message = ERROR_MESSAGES[code]
+        if detail:
+            message = f"{message} ({detail})"
+        return cls(status="error", error=code.value, message=message)
+
+
+class TransferRequest(BaseModel):
+    """A request after validation: every field the workers need, normalised."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lead_id: str
+    provider: Literal["twilio", "plivo", "exotel"]
+    call_id: str
+    transfer_number: str
+    outbound_number: str
+    outbound_number_id: str | None = None
+    summary: str | None = None
+    request_id: str | None = None
+    transfer_id: str
+
+
+class RequestError(Exception):
+    def __init__(self, code: ErrorCode, detail: str | None = None) -> None:
+        super().__init__(f"{code.value}: {detail}" if detail else code.value)
+        self.code = code
+        self.detail = detail
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def parse_request(
+    raw: Any,
+    resolve_outbound_number: Callable[[str], str | None],
+    *,
+    transfer_id: str | None = None,
+) -> TransferRequest:
+    """Validate a raw request dict (the wire contract) into a TransferRequest.
+
+    `resolve_outbound_number` maps `lead.outbound_number_id` to an E.164 number (the number
+    directory). Raises RequestError with a stable code.
+    """
+    if not isinstance(raw, Mapping):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "the request must be an object")
+    lead_id = _text(raw.get("lead_id"))
+    if lead_id is None:
+        raise RequestError(ErrorCode.MISSING_LEAD_ID)
+    provider = raw.get("provider")
+    if not isinstance(provider, str) or provider.strip().lower() not in PROVIDERS:
+        raise RequestError(ErrorCode.UNSUPPORTED_PROVIDER, f"provider {provider!r}")
+    provider = provider.strip().lower()
+    call_id = _text(raw.get("call_id"))
+    if call_id is None:
+        raise RequestError(ErrorCode.MISSING_CALL_ID)
+
+    template = raw.get("template")
+    configurations = template.get("configurations") if isinstance(template, Mapping) else None
+    raw_number = (
+        configurations.get("transfer_number") if isinstance(configurations, Mapping) else None
+    )
+    if raw_number is None or (isinstance(raw_number, str) and not raw_number.strip()):
+        raise RequestError(ErrorCode.MISSING_TRANSFER_NUMBER)
+    try:
+        transfer_number = normalize_e164(raw_number)
+    except InvalidNumber as exc:
+        raise RequestError(ErrorCode.INVALID_TRANSFER_NUMBER, str(exc)) from None
+
+    lead = raw.get("lead")
+    lead = lead if isinstance(lead, Mapping) else {}
+    outbound_number_id = _text(lead.get("outbound_number_id"))
+    raw_outbound = lead.get("outbound_number")
+    if raw_outbound is not None and not (isinstance(raw_outbound, str) and raw_outbound.strip()):
+        raw_outbound = None
+    if raw_outbound is None:
+        if outbound_number_id is None:
+            raise RequestError(ErrorCode.MISSING_OUTBOUND_NUMBER_ID)
+        raw_outbound = resolve_outbound_number(outbound_number_id)
+        if raw_outbound is None:
+            raise RequestError(
+                ErrorCode.UNKNOWN_OUTBOUND_NUMBER_ID, f"outbound_number_id {outbound_number_id!r}"
+            )
+    try:
+        outbound_number = normalize_e164(raw_outbound)
+    except InvalidNumber as exc:
+        raise RequestError(ErrorCode.INVALID_OUTBOUND_NUMBER, str(exc)) from None
+
+    summary = raw.get("summary")
+    if summary is not None and not isinstance(summary, str):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "summary must be a string")
+    request_id = raw.get("request_id")
+    if request_id is not None and _text(request_id) is None:
+        raise RequestError(ErrorCode.INVALID_REQUEST, "request_id must be a non-empty string")
+    return TransferRequest(
+        lead_id=lead_id,
+        provider=provider,  # type: ignore[arg-type]
+        call_id=call_id,
+        transfer_number=transfer_number,
+        outbound_number=outbound_number,
+        outbound_number_id=outbound_number_id,
+        summary=(summary or "").strip()[:1000] or None,
+        request_id=_text(request_id),
+        transfer_id=transfer_id or _text(raw.get("transfer_id")) or new_transfer_id(),
+    )
+
+
+def new_transfer_id() -> str:
+    return "tr_" + uuid.uuid4().hex
+
+
+class EventType(StrEnum):
+    SUCCEEDED = "transfer.succeeded"
+    FAILED = "transfer.failed"
+    DISCONNECT_AI = "transfer.disconnect_ai"
+    CALL_ENDED = "call.ended"
+
+
+TERMINAL_EVENTS = frozenset({EventType.SUCCEEDED, EventType.FAILED})
+
+
+class Action(StrEnum):
+    END_CONVERSATION = "end_conversation"
+    RESUME = "resume"
+    DISCONNECT = "disconnect"
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class TransferEvent(BaseModel):
+    """One event to the agent platform (keyword argument `event` of `agent.transfer_event`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str = Field(default_factory=lambda: "ev_" + uuid.uuid4().hex)
+    type: EventType
+    lead_id: str
+    transfer_id: str | None
+    provider: str
+    call_id: str | None
+    reason: str | None = None
+    message: str | None = None
+    action: Action | None = None
+    transferred: bool | None = None
+    occurred_at: str = Field(default_factory=_now_iso)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def succeeded(cls, *, lead_id: str, transfer_id: str, provider: str, call_id: str
+                  ) -> TransferEvent:
+        return cls(type=EventType.SUCCEEDED, lead_id=lead_id, transfer_id=transfer_id,
+                   provider=provider, call_id=call_id, action=Action.END_CONVERSATION)
+
+    @classmethod
+    def failed(cls, *, lead_id: str, transfer_id: str | None, provider: str,
+               call_id: str | None, reason: str, message: str | None = None) -> TransferEvent:
+        return cls(type=EventType.FAILED, lead_id=lead_id, transfer_id=transfer_id,
+                   provider=provider, call_id=call_id, reason=reason,
+                   message=message or FAILURE_MESSAGES.get(reason, FAILURE_MESSAGES["failed"]),
+                   action=Action.RESUME)

@@ -1,0 +1,63 @@
+"""E.164 validation and masking of phone numbers."""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+_E164_SHAPE = re.compile(r"^\+[1-9]\d{6,14}$")
+# A phone number inside free text: "+" and 7 to 15 digits with the usual separators, or a
+# bare run of 10 to 15 digits. Ids ("CA12...", "tr_9f3...") and dates do not match.
+_NUMBER_IN_TEXT = re.compile(
+    r"(?<![\w+])\+\d[\d\s().-]{5,18}\d(?!\w)|(?<![\w.-])\d{10,15}(?!\w|[.-]\d)"
+)
+
+
+class InvalidNumber(ValueError):
+    pass
+
+
+def normalize_e164(raw: str) -> str:
+    """Return the number in E.164, or raise InvalidNumber.
+
+    Only numbers written in international form are accepted: a transfer number without
+    its country code is ambiguous, and dialing the wrong country is worse than refusing.
+    """
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not text.startswith("+"):
+        raise InvalidNumber("the number must be in international E.164 form, starting with +")
+    try:
+        parsed = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidNumber(f"not a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidNumber("not a valid phone number for its country")
+    formatted = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    assert _E164_SHAPE.match(formatted)
+    return str(formatted)
+
+
+def region_of(e164: str) -> str | None:
+    """ISO country code of an E.164 number (e.g. "US"), or None."""
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None)) or None
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def mask(number: str | None) -> str:
+    """Mask a phone number for logs: keep the country prefix and the last two digits."""
+    if not number:
+        return ""
+    digits = re.sub(r"\D", "", number)
+    if len(digits) < 5:
+        return "*" * len(digits)
+    return ("+" if number.strip().startswith("+") else "") + digits[:2] + "*" * (
+        len(digits) - 4
+    ) + digits[-2:]
+
+
+def mask_in_text(text: str) -> str:
+    """Mask every phone-number-like run of digits in free text."""
+    return _NUMBER_IN_TEXT.sub(lambda m: mask(m.group(0)), text)

@@ -1,0 +1,320 @@
+"""The Redis store: every key the service keeps, its owner and its TTL.
+
+| key                                | holds                               | owner            | TTL            |
+|------------------------------------|-------------------------------------|------------------|----------------|
+| transfer:{lead_id}                 | transfer number (the DESIGN flag)   | worker           | flag TTL       |
+| wt:active:{lead_id}                | transfer id holding the lead        | client / worker  | flag TTL       |
+| wt:transfer:{transfer_id}          | hash: the transfer record and state | client / worker  | record TTL     |
+| wt:transfer:{transfer_id}:timeline | list of JSON timeline entries       | client / worker  | record TTL     |
+| wt:lead:{lead_id}                  | hash: the lead's transfer status    | client / worker  | record TTL     |
+| wt:call:{provider}:{call_id}       | transfer id of a call (customer/leg)| client / worker  | record TTL     |
+| wt:idem:{request_id}               | transfer id claimed by a request id | client / worker  | record TTL     |
+| wt:once:{name}                     | one-shot claims (events sent once)  | worker           | record TTL     |
+| wt:deadlines                       | zset transfer id -> deadline (epoch)| client / worker  | 2 x flag TTL   |
+| wt:numbers                         | hash outbound_number_id -> E.164    | operator (CLI)   | none: config   |
+
+All writes that decide a transfer's fate are Lua scripts, so that duplicate, late and
+out-of-order callbacks and redelivered tasks see one consistent state.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, cast
+
+import redis
+
+from shared.config import Settings
+from shared.contracts import TransferRequest
+
+
+class State(StrEnum):
+    REQUESTED = "requested"
+    DIALING = "dialing"
+    HUMAN_ANSWERED = "human_answered"
+    BRIDGING = "bridging"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED})
+
+
+def flag_key(lead_id: str) -> str:
+    return f"transfer:{lead_id}"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z")
+
+
+_BEGIN = """
+-- KEYS: record, timeline, active, lead, call_index, deadlines, idem
+-- ARGV: transfer_id, record_json, flag_ttl, record_ttl, now_iso, deadline_at, entry, request_id
+local rec = KEYS[1]
+local state = redis.call('HGET', rec, 'state')
+if state then return {'exists', state} end
+if ARGV[8] ~= '' then
+  local owner = redis.call('GET', KEYS[7])
+  if owner and owner ~= ARGV[1] then return {'duplicate', owner} end
+end
+local active = redis.call('GET', KEYS[3])
+if active and active ~= ARGV[1] then return {'busy', active} end
+if ARGV[8] ~= '' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[4]) end
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
+local fields = cjson.decode(ARGV[2])
+for k, v in pairs(fields) do redis.call('HSET', rec, k, v) end
+redis.call('HSET', rec, 'state', 'requested', 'created_at', ARGV[5], 'updated_at', ARGV[5])
+redis.call('EXPIRE', rec, ARGV[4])
+redis.call('RPUSH', KEYS[2], ARGV[7])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[4], 'transfer_id', ARGV[1], 'status', 'requested',
+           'call_id', fields['call_id'], 'provider', fields['provider'], 'updated_at', ARGV[5])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[4])
+redis.call('ZADD', KEYS[6], ARGV[6], ARGV[1])
+redis.call('EXPIRE', KEYS[6], tonumber(ARGV[3]) * 2)
+return {'created', 'requested'}
+"""
+
+_TRANSITION = """
+-- KEYS: record, timeline, lead, active, flag, deadlines
+-- ARGV: transfer_id, to_state, now_iso, entry, terminal, fields_json, record_ttl, from...
+local cur = redis.call('HGET', KEYS[1], 'state')
+if not cur then return {0, ''} end
+if cur == 'succeeded' or cur == 'failed' then return {0, cur} end
+if #ARGV > 7 then
+  local ok = false
+  for i = 8, #ARGV do if ARGV[i] == cur then ok = true end end
+  if not ok then return {0, cur} end
+end
+local fields = cjson.decode(ARGV[6])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'updated_at', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+if redis.call('HGET', KEYS[3], 'transfer_id') == ARGV[1] then
+  redis.call('HSET', KEYS[3], 'status', ARGV[2], 'updated_at', ARGV[3])
+  if fields['reason'] then redis.call('HSET', KEYS[3], 'reason', fields['reason']) end
+  redis.call('EXPIRE', KEYS[3], ARGV[7])
+end
+if ARGV[5] == '1' then
+  if redis.call('GET', KEYS[4]) == ARGV[1] then
+    redis.call('DEL', KEYS[4])
+    redis.call('DEL', KEYS[5])
+  end
+  redis.call('ZREM', KEYS[6], ARGV[1])
+end
+return {1, cur}
+"""
+
+_CLAIM_DUE = """
+-- KEYS: deadlines   ARGV: now, lease_until, limit
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], m) end
+return due
+"""
+
+
+@dataclass(frozen=True)
+class Transition:
+    ok: bool
+    previous: str
+
+
+class Store:
+    """All Redis access of the service. Takes a client built with decode_responses=True."""
+
+    NUMBERS = "wt:numbers"
+    DEADLINES = "wt:deadlines"
+
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.r = client
+        self.settings = settings
+        self._begin = client.register_script(_BEGIN)
+        self._transition = client.register_script(_TRANSITION)
+        self._claim_due = client.register_script(_CLAIM_DUE)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        return cls(redis.Redis.from_url(settings.redis_url, decode_responses=True,
+                                        socket_timeout=5, socket_connect_timeout=5,
+                                        health_check_interval=30), settings)
+
+    # keys
+    @staticmethod
+    def record_key(transfer_id: str) -> str:
+        return f"wt:transfer:{transfer_id}"
+
+    @staticmethod
+    def timeline_key(transfer_id: str) -> str:
+        return f"wt:transfer:{transfer_id}:timeline"
+
+    @staticmethod
+    def active_key(lead_id: str) -> str:
+        return f"wt:active:{lead_id}"
+
+    @staticmethod
+    def lead_key(lead_id: str) -> str:
+        return f"wt:lead:{lead_id}"
+
+    @staticmethod
+    def call_key(provider: str, call_id: str) -> str:
+        return f"wt:call:{provider}:{call_id}"
+
+    @staticmethod
+    def idem_key(request_id: str) -> str:
+        return f"wt:idem:{request_id}"
+
+    # number directory
+    def set_number(self, number_id: str, e164: str) -> None:
+        self.r.hset(self.NUMBERS, number_id, e164)
+
+    def get_number(self, number_id: str) -> str | None:
+        return cast(str | None, self.r.hget(self.NUMBERS, number_id))
+
+    def delete_number(self, number_id: str) -> bool:
+        return bool(self.r.hdel(self.NUMBERS, number_id))
+
+    def list_numbers(self) -> dict[str, str]:
+        return cast(dict[str, str], self.r.hgetall(self.NUMBERS))
+
+    # the flag (DESIGN contract)
+    def set_flag(self, lead_id: str, transfer_number: str) -> bool:
+        """SET NX with the flag TTL; True when set now or already holding this number."""
+        key = flag_key(lead_id)
+        if self.r.set(key, transfer_number, nx=True, ex=self.settings.transfer_flag_ttl):
+            return True
+        return self.r.get(key) == transfer_number
+
+    def get_flag(self, lead_id: str) -> str | None:
+        return cast(str | None, self.r.get(flag_key(lead_id)))
+
+    # transfers
+    def begin(self, req: TransferRequest, now: float | None = None) -> tuple[str, str]:
+        """Create the transfer record and claim the lead, atomically.
+
+        Returns (outcome, detail): ('created', 'requested'), ('exists', state) when this
+        transfer id is already recorded, ('busy', other_transfer_id) when another transfer
+        holds the lead, ('duplicate', transfer_id) when the request id was seen before.
+        """
+        now = time.time() if now is None else now
+        record = {
+            "transfer_id": req.transfer_id,
+            "lead_id": req.lead_id,
+            "provider": req.provider,
+            "call_id": req.call_id,
+            "transfer_number": req.transfer_number,
+            "outbound_number": req.outbound_number,
+            "summary": req.summary or "",
+            "request_id": req.request_id or "",
+            "started_at": repr(now),
+        }
+        entry = self._entry(now, State.REQUESTED, "transfer requested")
+        res = self._begin(
+            keys=[self.record_key(req.transfer_id), self.timeline_key(req.transfer_id),
+                  self.active_key(req.lead_id), self.lead_key(req.lead_id),
+                  self.call_key(req.provider, req.call_id), self.DEADLINES,
+                  self.idem_key(req.request_id or "-")],
+            args=[req.transfer_id, json.dumps(record), self.settings.transfer_flag_ttl,
+                  self.settings.transfer_record_ttl, _iso(now),
+                  now + self.settings.deadline_seconds, entry, req.request_id or ""],
+        )
+        return str(res[0]), str(res[1])
+
+    def transition(self, transfer_id: str, to: State, note: str, *,
+                   from_states: tuple[State, ...] = (), fields: dict[str, Any] | None = None,
+                   now: float | None = None) -> Transition:
+        """Move a transfer to `to` if it is in one of `from_states` (any non-terminal when
+        empty). A terminal state is final; reaching it clears the flag and the lead claim."""
+        now = time.time() if now is None else now
+        rec = self.get_transfer(transfer_id)
+        if rec is None:
+            return Transition(False, "")
+        str_fields = {k: v if isinstance(v, str) else json.dumps(v)
+                      for k, v in (fields or {}).items()}
+        res = self._transition(
+            keys=[self.record_key(transfer_id), self.timeline_key(transfer_id),
+                  self.lead_key(rec["lead_id"]), self.active_key(rec["lead_id"]),
+                  flag_key(rec["lead_id"]), self.DEADLINES],
+            args=[transfer_id, to.value, _iso(now), self._entry(now, to, note),
+                  "1" if to in TERMINAL_STATES else "0", json.dumps(str_fields),
+                  self.settings.transfer_record_ttl, *[s.value for s in from_states]],
+        )
+        return Transition(bool(res[0]), str(res[1]))
+
+    def note(self, transfer_id: str, note: str, now: float | None = None) -> None:
+        """Add a timeline entry that does not change the state."""
+        now = time.time() if now is None else now
+        state = self.r.hget(self.record_key(transfer_id), "state")
+        if state is None:
+            return
+        key = self.timeline_key(transfer_id)
+        pipe = self.r.pipeline()
+        pipe.rpush(key, self._entry(now, None, note))
+        pipe.expire(key, self.settings.transfer_record_ttl)
+        pipe.execute()
+
+    def set_fields(self, transfer_id: str, **fields: str) -> None:
+        self.r.hset(self.record_key(transfer_id), mapping=fields)
+
+    def get_transfer(self, transfer_id: str) -> dict[str, str] | None:
+        rec = cast(dict[str, str], self.r.hgetall(self.record_key(transfer_id)))
+        return rec or None
+
+    def timeline(self, transfer_id: str) -> list[dict[str, Any]]:
+        raw = cast(list[str], self.r.lrange(self.timeline_key(transfer_id), 0, -1))
+        return [json.loads(x) for x in raw]
+
+    def lead_status(self, lead_id: str) -> dict[str, str] | None:
+        rec = cast(dict[str, str], self.r.hgetall(self.lead_key(lead_id)))
+        return rec or None
+
+    def active_transfer(self, lead_id: str) -> str | None:
+        return cast(str | None, self.r.get(self.active_key(lead_id)))
+
+    def transfer_for_request(self, request_id: str) -> str | None:
+        return cast(str | None, self.r.get(self.idem_key(request_id)))
+
+    def index_call(self, provider: str, call_id: str, transfer_id: str) -> None:
+        self.r.set(self.call_key(provider, call_id), transfer_id,
+                   ex=self.settings.transfer_record_ttl)
+
+    def transfer_for_call(self, provider: str, call_id: str) -> str | None:
+        return cast(str | None, self.r.get(self.call_key(provider, call_id)))
+
+    def mark_event_sent(self, transfer_id: str) -> None:
+        self.r.hset(self.record_key(transfer_id), "event_sent", "1")
+
+    def claim_once(self, name: str, ttl: int | None = None) -> bool:
+        """True the first time `name` is claimed within the TTL (record TTL by default)."""
+        return bool(self.r.set(f"wt:once:{name}", "1", nx=True,
+                               ex=ttl or self.settings.transfer_record_ttl))
+
+    def release_once(self, name: str) -> None:
+        self.r.delete(f"wt:once:{name}")
+
+    # deadlines
+    def claim_due(self, now: float | None = None, lease: float = 30.0, limit: int = 100
+                  ) -> list[str]:
+        """Transfers past their deadline, each leased to one caller for `lease` seconds."""
+        now = time.time() if now is None else now
+        return [str(x) for x in self._claim_due(keys=[self.DEADLINES],
+                                                args=[now, now + lease, limit])]
+
+    def ping(self) -> bool:
+        return bool(self.r.ping())
+
+    @staticmethod
+    def _entry(now: float, state: State | None, note: str) -> str:
+        entry: dict[str, Any] = {"at": _iso(now), "note": note}
+        if state is not None:
+            entry["state"] = state.value
+        return json.dumps(entry)

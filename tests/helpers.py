@@ -1,0 +1,61 @@
+"""Test helpers shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+from typing import Any
+
+from celery import Celery
+
+_counter = itertools.count(random.randrange(0, 50))
+
+AGENT_BASE = 14155550100  # 555-01xx: fictional numbers
+
+
+def unique_lead() -> str:
+    return f"lead-{uuid.uuid4().hex[:10]}"
+
+
+def fictional_number() -> str:
+    """A valid US number in the fictional 555-0100..0199 range, different on each call
+    (wrapping after 100)."""
+    return f"+{AGENT_BASE + next(_counter) % 100}"
+
+
+def make_request(*, lead_id: str | None = None, call_id: str = "CA" + "1" * 32,
+                 transfer_number: str | None = "+14155550101",
+                 outbound_number_id: str | None = "main-line",
+                 outbound_number: str | None = None, provider: str = "twilio",
+                 **extra: Any) -> dict[str, Any]:
+    configurations: dict[str, Any] = {}
+    if transfer_number is not None:
+        configurations["transfer_number"] = transfer_number
+    lead: dict[str, Any] = {}
+    if outbound_number_id is not None:
+        lead["outbound_number_id"] = outbound_number_id
+    if outbound_number is not None:
+        lead["outbound_number"] = outbound_number
+    return {"lead_id": lead_id or unique_lead(), "provider": provider, "call_id": call_id,
+            "template": {"configurations": configurations}, "lead": lead, **extra}
+
+
+def drain_queue(app: Celery, queue: str) -> list[dict[str, Any]]:
+    """Every message on `queue` as {"task": name, "kwargs": {...}}, decoded from Celery's
+    wire format (protocol 2: body = [args, kwargs, embed])."""
+    out: list[dict[str, Any]] = []
+    with app.connection_for_read() as conn:
+        q = conn.SimpleQueue(queue, no_ack=True)
+        try:
+            while True:
+                try:
+                    msg = q.get(block=False)
+                except q.Empty:
+                    break
+                _args, kwargs, _embed = msg.decode()
+                out.append({"task": msg.headers["task"], "kwargs": kwargs,
+                            "id": msg.headers["id"]})
+        finally:
+            q.close()
+    return out

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+import responses
+from celery import Celery
+
+import workers.tasks as tasks
+from shared.celery_config import make_celery
+from shared.config import Settings
+from shared.store import Store
+from tests.helpers import drain_queue
+from workers.runtime import Runtime
+
+TWILIO_SID = "AC" + "a" * 32
+TWILIO_API = "https://twilio.test"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(
+        redis_url="redis://unused:6379/0",
+        celery_broker_url="memory://",
+        public_base_url="https://hooks.example.com",
+        twilio_account_sid=TWILIO_SID,
+        twilio_auth_token="twilio-test-token",
+        twilio_api_base_url=TWILIO_API,
+        provider_retry_delays=[0.01, 0.01, 0.01],
+        api_token="api-test-token",
+    )
+
+
+@pytest.fixture
+def redis_client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis(decode_responses=True)
+
+
+@pytest.fixture
+def store(redis_client: fakeredis.FakeRedis, settings: Settings) -> Store:
+    s = Store(redis_client, settings)
+    s.set_number("main-line", "+14155550199")
+    return s
+
+
+@pytest.fixture
+def celery_app(settings: Settings) -> Iterator[Celery]:
+    app = make_celery(settings, "unit")
+    for queue in ("transfers", "agent_events"):
+        drain_queue(app, queue)
+    yield app
+    for queue in ("transfers", "agent_events"):
+        drain_queue(app, queue)
+
+
+@pytest.fixture
+def rt(settings: Settings, store: Store, celery_app: Celery,
+       monkeypatch: pytest.MonkeyPatch) -> Runtime:
+    runtime = Runtime(settings=settings, store=store, celery=celery_app)
+    monkeypatch.setattr(tasks, "_runtime", runtime)
+    return runtime
+
+
+@pytest.fixture
+def events(celery_app: Celery) -> Any:
+    """Call to get the events sent to the platform so far."""
+    def read() -> list[dict[str, Any]]:
+        msgs = drain_queue(celery_app, "agent_events")
+        assert all(m["task"] == "agent.transfer_event" for m in msgs)
+        return [m["kwargs"]["event"] for m in msgs]
+    return read
+
+
+@pytest.fixture
+def mocked() -> Iterator[responses.RequestsMock]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as r:
+        yield r

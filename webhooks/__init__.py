@@ -1,0 +1,35 @@
+"""The webhook app: provider callbacks, the producer endpoint, health."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from shared.config import Settings, get_settings
+from webhooks.deps import Deps
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """App factory. `config` is a Settings object, or a mapping of settings overrides;
+    None reads the environment."""
+    if config is None:
+        settings = get_settings()
+    elif isinstance(config, Settings):
+        settings = config
+    else:
+        settings = get_settings().model_copy(update=dict(config))
+    app = Flask(__name__)
+    # Provider callbacks are small forms; anything larger is refused with 413.
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    app.extensions["warm_transfer"] = Deps.build(settings)
+
+    from webhooks.health import bp as health_bp
+    from webhooks.transfers import bp as transfers_bp
+    from webhooks.twilio import bp as twilio_bp
+
+    app.register_blueprint(health_bp)
+    app.register_blueprint(transfers_bp)
+    app.register_blueprint(twilio_bp)
+    return app

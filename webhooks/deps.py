@@ -1,0 +1,46 @@
+"""What the views share, built once per app: settings, store, a Celery producer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from flask import abort, current_app
+
+from shared.celery_config import TRANSFERS_QUEUE, make_celery
+from shared.client import TransferClient
+from shared.config import Settings
+from shared.logs import get_logger
+from shared.store import Store
+
+log = get_logger("webhooks")
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    store: Store
+    celery: Celery
+    client: TransferClient
+
+    @classmethod
+    def build(cls, settings: Settings) -> Deps:
+        store = Store.from_settings(settings)
+        celery = make_celery(settings, "warm_transfer_webhooks")
+        return cls(settings, store, celery, TransferClient(settings, store=store, celery=celery))
+
+
+def deps() -> Deps:
+    d: Deps = current_app.extensions["warm_transfer"]
+    return d
+
+
+def enqueue(task: str, **kwargs: Any) -> None:
+    """Publish a task, or answer 503 so the provider retries: an accepted callback is never
+    dropped on the floor."""
+    try:
+        deps().celery.send_task(task, kwargs=kwargs, queue=TRANSFERS_QUEUE)
+    except Exception:  # noqa: BLE001 - whatever the broker raised, the answer is 503
+        log.exception("could not enqueue", extra={"task": task})
+        abort(503)

@@ -1,0 +1,66 @@
+"""Twilio callbacks. Verify, parse, enqueue, answer: the logic lives in workers/."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, request
+
+from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
+from webhooks.deps import enqueue
+from webhooks.security import verify_twilio
+
+bp = Blueprint("twilio", __name__, url_prefix="/twilio")
+
+_FORM = "application/x-www-form-urlencoded"
+_CALL_ENDED = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
+def _form(*required: str) -> dict[str, str]:
+    if request.mimetype != _FORM:
+        abort(400, "expected a form-encoded body")
+    params = {k: v for k, v in request.form.items()}
+    if any(not params.get(name) for name in required):
+        abort(400, f"missing one of {', '.join(required)}")
+    return params
+
+
+def _transfer_id() -> str:
+    transfer_id = request.args.get("transfer_id", "")
+    if not transfer_id or len(transfer_id) > 100:
+        abort(400, "missing transfer_id")
+    return transfer_id
+
+
+def _accepted() -> Response:
+    return Response(status=204)
+
+
+@bp.post("/status")
+def customer_status() -> Response:
+    """The customer call's own status callback (configured by the platform on its calls;
+    it may add ?lead_id=... to report hangups of calls that never had a transfer)."""
+    verify_twilio()
+    params = _form("CallSid", "CallStatus")
+    if params["CallStatus"] in _CALL_ENDED:
+        enqueue(TASK_CALL_STATUS, provider="twilio", call_id=params["CallSid"],
+                status=params["CallStatus"], lead_id=request.args.get("lead_id") or None)
+    return _accepted()
+
+
+@bp.post("/agent-status")
+def agent_status() -> Response:
+    """Status of the human agent's call, which we place."""
+    verify_twilio()
+    params = _form("CallSid", "CallStatus")
+    enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="agent-status",
+            transfer_id=_transfer_id(), params=params)
+    return _accepted()
+
+
+@bp.post("/conference")
+def conference() -> Response:
+    """Conference events of `transfer-{lead_id}`."""
+    verify_twilio()
+    params = _form("StatusCallbackEvent")
+    enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="conference",
+            transfer_id=_transfer_id(), params=params)
+    return _accepted()

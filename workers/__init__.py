@@ -1,0 +1,1 @@
+"""Celery workers: the transfer tasks and one module per provider handoff."""

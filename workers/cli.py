@@ -1,0 +1,166 @@
+"""`warm-transfer`: run the processes, manage the number directory, request and inspect."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from shared.config import get_settings
+from shared.phone import InvalidNumber, normalize_e164
+from shared.store import Store
+
+
+class UserError(Exception):
+    """A mistake the user can fix: printed as one line, exit status 2."""
+
+
+def _store() -> Store:
+    return Store.from_settings(get_settings())
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.celery_app import app
+
+    argv = ["worker", "-Q", "transfers", "--loglevel", get_settings().log_level,
+            *args.celery_args]
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    port = str(args.port or os.environ.get("PORT") or 8000)
+    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{args.host}:{port}",
+            "--workers", str(args.workers), "--access-logfile", "-", "webhooks.wsgi:app"]
+    os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with gunicorn
+
+
+def cmd_numbers(args: argparse.Namespace) -> int:
+    store = _store()
+    if args.action == "list":
+        for number_id, number in sorted(store.list_numbers().items()):
+            print(f"{number_id}\t{number}")
+    elif args.action == "set":
+        if not args.number_id or not args.number:
+            raise UserError("usage: warm-transfer numbers set ID +E164NUMBER")
+        try:
+            number = normalize_e164(args.number)
+        except InvalidNumber as exc:
+            raise UserError(f"{args.number!r}: {exc}") from None
+        store.set_number(args.number_id, number)
+        print(f"{args.number_id}\t{number}")
+    elif args.action == "get":
+        if not args.number_id:
+            raise UserError("usage: warm-transfer numbers get ID")
+        found = store.get_number(args.number_id)
+        if found is None:
+            raise UserError(f"no outbound number with id {args.number_id!r}")
+        print(found)
+    elif args.action == "delete":
+        if not args.number_id:
+            raise UserError("usage: warm-transfer numbers delete ID")
+        if not store.delete_number(args.number_id):
+            raise UserError(f"no outbound number with id {args.number_id!r}")
+    return 0
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    from shared.client import TransferClient
+
+    request: dict[str, Any] = {
+        "lead_id": args.lead_id, "provider": args.provider, "call_id": args.call_id,
+        "template": {"configurations": {"transfer_number": args.transfer_number}},
+        "lead": {k: v for k, v in (("outbound_number_id", args.outbound_number_id),
+                                   ("outbound_number", args.outbound_number)) if v},
+    }
+    if args.summary:
+        request["summary"] = args.summary
+    if args.request_id:
+        request["request_id"] = args.request_id
+    result = TransferClient(get_settings()).connect_to_live_agent(request)
+    print(json.dumps(result, indent=2))
+    return 0 if result["status"] != "error" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = _store()
+    status = store.lead_status(args.lead_id)
+    if status is None:
+        raise UserError(f"no transfer recorded for lead {args.lead_id!r}")
+    transfer_id = status.get("transfer_id", "")
+    print(json.dumps({"lead_id": args.lead_id, **status,
+                      "timeline": store.timeline(transfer_id) if transfer_id else []},
+                     indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="warm-transfer",
+        description="Warm transfer of live voice-AI calls to human agents. Configuration "
+                    "comes from the environment (see the README).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("worker", help="run a Celery worker on the transfers queue",
+                       description="Run a Celery worker consuming the `transfers` queue. "
+                                   "Extra arguments go to `celery worker`.")
+    p.add_argument("celery_args", nargs=argparse.REMAINDER,
+                   help="extra `celery worker` arguments, e.g. --concurrency 4")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("web", help="serve the webhook app with gunicorn",
+                       description="Serve the webhook app (provider callbacks, /transfers, "
+                                   "health) with gunicorn.")
+    p.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=None, help="port (default $PORT or 8000)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
+    p.set_defaults(func=cmd_web)
+
+    p = sub.add_parser("numbers", help="manage the outbound number directory",
+                       description="Manage the directory that maps lead.outbound_number_id "
+                                   "to an E.164 caller number (kept in Redis).")
+    p.add_argument("action", choices=["list", "set", "get", "delete"])
+    p.add_argument("number_id", nargs="?", help="the outbound_number_id")
+    p.add_argument("number", nargs="?", help="the E.164 number (for set)")
+    p.set_defaults(func=cmd_numbers)
+
+    p = sub.add_parser("request", help="request a transfer from the shell",
+                       description="Validate and enqueue a transfer, as the agent's tool "
+                                   "handler would; prints the tool result.")
+    p.add_argument("--lead-id", required=True)
+    p.add_argument("--provider", required=True, help="twilio")
+    p.add_argument("--call-id", required=True, help="the customer's live call id")
+    p.add_argument("--transfer-number", required=True, help="the human agent, E.164")
+    p.add_argument("--outbound-number", help="caller id shown to the human, E.164")
+    p.add_argument("--outbound-number-id", help="or its id in the number directory")
+    p.add_argument("--summary", help="what the human should know")
+    p.add_argument("--request-id", help="idempotency key")
+    p.set_defaults(func=cmd_request)
+
+    p = sub.add_parser("status", help="show a lead's transfer status and timeline",
+                       description="Show the lead's latest transfer: status and timeline.")
+    p.add_argument("lead_id")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        print(f"warm-transfer: {exc}", file=sys.stderr)
+        return 2
+    except redis.RedisError as exc:
+        print(f"warm-transfer: cannot reach Redis at {get_settings().redis_url}: {exc}",
+              file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

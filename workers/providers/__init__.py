@@ -1,0 +1,21 @@
+"""Provider registry: one module per provider, all with the interface in `base`.
+
+Adding a provider means one new module and one line here.
+"""
+
+from __future__ import annotations
+
+from workers.providers.base import Provider
+from workers.providers.twilio import TwilioProvider
+
+_PROVIDERS: dict[str, Provider] = {
+    "twilio": TwilioProvider(),
+}
+
+
+def get_provider(name: str) -> Provider | None:
+    return _PROVIDERS.get(name)
+
+
+def supported() -> tuple[str, ...]:
+    return tuple(_PROVIDERS)

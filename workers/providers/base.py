@@ -1,0 +1,56 @@
+"""The small interface every provider module implements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
+
+
+class ProviderError(Exception):
+    """A provider API call failed."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class TransientProviderError(ProviderError):
+    """Worth retrying: 5xx, 429, timeouts, connection errors."""
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying cannot help: 4xx, bad credentials, a call that no longer exists."""
+
+
+class ProviderNotConfigured(PermanentProviderError):
+    pass
+
+
+class Provider(Protocol):
+    """One provider's handoff.
+
+    Methods receive the transfer record (a dict of strings, see shared.store) and raise
+    TransientProviderError for what a retry may fix; the tasks own retries and outcomes.
+    """
+
+    name: str
+
+    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        """Place the handoff with the provider's REST API."""
+
+    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                        params: Mapping[str, str], task_id: str) -> None:
+        """Advance the transfer from one of our own leg/conference callbacks."""
+
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        """The customer's call ended while the transfer was not final: settle the transfer
+        and tell whether the call ended as a transfer (`call.ended.transferred`)."""
+
+    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        """Best effort: release provider resources of a transfer that failed or expired
+        (e.g. hang up a human leg still ringing)."""

@@ -1,0 +1,77 @@
+"""What tasks and provider modules share in a worker process: settings, store, event sender."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+
+from shared.config import Settings
+from shared.contracts import EventType, TransferEvent
+from shared.logs import BoundLogger, get_logger
+from shared.store import State, Store
+
+log = get_logger("workers")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    celery: Celery
+
+    def logger(self, transfer: Mapping[str, str] | None = None, **extra: Any) -> BoundLogger:
+        if transfer:
+            extra = {"lead_id": transfer.get("lead_id"),
+                     "transfer_id": transfer.get("transfer_id"),
+                     "provider": transfer.get("provider"), **extra}
+        return log.bind(**extra)
+
+    def emit(self, event: TransferEvent) -> None:
+        """Send one event to the platform's task (`agent.transfer_event`)."""
+        self.celery.send_task(self.settings.agent_event_task, kwargs={"event": event.as_dict()},
+                              queue=self.settings.agent_event_queue)
+        self.logger(None, lead_id=event.lead_id, transfer_id=event.transfer_id).info(
+            "event sent", extra={"event_type": event.type.value, "reason": event.reason})
+
+    def succeed(self, transfer: Mapping[str, str], note: str, *,
+                from_states: tuple[State, ...]) -> bool:
+        event = TransferEvent.succeeded(lead_id=transfer["lead_id"],
+                                        transfer_id=transfer["transfer_id"],
+                                        provider=transfer["provider"],
+                                        call_id=transfer["call_id"])
+        return self._finish(transfer, State.SUCCEEDED, note, event, from_states)
+
+    def fail(self, transfer: Mapping[str, str], reason: str, note: str, *,
+             from_states: tuple[State, ...] = ()) -> bool:
+        event = TransferEvent.failed(lead_id=transfer["lead_id"],
+                                     transfer_id=transfer["transfer_id"],
+                                     provider=transfer["provider"],
+                                     call_id=transfer["call_id"], reason=reason)
+        return self._finish(transfer, State.FAILED, note, event, from_states, reason=reason)
+
+    def _finish(self, transfer: Mapping[str, str], state: State, note: str,
+                event: TransferEvent, from_states: tuple[State, ...],
+                reason: str | None = None) -> bool:
+        """The one way a transfer ends: an atomic terminal transition, then its one event."""
+        fields: dict[str, Any] = {"event": json.dumps(event.as_dict())}
+        if reason:
+            fields["reason"] = reason
+        moved = self.store.transition(transfer["transfer_id"], state, note,
+                                      from_states=from_states, fields=fields)
+        if not moved.ok:
+            self.logger(transfer).info("outcome ignored", extra={
+                "wanted": state.value, "current": moved.previous, "note": note})
+            return False
+        self.emit(event)
+        self.store.mark_event_sent(transfer["transfer_id"])
+        return True
+
+    def emit_call_ended(self, *, lead_id: str, provider: str, call_id: str,
+                        transfer_id: str | None, transferred: bool) -> None:
+        self.emit(TransferEvent(type=EventType.CALL_ENDED, lead_id=lead_id,
+                                transfer_id=transfer_id, provider=provider, call_id=call_id,
+                                transferred=transferred))

@@ -1,0 +1,180 @@
+"""The tasks. Each takes ids and plain values and checks the transfer's state first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from celery import Task
+
+from shared.celery_config import (
+    TASK_CALL_STATUS,
+    TASK_EXPIRE,
+    TASK_PROVIDER_CALLBACK,
+    TASK_REQUEST,
+)
+from shared.config import get_settings
+from shared.contracts import (
+    ERROR_MESSAGES,
+    FailureReason,
+    RequestError,
+    TransferEvent,
+    parse_request,
+)
+from shared.store import TERMINAL_STATES, State, Store
+from workers.celery_app import app
+from workers.providers import get_provider
+from workers.providers.base import PermanentProviderError, Provider, TransientProviderError
+from workers.runtime import Runtime
+
+# Statuses that mean the customer's call is over, across providers.
+CALL_ENDED_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled",
+                                 "hangup", "ended"})
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    global _runtime
+    if _runtime is None:
+        settings = get_settings()
+        _runtime = Runtime(settings=settings, store=Store.from_settings(settings), celery=app)
+    return _runtime
+
+
+def _provider_step(task: Task, rt: Runtime, provider: Provider, transfer: Mapping[str, str],
+                   step: Callable[[], None]) -> None:
+    """Run one provider step: retry transient errors with backoff, then fail the transfer."""
+    try:
+        step()
+    except TransientProviderError as exc:
+        delays = rt.settings.provider_retry_delays
+        attempt = task.request.retries
+        if attempt < len(delays):
+            rt.logger(transfer).warning("transient provider error, retrying",
+                                        extra={"error": str(exc), "attempt": attempt + 1})
+            raise task.retry(countdown=delays[attempt], max_retries=len(delays)) from exc
+        if rt.fail(transfer, FailureReason.PROVIDER_ERROR, f"provider error after retries: {exc}"):
+            provider.cleanup(rt, transfer)
+    except PermanentProviderError as exc:
+        rt.logger(transfer).warning("provider refused", extra={"error": str(exc)})
+        if rt.fail(transfer, FailureReason.PROVIDER_ERROR, f"provider refused: {exc}"):
+            provider.cleanup(rt, transfer)
+
+
+@app.task(name=TASK_REQUEST, bind=True)
+def transfer_request(self: Task, request: dict[str, Any]) -> None:
+    rt = runtime()
+    raw_id = request.get("transfer_id") if isinstance(request, Mapping) else None
+    transfer_id = raw_id if isinstance(raw_id, str) and raw_id else f"tr_{self.request.id}"
+    try:
+        req = parse_request(request, rt.store.get_number, transfer_id=transfer_id)
+    except RequestError as exc:
+        _reject(rt, request, transfer_id, exc.code.value, ERROR_MESSAGES[exc.code])
+        return
+    log = rt.logger(None, lead_id=req.lead_id, transfer_id=req.transfer_id)
+    provider = get_provider(req.provider)
+    if provider is None:
+        _reject(rt, request, transfer_id, "unsupported_provider",
+                f"Transfers on {req.provider} are not available yet.")
+        return
+
+    outcome, detail = rt.store.begin(req)
+    if outcome == "busy":
+        _reject(rt, request, transfer_id, FailureReason.TRANSFER_IN_PROGRESS, None)
+        return
+    if outcome == "duplicate":
+        log.info("request id already used; nothing to do", extra={"owner": detail})
+        return
+    transfer = rt.store.get_transfer(req.transfer_id)
+    if transfer is None or transfer["state"] != State.REQUESTED:
+        log.info("transfer already past the request; redelivery ignored",
+                 extra={"state": transfer and transfer["state"]})
+        return
+    if not rt.store.set_flag(req.lead_id, req.transfer_number):
+        rt.fail(transfer, FailureReason.TRANSFER_IN_PROGRESS, "flag held by another transfer")
+        return
+    _provider_step(self, rt, provider, transfer, lambda: provider.start(rt, transfer))
+
+
+def _reject(rt: Runtime, request: Any, transfer_id: str, reason: str, message: str | None
+            ) -> None:
+    """A request that never became a transfer still gets its one terminal event."""
+    raw = request if isinstance(request, Mapping) else {}
+    if not rt.store.claim_once(f"rejected:{transfer_id}"):
+        return
+    lead_id = raw.get("lead_id")
+    call_id = raw.get("call_id")
+    event = TransferEvent.failed(
+        lead_id=str(lead_id) if lead_id is not None else "",
+        transfer_id=transfer_id,
+        provider=str(raw.get("provider") or ""),
+        call_id=str(call_id) if call_id is not None else None,
+        reason=reason, message=message)
+    rt.logger(None, lead_id=event.lead_id, transfer_id=transfer_id).warning(
+        "request rejected by the worker", extra={"reason": reason})
+    rt.emit(event)
+
+
+@app.task(name=TASK_PROVIDER_CALLBACK, bind=True)
+def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
+                      params: dict[str, str]) -> None:
+    rt = runtime()
+    transfer = rt.store.get_transfer(transfer_id)
+    impl = get_provider(provider)
+    if transfer is None or impl is None:
+        rt.logger(None, transfer_id=transfer_id).warning(
+            "callback for an unknown transfer", extra={"kind": kind})
+        return
+    if transfer["state"] in TERMINAL_STATES:
+        rt.store.note(transfer_id, f"late {kind} callback ignored")
+        return
+    _provider_step(self, rt, impl, transfer,
+                   lambda: impl.handle_callback(rt, transfer, kind, params, self.request.id))
+
+
+@app.task(name=TASK_CALL_STATUS, bind=True)
+def call_status(self: Task, provider: str, call_id: str, status: str,
+                lead_id: str | None = None) -> None:
+    """The customer's own call changed status (the platform's status callback)."""
+    if status.lower() not in CALL_ENDED_STATUSES:
+        return
+    rt = runtime()
+    claim = f"ended:{provider}:{call_id}"
+    if not rt.store.claim_once(claim):
+        return
+    try:
+        transfer_id = rt.store.transfer_for_call(provider, call_id)
+        transfer = rt.store.get_transfer(transfer_id) if transfer_id else None
+        if transfer is not None and transfer["call_id"] != call_id:
+            transfer = None  # a human leg, not a customer call
+        lead = transfer["lead_id"] if transfer else lead_id
+        if not lead:
+            rt.logger(None, provider=provider, call_id=call_id).info(
+                "call ended with no known lead; no event")
+            return
+        flagged = rt.store.get_flag(lead) is not None
+        transferred = flagged
+        impl = get_provider(provider)
+        if transfer is not None and impl is not None:
+            if transfer["state"] == State.SUCCEEDED:
+                transferred = True
+            elif transfer["state"] not in TERMINAL_STATES:
+                transferred = impl.customer_call_ended(rt, transfer)
+        rt.emit_call_ended(lead_id=lead, provider=provider, call_id=call_id,
+                           transfer_id=transfer["transfer_id"] if transfer else None,
+                           transferred=transferred)
+    except Exception:
+        rt.store.release_once(claim)  # let the redelivery report it
+        raise
+
+
+@app.task(name=TASK_EXPIRE, bind=True)
+def expire(self: Task, transfer_id: str) -> None:
+    rt = runtime()
+    transfer = rt.store.get_transfer(transfer_id)
+    if transfer is None or transfer["state"] in TERMINAL_STATES:
+        return
+    impl = get_provider(transfer["provider"])
+    if rt.fail(transfer, FailureReason.TIMEOUT, "no outcome before the deadline") and impl:
+        impl.cleanup(rt, transfer)
