@@ -85,7 +85,8 @@ class TransferClient:
                                                 "lead_id": _lead_of(request)})
             return ToolResult.refused(exc.code, exc.detail)
         except redis.RedisError:
-            log.exception("redis unavailable while validating", extra={"lead_id": _lead_of(request)})
+            log.exception("redis unavailable while validating",
+                          extra={"lead_id": _lead_of(request)})
             return ToolResult.refused(ErrorCode.SERVICE_UNAVAILABLE)
 
         bound = log.bind(lead_id=req.lead_id, transfer_id=req.transfer_id)

@@ -1,4 +1,4 @@
-"""The contracts outsiders rely on: the request, the tool result, the events, the tool declaration."""
+"""The contracts outsiders rely on: request, tool result, events, tool declaration."""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ class BoundLogger(logging.LoggerAdapter[logging.Logger]):
     def bind(self, **context: Any) -> BoundLogger:
         return BoundLogger(self.logger, {**(self.extra or {}), **context})
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]
+                ) -> tuple[Any, MutableMapping[str, Any]]:
         kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
         return msg, kwargs
 

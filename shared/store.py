@@ -1,17 +1,20 @@
 """The Redis store: every key the service keeps, its owner and its TTL.
 
-| key                                | holds                               | owner            | TTL            |
-|------------------------------------|-------------------------------------|------------------|----------------|
-| transfer:{lead_id}                 | transfer number (the DESIGN flag)   | worker           | flag TTL       |
-| wt:active:{lead_id}                | transfer id holding the lead        | client / worker  | flag TTL       |
-| wt:transfer:{transfer_id}          | hash: the transfer record and state | client / worker  | record TTL     |
-| wt:transfer:{transfer_id}:timeline | list of JSON timeline entries       | client / worker  | record TTL     |
-| wt:lead:{lead_id}                  | hash: the lead's transfer status    | client / worker  | record TTL     |
-| wt:call:{provider}:{call_id}       | transfer id of a call (customer/leg)| client / worker  | record TTL     |
-| wt:idem:{request_id}               | transfer id claimed by a request id | client / worker  | record TTL     |
-| wt:once:{name}                     | one-shot claims (events sent once)  | worker           | record TTL     |
-| wt:deadlines                       | zset transfer id -> deadline (epoch)| client / worker  | 2 x flag TTL   |
-| wt:numbers                         | hash outbound_number_id -> E.164    | operator (CLI)   | none: config   |
+| key                                | holds                                | owner   | TTL        |
+|------------------------------------|--------------------------------------|---------|------------|
+| transfer:{lead_id}                 | transfer number (the DESIGN flag)    | worker  | flag TTL   |
+| wt:active:{lead_id}                | transfer id holding the lead         | both    | flag TTL   |
+| wt:transfer:{transfer_id}          | hash: the transfer record and state  | both    | record TTL |
+| wt:transfer:{transfer_id}:timeline | list of JSON timeline entries        | both    | record TTL |
+| wt:lead:{lead_id}                  | hash: the lead's transfer status     | both    | record TTL |
+| wt:call:{provider}:{call_id}       | transfer id of a call (customer/leg) | both    | record TTL |
+| wt:idem:{request_id}               | transfer id claimed by a request id  | both    | record TTL |
+| wt:once:{name}                     | one-shot claims (events sent once)   | worker  | record TTL |
+| wt:deadlines                       | zset transfer id -> deadline (epoch) | both    | 2 x flag   |
+| wt:numbers                         | hash outbound_number_id -> E.164     | operator| none       |
+
+"both" is the producer client and the worker; the number directory is configuration,
+edited with `warm-transfer numbers`, and so has no TTL.
 
 All writes that decide a transfer's fate are Lua scripts, so that duplicate, late and
 out-of-order callbacks and redelivered tasks see one consistent state.
@@ -27,6 +30,8 @@ from enum import StrEnum
 from typing import Any, cast
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from shared.config import Settings
 from shared.contracts import TransferRequest
@@ -144,9 +149,12 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        return cls(redis.Redis.from_url(settings.redis_url, decode_responses=True,
-                                        socket_timeout=5, socket_connect_timeout=5,
-                                        health_check_interval=30), settings)
+        # Short timeouts and few retries: a tool call on a live phone call must not hang.
+        client = redis.Redis.from_url(
+            settings.redis_url, decode_responses=True, socket_timeout=5,
+            socket_connect_timeout=2, health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
+        return cls(client, settings)
 
     # keys
     @staticmethod
@@ -263,7 +271,7 @@ class Store:
         pipe.execute()
 
     def set_fields(self, transfer_id: str, **fields: str) -> None:
-        self.r.hset(self.record_key(transfer_id), mapping=fields)
+        self.r.hset(self.record_key(transfer_id), mapping=dict(fields.items()))
 
     def get_transfer(self, transfer_id: str) -> dict[str, str] | None:
         rec = cast(dict[str, str], self.r.hgetall(self.record_key(transfer_id)))

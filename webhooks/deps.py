@@ -41,6 +41,6 @@ def enqueue(task: str, **kwargs: Any) -> None:
     dropped on the floor."""
     try:
         deps().celery.send_task(task, kwargs=kwargs, queue=TRANSFERS_QUEUE)
-    except Exception:  # noqa: BLE001 - whatever the broker raised, the answer is 503
+    except Exception:
         log.exception("could not enqueue", extra={"task": task})
         abort(503)

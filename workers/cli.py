@@ -40,6 +40,13 @@ def cmd_web(args: argparse.Namespace) -> int:
     os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with gunicorn
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from workers.localstack import up
+
+    use_sandbox = True if args.sandbox else (False if args.no_sandbox else None)
+    return up(port=args.port, sandbox_port=args.sandbox_port, use_sandbox=use_sandbox)
+
+
 def cmd_numbers(args: argparse.Namespace) -> int:
     store = _store()
     if args.action == "list":
@@ -105,6 +112,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Warm transfer of live voice-AI calls to human agents. Configuration "
                     "comes from the environment (see the README).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="run the whole system locally",
+                       description="Start Redis (REDIS_URL if it answers, else an embedded "
+                                   "redis-server), the provider sandbox (when no provider "
+                                   "credentials are set), the webhook app and a worker. "
+                                   "Ctrl-C stops everything.")
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)),
+                   help="webhook app port (default $PORT or 8000)")
+    p.add_argument("--sandbox-port", type=int, default=0, help="sandbox port (default: free)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--sandbox", action="store_true", help="always use the sandbox")
+    group.add_argument("--no-sandbox", action="store_true", help="never use the sandbox")
+    p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("worker", help="run a Celery worker on the transfers queue",
                        description="Run a Celery worker consuming the `transfers` queue. "

@@ -1,6 +1,5 @@
 from typing import Any
 
-import redis
 from celery import Celery
 
 from shared.client import TransferClient
@@ -77,7 +76,7 @@ def test_broker_down_is_an_error_and_releases_the_lead(settings: Settings, store
 
 
 def test_redis_down_is_an_error(settings: Settings, celery_app: Celery) -> None:
-    broken = Store(redis.Redis(port=1, socket_connect_timeout=0.2), settings)
+    broken = Store.from_settings(settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"}))
     client = TransferClient(settings, store=broken, celery=celery_app)
     result: dict[str, Any] = client.connect_to_live_agent(make_request())
     assert result["error"] == "service_unavailable"

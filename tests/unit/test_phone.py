@@ -12,7 +12,8 @@ def test_normalize_accepts_international_numbers(raw: str, expected: str) -> Non
     assert normalize_e164(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["4155550123", "+1415", "+999123456789", "hello", "", "+1 415 555 01234567"])
+@pytest.mark.parametrize(
+    "raw", ["4155550123", "+1415", "+999123456789", "hello", "", "+1 415 555 01234567"])
 def test_normalize_refuses_ambiguous_or_invalid(raw: str) -> None:
     with pytest.raises(InvalidNumber):
         normalize_e164(raw)

@@ -151,7 +151,7 @@ class TwilioProvider:
         event = params.get("StatusCallbackEvent", "")
         call_sid = params.get("CallSid", "")
         tid = transfer["transfer_id"]
-        is_agent = bool(call_sid) and call_sid == transfer.get("agent_call_sid", "") or (
+        is_agent = (bool(call_sid) and call_sid == transfer.get("agent_call_sid", "")) or (
             params.get("ParticipantLabel") == "agent")
         is_customer = bool(call_sid) and call_sid == transfer["call_id"]
         if event == "participant-join" and is_agent:

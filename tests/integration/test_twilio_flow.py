@@ -1,0 +1,228 @@
+"""The Twilio Conference handoff end to end: real Redis, real worker, webhooks over HTTP,
+the sandbox standing in for Twilio's API and signing its callbacks like Twilio."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from tests.helpers import fictional_number, make_request, unique_lead
+from tests.integration.conftest import DEADLINE_MARGIN, RING_TIMEOUT, Stack
+
+OUTBOUND = "+14155550199"
+
+
+def _request(stack: Stack, fate: str, **kw: object) -> tuple[str, str, str, dict[str, object]]:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    number = fictional_number()
+    stack.sandbox.set_fate(number, fate)
+    result = stack.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number=number, outbound_number=OUTBOUND,
+        outbound_number_id=None, **kw))
+    return lead, call_id, number, result
+
+
+def _participant_requests(stack: Stack, lead: str) -> list[object]:
+    return stack.sandbox.api_requests(f"/Conferences/transfer-{lead}/Participants.json")
+
+
+def test_success_moves_customer_and_reports_once(stack: Stack) -> None:
+    lead, call_id, number, result = _request(stack, "answer")
+    assert result["status"] == "transfer_requested"
+    tid = str(result["transfer_id"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    assert event["action"] == "end_conversation"
+    assert event["call_id"] == call_id and event["provider"] == "twilio"
+
+    [dial] = _participant_requests(stack, lead)
+    assert dial.value("To") == number and dial.value("From") == OUTBOUND  # type: ignore[attr-defined]
+    [move] = stack.sandbox.api_requests(f"/Calls/{call_id}.json")
+    assert f">transfer-{lead}</Conference>" in (move.value("Twiml") or "")
+    assert stack.store.get_flag(lead) is None
+    assert stack.store.lead_status(lead)["status"] == "succeeded"  # type: ignore[index]
+    states = [e.get("state") for e in stack.store.timeline(tid) if e.get("state")]
+    assert states == ["requested", "dialing", "human_answered", "bridging", "succeeded"]
+
+    # The customer and the human talk, then the customer hangs up.
+    stack.sandbox.hangup(call_id)
+    ended = stack.events.wait(lambda e: e["lead_id"] == lead and e["type"] == "call.ended")
+    assert ended["transferred"] is True
+    time.sleep(0.3)
+    assert stack.terminal_count(tid) == 1
+
+
+def test_no_answer_resumes_the_ai(stack: Stack) -> None:
+    lead, call_id, _, result = _request(stack, "no-answer:0.3")
+    event = stack.terminal(str(result["transfer_id"]))
+    assert event["type"] == "transfer.failed"
+    assert (event["reason"], event["action"]) == ("no_answer", "resume")
+    assert stack.sandbox.api_requests(f"/Calls/{call_id}.json") == []
+    assert stack.store.get_flag(lead) is None
+    assert stack.store.lead_status(lead)["status"] == "failed"  # type: ignore[index]
+
+
+def test_busy(stack: Stack) -> None:
+    _, call_id, _, result = _request(stack, "busy")
+    event = stack.terminal(str(result["transfer_id"]))
+    assert (event["reason"], event["action"]) == ("busy", "resume")
+    assert stack.sandbox.api_requests(f"/Calls/{call_id}.json") == []
+
+
+def test_duplicate_tool_call_dials_once(stack: Stack) -> None:
+    lead, call_id, number, first = _request(stack, "answer-after:1")
+    second = stack.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number=number, outbound_number=OUTBOUND))
+    assert second["status"] == "transfer_in_progress"
+    assert second["transfer_id"] == first["transfer_id"]
+    assert stack.terminal(str(first["transfer_id"]))["type"] == "transfer.succeeded"
+    assert len(_participant_requests(stack, lead)) == 1
+
+
+def test_forged_callbacks_are_refused_and_change_nothing(stack: Stack) -> None:
+    _, _, _, result = _request(stack, "answer-after:1.5")
+    tid = str(result["transfer_id"])
+    url = f"{stack.settings.public_base_url}/twilio/agent-status?transfer_id={tid}"
+    forged = {"CallSid": "CA" + "f" * 32, "CallStatus": "busy"}
+    assert requests.post(url, data=forged, timeout=5).status_code == 403
+    assert requests.post(url, data=forged, timeout=5,
+                         headers={"X-Twilio-Signature": "AAAA"}).status_code == 403
+    # Signed with the wrong token.
+    from twilio.request_validator import RequestValidator
+    sig = RequestValidator("not-the-token").compute_signature(url, forged)
+    assert requests.post(url, data=forged, timeout=5,
+                         headers={"X-Twilio-Signature": sig}).status_code == 403
+    # Correctly signed but malformed.
+    good = RequestValidator(stack.settings.twilio_auth_token)
+    partial = {"CallSid": "CA1"}
+    assert requests.post(url, data=partial, timeout=5, headers={
+        "X-Twilio-Signature": good.compute_signature(url, partial)}).status_code == 400
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"  # the forged "busy" was never acted on
+
+
+def test_missing_transfer_number_is_refused_synchronously(stack: Stack) -> None:
+    lead = unique_lead()
+    before = len(stack.sandbox.requests)
+    result = stack.client.connect_to_live_agent(make_request(lead_id=lead, transfer_number=None,
+                                                             outbound_number=OUTBOUND))
+    assert result["status"] == "error" and result["error"] == "missing_transfer_number"
+    time.sleep(0.3)
+    assert len(stack.sandbox.requests) == before
+    assert stack.store.get_flag(lead) is None and stack.events_for(lead) == []
+
+
+def test_missing_outbound_number_id_is_refused_synchronously(stack: Stack) -> None:
+    lead = unique_lead()
+    before = len(stack.sandbox.requests)
+    result = stack.client.connect_to_live_agent(make_request(lead_id=lead,
+                                                             outbound_number_id=None))
+    assert result["error"] == "missing_outbound_number_id"
+    time.sleep(0.3)
+    assert len(stack.sandbox.requests) == before
+    assert stack.store.lead_status(lead) is None
+
+
+def test_outbound_number_from_directory(stack: Stack) -> None:
+    stack.store.set_number("integration-line", "+14155550177")
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    number = fictional_number()
+    stack.sandbox.set_fate(number, "answer")
+    result = stack.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number=number,
+        outbound_number_id="integration-line"))
+    assert stack.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
+    [dial] = _participant_requests(stack, lead)
+    assert dial.value("From") == "+14155550177"  # type: ignore[attr-defined]
+
+
+def test_twilio_503_then_success(stack: Stack) -> None:
+    lead = unique_lead()
+    stack.sandbox.add_fault(f"/Conferences/transfer-{lead}/Participants.json", 503, count=1)
+    call_id = stack.customer_call(lead)
+    number = fictional_number()
+    stack.sandbox.set_fate(number, "answer")
+    result = stack.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number=number, outbound_number=OUTBOUND))
+    assert stack.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
+    assert len(_participant_requests(stack, lead)) == 2
+
+
+def test_twilio_503_throughout(stack: Stack) -> None:
+    lead = unique_lead()
+    stack.sandbox.add_fault(f"/Conferences/transfer-{lead}/Participants.json", 503, count=10)
+    call_id = stack.customer_call(lead)
+    result = stack.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number=fictional_number(),
+        outbound_number=OUTBOUND))
+    event = stack.terminal(str(result["transfer_id"]))
+    assert (event["reason"], event["action"]) == ("provider_error", "resume")
+    assert len(_participant_requests(stack, lead)) == 1 + len(stack.settings.provider_retry_delays)
+    assert stack.store.get_flag(lead) is None
+
+
+def test_customer_hangs_up_while_human_rings(stack: Stack) -> None:
+    lead, call_id, _, result = _request(stack, "answer-after:3")
+    tid = str(result["transfer_id"])
+    deadline = time.monotonic() + 5
+    while stack.store.get_transfer(tid)["state"] != "dialing":  # type: ignore[index]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stack.sandbox.hangup(call_id)
+    event = stack.terminal(tid)
+    assert (event["type"], event["reason"]) == ("transfer.failed", "customer_hung_up")
+    ended = stack.events.wait(lambda e: e["lead_id"] == lead and e["type"] == "call.ended")
+    assert ended["transferred"] is False
+    cancels = [r for r in stack.sandbox.api_requests("/Calls/") if r.value("Status")]
+    assert any(r.value("Status") == "canceled" for r in cancels)
+    time.sleep(3.5)  # past the moment the human would have answered
+    assert stack.terminal_count(tid) == 1
+    assert stack.sandbox.api_requests(f"/Calls/{call_id}.json") == []
+
+
+def test_callbacks_twice_and_out_of_order_still_one_outcome(stack: Stack) -> None:
+    stack.sandbox.repeat_callbacks = 2
+    _, call_id, _, result = _request(stack, "answer-after:0.3")
+    tid = str(result["transfer_id"])
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    # Stale and repeated callbacks after the outcome, correctly signed.
+    base = stack.settings.public_base_url
+    agent_sid = stack.store.get_transfer(tid)["agent_call_sid"]  # type: ignore[index]
+    for params, path in [
+        ({"CallSid": agent_sid, "CallStatus": "ringing"}, "agent-status"),
+        ({"CallSid": agent_sid, "CallStatus": "busy"}, "agent-status"),
+        ({"StatusCallbackEvent": "participant-join", "CallSid": agent_sid}, "conference"),
+        ({"StatusCallbackEvent": "participant-leave", "CallSid": agent_sid}, "conference"),
+    ]:
+        status = stack.sandbox.send_twilio_callback(f"{base}/twilio/{path}?transfer_id={tid}",
+                                                    params)
+        assert status == 204
+    time.sleep(1.0)
+    assert stack.terminal_count(tid) == 1
+    assert len(stack.sandbox.api_requests(f"/Calls/{call_id}.json")) == 1
+
+
+def test_no_callback_ever_fails_at_the_deadline(stack: Stack) -> None:
+    lead, _, _, result = _request(stack, "ignore")
+    tid = str(result["transfer_id"])
+    event = stack.terminal(tid, timeout=RING_TIMEOUT + DEADLINE_MARGIN + 5)
+    assert (event["reason"], event["action"]) == ("timeout", "resume")
+    assert stack.store.get_flag(lead) is None
+
+
+def test_http_producer_endpoint(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    number = fictional_number()
+    stack.sandbox.set_fate(number, "answer")
+    url = f"{stack.settings.public_base_url}/transfers"
+    body = make_request(lead_id=lead, call_id=call_id, transfer_number=number,
+                        outbound_number=OUTBOUND)
+    assert requests.post(url, json=body, timeout=5).status_code == 401
+    resp = requests.post(url, json=body, timeout=5,
+                         headers={"Authorization": "Bearer integration-token"})
+    assert resp.status_code == 202
+    assert stack.terminal(resp.json()["transfer_id"])["type"] == "transfer.succeeded"

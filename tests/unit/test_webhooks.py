@@ -1,0 +1,185 @@
+"""The webhook views: authentication first, then parsing, then one enqueue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from celery import Celery
+from flask import Flask
+from flask.testing import FlaskClient
+from twilio.request_validator import RequestValidator
+
+from shared.client import TransferClient
+from shared.config import Settings
+from shared.store import Store
+from tests.helpers import drain_queue, make_request
+from webhooks import create_app
+from webhooks.deps import Deps
+
+BASE = "https://hooks.example.com"
+
+
+@pytest.fixture
+def app(settings: Settings, store: Store, celery_app: Celery) -> Flask:
+    app = create_app(settings)
+    app.extensions["warm_transfer"] = Deps(settings, store, celery_app,
+                                           TransferClient(settings, store=store,
+                                                          celery=celery_app))
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def sign(settings: Settings, path: str, params: dict[str, str]) -> str:
+    return RequestValidator(settings.twilio_auth_token).compute_signature(BASE + path, params)
+
+
+def post(client: FlaskClient, settings: Settings, path: str, params: dict[str, str],
+         signature: str | None = "auto", **kw: Any) -> Any:
+    headers = kw.pop("headers", {})
+    if signature == "auto":
+        signature = sign(settings, path, params)
+    if signature is not None:
+        headers["X-Twilio-Signature"] = signature
+    # The request arrives at an internal host; the signature covers the public URL.
+    return client.post(path, data=params, headers=headers, base_url="http://10.0.0.5:8000",
+                       **kw)
+
+
+AGENT_PARAMS = {"CallSid": "CA" + "a" * 32, "CallStatus": "busy", "AccountSid": "AC1"}
+
+
+def test_signed_callback_is_enqueued(client: FlaskClient, settings: Settings,
+                                     celery_app: Celery) -> None:
+    resp = post(client, settings, "/twilio/agent-status?transfer_id=tr_1", AGENT_PARAMS)
+    assert resp.status_code == 204
+    [msg] = drain_queue(celery_app, "transfers")
+    assert msg["task"] == "warm_transfer.provider_callback"
+    assert msg["kwargs"] == {"provider": "twilio", "kind": "agent-status",
+                             "transfer_id": "tr_1", "params": AGENT_PARAMS}
+
+
+@pytest.mark.parametrize("signature", [None, "", "bm90IGEgc2lnbmF0dXJl"])
+def test_bad_or_missing_signature_is_refused(client: FlaskClient, settings: Settings,
+                                             celery_app: Celery, signature: str | None) -> None:
+    resp = post(client, settings, "/twilio/agent-status?transfer_id=tr_1", AGENT_PARAMS,
+                signature=signature)
+    assert resp.status_code == 403
+    assert drain_queue(celery_app, "transfers") == []
+
+
+def test_signature_over_other_params_is_refused(client: FlaskClient, settings: Settings,
+                                                celery_app: Celery) -> None:
+    sig = sign(settings, "/twilio/agent-status?transfer_id=tr_1", AGENT_PARAMS)
+    tampered = {**AGENT_PARAMS, "CallStatus": "completed"}
+    resp = post(client, settings, "/twilio/agent-status?transfer_id=tr_1", tampered,
+                signature=sig)
+    assert resp.status_code == 403
+    sig = sign(settings, "/twilio/agent-status?transfer_id=tr_1", AGENT_PARAMS)
+    resp = post(client, settings, "/twilio/agent-status?transfer_id=tr_2", AGENT_PARAMS,
+                signature=sig)
+    assert resp.status_code == 403
+    assert drain_queue(celery_app, "transfers") == []
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    ("/twilio/agent-status?transfer_id=tr_1", {"CallSid": "CA1"}),
+    ("/twilio/agent-status", AGENT_PARAMS),
+    ("/twilio/conference?transfer_id=tr_1", {"CallSid": "CA1"}),
+    ("/twilio/status", {"CallStatus": "completed"}),
+])
+def test_malformed_body_is_400_and_nothing_enqueued(client: FlaskClient, settings: Settings,
+                                                    celery_app: Celery, path: str,
+                                                    params: dict[str, str]) -> None:
+    assert post(client, settings, path, params).status_code == 400
+    assert drain_queue(celery_app, "transfers") == []
+
+
+def test_json_body_is_refused(client: FlaskClient, settings: Settings, celery_app: Celery
+                              ) -> None:
+    sig = sign(settings, "/twilio/status", {})
+    resp = client.post("/twilio/status", json=AGENT_PARAMS,
+                       headers={"X-Twilio-Signature": sig})
+    assert resp.status_code == 400
+    assert drain_queue(celery_app, "transfers") == []
+
+
+def test_oversized_body_is_refused(client: FlaskClient, settings: Settings) -> None:
+    params = {**AGENT_PARAMS, "Junk": "x" * 70_000}
+    assert post(client, settings, "/twilio/status", params).status_code == 413
+
+
+def test_customer_status_enqueues_only_call_endings(client: FlaskClient, settings: Settings,
+                                                    celery_app: Celery) -> None:
+    ringing = {"CallSid": "CA1", "CallStatus": "in-progress"}
+    assert post(client, settings, "/twilio/status?lead_id=L1", ringing).status_code == 204
+    ended = {"CallSid": "CA1", "CallStatus": "completed"}
+    assert post(client, settings, "/twilio/status?lead_id=L1", ended).status_code == 204
+    [msg] = drain_queue(celery_app, "transfers")
+    assert msg["task"] == "warm_transfer.call_status"
+    assert msg["kwargs"] == {"provider": "twilio", "call_id": "CA1", "status": "completed",
+                             "lead_id": "L1"}
+
+
+def test_broker_down_answers_503_so_twilio_retries(app: Flask, settings: Settings,
+                                                   store: Store) -> None:
+    dead = Celery("dead", set_as_current=False)
+    dead.conf.update(broker_url="redis://127.0.0.1:1/0", broker_connection_timeout=0.2,
+                     broker_connection_max_retries=0, broker_connection_retry=False)
+    app.extensions["warm_transfer"] = Deps(settings, store, dead,
+                                           TransferClient(settings, store=store, celery=dead))
+    resp = post(app.test_client(), settings, "/twilio/conference?transfer_id=tr_1",
+                {"StatusCallbackEvent": "participant-join", "CallSid": "CA1"})
+    assert resp.status_code == 503
+
+
+def test_transfers_endpoint_requires_bearer(client: FlaskClient, celery_app: Celery) -> None:
+    body = make_request(lead_id="L1")
+    assert client.post("/transfers", json=body).status_code == 401
+    assert client.post("/transfers", json=body,
+                       headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert drain_queue(celery_app, "transfers") == []
+
+
+def test_transfers_endpoint_enqueues_and_reports(client: FlaskClient, celery_app: Celery
+                                                 ) -> None:
+    auth = {"Authorization": "Bearer api-test-token"}
+    resp = client.post("/transfers", json=make_request(lead_id="L1"), headers=auth)
+    assert resp.status_code == 202 and resp.json["status"] == "transfer_requested"
+    again = client.post("/transfers", json=make_request(lead_id="L1"), headers=auth)
+    assert again.status_code == 409 and again.json["status"] == "transfer_in_progress"
+    bad = client.post("/transfers", json=make_request(transfer_number=None), headers=auth)
+    assert bad.status_code == 422 and bad.json["error"] == "missing_transfer_number"
+    assert len(drain_queue(celery_app, "transfers")) == 1
+    status = client.get("/transfers/leads/L1", headers=auth)
+    assert status.status_code == 200 and status.json["status"] == "requested"
+    assert status.json["timeline"][0]["state"] == "requested"
+    assert client.get("/transfers/leads/nobody", headers=auth).status_code == 404
+
+
+def test_transfers_endpoint_disabled_without_token(settings: Settings, store: Store,
+                                                   celery_app: Celery) -> None:
+    open_settings = settings.model_copy(update={"api_token": ""})
+    app = create_app(open_settings)
+    app.extensions["warm_transfer"] = Deps(open_settings, store, celery_app,
+                                           TransferClient(open_settings, store=store,
+                                                          celery=celery_app))
+    resp = app.test_client().post("/transfers", json=make_request(),
+                                  headers={"Authorization": "Bearer "})
+    assert resp.status_code == 401
+
+
+def test_health(client: FlaskClient) -> None:
+    assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_readyz_503_when_redis_down(settings: Settings, celery_app: Celery) -> None:
+    down = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0",
+                                       "celery_broker_url": "redis://127.0.0.1:1/0"})
+    resp = create_app(down).test_client().get("/readyz")
+    assert resp.status_code == 503
+    assert resp.json["redis"] is False

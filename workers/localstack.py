@@ -1,0 +1,176 @@
+"""`warm-transfer up`: the whole system on one machine.
+
+Redis (the one at REDIS_URL when it answers, else an embedded real redis-server), the
+provider sandbox (when no provider credentials are configured), the webhook app under
+gunicorn and a Celery worker. Ctrl-C stops every part.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import requests
+
+from sandbox import Sandbox
+from sandbox.redis_server import RedisServer, free_port
+from sandbox.server import ThreadedServer
+from shared.config import Settings
+
+
+@dataclass
+class Stack:
+    redis_url: str
+    web_url: str
+    public_base_url: str
+    sandbox_url: str | None
+    env: dict[str, str]
+    sandbox: Sandbox | None = None
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+
+def redis_reachable(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except (redis.RedisError, ValueError):
+        return False
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with status {proc.returncode}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def _wait_worker(broker_url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    from celery import Celery
+
+    probe = Celery("probe", broker=broker_url, set_as_current=False)
+    deadline = time.monotonic() + timeout
+    while not probe.control.ping(timeout=0.5):
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker exited with status {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not answer within {timeout:.0f}s")
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Stop a child and everything it started (its own process group)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextmanager
+def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool | None = None,
+                  log: Callable[[str], None] = print, quiet_children: bool = False
+                  ) -> Iterator[Stack]:
+    """Start every part; stop them all when the block ends."""
+    base = Settings()
+    env = dict(os.environ)
+    with ExitStack() as stack:
+        # Redis
+        if os.environ.get("REDIS_URL") and redis_reachable(base.redis_url):
+            redis_url = base.redis_url
+            log(f"redis      {redis_url} (from REDIS_URL)")
+        else:
+            if os.environ.get("REDIS_URL"):
+                log(f"redis      {base.redis_url} does not answer; starting an embedded one")
+            server = stack.enter_context(RedisServer())
+            redis_url = server.url
+            log(f"redis      {redis_url} (embedded redis-server)")
+            env["REDIS_URL"] = redis_url
+            if not os.environ.get("CELERY_BROKER_URL"):
+                env["CELERY_BROKER_URL"] = redis_url
+        broker_url = env.get("CELERY_BROKER_URL") or redis_url
+
+        web_url = f"http://127.0.0.1:{port}"
+        public = env.setdefault("PUBLIC_BASE_URL", web_url)
+
+        # Provider sandbox, when no real provider is configured
+        sandbox: Sandbox | None = None
+        sandbox_url: str | None = None
+        if use_sandbox is None:
+            use_sandbox = not (base.twilio_account_sid and base.twilio_auth_token)
+        if use_sandbox:
+            sandbox = Sandbox()
+            stack.callback(sandbox.stop)
+            sb_server = ThreadedServer(sandbox.app, port=sandbox_port).start()
+            stack.callback(sb_server.stop)
+            sandbox_url = sb_server.url
+            env.update({"TWILIO_ACCOUNT_SID": sandbox.twilio_account_sid,
+                        "TWILIO_AUTH_TOKEN": sandbox.twilio_auth_token,
+                        "TWILIO_API_BASE_URL": sandbox_url})
+            env.pop("TWILIO_EDGE", None)
+            env.pop("TWILIO_REGION", None)
+            log(f"sandbox    {sandbox_url} (fake Twilio API; control API under /_sandbox)")
+
+        out = subprocess.DEVNULL if quiet_children else None
+        common: dict[str, Any] = {"env": env, "start_new_session": True, "stdout": out,
+                                  "stderr": out}
+        web = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+             "--graceful-timeout", "5", "webhooks.wsgi:app"], **common)
+        stack.callback(_stop, web)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+             "-Q", "transfers", "--concurrency", "2", "--without-gossip", "--without-mingle",
+             "--loglevel", env.get("LOG_LEVEL", "INFO")], **common)
+        stack.callback(_stop, worker)
+
+        _wait_http(f"{web_url}/healthz", web, 30)
+        log(f"webhooks   {web_url} (public URL {public})")
+        _wait_worker(broker_url, worker, 60)
+        log("worker     consuming the 'transfers' queue")
+        yield Stack(redis_url, web_url, public, sandbox_url, env, sandbox, [web, worker])
+
+
+def up(port: int = 8000, sandbox_port: int = 0, use_sandbox: bool | None = None) -> int:
+    stopping = False
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        with running_stack(port=port, sandbox_port=sandbox_port or free_port(),
+                           use_sandbox=use_sandbox) as stack:
+            print("ready      Ctrl-C stops everything", flush=True)
+            while not stopping:
+                for child in stack.children:
+                    if child.poll() is not None:
+                        print(f"a process exited (status {child.returncode}); stopping",
+                              file=sys.stderr)
+                        return 1
+                time.sleep(0.2)
+            print("stopping", flush=True)
+    except RuntimeError as exc:
+        print(f"warm-transfer up: {exc}", file=sys.stderr)
+        return 1
+    return 0
