@@ -10,7 +10,7 @@
 | wt:call:{provider}:{call_id}       | transfer id of a call (customer/leg) | both    | record TTL |
 | wt:idem:{request_id}               | transfer id claimed by a request id  | both    | record TTL |
 | wt:once:{name}                     | one-shot claims (events sent once)   | worker  | record TTL |
-| wt:deadlines                       | zset transfer id -> deadline (epoch) | both    | 2 x flag   |
+| wt:deadlines                       | zset transfer id -> deadline/outbox  | both    | 2 x flag   |
 | wt:numbers                         | hash outbound_number_id -> E.164     | operator| none       |
 
 "both" is the producer client and the worker; the number directory is configuration,
@@ -90,13 +90,14 @@ return {'created', 'requested'}
 
 _TRANSITION = """
 -- KEYS: record, timeline, lead, active, flag, deadlines
--- ARGV: transfer_id, to_state, now_iso, entry, terminal, fields_json, record_ttl, from...
+-- ARGV: transfer_id, to_state, now_iso, entry, terminal, fields_json, record_ttl,
+--       outbox_at, from...
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {0, ''} end
 if cur == 'succeeded' or cur == 'failed' then return {0, cur} end
-if #ARGV > 7 then
+if #ARGV > 8 then
   local ok = false
-  for i = 8, #ARGV do if ARGV[i] == cur then ok = true end end
+  for i = 9, #ARGV do if ARGV[i] == cur then ok = true end end
   if not ok then return {0, cur} end
 end
 local fields = cjson.decode(ARGV[6])
@@ -115,7 +116,8 @@ if ARGV[5] == '1' then
     redis.call('DEL', KEYS[4])
     redis.call('DEL', KEYS[5])
   end
-  redis.call('ZREM', KEYS[6], ARGV[1])
+  -- Stays in the sweep as the outbox: if the event is not marked sent by then, it is resent.
+  redis.call('ZADD', KEYS[6], ARGV[8], ARGV[1])
 end
 return {1, cur}
 """
@@ -139,6 +141,8 @@ class Store:
 
     NUMBERS = "wt:numbers"
     DEADLINES = "wt:deadlines"
+    # A terminal event not marked sent this long after the outcome is sent again.
+    OUTBOX_DELAY = 15.0
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.r = client
@@ -254,7 +258,8 @@ class Store:
                   flag_key(rec["lead_id"]), self.DEADLINES],
             args=[transfer_id, to.value, _iso(now), self._entry(now, to, note),
                   "1" if to in TERMINAL_STATES else "0", json.dumps(str_fields),
-                  self.settings.transfer_record_ttl, *[s.value for s in from_states]],
+                  self.settings.transfer_record_ttl, now + self.OUTBOX_DELAY,
+                  *[s.value for s in from_states]],
         )
         return Transition(bool(res[0]), str(res[1]))
 
@@ -299,7 +304,10 @@ class Store:
         return cast(str | None, self.r.get(self.call_key(provider, call_id)))
 
     def mark_event_sent(self, transfer_id: str) -> None:
-        self.r.hset(self.record_key(transfer_id), "event_sent", "1")
+        pipe = self.r.pipeline()
+        pipe.hset(self.record_key(transfer_id), "event_sent", "1")
+        pipe.zrem(self.DEADLINES, transfer_id)
+        pipe.execute()
 
     def claim_once(self, name: str, ttl: int | None = None) -> bool:
         """True the first time `name` is claimed within the TTL (record TTL by default)."""

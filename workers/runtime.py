@@ -66,9 +66,25 @@ class Runtime:
             self.logger(transfer).info("outcome ignored", extra={
                 "wanted": state.value, "current": moved.previous, "note": note})
             return False
-        self.emit(event)
-        self.store.mark_event_sent(transfer["transfer_id"])
+        self.send_terminal_event(transfer["transfer_id"], event.as_dict())
         return True
+
+    def send_terminal_event(self, transfer_id: str, event: dict[str, Any]) -> bool:
+        """Send a stored terminal event unless another sender holds it. If sending fails,
+        the deadline sweep finds the event unsent and calls this again (same event_id)."""
+        if not self.store.claim_once(f"send:{transfer_id}", ttl=int(self.store.OUTBOX_DELAY)):
+            return False
+        self.emit(TransferEvent.model_validate(event))
+        self.store.mark_event_sent(transfer_id)
+        return True
+
+    def resend_unsent(self, transfer: Mapping[str, str]) -> bool:
+        """For a finished transfer: send its terminal event if it never went out."""
+        if transfer.get("event_sent") or not transfer.get("event"):
+            self.store.mark_event_sent(transfer["transfer_id"])
+            return False
+        self.logger(transfer).warning("terminal event was not sent; sending it now")
+        return self.send_terminal_event(transfer["transfer_id"], json.loads(transfer["event"]))
 
     def emit_call_ended(self, *, lead_id: str, provider: str, call_id: str,
                         transfer_id: str | None, transferred: bool) -> None:

@@ -173,7 +173,10 @@ def call_status(self: Task, provider: str, call_id: str, status: str,
 def expire(self: Task, transfer_id: str) -> None:
     rt = runtime()
     transfer = rt.store.get_transfer(transfer_id)
-    if transfer is None or transfer["state"] in TERMINAL_STATES:
+    if transfer is None:
+        return
+    if transfer["state"] in TERMINAL_STATES:
+        rt.resend_unsent(transfer)  # the sweep doubles as the outbox of terminal events
         return
     impl = get_provider(transfer["provider"])
     if rt.fail(transfer, FailureReason.TIMEOUT, "no outcome before the deadline") and impl:

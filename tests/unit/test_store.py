@@ -47,12 +47,16 @@ def test_terminal_transition_is_final_and_clears_flag_and_claim(store: Store) ->
     assert store.set_flag("L1", req.transfer_number)
     assert store.r.ttl(flag_key("L1")) == 300
     assert store.transition(req.transfer_id, State.DIALING, "dial").ok
-    done = store.transition(req.transfer_id, State.FAILED, "busy", fields={"reason": "busy"})
+    done = store.transition(req.transfer_id, State.FAILED, "busy", fields={"reason": "busy"},
+                            now=5000.0)
     assert done.ok and done.previous == "dialing"
     again = store.transition(req.transfer_id, State.SUCCEEDED, "late")
     assert not again.ok and again.previous == "failed"
     assert store.get_flag("L1") is None
     assert store.active_transfer("L1") is None
+    # kept in the sweep as the outbox until its event is marked sent
+    assert store.r.zscore(Store.DEADLINES, req.transfer_id) == 5000.0 + Store.OUTBOX_DELAY
+    store.mark_event_sent(req.transfer_id)
     assert store.r.zscore(Store.DEADLINES, req.transfer_id) is None
     lead = store.lead_status("L1")
     assert lead is not None and lead["status"] == "failed" and lead["reason"] == "busy"

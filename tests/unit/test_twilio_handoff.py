@@ -259,3 +259,36 @@ def test_not_configured_fails_cleanly(rt: Runtime, events: Any,
     rt.settings = rt.settings.model_copy(update={"twilio_auth_token": ""})
     run(tasks.transfer_request, request=make_request(lead_id="L1", transfer_id="tr_x"))
     assert [e["reason"] for e in events()] == ["provider_error"]
+
+
+def test_terminal_event_lost_to_a_broker_outage_is_sent_by_the_sweep(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tid = start(rt, mocked)
+    real_emit = rt.emit
+
+    def broken(event: Any) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(rt, "emit", broken)
+    with pytest.raises(ConnectionError):
+        callback("agent-status", tid, CallSid=AGENT, CallStatus="busy")
+    assert store.get_transfer(tid)["state"] == "failed"  # type: ignore[index]
+    monkeypatch.setattr(rt, "emit", real_emit)
+    # The transfer is still in the sweep; once the send lease has run out it is resent.
+    store.release_once(f"send:{tid}")
+    assert store.claim_due(now=10**10) == [tid]
+    run(tasks.expire, transfer_id=tid)
+    run(tasks.expire, transfer_id=tid)
+    got = events()
+    assert [(e["type"], e["reason"]) for e in got] == [("transfer.failed", "busy")]
+    assert store.r.zscore(Store.DEADLINES, tid) is None
+
+
+def test_sent_event_leaves_the_sweep(rt: Runtime, store: Store, events: Any,
+                                     mocked: responses.RequestsMock) -> None:
+    tid = start(rt, mocked)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="busy")
+    assert store.r.zscore(Store.DEADLINES, tid) is None
+    run(tasks.expire, transfer_id=tid)
+    assert len(events()) == 1
