@@ -77,6 +77,11 @@ class SimCall:
     label: str | None = None
     sequence: itertools.count[int] = field(default_factory=itertools.count)
     provider: str = "twilio"
+    # Plivo: the Dial the call is in (action/callback URLs and the human's leg).
+    dial: dict[str, str] | None = None
+    # Where the call's XML sent it (Redirect) and what it was told (Speak).
+    redirects: list[str] = field(default_factory=list)
+    spoken: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -138,9 +143,16 @@ class Sandbox:
 
     def __init__(self, *, twilio_account_sid: str = "AC" + "0" * 32,
                  twilio_auth_token: str = "sandbox-twilio-token",  # noqa: S107 - a fake's token
+                 plivo_auth_id: str = "MA" + "SANDBOX" + "0" * 11,
+                 plivo_auth_token: str = "sandbox-plivo-token",  # noqa: S107 - a fake's token
                  ) -> None:
+        from sandbox.plivo_api import PlivoSim
+
         self.twilio_account_sid = twilio_account_sid
         self.twilio_auth_token = twilio_auth_token
+        self.plivo_auth_id = plivo_auth_id
+        self.plivo_auth_token = plivo_auth_token
+        self.plivo = PlivoSim(self)
         self.lock = threading.RLock()
         self.requests: list[Recorded] = []
         self.deliveries: list[Delivery] = []
@@ -179,7 +191,7 @@ class Sandbox:
     def create_customer_call(self, *, to: str, from_: str, status_callback: str | None,
                              provider: str = "twilio") -> str:
         """A live customer call, as if the platform had placed or answered it."""
-        sid = _sid("CA")
+        sid = str(uuid.uuid4()) if provider == "plivo" else _sid("CA")
         with self.lock:
             self.calls[sid] = SimCall(sid, to, from_, "in-progress", status_callback,
                                       ("completed",), provider=provider)
@@ -274,6 +286,9 @@ class Sandbox:
                                                "canceled"):
                 return
             call.status = status
+            if call.provider == "plivo":
+                self.plivo.ended(call, status)
+                return
             self._call_event(call, status, delay)
             conf = self.conferences.get(call.conference or "")
             if conf is not None and sid in conf.participants:
@@ -322,6 +337,10 @@ class Sandbox:
                 return None
         if delay:
             time.sleep(delay)
+        if path.startswith("/v1/"):
+            resp = jsonify({"api_id": str(uuid.uuid4()), "error": "Sandbox injected fault"})
+            resp.status_code = status
+            return resp
         return _twilio_error(status, 20500 if status >= 500 else 20001,
                              "Sandbox injected fault")
 
@@ -388,6 +407,7 @@ class Sandbox:
             return jsonify({"ok": True})
 
         register_twilio(app, self)
+        self.plivo.register(app)
         return app
 
 

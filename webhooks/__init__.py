@@ -26,10 +26,12 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.extensions["warm_transfer"] = Deps.build(settings)
 
     from webhooks.health import bp as health_bp
+    from webhooks.plivo import bp as plivo_bp
     from webhooks.transfers import bp as transfers_bp
     from webhooks.twilio import bp as twilio_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(transfers_bp)
     app.register_blueprint(twilio_bp)
+    app.register_blueprint(plivo_bp)
     return app

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
-from flask import abort, current_app
+from flask import abort, current_app, g
 
 from shared.celery_config import TRANSFERS_QUEUE, make_celery
 from shared.client import TransferClient
@@ -43,4 +43,15 @@ def enqueue(task: str, **kwargs: Any) -> None:
         deps().celery.send_task(task, kwargs=kwargs, queue=TRANSFERS_QUEUE)
     except Exception:
         log.exception("could not enqueue", extra={"task": task})
+        release_claim()
         abort(503)
+
+
+def release_claim() -> None:
+    """Forget this request's replay claim: it was not accepted, so its retry must be."""
+    claim = g.pop("release_on_failure", None)
+    if claim:
+        try:
+            deps().store.release_once(claim)
+        except Exception:  # noqa: BLE001 - Redis may be what failed; the claim then expires
+            log.warning("could not release a replay claim")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hmac
 
-from flask import abort, request
+from flask import abort, g, request
+from plivo.utils.signature_v3 import validate_v3_signature
 from twilio.request_validator import RequestValidator
 
 from shared.logs import get_logger
@@ -28,6 +29,33 @@ def verify_twilio() -> None:
         _refuse("twilio", "missing signature" if token else "TWILIO_AUTH_TOKEN not set")
     if not RequestValidator(token).validate(public_url(), request.form, signature):
         _refuse("twilio", "bad signature")
+
+
+# How long a Plivo nonce is remembered: a replay inside this window is refused.
+NONCE_WINDOW = 15 * 60
+
+
+def verify_plivo() -> None:
+    """403 unless X-Plivo-Signature-V3 matches (over the URL, the nonce and, for POST, the
+    sorted params) and the nonce is new. The nonce is released again if the request is not
+    accepted (a 503), so that Plivo's retry of it is not taken for a replay."""
+    signature = request.headers.get("X-Plivo-Signature-V3", "")
+    nonce = request.headers.get("X-Plivo-Signature-V3-Nonce", "")
+    token = deps().settings.plivo_auth_token
+    if not signature or not nonce or not token:
+        _refuse("plivo", "missing signature" if token else "PLIVO_AUTH_TOKEN not set")
+    method = request.method.upper()
+    params = request.form.to_dict() if method == "POST" else {}
+    try:
+        valid = validate_v3_signature(method, public_url(), nonce, token, signature, params)
+    except Exception:  # noqa: BLE001 - the SDK's argument validators raise on odd input
+        valid = False
+    if not valid:
+        _refuse("plivo", "bad signature")
+    claim = f"nonce:plivo:{nonce}"
+    if not deps().store.claim_once(claim, ttl=NONCE_WINDOW):
+        _refuse("plivo", "replayed nonce")
+    g.release_on_failure = claim
 
 
 def verify_bearer(expected: str) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from celery import Celery
 
 from shared.config import Settings
-from shared.contracts import EventType, TransferEvent
+from shared.contracts import Action, EventType, TransferEvent
 from shared.logs import BoundLogger, get_logger
 from shared.store import State, Store
 
@@ -85,6 +85,13 @@ class Runtime:
             return False
         self.logger(transfer).warning("terminal event was not sent; sending it now")
         return self.send_terminal_event(transfer["transfer_id"], json.loads(transfer["event"]))
+
+    def emit_disconnect(self, transfer: Mapping[str, str]) -> None:
+        """The AI must leave the call now (or has been taken off it) for the transfer."""
+        self.emit(TransferEvent(type=EventType.DISCONNECT_AI, lead_id=transfer["lead_id"],
+                                transfer_id=transfer["transfer_id"],
+                                provider=transfer["provider"], call_id=transfer["call_id"],
+                                action=Action.DISCONNECT))
 
     def emit_call_ended(self, *, lead_id: str, provider: str, call_id: str,
                         transfer_id: str | None, transferred: bool) -> None:

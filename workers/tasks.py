@@ -29,7 +29,7 @@ from workers.runtime import Runtime
 
 # Statuses that mean the customer's call is over, across providers.
 CALL_ENDED_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled",
-                                 "hangup", "ended"})
+                                 "timeout", "cancel", "hangup", "ended"})
 
 _runtime: Runtime | None = None
 

@@ -104,6 +104,10 @@ def settings(redis_server: RedisServer, sandbox: tuple[Sandbox, ThreadedServer],
         twilio_account_sid=sb.twilio_account_sid,
         twilio_auth_token=sb.twilio_auth_token,
         twilio_api_base_url=sb_server.url,
+        plivo_auth_id=sb.plivo_auth_id,
+        plivo_auth_token=sb.plivo_auth_token,
+        plivo_api_base_url=sb_server.url,
+        plivo_resume_url=f"{sb_server.url}/_sandbox/plivo/resume",
         transfer_ring_timeout=RING_TIMEOUT,
         transfer_deadline_margin=DEADLINE_MARGIN,
         provider_retry_delays=[0.2, 0.4, 0.8],
@@ -172,10 +176,10 @@ class Stack:
         self.store = Store.from_settings(settings)
         self.client = TransferClient(settings, store=self.store)
 
-    def customer_call(self, lead_id: str) -> str:
+    def customer_call(self, lead_id: str, provider: str = "twilio") -> str:
         return self.sandbox.create_customer_call(
-            to="+14155550150", from_="+14155550151",
-            status_callback=f"{self.settings.public_base_url}/twilio/status?lead_id={lead_id}")
+            to="+14155550150", from_="+14155550151", provider=provider,
+            status_callback=f"{self.settings.public_base_url}/{provider}/status?lead_id={lead_id}")
 
     def terminal(self, transfer_id: str, timeout: float = 10.0) -> dict[str, Any]:
         return self.events.wait(lambda e: e["transfer_id"] == transfer_id and e["type"] in (

@@ -17,6 +17,9 @@ from workers.runtime import Runtime
 
 TWILIO_SID = "AC" + "a" * 32
 TWILIO_API = "https://twilio.test"
+PLIVO_ID = "MA" + "B" * 18
+PLIVO_API = "https://plivo.test"
+RESUME_URL = "https://platform.example.com/plivo/resume"
 
 
 @pytest.fixture
@@ -28,6 +31,10 @@ def settings() -> Settings:
         twilio_account_sid=TWILIO_SID,
         twilio_auth_token="twilio-test-token",
         twilio_api_base_url=TWILIO_API,
+        plivo_auth_id=PLIVO_ID,
+        plivo_auth_token="plivo-test-token",
+        plivo_api_base_url=PLIVO_API,
+        plivo_resume_url=RESUME_URL,
         provider_retry_delays=[0.01, 0.01, 0.01],
         api_token="api-test-token",
     )

@@ -1,0 +1,111 @@
+"""The Plivo handoff end to end: real Redis, real worker, webhooks over HTTP, the sandbox
+standing in for Plivo (transfer API, XML fetches, V3-signed callbacks)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import requests
+
+from tests.helpers import fictional_number, make_request, unique_lead
+from tests.integration.conftest import Stack
+
+OUTBOUND = "+14155550199"
+
+
+def _request(stack: Stack, fate: str) -> tuple[str, str, str]:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead, provider="plivo")
+    number = fictional_number()
+    stack.sandbox.set_fate(number, fate)
+    result = stack.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number=number, outbound_number=OUTBOUND,
+        provider="plivo"))
+    assert result["status"] == "transfer_requested"
+    return lead, call_id, str(result["transfer_id"])
+
+
+def _resume_url(stack: Stack) -> str:
+    return stack.settings.plivo_resume_url
+
+
+def test_success(stack: Stack) -> None:
+    lead, call_id, tid = _request(stack, "answer")
+    event = stack.terminal(tid)
+    assert (event["type"], event["action"]) == ("transfer.succeeded", "end_conversation")
+    kinds = [e["type"] for e in stack.events_for(lead)]
+    assert kinds[:2] == ["transfer.disconnect_ai", "transfer.succeeded"]
+    [api] = stack.sandbox.api_requests(f"/Call/{call_id}/")
+    assert api.json["legs"] == "aleg" and "/plivo/dial-up?" in api.json["aleg_url"]
+    call = stack.sandbox.calls[call_id]
+    assert call.redirects == []  # never sent back
+    assert stack.store.get_flag(lead) is None
+    stack.sandbox.hangup(call_id)
+    ended = stack.events.wait(lambda e: e["lead_id"] == lead and e["type"] == "call.ended")
+    assert ended["transferred"] is True
+
+
+def test_no_answer_sends_customer_back_to_the_ai(stack: Stack) -> None:
+    lead, call_id, tid = _request(stack, "no-answer:0.3")
+    event = stack.terminal(tid)
+    assert (event["reason"], event["action"]) == ("no_answer", "resume")
+    deadline = time.monotonic() + 5
+    while _resume_url(stack) not in stack.sandbox.calls[call_id].redirects:
+        assert time.monotonic() < deadline, "customer was not redirected to the AI"
+        time.sleep(0.05)
+    assert stack.sandbox.calls[call_id].status == "in-progress"  # not hung up
+    time.sleep(0.3)
+    assert stack.terminal_count(tid) == 1
+    assert stack.store.get_flag(lead) is None
+
+
+def test_busy(stack: Stack) -> None:
+    _, _, tid = _request(stack, "busy")
+    assert stack.terminal(tid)["reason"] == "busy"
+
+
+def test_dial_up_after_the_flag_expired(stack: Stack) -> None:
+    lead, call_id, tid = _request(stack, "ignore")
+    deadline = time.monotonic() + 5
+    while stack.store.get_transfer(tid)["state"] != "dialing":  # type: ignore[index]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    stack.store.r.delete(f"transfer:{lead}")  # the flag expires
+    call = stack.sandbox.calls[call_id]
+    stack.sandbox.plivo.fetch(call, f"{stack.settings.public_base_url}/plivo/dial-up"
+                                    f"?transfer_id={tid}")
+    assert call.redirects == [_resume_url(stack)]
+    event = stack.terminal(tid)
+    assert (event["reason"], event["action"]) == ("timeout", "resume")
+
+
+def test_bad_and_replayed_signatures(stack: Stack) -> None:
+    _, _, tid = _request(stack, "answer-after:1.5")
+    url = f"{stack.settings.public_base_url}/plivo/dial-action?transfer_id={tid}"
+    params = {"DialStatus": "busy", "DialALegUUID": "x"}
+    assert requests.post(url, data=params, timeout=5).status_code == 403
+    wrong = {"X-Plivo-Signature-V3": "bm9wZQ==", "X-Plivo-Signature-V3-Nonce": "n1"}
+    assert requests.post(url, data=params, headers=wrong, timeout=5).status_code == 403
+    # A callback captured on its way (here: a status-only Event) replayed with its nonce.
+    cb = f"{stack.settings.public_base_url}/plivo/dial-callback?transfer_id={tid}"
+    note = {"Event": "DialHangup", "DialBLegUUID": "x"}
+    nonce = uuid.uuid4().hex
+    headers = {"X-Plivo-Signature-V3": stack.sandbox.plivo.sign("POST", cb, note, nonce),
+               "X-Plivo-Signature-V3-Nonce": nonce}
+    assert requests.post(cb, data=note, headers=headers, timeout=5).status_code == 200
+    assert requests.post(cb, data=note, headers=headers, timeout=5).status_code == 403
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"  # the forged busy did nothing
+
+
+def test_duplicate_callbacks_one_outcome(stack: Stack) -> None:
+    stack.sandbox.repeat_callbacks = 2
+    lead, call_id, tid = _request(stack, "answer-after:0.2")
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    stack.sandbox.plivo.human_hangs_up(stack.sandbox.calls[call_id])
+    stack.events.wait(lambda e: e["lead_id"] == lead and e["type"] == "call.ended")
+    time.sleep(0.5)
+    assert stack.terminal_count(tid) == 1
+    assert len([e for e in stack.events_for(lead) if e["type"] == "call.ended"]) == 1
+    assert len([e for e in stack.events_for(lead)
+                if e["type"] == "transfer.disconnect_ai"]) == 1

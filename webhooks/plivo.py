@@ -1,0 +1,94 @@
+"""Plivo callbacks. Verify, parse, enqueue, answer; the XML comes from workers.providers.plivo
+because Plivo acts on the answer (the customer's call runs it)."""
+
+from __future__ import annotations
+
+import redis
+from flask import Blueprint, Response, abort, request
+
+from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
+from shared.store import TERMINAL_STATES
+from webhooks.deps import deps, enqueue, release_claim
+from webhooks.security import verify_plivo
+from workers.providers import plivo as provider
+
+bp = Blueprint("plivo", __name__, url_prefix="/plivo")
+
+_ENDED = frozenset({"completed", "busy", "failed", "timeout", "no-answer", "cancel", "hangup"})
+
+
+def _params(*required: str) -> dict[str, str]:
+    source = request.form if request.method == "POST" else request.args
+    params = {k: v for k, v in source.items() if k != "transfer_id"}
+    if any(not params.get(name) for name in required):
+        abort(400, f"missing one of {', '.join(required)}")
+    return params
+
+
+def _transfer_id() -> str:
+    transfer_id = request.args.get("transfer_id", "")
+    if not transfer_id or len(transfer_id) > 100:
+        abort(400, "missing transfer_id")
+    return transfer_id
+
+
+def _xml(body: str) -> Response:
+    return Response(body, status=200, mimetype="application/xml")
+
+
+@bp.route("/dial-up", methods=["GET", "POST"])
+def dial_up() -> Response:
+    """The XML for the customer's leg: dial the human, from the pending transfer's flag."""
+    verify_plivo()
+    transfer_id = _transfer_id()
+    params = _params()
+    d = deps()
+    try:
+        transfer = d.store.get_transfer(transfer_id)
+        number = d.store.get_flag(transfer["lead_id"]) if transfer else None
+    except redis.RedisError:
+        release_claim()
+        abort(503)
+    if transfer is None or transfer["state"] in TERMINAL_STATES or not number:
+        # Never strand the customer: back to the AI, or an apology.
+        if transfer is not None:
+            enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-up-missing",
+                    transfer_id=transfer_id, params=params)
+        return _xml(provider.resume_xml(d.settings))
+    enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-up", transfer_id=transfer_id,
+            params=params)
+    return _xml(provider.dial_up_xml(d.settings, transfer, number))
+
+
+@bp.post("/dial-action")
+def dial_action() -> Response:
+    """The Dial is over; the answer decides what the customer's call does next."""
+    verify_plivo()
+    transfer_id = _transfer_id()
+    params = _params("DialStatus")
+    enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-action",
+            transfer_id=transfer_id, params=params)
+    return _xml(provider.dial_action_xml(deps().settings, params["DialStatus"]))
+
+
+@bp.post("/dial-callback")
+def dial_callback() -> Response:
+    """Dial events of the human's leg (DialAnswer, DialHangup)."""
+    verify_plivo()
+    transfer_id = _transfer_id()
+    params = _params("Event")
+    enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-callback",
+            transfer_id=transfer_id, params=params)
+    return Response(status=200)
+
+
+@bp.post("/status")
+def customer_status() -> Response:
+    """The customer call's hangup URL (configured by the platform; ?lead_id=... optional)."""
+    verify_plivo()
+    params = _params("CallUUID")
+    status = params.get("CallStatus", "completed")
+    if status in _ENDED:
+        enqueue(TASK_CALL_STATUS, provider="plivo", call_id=params["CallUUID"], status=status,
+                lead_id=request.args.get("lead_id") or None)
+    return Response(status=200)

@@ -1,0 +1,184 @@
+"""Plivo: `calls.transfer` of the customer's leg to our dial-up XML; the AI leaves at once.
+
+1. `calls.transfer(call_uuid, legs="aleg", aleg_url=/plivo/dial-up)`: Plivo replaces the
+   call's XML, which ends the AI's stream; we emit `transfer.disconnect_ai`.
+2. Plivo fetches /plivo/dial-up and runs `<Dial callerId=outbound><Number>human</Number>`.
+3. The human answering (`Event=DialAnswer` on the Dial's callbackUrl) is success. The Dial
+   ending unanswered (its action URL: DialStatus busy / no-answer / timeout / failed) is
+   failure, and the action's answer sends the customer back to the AI (PLIVO_RESUME_URL).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlencode
+
+import plivo
+import plivo.rest.client as plivo_client
+import requests
+from plivo import plivoxml
+from plivo.exceptions import PlivoRestError
+
+from shared.config import Settings
+from shared.store import State
+from workers.providers.base import (
+    PermanentProviderError,
+    ProviderNotConfigured,
+    TransientProviderError,
+)
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
+
+T = TypeVar("T")
+
+DIAL_UP_PATH = "/plivo/dial-up"
+DIAL_ACTION_PATH = "/plivo/dial-action"
+DIAL_CALLBACK_PATH = "/plivo/dial-callback"
+
+# Dial action DialStatus -> failure reason.
+DIAL_FAILURES = {"busy": "busy", "no-answer": "no_answer", "timeout": "no_answer",
+                 "failed": "failed", "cancel": "failed"}
+APOLOGY = "Sorry, we could not connect you to an agent right now. Please call again later."
+
+_sdk_lock = threading.Lock()
+
+
+def _point_sdk_at(base_url: str) -> None:
+    """The SDK reads its API URLs from module constants on every request (and falls back to
+    two more on a 5xx), so pointing it at another host means setting all of them, here only."""
+    base = base_url.rstrip("/") + "/v1/Account"
+    with _sdk_lock:
+        if base != plivo_client.API_VOICE_BASE_URI:
+            plivo_client.PLIVO_API_BASE_URI = base
+            plivo_client.API_VOICE_BASE_URI = base
+            plivo_client.API_VOICE_BASE_URI_FALLBACK_1 = base
+            plivo_client.API_VOICE_BASE_URI_FALLBACK_2 = base
+
+
+class _Client:
+    """A Plivo REST client that remembers the HTTP status of its last response, since the
+    SDK's exceptions do not carry it."""
+
+    def __init__(self, settings: Settings) -> None:
+        _point_sdk_at(settings.plivo_api_base_url)
+        self.sdk: Any = plivo.RestClient(settings.plivo_auth_id, settings.plivo_auth_token,
+                                         timeout=settings.provider_http_timeout)
+        self.last_status = 0
+
+        def remember(response: requests.Response, *_: Any, **__: Any) -> None:
+            self.last_status = response.status_code
+
+        self.sdk.session.hooks["response"].append(remember)
+
+    def call(self, fn: Callable[[Any], T]) -> T:
+        try:
+            return fn(self.sdk)
+        except PlivoRestError as exc:
+            status = self.last_status
+            cls = TransientProviderError if status >= 500 or status == 429 else \
+                PermanentProviderError
+            raise cls(f"plivo {status}: {exc}", status=status) from exc
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientProviderError(f"plivo unreachable: {type(exc).__name__}") from exc
+
+
+def make_client(settings: Settings, transfer: Mapping[str, str]) -> _Client:
+    """A Plivo client for this transfer's account (today: the one from the environment)."""
+    if not (settings.plivo_auth_id and settings.plivo_auth_token):
+        raise ProviderNotConfigured("PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN are not set")
+    try:
+        return _Client(settings)
+    except plivo.exceptions.AuthenticationError as exc:
+        raise ProviderNotConfigured(f"PLIVO_AUTH_ID is not a Plivo auth id: {exc}") from exc
+
+
+def _url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
+    return settings.public_url(path) + "?" + urlencode({"transfer_id": transfer["transfer_id"]})
+
+
+def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) -> str:
+    """The XML Plivo runs on the customer's leg: dial the human."""
+    response = plivoxml.ResponseElement()
+    dial = plivoxml.DialElement(
+        action=_url(settings, DIAL_ACTION_PATH, transfer), method="POST",
+        timeout=settings.transfer_ring_timeout, caller_id=transfer["outbound_number"],
+        callback_url=_url(settings, DIAL_CALLBACK_PATH, transfer), callback_method="POST")
+    dial.add(plivoxml.NumberElement(number))
+    response.add(dial)
+    return str(response.to_string(False))
+
+
+def resume_xml(settings: Settings) -> str:
+    """Back to the AI when the platform gave us a way; else an apology, never silence."""
+    response = plivoxml.ResponseElement()
+    if settings.plivo_resume_url:
+        response.add(plivoxml.RedirectElement(settings.plivo_resume_url, method="POST"))
+    else:
+        response.add(plivoxml.SpeakElement(APOLOGY))
+        response.add(plivoxml.HangupElement())
+    return str(response.to_string(False))
+
+
+def dial_action_xml(settings: Settings, dial_status: str) -> str:
+    """What the customer's call does once the Dial is over."""
+    if dial_status == "completed":  # the human answered and the bridge has ended
+        response = plivoxml.ResponseElement()
+        response.add(plivoxml.HangupElement())
+        return str(response.to_string(False))
+    return resume_xml(settings)
+
+
+class PlivoProvider:
+    name = "plivo"
+
+    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        settings = rt.settings
+        client = make_client(settings, transfer)
+        aleg_url = _url(settings, DIAL_UP_PATH, transfer)
+        client.call(lambda sdk: sdk.calls.transfer(
+            call_uuid=transfer["call_id"], legs="aleg", aleg_url=aleg_url, aleg_method="POST"))
+        moved = rt.store.transition(transfer["transfer_id"], State.DIALING,
+                                    "customer's call handed to the dial-up XML",
+                                    from_states=(State.REQUESTED,))
+        if moved.ok:
+            # Plivo has replaced the call's XML: the stream closing is a transfer.
+            rt.emit_disconnect(transfer)
+
+    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                        params: Mapping[str, str], task_id: str) -> None:
+        tid = transfer["transfer_id"]
+        pending = (State.REQUESTED, State.DIALING)
+        if kind == "dial-up":
+            rt.store.note(tid, "dial-up XML served; dialing the human agent")
+        elif kind == "dial-up-missing":
+            rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
+                    from_states=pending)
+        elif kind == "dial-callback":
+            event = params.get("Event", "")
+            if event == "DialAnswer":
+                rt.succeed(transfer, "human agent answered", from_states=pending)
+            else:
+                rt.store.note(tid, f"dial {event}")
+        elif kind == "dial-action":
+            status = params.get("DialStatus", "")
+            if status == "completed":
+                # The answer callback may have been lost; a completed Dial was answered.
+                rt.succeed(transfer, "dial completed", from_states=pending)
+            else:
+                rt.fail(transfer, DIAL_FAILURES.get(status, "failed"),
+                        f"dial ended {status}; customer sent back", from_states=pending)
+
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        # Once the transfer was initiated the AI has left: the hangup is part of the transfer.
+        left_ai = transfer["state"] != State.REQUESTED
+        rt.fail(transfer, "customer_hung_up", "customer hung up before the human answered",
+                from_states=(State.REQUESTED, State.DIALING))
+        return left_ai
+
+    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        # Nothing to release: the Dial's own timeout ends the human's leg, and its action URL
+        # sends the customer back to the AI.
+        return None
