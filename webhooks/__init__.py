@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, request
 
 from shared.config import Settings, get_settings
-from webhooks.deps import Deps
+from webhooks.deps import Deps, deps
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -29,6 +29,13 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     from webhooks.plivo import bp as plivo_bp
     from webhooks.transfers import bp as transfers_bp
     from webhooks.twilio import bp as twilio_bp
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        if request.url_rule is not None and request.url_rule.rule != "/metrics":
+            deps().metrics.inc("warm_transfer_webhook_requests", route=request.url_rule.rule,
+                               status=str(response.status_code))
+        return response
 
     app.register_blueprint(health_bp)
     app.register_blueprint(transfers_bp)

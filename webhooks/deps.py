@@ -12,6 +12,7 @@ from shared.celery_config import TRANSFERS_QUEUE, make_celery
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.logs import get_logger
+from shared.metrics import Metrics
 from shared.store import Store
 
 log = get_logger("webhooks")
@@ -23,6 +24,10 @@ class Deps:
     store: Store
     celery: Celery
     client: TransferClient
+
+    @property
+    def metrics(self) -> Metrics:
+        return Metrics(self.store.r)
 
     @classmethod
     def build(cls, settings: Settings) -> Deps:

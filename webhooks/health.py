@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import redis
 from flask import Blueprint, Response, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from webhooks.deps import deps
 
@@ -12,6 +14,16 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz() -> Response:
     return jsonify({"status": "ok"})
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text format; the numbers of every process, kept in Redis."""
+    try:
+        body = deps().metrics.render()
+    except redis.RedisError:
+        return Response("redis unavailable\n", status=503, mimetype="text/plain")
+    return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
 @bp.get("/readyz")

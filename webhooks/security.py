@@ -69,4 +69,5 @@ def verify_bearer(expected: str) -> None:
 def _refuse(provider: str, why: str) -> None:
     log.warning("webhook refused", extra={"provider": provider, "path": request.path,
                                           "why": why})
+    deps().metrics.inc("warm_transfer_signature_failures", provider=provider)
     abort(403)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
@@ -12,6 +13,7 @@ from celery import Celery
 from shared.config import Settings
 from shared.contracts import Action, EventType, TransferEvent
 from shared.logs import BoundLogger, get_logger
+from shared.metrics import Metrics
 from shared.store import State, Store
 
 log = get_logger("workers")
@@ -22,6 +24,16 @@ class Runtime:
     settings: Settings
     store: Store
     celery: Celery
+    metrics: Metrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.store.r)
+
+    def seconds_since_start(self, transfer: Mapping[str, str]) -> float | None:
+        try:
+            return max(0.0, time.time() - float(transfer["started_at"]))
+        except (KeyError, ValueError):
+            return None
 
     def logger(self, transfer: Mapping[str, str] | None = None, **extra: Any) -> BoundLogger:
         if transfer:
@@ -67,6 +79,12 @@ class Runtime:
                 "wanted": state.value, "current": moved.previous, "note": note})
             return False
         self.send_terminal_event(transfer["transfer_id"], event.as_dict())
+        provider = transfer["provider"]
+        self.metrics.inc("warm_transfer_transfers", provider=provider, outcome=state.value,
+                         reason=reason or "")
+        elapsed = self.seconds_since_start(transfer)
+        if state is State.SUCCEEDED and elapsed is not None:
+            self.metrics.observe("warm_transfer_bridge_seconds", elapsed, provider=provider)
         return True
 
     def send_terminal_event(self, transfer_id: str, event: dict[str, Any]) -> bool:

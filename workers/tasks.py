@@ -94,7 +94,17 @@ def transfer_request(self: Task, request: dict[str, Any]) -> None:
     if not rt.store.set_flag(req.lead_id, req.transfer_number):
         rt.fail(transfer, FailureReason.TRANSFER_IN_PROGRESS, "flag held by another transfer")
         return
-    _provider_step(self, rt, provider, transfer, lambda: provider.start(rt, transfer))
+    if not self.request.retries:
+        rt.metrics.inc("warm_transfer_requests", provider=req.provider)
+
+    def start() -> None:
+        provider.start(rt, transfer)
+        elapsed = rt.seconds_since_start(transfer)
+        if elapsed is not None:
+            rt.metrics.observe("warm_transfer_provider_call_seconds", elapsed,
+                               provider=req.provider)
+
+    _provider_step(self, rt, provider, transfer, start)
 
 
 def _reject(rt: Runtime, request: Any, transfer_id: str, reason: str, message: str | None

@@ -292,3 +292,17 @@ def test_sent_event_leaves_the_sweep(rt: Runtime, store: Store, events: Any,
     assert store.r.zscore(Store.DEADLINES, tid) is None
     run(tasks.expire, transfer_id=tid)
     assert len(events()) == 1
+
+
+def test_outcomes_and_latencies_are_measured(rt: Runtime, mocked: responses.RequestsMock
+                                             ) -> None:
+    tid = start(rt, mocked)
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT)
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=CUSTOMER)
+    text = rt.metrics.render().decode()
+    assert 'warm_transfer_requests_total{provider="twilio"} 1.0' in text
+    assert ('warm_transfer_transfers_total{outcome="succeeded",provider="twilio",reason=""} 1.0'
+            in text)
+    assert 'warm_transfer_provider_call_seconds_count{provider="twilio"} 1.0' in text
+    assert 'warm_transfer_bridge_seconds_count{provider="twilio"} 1.0' in text

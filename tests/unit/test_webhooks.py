@@ -183,3 +183,25 @@ def test_readyz_503_when_redis_down(settings: Settings, celery_app: Celery) -> N
     resp = create_app(down).test_client().get("/readyz")
     assert resp.status_code == 503
     assert resp.json["redis"] is False
+
+
+def _metric(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_webhooks_and_signature_failures(client: FlaskClient, settings: Settings
+                                                       ) -> None:
+    post(client, settings, "/twilio/agent-status?transfer_id=tr_1", AGENT_PARAMS)
+    post(client, settings, "/twilio/agent-status?transfer_id=tr_1", AGENT_PARAMS,
+         signature="bad")
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.mimetype == "text/plain"
+    text = resp.get_data(as_text=True)
+    assert _metric(text, 'warm_transfer_webhook_requests_total{route="/twilio/agent-status",'
+                         'status="204"}') == 1
+    assert _metric(text, 'warm_transfer_webhook_requests_total{route="/twilio/agent-status",'
+                         'status="403"}') == 1
+    assert _metric(text, 'warm_transfer_signature_failures_total{provider="twilio"}') == 1

@@ -1,0 +1,115 @@
+"""Metrics kept in Redis, so that every process (gunicorn workers, Celery workers on any host)
+adds to the same numbers and one scrape of /metrics sees them all.
+
+Counters and histograms live in one hash, `wt:metrics` (its TTL is refreshed on every
+write, so an idle deployment's numbers eventually reset, which Prometheus handles).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+log = logging.getLogger(__name__)
+
+KEY = "wt:metrics"
+TTL = 7 * 86_400
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "warm_transfer_requests": ("Transfer requests accepted", ("provider",)),
+    "warm_transfer_transfers": ("Transfers ended, by outcome and reason",
+                                ("provider", "outcome", "reason")),
+    "warm_transfer_webhook_requests": ("Webhook requests by route and status",
+                                       ("route", "status")),
+    "warm_transfer_signature_failures": ("Provider requests refused for their signature",
+                                         ("provider",)),
+}
+HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "warm_transfer_provider_call_seconds": (
+        "From the transfer request to the provider handoff call having been made",
+        ("provider",)),
+    "warm_transfer_bridge_seconds": (
+        "From the transfer request to the customer being with the human", ("provider",)),
+}
+
+
+def _labels(names: Iterable[str], values: Mapping[str, str]) -> str:
+    return ",".join(f"{n}={values.get(n, '')}" for n in names)
+
+
+class Metrics:
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+
+    def inc(self, name: str, amount: int = 1, **labels: str) -> None:
+        _, names = COUNTERS[name]
+        self._write([("incr", f"{name}|{_labels(names, labels)}", amount)])
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        _, names = HISTOGRAMS[name]
+        base = f"{name}|{_labels(names, labels)}"
+        bucket = next((b for b in BUCKETS if seconds <= b), float("inf"))
+        self._write([("incr", f"{base}|le={bucket}", 1), ("incr", f"{base}|count", 1),
+                     ("float", f"{base}|sum", seconds)])
+
+    def _write(self, ops: list[tuple[str, str, float]]) -> None:
+        # Metrics must never break the request they describe.
+        try:
+            pipe = self.r.pipeline(transaction=False)
+            for kind, field, value in ops:
+                if kind == "incr":
+                    pipe.hincrby(KEY, field, int(value))
+                else:
+                    pipe.hincrbyfloat(KEY, field, value)
+            pipe.expire(KEY, TTL)
+            pipe.execute()
+        except redis.RedisError:
+            log.warning("metrics not recorded: redis unavailable")
+
+    def render(self) -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(self.r))
+        return bytes(generate_latest(registry))
+
+
+class _Collector:
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+
+    def collect(self) -> Iterator[Metric]:
+        raw: dict[Any, Any] = self.r.hgetall(KEY)
+        data = {(k.decode() if isinstance(k, bytes) else k):
+                (v.decode() if isinstance(v, bytes) else v) for k, v in raw.items()}
+        for name, (doc, names) in COUNTERS.items():
+            family = CounterMetricFamily(name, doc, labels=list(names))
+            for field, value in data.items():
+                metric, _, labels = field.partition("|")
+                if metric == name:
+                    family.add_metric(_values(labels), float(value))
+            yield family
+        for name, (doc, names) in HISTOGRAMS.items():
+            hist = HistogramMetricFamily(name, doc, labels=list(names))
+            series: dict[str, dict[str, float]] = defaultdict(dict)
+            for field, value in data.items():
+                metric, _, rest = field.partition("|")
+                if metric == name:
+                    labels, _, part = rest.rpartition("|")
+                    series[labels][part] = float(value)
+            for labels, parts in series.items():
+                cumulative, buckets = 0.0, []
+                for bound in (*BUCKETS, float("inf")):
+                    cumulative += parts.get(f"le={bound}", 0.0)
+                    buckets.append(("+Inf" if bound == float("inf") else str(bound), cumulative))
+                hist.add_metric(_values(labels), buckets, parts.get("sum", 0.0))
+            yield hist
+
+
+def _values(labels: str) -> list[str]:
+    return [pair.partition("=")[2] for pair in labels.split(",")] if labels else []
