@@ -47,6 +47,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     return up(port=args.port, sandbox_port=args.sandbox_port, use_sandbox=use_sandbox)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from workers.demo import demo
+
+    return demo(port=args.port)
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from sandbox import Sandbox
+    from sandbox.server import ThreadedServer
+
+    sb = Sandbox()
+    server = ThreadedServer(sb.app, host=args.host, port=args.port)
+    print(f"sandbox listening on http://{args.host}:{server.port}")
+    print(f"  twilio: TWILIO_ACCOUNT_SID={sb.twilio_account_sid} "
+          f"TWILIO_AUTH_TOKEN={sb.twilio_auth_token}")
+    print(f"  plivo:  PLIVO_AUTH_ID={sb.plivo_auth_id} PLIVO_AUTH_TOKEN={sb.plivo_auth_token}")
+    print("  control API: see the README (PUT /_sandbox/fates/<number>, POST /_sandbox/calls)")
+    try:
+        server.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sb.stop()
+    return 0
+
+
 def cmd_numbers(args: argparse.Namespace) -> int:
     store = _store()
     if args.action == "list":
@@ -125,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--sandbox", action="store_true", help="always use the sandbox")
     group.add_argument("--no-sandbox", action="store_true", help="never use the sandbox")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("demo", help="watch transfers happen against the sandbox",
+                       description="Start the whole system with the provider sandbox and run "
+                                   "one transfer per provider, success and failure, printing "
+                                   "each transfer's timeline as it happens.")
+    p.add_argument("--port", type=int, default=8000, help="webhook app port (default 8000)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sandbox", help="run the provider sandbox on its own",
+                       description="Serve the fake provider APIs (Twilio, Plivo) with their "
+                                   "control API, for developing a platform without phones.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8010, help="port (default 8010)")
+    p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("worker", help="run a Celery worker on the transfers queue",
                        description="Run a Celery worker consuming the `transfers` queue. "

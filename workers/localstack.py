@@ -37,6 +37,16 @@ class Stack:
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
 
+def sandbox_env(sandbox: Sandbox, url: str) -> dict[str, str]:
+    return {"TWILIO_ACCOUNT_SID": sandbox.twilio_account_sid,
+            "TWILIO_AUTH_TOKEN": sandbox.twilio_auth_token,
+            "TWILIO_API_BASE_URL": url,
+            "PLIVO_AUTH_ID": sandbox.plivo_auth_id,
+            "PLIVO_AUTH_TOKEN": sandbox.plivo_auth_token,
+            "PLIVO_API_BASE_URL": url,
+            "PLIVO_RESUME_URL": f"{url}/_sandbox/plivo/resume"}
+
+
 def redis_reachable(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
@@ -115,19 +125,19 @@ def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool 
         sandbox: Sandbox | None = None
         sandbox_url: str | None = None
         if use_sandbox is None:
-            use_sandbox = not (base.twilio_account_sid and base.twilio_auth_token)
+            use_sandbox = not any((base.twilio_auth_token, base.plivo_auth_token,
+                                   base.exotel_api_token))
         if use_sandbox:
             sandbox = Sandbox()
             stack.callback(sandbox.stop)
             sb_server = ThreadedServer(sandbox.app, port=sandbox_port).start()
             stack.callback(sb_server.stop)
             sandbox_url = sb_server.url
-            env.update({"TWILIO_ACCOUNT_SID": sandbox.twilio_account_sid,
-                        "TWILIO_AUTH_TOKEN": sandbox.twilio_auth_token,
-                        "TWILIO_API_BASE_URL": sandbox_url})
+            # Every provider goes to the sandbox: nothing may reach a real provider by halves.
+            env.update(sandbox_env(sandbox, sandbox_url))
             env.pop("TWILIO_EDGE", None)
             env.pop("TWILIO_REGION", None)
-            log(f"sandbox    {sandbox_url} (fake Twilio API; control API under /_sandbox)")
+            log(f"sandbox    {sandbox_url} (fake provider APIs; control API under /_sandbox)")
 
         out = subprocess.DEVNULL if quiet_children else None
         common: dict[str, Any] = {"env": env, "start_new_session": True, "stdout": out,

@@ -1,0 +1,14 @@
+# One image for every process: web, worker and Flower (see compose.yaml and the Procfile).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY workers ./workers
+COPY webhooks ./webhooks
+COPY sandbox ./sandbox
+COPY Procfile ./
+RUN pip install --no-cache-dir ".[monitor]" && useradd --system --no-create-home app
+USER app
+ENV PORT=8000 PYTHONUNBUFFERED=1
+EXPOSE 8000
+CMD ["sh", "-c", "gunicorn --bind 0.0.0.0:${PORT:-8000} --workers ${WEB_CONCURRENCY:-2} --access-logfile - webhooks.wsgi:app"]

@@ -1,0 +1,172 @@
+"""The README's run command, the Procfile and compose.yaml, as an operator uses them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+from sandbox.redis_server import RedisServer, free_port
+from tests.integration.processes import (
+    ROOT,
+    Output,
+    alive,
+    clean_env,
+    descendants,
+    read_events,
+    stop,
+)
+
+BIN = Path(sys.executable).parent
+
+
+def test_up_runs_a_transfer_and_leaves_no_process_behind() -> None:
+    port, sandbox_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "up", "--port", str(port),
+         "--sandbox-port", str(sandbox_port)],
+        cwd=ROOT, env=clean_env(API_TOKEN="up-test-token"), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = Output(proc)
+    out.start()
+    try:
+        out.wait_for("ready", 90)
+        redis_line = out.wait_for("(embedded redis-server)", 1)
+        redis_url = re.search(r"redis://\S+", redis_line).group(0)  # type: ignore[union-attr]
+        sandbox = f"http://127.0.0.1:{sandbox_port}"
+        web = f"http://127.0.0.1:{port}"
+        assert requests.get(f"{web}/readyz", timeout=5).status_code == 200
+
+        agent = "+14155550123"
+        assert requests.put(f"{sandbox}/_sandbox/fates/{agent}", json={"fate": "answer"},
+                            timeout=5).status_code == 200
+        call_id = requests.post(f"{sandbox}/_sandbox/calls", timeout=5, json={
+            "provider": "twilio", "status_callback": f"{web}/twilio/status?lead_id=up-lead"},
+        ).json()["call_id"]
+        resp = requests.post(f"{web}/transfers", timeout=5,
+                             headers={"Authorization": "Bearer up-test-token"}, json={
+            "lead_id": "up-lead", "provider": "twilio", "call_id": call_id,
+            "template": {"configurations": {"transfer_number": agent}},
+            "lead": {"outbound_number": "+14155550199"}})
+        assert resp.status_code == 202, resp.text
+        events = read_events(redis_url, until=lambda evs: any(
+            e["type"] == "transfer.succeeded" for e in evs))
+        assert [e["type"] for e in events] == ["transfer.succeeded"]
+        assert events[0]["transfer_id"] == resp.json()["transfer_id"]
+
+        metrics = requests.get(f"{web}/metrics", timeout=5).text
+        assert ('warm_transfer_transfers_total{outcome="succeeded",provider="twilio",reason=""}'
+                ' 1.0') in metrics
+
+        family = descendants(proc.pid)
+        assert len(family) >= 4  # redis, gunicorn (+ its workers), celery (+ its pool)
+    finally:
+        code = stop(proc)
+        out.close()
+    assert code == 0, "\n".join(out.lines[-30:])
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in family if alive(pid)], "processes left behind"
+
+
+def test_procfile_starts_web_and_worker_under_honcho() -> None:
+    port = free_port()
+    with RedisServer() as redis_server:
+        env = clean_env(REDIS_URL=redis_server.url, PORT=str(port),
+                        PATH=f"{BIN}:{clean_env().get('PATH', '')}")
+        proc = subprocess.Popen([sys.executable, "-m", "honcho", "start", "-f", "Procfile",
+                                 "--no-prefix"], cwd=ROOT, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        out = Output(proc)
+        out.start()
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2
+                                    ).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                assert time.monotonic() < deadline, "\n".join(out.lines[-30:])
+                assert proc.poll() is None, "\n".join(out.lines[-30:])
+                time.sleep(0.2)
+            out.wait_for("ready.", 60)  # the Celery worker
+            # The worker consumes a task from the queue: an invalid request comes back as
+            # one transfer.failed event.
+            from celery import Celery
+
+            producer = Celery("p", broker=redis_server.url, set_as_current=False)
+            producer.send_task("warm_transfer.request", queue="transfers", kwargs={
+                "request": {"lead_id": "honcho-lead", "provider": "twilio", "call_id": "CA1"}})
+            events = read_events(redis_server.url, until=lambda evs: bool(evs))
+            assert [(e["type"], e["reason"]) for e in events] == [
+                ("transfer.failed", "missing_transfer_number")]
+            family = descendants(proc.pid)
+        finally:
+            stop(proc, timeout=40)
+            out.close()
+        deadline = time.monotonic() + 10
+        while any(alive(pid) for pid in family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in family if alive(pid)]
+
+
+def _procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line.strip())
+
+
+def test_compose_file_is_valid_and_matches_the_procfile() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"redis", "web", "worker", "flower"}
+    images = {services[name]["image"] for name in ("web", "worker", "flower")}
+    assert len(images) == 1, "one image for every process"
+    for name, service in services.items():
+        assert "healthcheck" in service and service["healthcheck"]["test"], name
+        if name != "redis":
+            assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+            assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    # One shared environment block (a YAML anchor), not three copies.
+    assert services["web"]["environment"] is services["worker"]["environment"]
+    procfile = _procfile()
+    for name in ("web", "worker"):
+        command = services[name]["command"]
+        assert command[:2] == ["sh", "-c"]
+        assert command[2].replace("$$", "$") in procfile[name].replace(
+            "${LOG_LEVEL:-INFO}", "${LOG_LEVEL:-INFO}")
+    assert "noeviction" in services["redis"]["command"]
+    assert "--appendonly" in services["redis"]["command"]
+    # Every variable the app reads is passed through.
+    from shared.config import Settings
+
+    passed = set(services["web"]["environment"])
+    for required in ("REDIS_URL", "PUBLIC_BASE_URL", "TWILIO_AUTH_TOKEN", "PLIVO_AUTH_TOKEN",
+                     "EXOTEL_WEBHOOK_TOKEN", "API_TOKEN"):
+        assert required in passed and required.lower() in Settings.model_fields
+
+
+def test_cli_user_errors_are_one_line_and_nonzero() -> None:
+    env = clean_env(REDIS_URL="redis://127.0.0.1:1/0")
+    bad_number = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "numbers", "set", "main", "12345"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert bad_number.returncode == 2
+    assert bad_number.stderr.count("\n") == 1 and "E.164" in bad_number.stderr
+    assert "Traceback" not in bad_number.stderr
+    no_redis = subprocess.run([sys.executable, "-m", "workers.cli", "status", "lead-1"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert no_redis.returncode == 2
+    assert no_redis.stderr.startswith("warm-transfer: cannot reach Redis")
+    assert no_redis.stderr.count("\n") == 1
+    for command in ("up", "demo", "request", "status", "numbers", "worker", "web", "sandbox"):
+        helped = subprocess.run([sys.executable, "-m", "workers.cli", command, "--help"],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert helped.returncode == 0 and "usage: warm-transfer" in helped.stdout, command
