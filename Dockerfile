@@ -11,4 +11,4 @@ RUN pip install --no-cache-dir ".[monitor]" && useradd --system --no-create-home
 USER app
 ENV PORT=8000 PYTHONUNBUFFERED=1
 EXPOSE 8000
-CMD ["sh", "-c", "gunicorn --bind 0.0.0.0:${PORT:-8000} --workers ${WEB_CONCURRENCY:-2} --access-logfile - webhooks.wsgi:app"]
+CMD ["gunicorn", "-c", "python:webhooks.gunicorn_conf", "webhooks.wsgi:app"]

@@ -35,8 +35,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_web(args: argparse.Namespace) -> int:
     port = str(args.port or os.environ.get("PORT") or 8000)
-    argv = [sys.executable, "-m", "gunicorn", "--bind", f"{args.host}:{port}",
-            "--workers", str(args.workers), "--access-logfile", "-", "webhooks.wsgi:app"]
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:webhooks.gunicorn_conf",
+            "--bind", f"{args.host}:{port}", "--workers", str(args.workers), "webhooks.wsgi:app"]
     os.execv(sys.executable, argv)  # noqa: S606 - replaces this process with gunicorn
 
 

@@ -143,8 +143,9 @@ def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool 
         common: dict[str, Any] = {"env": env, "start_new_session": True, "stdout": out,
                                   "stderr": out}
         web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-             "--graceful-timeout", "5", "webhooks.wsgi:app"], **common)
+            [sys.executable, "-m", "gunicorn", "-c", "python:webhooks.gunicorn_conf",
+             "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "webhooks.wsgi:app"],
+            **common)
         stack.callback(_stop, web)
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",

@@ -78,13 +78,15 @@ class Runtime:
             self.logger(transfer).info("outcome ignored", extra={
                 "wanted": state.value, "current": moved.previous, "note": note})
             return False
-        self.send_terminal_event(transfer["transfer_id"], event.as_dict())
+        # Counted when decided (before the event goes out), so that whoever hears the event
+        # and then scrapes /metrics sees it counted.
         provider = transfer["provider"]
         self.metrics.inc("warm_transfer_transfers", provider=provider, outcome=state.value,
                          reason=reason or "")
         elapsed = self.seconds_since_start(transfer)
         if state is State.SUCCEEDED and elapsed is not None:
             self.metrics.observe("warm_transfer_bridge_seconds", elapsed, provider=provider)
+        self.send_terminal_event(transfer["transfer_id"], event.as_dict())
         return True
 
     def send_terminal_event(self, transfer_id: str, event: dict[str, Any]) -> bool:
