@@ -82,6 +82,8 @@ class SimCall:
     # Where the call's XML sent it (Redirect) and what it was told (Speak).
     redirects: list[str] = field(default_factory=list)
     spoken: list[str] = field(default_factory=list)
+    # Exotel: the flow (Connect applet URL, passthru URL, callback format) and its legs.
+    flow: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,7 +147,11 @@ class Sandbox:
                  twilio_auth_token: str = "sandbox-twilio-token",  # noqa: S107 - a fake's token
                  plivo_auth_id: str = "MA" + "SANDBOX" + "0" * 11,
                  plivo_auth_token: str = "sandbox-plivo-token",  # noqa: S107 - a fake's token
+                 exotel_account_sid: str = "sandbox-exotel",
+                 exotel_api_key: str = "sandbox-exotel-key",
+                 exotel_api_token: str = "sandbox-exotel-token",  # noqa: S107 - a fake's token
                  ) -> None:
+        from sandbox.exotel_api import ExotelSim
         from sandbox.plivo_api import PlivoSim
 
         self.twilio_account_sid = twilio_account_sid
@@ -153,6 +159,10 @@ class Sandbox:
         self.plivo_auth_id = plivo_auth_id
         self.plivo_auth_token = plivo_auth_token
         self.plivo = PlivoSim(self)
+        self.exotel_account_sid = exotel_account_sid
+        self.exotel_api_key = exotel_api_key
+        self.exotel_api_token = exotel_api_token
+        self.exotel = ExotelSim(self)
         self.lock = threading.RLock()
         self.requests: list[Recorded] = []
         self.deliveries: list[Delivery] = []
@@ -187,14 +197,20 @@ class Sandbox:
             self.calls.clear()
             self.conferences.clear()
             self.repeat_callbacks = 1
+            self.exotel.drop_status_callbacks = False
 
     def create_customer_call(self, *, to: str, from_: str, status_callback: str | None,
-                             provider: str = "twilio") -> str:
-        """A live customer call, as if the platform had placed or answered it."""
-        sid = str(uuid.uuid4()) if provider == "plivo" else _sid("CA")
+                             provider: str = "twilio", **flow: Any) -> str:
+        """A live customer call, as if the platform had placed or answered it.
+
+        Exotel calls take the flow's URLs: dial_whom_url (the Connect applet's), and
+        optionally passthru_url and status_format ("form" or "json")."""
+        sid = {"plivo": lambda: str(uuid.uuid4()), "exotel": lambda: uuid.uuid4().hex
+               }.get(provider, lambda: _sid("CA"))()
         with self.lock:
             self.calls[sid] = SimCall(sid, to, from_, "in-progress", status_callback,
-                                      ("completed",), provider=provider)
+                                      ("completed",), provider=provider,
+                                      flow={k: v for k, v in flow.items() if v is not None})
         return sid
 
     def hangup(self, sid: str) -> None:
@@ -288,6 +304,9 @@ class Sandbox:
             call.status = status
             if call.provider == "plivo":
                 self.plivo.ended(call, status)
+                return
+            if call.provider == "exotel":
+                self.exotel.ended(call, status)
                 return
             self._call_event(call, status, delay)
             conf = self.conferences.get(call.conference or "")
@@ -391,9 +410,11 @@ class Sandbox:
         def _calls() -> Response:
             body = request.get_json(silent=True) or {}
             sid = self.create_customer_call(
-                to=str(body.get("to", "+15550100000")), from_=str(body.get("from", "")),
+                to=str(body.get("to", "+14155550150")), from_=str(body.get("from", "")),
                 status_callback=body.get("status_callback"),
-                provider=str(body.get("provider", "twilio")))
+                provider=str(body.get("provider", "twilio")),
+                dial_whom_url=body.get("dial_whom_url"), passthru_url=body.get("passthru_url"),
+                status_format=body.get("status_format"))
             return jsonify({"call_id": sid})
 
         @app.post("/_sandbox/calls/<sid>/hangup")
@@ -408,6 +429,7 @@ class Sandbox:
 
         register_twilio(app, self)
         self.plivo.register(app)
+        self.exotel.register(app)
         return app
 
 

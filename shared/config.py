@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
     exotel_api_token: str = ""
     exotel_api_base_url: str = "https://api.exotel.com"
     exotel_webhook_token: str = ""
+    # How /exotel/dial-up answers: the number as text (Connect applet "dial whom" URL), or the
+    # JSON of Exotel's programmable connect (newer accounts).
+    exotel_dial_up_format: Literal["text", "json"] = "text"
 
     log_level: str = "INFO"
 

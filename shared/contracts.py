@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.phone import InvalidNumber, normalize_e164
 
 # Providers whose handoff is implemented; the client refuses the others synchronously.
-PROVIDERS: tuple[str, ...] = ("twilio", "plivo")
+PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel")
 
 TOOL_NAME = "connect_to_live_agent"
 

@@ -318,6 +318,9 @@ class Store:
         self.r.delete(f"wt:once:{name}")
 
     # deadlines
+    def extend_deadline(self, transfer_id: str, at: float) -> None:
+        self.r.zadd(self.DEADLINES, {transfer_id: at}, xx=True)
+
     def claim_due(self, now: float | None = None, lease: float = 30.0, limit: int = 100
                   ) -> list[str]:
         """Transfers past their deadline, each leased to one caller for `lease` seconds."""

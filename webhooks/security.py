@@ -58,6 +58,15 @@ def verify_plivo() -> None:
     g.release_on_failure = claim
 
 
+def verify_exotel() -> None:
+    """403 unless the `token` query parameter is EXOTEL_WEBHOOK_TOKEN (Exotel does not sign
+    its requests; every URL configured in Exotel carries the secret)."""
+    expected = deps().settings.exotel_webhook_token
+    given = request.args.get("token", "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        _refuse("exotel", "bad token" if expected else "EXOTEL_WEBHOOK_TOKEN not set")
+
+
 def verify_bearer(expected: str) -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")

@@ -128,9 +128,13 @@ def _reject(rt: Runtime, request: Any, transfer_id: str, reason: str, message: s
 
 @app.task(name=TASK_PROVIDER_CALLBACK, bind=True)
 def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
-                      params: dict[str, str]) -> None:
+                      params: dict[str, str], call_id: str | None = None) -> None:
+    """A callback about one of our transfers: by transfer id, or by the customer's call id
+    where the provider's URL cannot carry ours (Exotel's statically configured URLs)."""
     rt = runtime()
-    transfer = rt.store.get_transfer(transfer_id)
+    if not transfer_id and call_id:
+        transfer_id = rt.store.transfer_for_call(provider, call_id) or ""
+    transfer = rt.store.get_transfer(transfer_id) if transfer_id else None
     impl = get_provider(provider)
     if transfer is None or impl is None:
         rt.logger(None, transfer_id=transfer_id).warning(
@@ -145,7 +149,7 @@ def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
 
 @app.task(name=TASK_CALL_STATUS, bind=True)
 def call_status(self: Task, provider: str, call_id: str, status: str,
-                lead_id: str | None = None) -> None:
+                lead_id: str | None = None, params: dict[str, str] | None = None) -> None:
     """The customer's own call changed status (the platform's status callback)."""
     if status.lower() not in CALL_ENDED_STATUSES:
         return
@@ -170,7 +174,7 @@ def call_status(self: Task, provider: str, call_id: str, status: str,
             if transfer["state"] == State.SUCCEEDED:
                 transferred = True
             elif transfer["state"] not in TERMINAL_STATES:
-                transferred = impl.customer_call_ended(rt, transfer)
+                transferred = impl.customer_call_ended(rt, transfer, params or {})
         rt.emit_call_ended(lead_id=lead, provider=provider, call_id=call_id,
                            transfer_id=transfer["transfer_id"] if transfer else None,
                            transferred=transferred)
@@ -189,5 +193,7 @@ def expire(self: Task, transfer_id: str) -> None:
         rt.resend_unsent(transfer)  # the sweep doubles as the outbox of terminal events
         return
     impl = get_provider(transfer["provider"])
+    if impl is not None and impl.reconcile(rt, transfer):
+        return
     if rt.fail(transfer, FailureReason.TIMEOUT, "no outcome before the deadline") and impl:
         impl.cleanup(rt, transfer)

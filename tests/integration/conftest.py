@@ -37,11 +37,14 @@ class EventLog:
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
         self.cv = threading.Condition()
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
 
     def add(self, event: dict[str, Any]) -> None:
         with self.cv:
             self.events.append(event)
             self.cv.notify_all()
+        for listener in list(self.listeners):
+            listener(event)
 
     def matching(self, pred: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         with self.cv:
@@ -100,6 +103,8 @@ def settings(redis_server: RedisServer, sandbox: tuple[Sandbox, ThreadedServer],
     sb, sb_server = sandbox
     return Settings(
         redis_url=redis_server.url,
+        # The suite runs over another broker (e.g. RabbitMQ: amqp://...) when this is set.
+        celery_broker_url=os.environ.get("TEST_CELERY_BROKER_URL", ""),
         public_base_url=web_server[1].url,
         twilio_account_sid=sb.twilio_account_sid,
         twilio_auth_token=sb.twilio_auth_token,
@@ -108,6 +113,11 @@ def settings(redis_server: RedisServer, sandbox: tuple[Sandbox, ThreadedServer],
         plivo_auth_token=sb.plivo_auth_token,
         plivo_api_base_url=sb_server.url,
         plivo_resume_url=f"{sb_server.url}/_sandbox/plivo/resume",
+        exotel_account_sid=sb.exotel_account_sid,
+        exotel_api_key=sb.exotel_api_key,
+        exotel_api_token=sb.exotel_api_token,
+        exotel_api_base_url=sb_server.url,
+        exotel_webhook_token="exotel-integration-secret",
         transfer_ring_timeout=RING_TIMEOUT,
         transfer_deadline_margin=DEADLINE_MARGIN,
         provider_retry_delays=[0.2, 0.4, 0.8],
@@ -152,9 +162,18 @@ def worker(settings: Settings, web_server: tuple[_Dispatch, ThreadedServer],
 
 
 @pytest.fixture(scope="session")
-def event_log(settings: Settings) -> Iterator[EventLog]:
-    """The platform side: a Celery worker with the `agent.transfer_event` task."""
+def event_log(settings: Settings, sandbox: tuple[Sandbox, ThreadedServer]
+              ) -> Iterator[EventLog]:
+    """The platform side: a Celery worker with the `agent.transfer_event` task. Like a real
+    platform it closes the AI's stream when told to (`transfer.disconnect_ai`), which on
+    Exotel lets the flow go on to its Connect applet."""
     log = EventLog()
+
+    def platform_reacts(event: dict[str, Any]) -> None:
+        if event["type"] == "transfer.disconnect_ai" and event["provider"] == "exotel":
+            sandbox[0].exotel.ai_disconnected(event["call_id"])
+
+    log.listeners.append(platform_reacts)
     platform = Celery("platform", broker=settings.celery_broker_url, set_as_current=False)
     platform.conf.update(task_serializer="json", accept_content=["json"],
                          task_ignore_result=True, worker_hijack_root_logger=False)
@@ -176,10 +195,17 @@ class Stack:
         self.store = Store.from_settings(settings)
         self.client = TransferClient(settings, store=self.store)
 
-    def customer_call(self, lead_id: str, provider: str = "twilio") -> str:
+    def customer_call(self, lead_id: str, provider: str = "twilio", **flow: Any) -> str:
+        base = self.settings.public_base_url
+        if provider == "exotel":
+            token = self.settings.exotel_webhook_token
+            flow.setdefault("dial_whom_url", f"{base}/exotel/dial-up?token={token}")
+            status = f"{base}/exotel/status?token={token}&lead_id={lead_id}"
+        else:
+            status = f"{base}/{provider}/status?lead_id={lead_id}"
         return self.sandbox.create_customer_call(
             to="+14155550150", from_="+14155550151", provider=provider,
-            status_callback=f"{self.settings.public_base_url}/{provider}/status?lead_id={lead_id}")
+            status_callback=status, **flow)
 
     def terminal(self, transfer_id: str, timeout: float = 10.0) -> dict[str, Any]:
         return self.events.wait(lambda e: e["transfer_id"] == transfer_id and e["type"] in (

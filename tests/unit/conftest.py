@@ -20,6 +20,8 @@ TWILIO_API = "https://twilio.test"
 PLIVO_ID = "MA" + "B" * 18
 PLIVO_API = "https://plivo.test"
 RESUME_URL = "https://platform.example.com/plivo/resume"
+EXOTEL_API = "https://exotel.test"
+EXOTEL_SID = "acme1"
 
 
 @pytest.fixture
@@ -35,6 +37,11 @@ def settings() -> Settings:
         plivo_auth_token="plivo-test-token",
         plivo_api_base_url=PLIVO_API,
         plivo_resume_url=RESUME_URL,
+        exotel_account_sid=EXOTEL_SID,
+        exotel_api_key="exo-key",
+        exotel_api_token="exo-token",
+        exotel_api_base_url=EXOTEL_API,
+        exotel_webhook_token="exo-webhook-secret",
         provider_retry_delays=[0.01, 0.01, 0.01],
         api_token="api-test-token",
     )

@@ -6,12 +6,14 @@ Adding a provider means one new module and one line here.
 from __future__ import annotations
 
 from workers.providers.base import Provider
+from workers.providers.exotel import ExotelProvider
 from workers.providers.plivo import PlivoProvider
 from workers.providers.twilio import TwilioProvider
 
 _PROVIDERS: dict[str, Provider] = {
     "twilio": TwilioProvider(),
     "plivo": PlivoProvider(),
+    "exotel": ExotelProvider(),
 }
 
 

@@ -47,9 +47,16 @@ class Provider(Protocol):
                         params: Mapping[str, str], task_id: str) -> None:
         """Advance the transfer from one of our own leg/conference callbacks."""
 
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+                            params: Mapping[str, str]) -> bool:
         """The customer's call ended while the transfer was not final: settle the transfer
-        and tell whether the call ended as a transfer (`call.ended.transferred`)."""
+        and tell whether the call ended as a transfer (`call.ended.transferred`). `params`
+        is what the provider's status callback said (normalised strings)."""
+
+    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        """The deadline has come with no outcome. Ask the provider what happened; settle the
+        transfer or push its deadline back and return True, or return False to have it fail
+        with `timeout`."""
 
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         """Best effort: release provider resources of a transfer that failed or expired

@@ -171,12 +171,16 @@ class PlivoProvider:
                 rt.fail(transfer, DIAL_FAILURES.get(status, "failed"),
                         f"dial ended {status}; customer sent back", from_states=pending)
 
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+                            params: Mapping[str, str]) -> bool:
         # Once the transfer was initiated the AI has left: the hangup is part of the transfer.
         left_ai = transfer["state"] != State.REQUESTED
         rt.fail(transfer, "customer_hung_up", "customer hung up before the human answered",
                 from_states=(State.REQUESTED, State.DIALING))
         return left_ai
+
+    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        return False  # every outcome arrives by callback; none came in time
 
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         # Nothing to release: the Dial's own timeout ends the human's leg, and its action URL

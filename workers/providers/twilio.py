@@ -190,12 +190,16 @@ class TwilioProvider:
         rt.store.set_fields(tid, customer_moved="1")
         rt.store.note(tid, "customer moved into the conference")
 
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+                            params: Mapping[str, str]) -> bool:
         # The AI holds the customer until the bridge, so their hanging up ends the transfer.
         if rt.fail(transfer, "customer_hung_up", "customer hung up before the bridge",
                    from_states=(*_PRE_BRIDGE, State.BRIDGING)):
             self.cleanup(rt, transfer)
         return False
+
+    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        return False  # every outcome arrives by callback; none came in time
 
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)

@@ -1,0 +1,214 @@
+"""Exotel: the applet bridge. The AI leaves first.
+
+1. The worker sets the flag and the call-id index and emits `transfer.disconnect_ai`
+   (action `disconnect`). The platform closes its Voicebot/Stream applet's websocket.
+2. Exotel moves on to the flow's Connect applet, which GETs /exotel/dial-up ("dial whom")
+   and dials the number we answer. The customer hears a brief hold meanwhile.
+3. How it ended comes from the customer call's status callback (its legs; the human is
+   leg 2) or the Connect applet's passthru (DialCallStatus). Exotel says its callbacks can be
+   late or lost, so at the deadline the worker asks the call details API instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from shared.config import Settings
+from shared.store import State
+from workers.providers.base import (
+    PermanentProviderError,
+    ProviderNotConfigured,
+    TransientProviderError,
+)
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
+
+# Leg 2 (the human) status -> failure reason.
+LEG_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
+                "canceled": "failed"}
+ANSWERED = frozenset({"completed", "in-progress", "answered"})
+# While the call details API cannot tell yet, look again this often, until the flag's TTL.
+RECHECK_SECONDS = 10.0
+
+
+class ExotelClient:
+    """The REST calls we make to Exotel (there is no official SDK), with timeouts and retries
+    of transient failures on idempotent requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not (settings.exotel_account_sid and settings.exotel_api_key
+                and settings.exotel_api_token):
+            raise ProviderNotConfigured(
+                "EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY and EXOTEL_API_TOKEN are not set")
+        self.base = (f"{settings.exotel_api_base_url.rstrip('/')}/v1/Accounts/"
+                     f"{settings.exotel_account_sid}")
+        self.timeout = settings.provider_http_timeout
+        self.session = requests.Session()
+        self.session.auth = (settings.exotel_api_key, settings.exotel_api_token)
+        retry = Retry(total=2, backoff_factor=0.3, status_forcelist=(429, 500, 502, 503, 504),
+                      allowed_methods=frozenset({"GET"}), raise_on_status=False)
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+
+    def call_details(self, call_sid: str) -> dict[str, Any]:
+        """GET /v1/Accounts/{sid}/Calls/{CallSid}.json?details=true -> the "Call" object."""
+        try:
+            resp = self.session.get(f"{self.base}/Calls/{call_sid}.json",
+                                    params={"details": "true"}, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientProviderError(f"exotel unreachable: {type(exc).__name__}") from exc
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise TransientProviderError(f"exotel {resp.status_code}", status=resp.status_code)
+        if resp.status_code != 200:
+            raise PermanentProviderError(f"exotel {resp.status_code}: {resp.text[:200]}",
+                                         status=resp.status_code)
+        try:
+            call = resp.json()["Call"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentProviderError("exotel call details: unexpected body") from exc
+        return dict(call)
+
+
+def make_client(settings: Settings, transfer: Mapping[str, str]) -> ExotelClient:
+    """An Exotel client for this transfer's account (today: the one from the environment)."""
+    return ExotelClient(settings)
+
+
+def dial_up_body(settings: Settings, transfer: Mapping[str, str], number: str
+                 ) -> tuple[str, str]:
+    """What the Connect applet gets from /exotel/dial-up: (body, mimetype)."""
+    if settings.exotel_dial_up_format == "json":
+        body = {"destination": {"numbers": [number]},
+                "outgoing_phone_number": transfer["outbound_number"],
+                "max_ringing_duration": settings.transfer_ring_timeout,
+                "record": False}
+        return json.dumps(body), "application/json"
+    return number, "text/plain"
+
+
+def normalise_status(raw: Mapping[str, Any]) -> dict[str, str]:
+    """A status callback or passthru, form or JSON, as flat strings:
+    CallSid, Status, EventType, DialCallStatus, Leg2Status, Leg2Duration."""
+    out = {k: str(v) for k, v in raw.items()
+           if k in ("CallSid", "Status", "EventType", "DialCallStatus", "DialCallSid",
+                    "CustomField", "DateUpdated") and v is not None}
+    legs: list[Mapping[str, Any]] = []
+    if isinstance(raw.get("Legs"), list):
+        legs = [leg.get("Leg", leg) for leg in raw["Legs"] if isinstance(leg, Mapping)]
+    else:  # form encoding: Legs[0][Status]=completed&Legs[1][OnCallDuration]=12
+        indexed: dict[int, dict[str, Any]] = {}
+        for key, value in raw.items():
+            if key.startswith("Legs[") and "][" in key:
+                index, _, field = key[5:].partition("][")
+                if index.isdigit():
+                    indexed.setdefault(int(index), {})[field.rstrip("]")] = value
+        legs = [indexed[i] for i in sorted(indexed)]
+    if len(legs) > 1:
+        out["Leg2Status"] = str(legs[1].get("Status", ""))
+        out["Leg2Duration"] = str(legs[1].get("OnCallDuration", "0"))
+    return out
+
+
+def human_outcome(status: Mapping[str, str]) -> tuple[bool | None, str]:
+    """(answered?, reason if not). None when the data cannot tell."""
+    dial = status.get("DialCallStatus", "")
+    leg2 = status.get("Leg2Status", "") or dial
+    try:
+        talked = float(status.get("Leg2Duration", "0") or 0) > 0
+    except ValueError:
+        talked = False
+    if talked or leg2 in ANSWERED:
+        return True, ""
+    if leg2 in LEG_FAILURES:
+        return False, LEG_FAILURES[leg2]
+    return None, ""
+
+
+class ExotelProvider:
+    name = "exotel"
+
+    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        moved = rt.store.transition(transfer["transfer_id"], State.DIALING,
+                                    "AI told to disconnect; waiting for the Connect applet",
+                                    from_states=(State.REQUESTED,))
+        if moved.ok:
+            rt.emit_disconnect(transfer)
+
+    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                        params: Mapping[str, str], task_id: str) -> None:
+        tid = transfer["transfer_id"]
+        pending = (State.REQUESTED, State.DIALING)
+        if kind == "dial-up":
+            rt.store.note(tid, "dial-up served; Exotel is dialing the human agent")
+        elif kind == "dial-up-missing":
+            rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
+                    from_states=pending)
+        elif kind == "passthru":
+            answered, reason = human_outcome(params)
+            if answered:
+                rt.succeed(transfer, "human agent answered (passthru)", from_states=pending)
+            elif answered is False:
+                rt.fail(transfer, reason, f"connect ended {params.get('DialCallStatus')}",
+                        from_states=pending)
+
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+                            params: Mapping[str, str]) -> bool:
+        answered, reason = human_outcome(params)
+        pending = (State.REQUESTED, State.DIALING)
+        if answered:
+            rt.succeed(transfer, "human agent answered (status callback)", from_states=pending)
+        else:
+            rt.fail(transfer, reason or "customer_hung_up",
+                    f"call ended {params.get('Status', '')}; human leg "
+                    f"{params.get('Leg2Status') or 'not reached'}", from_states=pending)
+        # The AI left the call for the transfer; its end is part of the transfer.
+        return transfer["state"] != State.REQUESTED
+
+    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        tid = transfer["transfer_id"]
+        started = float(transfer.get("started_at", "0") or 0)
+        give_up_at = started + rt.settings.transfer_flag_ttl
+        pending = (State.REQUESTED, State.DIALING)
+        try:
+            call = make_client(rt.settings, transfer).call_details(transfer["call_id"])
+        except (TransientProviderError, PermanentProviderError) as exc:
+            rt.logger(transfer).warning("call details unavailable", extra={"error": str(exc)})
+            call = None
+        if call is not None:
+            details = call.get("Details") or {}
+            legs = details.get("Legs") or []
+            status = {"Status": str(call.get("Status", "")),
+                      "Leg2Status": str(details.get("Leg2Status") or ""),
+                      "Leg2Duration": str(details.get("ConversationDuration") or "0")}
+            if len(legs) > 1 and not status["Leg2Status"]:
+                leg = legs[1].get("Leg", legs[1])
+                status["Leg2Duration"] = str(leg.get("OnCallDuration", "0"))
+            answered, reason = human_outcome(status)
+            rt.store.note(tid, f"reconciled with call details: call {status['Status']}, "
+                               f"human leg {status['Leg2Status'] or 'unknown'}")
+            if answered:
+                rt.succeed(transfer, "human agent answered (call details)",
+                           from_states=pending)
+                return True
+            if answered is False or status["Status"] in ("completed", "failed", "busy",
+                                                          "no-answer"):
+                rt.fail(transfer, reason or "no_answer", "call details: human not reached",
+                        from_states=pending)
+                return True
+        now = time.time()
+        if now + RECHECK_SECONDS < give_up_at:
+            rt.store.extend_deadline(tid, now + RECHECK_SECONDS)
+            return True
+        return False
+
+    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        # The flow owns the call from here on; there is nothing of ours to release.
+        return None
