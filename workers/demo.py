@@ -19,7 +19,11 @@ SCENARIOS = [
     ("twilio", "busy", "the human's line is busy"),
     ("plivo", "answer-after:1", "the human answers"),
     ("plivo", "no-answer:2", "nobody answers; the customer goes back to the AI"),
+    ("exotel", "answer-after:1", "the human answers; they talk, then hang up"),
+    ("exotel", "busy", "the human's line is busy"),
 ]
+# Exotel reports the outcome when the call ends: the demo's customer talks this long.
+EXOTEL_TALK_SECONDS = 2.0
 CUSTOMER = "+14155550150"
 AI_NUMBER = "+14155550151"
 OUTBOUND = "+14155550199"
@@ -28,8 +32,9 @@ OUTBOUND = "+14155550199"
 class EventReader(threading.Thread):
     """Plays the platform: reads `agent.transfer_event` messages off the agent_events queue."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, on_disconnect: Any = None) -> None:
         super().__init__(daemon=True, name="demo-events")
+        self.on_disconnect = on_disconnect
         self.app = Celery("demo-platform", broker=settings.celery_broker_url,
                           set_as_current=False)
         self.queue = settings.agent_event_queue
@@ -46,8 +51,12 @@ class EventReader(threading.Thread):
                 except q.Empty:
                     continue
                 _, kwargs, _ = msg.decode()
+                event = kwargs["event"]
                 with self.lock:
-                    self.events.append(kwargs["event"])
+                    self.events.append(event)
+                # As a platform does: close the AI's stream when told to.
+                if event["type"] == "transfer.disconnect_ai" and self.on_disconnect:
+                    self.on_disconnect(event)
             q.close()
 
     def for_transfer(self, transfer_id: str) -> list[dict[str, Any]]:
@@ -62,16 +71,30 @@ def demo(port: int = 8000) -> int:
                                             if k.lower() in Settings.model_fields})
         store = Store.from_settings(settings)
         client = TransferClient(settings, store=store)
-        reader = EventReader(settings)
+        sandbox = stack.sandbox
+
+        def close_stream(event: dict[str, Any]) -> None:
+            if event["provider"] == "exotel":
+                sandbox.exotel.ai_disconnected(event["call_id"])
+                threading.Timer(EXOTEL_TALK_SECONDS + 1,
+                                lambda: sandbox.hangup(event["call_id"])).start()
+
+        reader = EventReader(settings, on_disconnect=close_stream)
         reader.start()
         results = []
         for i, (provider, fate, what) in enumerate(SCENARIOS, start=1):
             lead = f"demo-{provider}-{i}-{int(time.time())}"
             agent = f"+1415555011{i}"
             stack.sandbox.set_fate(agent, fate)
+            status_url = f"{stack.public_base_url}/{provider}/status?lead_id={lead}"
+            flow = {}
+            if provider == "exotel":
+                token = settings.exotel_webhook_token
+                status_url += f"&token={token}"
+                flow["dial_whom_url"] = f"{stack.public_base_url}/exotel/dial-up?token={token}"
             call_id = stack.sandbox.create_customer_call(
-                to=AI_NUMBER, from_=CUSTOMER, provider=provider,
-                status_callback=f"{stack.public_base_url}/{provider}/status?lead_id={lead}")
+                to=AI_NUMBER, from_=CUSTOMER, provider=provider, status_callback=status_url,
+                **flow)
             print(f"\n== {provider}: {what} (lead {lead})", flush=True)
             result = client.connect_to_live_agent({
                 "lead_id": lead, "provider": provider, "call_id": call_id,

@@ -44,7 +44,12 @@ def sandbox_env(sandbox: Sandbox, url: str) -> dict[str, str]:
             "PLIVO_AUTH_ID": sandbox.plivo_auth_id,
             "PLIVO_AUTH_TOKEN": sandbox.plivo_auth_token,
             "PLIVO_API_BASE_URL": url,
-            "PLIVO_RESUME_URL": f"{url}/_sandbox/plivo/resume"}
+            "PLIVO_RESUME_URL": f"{url}/_sandbox/plivo/resume",
+            "EXOTEL_ACCOUNT_SID": sandbox.exotel_account_sid,
+            "EXOTEL_API_KEY": sandbox.exotel_api_key,
+            "EXOTEL_API_TOKEN": sandbox.exotel_api_token,
+            "EXOTEL_API_BASE_URL": url,
+            "EXOTEL_WEBHOOK_TOKEN": os.environ.get("EXOTEL_WEBHOOK_TOKEN") or "sandbox-webhook"}
 
 
 def redis_reachable(url: str) -> bool:
