@@ -102,9 +102,12 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 @contextmanager
 def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool | None = None,
-                  log: Callable[[str], None] = print, quiet_children: bool = False
+                  log: Callable[[str], None] | None = None, quiet_children: bool = False
                   ) -> Iterator[Stack]:
     """Start every part; stop them all when the block ends."""
+    if log is None:
+        def log(line: str) -> None:
+            print(line, flush=True)  # the children write to the same stream
     base = Settings()
     env = dict(os.environ)
     with ExitStack() as stack:

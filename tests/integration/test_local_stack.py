@@ -35,7 +35,7 @@ def test_up_runs_a_transfer_and_leaves_no_process_behind() -> None:
     out = Output(proc)
     out.start()
     try:
-        out.wait_for("ready", 90)
+        out.wait_for("ready      Ctrl-C stops everything", 90)
         redis_line = out.wait_for("(embedded redis-server)", 1)
         redis_url = re.search(r"redis://\S+", redis_line).group(0)  # type: ignore[union-attr]
         sandbox = f"http://127.0.0.1:{sandbox_port}"
