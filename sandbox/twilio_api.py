@@ -57,6 +57,21 @@ def register(app: Flask, sb: Sandbox) -> None:
                         "start_conference_on_enter": True, "end_conference_on_exit": True,
                         "hold": False, "muted": False, "coaching": False}), 201
 
+    @app.get(f"{_BASE}/Calls.json")
+    def list_calls(account: str) -> Response:
+        if (denied := authorized(account)) is not None:
+            return denied
+        to, from_, status = (request.args.get(k) for k in ("To", "From", "Status"))
+        with sb.lock:
+            calls = [c for c in sb.calls.values() if c.provider == "twilio"
+                     and (not to or c.to == to) and (not from_ or c.from_ == from_)
+                     and (not status or c.status == status)]
+            body = [{"sid": c.sid, "account_sid": sb.twilio_account_sid, "to": c.to,
+                     "from": c.from_, "status": c.status} for c in reversed(calls)]
+        return jsonify({"calls": body, "next_page_uri": None, "page": 0,
+                        "page_size": len(body), "start": 0, "end": max(len(body) - 1, 0),
+                        "uri": request.full_path})
+
     @app.post(f"{_BASE}/Calls.json")
     def create_call(account: str) -> Response | tuple[Response, int]:
         if (denied := authorized(account)) is not None:

@@ -41,9 +41,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": True,
         "worker_prefetch_multiplier": 1,
         "broker_connection_retry_on_startup": True,
-        # A message whose worker died comes back after this long; every task and every
-        # retry countdown here is far shorter, so nothing runs twice for waiting alone.
-        "broker_transport_options": {"visibility_timeout": 60},
+        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout},
         # Publishing must not hang a tool call or a webhook when the broker is down.
         "broker_connection_timeout": 3,
         "broker_connection_max_retries": 1,

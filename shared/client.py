@@ -79,7 +79,8 @@ class TransferClient:
         if summary is not None and isinstance(request, Mapping):
             request = {**request, "summary": summary}
         try:
-            req = parse_request(request, self.store.get_number)
+            req = parse_request(request, self.store.get_number,
+                                allowed_destinations=self.settings.transfer_allowed_destinations)
         except RequestError as exc:
             log.info("transfer refused", extra={"error": exc.code.value,
                                                 "lead_id": _lead_of(request)})

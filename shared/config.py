@@ -28,8 +28,16 @@ class Settings(BaseSettings):
     agent_event_task: str = "agent.transfer_event"
     agent_event_queue: str = "agent_events"
 
+    # Toll-fraud guard: where transfers may go. "" = the outbound number's own country;
+    # "*" = anywhere; or "US,CA,+4420" (ISO country codes and "+" prefixes).
+    transfer_allowed_destinations: str = ""
+
     # Bearer token for POST /transfers; the endpoint refuses everything while it is empty.
     api_token: str = ""
+
+    # Redis broker: a message whose worker died is delivered again after this long. Every
+    # task and retry delay here is far shorter, so nothing runs twice for waiting alone.
+    broker_visibility_timeout: int = Field(default=60, ge=2)
 
     provider_http_timeout: float = Field(default=5.0, gt=0)
     # Retry delays (seconds) for transient provider API errors, one per retry.

@@ -10,7 +10,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.phone import InvalidNumber, normalize_e164
+from shared.phone import (
+    InvalidNumber,
+    destination_allowed,
+    mask,
+    mask_in_text,
+    normalize_e164,
+)
 
 # Providers whose handoff is implemented; the client refuses the others synchronously.
 PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel")
@@ -55,6 +61,7 @@ class ErrorCode(StrEnum):
     MISSING_OUTBOUND_NUMBER_ID = "missing_outbound_number_id"
     UNKNOWN_OUTBOUND_NUMBER_ID = "unknown_outbound_number_id"
     INVALID_OUTBOUND_NUMBER = "invalid_outbound_number"
+    DESTINATION_NOT_ALLOWED = "destination_not_allowed"
     PROVIDER_NOT_CONFIGURED = "provider_not_configured"
     SERVICE_UNAVAILABLE = "service_unavailable"
 
@@ -80,6 +87,8 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     + _CANT_CONNECT,
     ErrorCode.INVALID_OUTBOUND_NUMBER: "The caller number for transfers is not valid. "
     + _CANT_CONNECT,
+    ErrorCode.DESTINATION_NOT_ALLOWED: "Transfers to the configured agent number are not "
+    "allowed. " + _CANT_CONNECT,
     ErrorCode.PROVIDER_NOT_CONFIGURED: "Transfers are not set up for this phone provider. "
     + _CANT_CONNECT,
     ErrorCode.SERVICE_UNAVAILABLE: "The transfer service is unavailable. " + _CANT_CONNECT,
@@ -172,11 +181,13 @@ def parse_request(
     resolve_outbound_number: Callable[[str], str | None],
     *,
     transfer_id: str | None = None,
+    allowed_destinations: str = "",
 ) -> TransferRequest:
     """Validate a raw request dict (the wire contract) into a TransferRequest.
 
     `resolve_outbound_number` maps `lead.outbound_number_id` to an E.164 number (the number
-    directory). Raises RequestError with a stable code.
+    directory); `allowed_destinations` is the toll-fraud policy (see
+    shared.phone.destination_allowed). Raises RequestError with a stable code.
     """
     if not isinstance(raw, Mapping):
         raise RequestError(ErrorCode.INVALID_REQUEST, "the request must be an object")
@@ -221,6 +232,10 @@ def parse_request(
         outbound_number = normalize_e164(raw_outbound)
     except InvalidNumber as exc:
         raise RequestError(ErrorCode.INVALID_OUTBOUND_NUMBER, str(exc)) from None
+
+    if not destination_allowed(transfer_number, outbound_number, allowed_destinations):
+        raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
+                           f"{mask(transfer_number)} is outside the allowed destinations")
 
     summary = raw.get("summary")
     if summary is not None and not isinstance(summary, str):
@@ -296,5 +311,6 @@ class TransferEvent(BaseModel):
                call_id: str | None, reason: str, message: str | None = None) -> TransferEvent:
         return cls(type=EventType.FAILED, lead_id=lead_id, transfer_id=transfer_id,
                    provider=provider, call_id=call_id, reason=reason,
-                   message=message or FAILURE_MESSAGES.get(reason, FAILURE_MESSAGES["failed"]),
+                   message=mask_in_text(message or FAILURE_MESSAGES.get(
+                       reason, FAILURE_MESSAGES["failed"])),
                    action=Action.RESUME)

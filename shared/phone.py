@@ -46,6 +46,24 @@ def region_of(e164: str) -> str | None:
         return None
 
 
+def destination_allowed(number: str, outbound_number: str, policy: str) -> bool:
+    """The toll-fraud guard. `policy` is "" (the outbound number's own country), "*" (any),
+    or a comma-separated list of ISO country codes ("US,CA") and "+" prefixes ("+4420")."""
+    policy = policy.strip()
+    if policy == "*":
+        return True
+    if not policy:
+        home = region_of(outbound_number)
+        return home is not None and region_of(number) == home
+    region = region_of(number)
+    for item in (p.strip() for p in policy.split(",")):
+        if item.startswith("+") and number.startswith(item):
+            return True
+        if item and not item.startswith("+") and region == item.upper():
+            return True
+    return False
+
+
 def mask(number: str | None) -> str:
     """Mask a phone number for logs: keep the country prefix and the last two digits."""
     if not number:

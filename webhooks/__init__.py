@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import redis
 from flask import Flask, Response, request
 
 from shared.config import Settings, get_settings
-from webhooks.deps import Deps, deps
+from shared.logs import get_logger
+from webhooks.deps import Deps, deps, release_claim
+
+log = get_logger("webhooks")
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
@@ -37,6 +41,13 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
             deps().metrics.inc("warm_transfer_webhook_requests", route=request.url_rule.rule,
                                status=str(response.status_code))
         return response
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(exc: redis.RedisError) -> Response:
+        # 503, so that the provider retries: nothing was accepted.
+        log.warning("redis unavailable", extra={"path": request.path, "error": str(exc)})
+        release_claim()
+        return Response("service unavailable\n", status=503, mimetype="text/plain")
 
     app.register_blueprint(health_bp)
     app.register_blueprint(transfers_bp)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from flask import abort, g, request
+from flask import Response, abort, g, request
 from plivo.utils.signature_v3 import validate_v3_signature
 from twilio.request_validator import RequestValidator
 
@@ -29,6 +29,15 @@ def verify_twilio() -> None:
         _refuse("twilio", "missing signature" if token else "TWILIO_AUTH_TOKEN not set")
     if not RequestValidator(token).validate(public_url(), request.form, signature):
         _refuse("twilio", "bad signature")
+    # Twilio signs no nonce or timestamp, so a replay cannot be told from a retry; both are
+    # made harmless by the state machine. A delivery whose idempotency token was already
+    # accepted is answered without being enqueued again.
+    idem = request.headers.get("I-Twilio-Idempotency-Token", "")
+    if idem and len(idem) <= 200:
+        claim = f"idem:twilio:{idem}"
+        if not deps().store.claim_once(claim, ttl=NONCE_WINDOW):
+            abort(Response(status=204))
+        g.release_on_failure = claim
 
 
 # How long a Plivo nonce is remembered: a replay inside this window is refused.

@@ -68,7 +68,8 @@ def transfer_request(self: Task, request: dict[str, Any]) -> None:
     raw_id = request.get("transfer_id") if isinstance(request, Mapping) else None
     transfer_id = raw_id if isinstance(raw_id, str) and raw_id else f"tr_{self.request.id}"
     try:
-        req = parse_request(request, rt.store.get_number, transfer_id=transfer_id)
+        req = parse_request(request, rt.store.get_number, transfer_id=transfer_id,
+                            allowed_destinations=rt.settings.transfer_allowed_destinations)
     except RequestError as exc:
         _reject(rt, request, transfer_id, exc.code.value, ERROR_MESSAGES[exc.code])
         return

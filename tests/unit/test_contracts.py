@@ -60,6 +60,25 @@ def test_invalid_requests_get_stable_codes(raw: Any, code: str) -> None:
     assert code_of(raw) == code
 
 
+@pytest.mark.parametrize(("number", "policy", "allowed"), [
+    ("+14155550101", "", True),          # same country as the outbound number (US)
+    ("+919999900000", "", False),
+    ("+919999900000", "*", True),
+    ("+919999900000", "US,IN", True),
+    ("+919999900000", "us, +4420", False),
+    ("+919999900000", "+9199", True),
+])
+def test_destination_guard(number: str, policy: str, allowed: bool) -> None:
+    raw = make_request(transfer_number=number)
+    if allowed:
+        assert parse_request(raw, DIRECTORY.get, allowed_destinations=policy)
+    else:
+        with pytest.raises(RequestError) as info:
+            parse_request(raw, DIRECTORY.get, allowed_destinations=policy)
+        assert info.value.code.value == "destination_not_allowed"
+        assert number not in str(info.value)  # masked
+
+
 def test_tool_result_refusal_has_code_and_speakable_message() -> None:
     result = ToolResult.refused(ErrorCode.MISSING_TRANSFER_NUMBER).as_dict()
     assert result["status"] == "error"

@@ -160,13 +160,31 @@ def test_client_error_fails_at_once(rt: Runtime, events: Any,
     assert [e["reason"] for e in events()] == ["provider_error"]
 
 
-def test_connection_error_is_transient(rt: Runtime, events: Any,
-                                       mocked: responses.RequestsMock) -> None:
+def test_connection_reset_looks_before_dialing_again(rt: Runtime, events: Any,
+                                                     mocked: responses.RequestsMock) -> None:
     import requests
     mocked.post(participants_url("L1"), body=requests.ConnectionError("reset"))
+    mocked.get(f"{ACCOUNT}/Calls.json", json={"calls": [], "next_page_uri": None})
     tid = start(rt, mocked)
-    assert len(mocked.calls) == 2
+    # The reset request may have placed a call: the retry lists calls first, finds none,
+    # and dials.
+    assert [c.request.method for c in mocked.calls] == ["POST", "GET", "POST"]
+    listing = mocked.calls[1].request
+    assert "To=%2B14155550101" in listing.url and "From=%2B14155550199" in listing.url
     assert rt.store.get_transfer(tid)["state"] == "dialing"  # type: ignore[index]
+
+
+def test_interrupted_dial_that_placed_a_call_is_not_repeated(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    import requests
+    mocked.post(participants_url("L1"), body=requests.ReadTimeout("no answer"))
+    mocked.get(f"{ACCOUNT}/Calls.json", json={"calls": [
+        {"sid": "CAold", "status": "completed", "to": "+14155550101"},
+        {"sid": AGENT, "status": "ringing", "to": "+14155550101"}], "next_page_uri": None})
+    tid = start(rt, mocked)
+    assert [c.request.method for c in mocked.calls] == ["POST", "GET"]
+    rec = rt.store.get_transfer(tid)
+    assert rec is not None and rec["state"] == "dialing" and rec["agent_call_sid"] == AGENT
 
 
 def test_customer_hangs_up_while_human_rings(rt: Runtime, store: Store, events: Any,

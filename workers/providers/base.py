@@ -12,11 +12,13 @@ if TYPE_CHECKING:
 class ProviderError(Exception):
     """A provider API call failed."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: int | None = None
-                 ) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None,
+                 outcome_unknown: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        # No answer came back (timeout, reset): the provider may have acted on the request.
+        self.outcome_unknown = outcome_unknown
 
 
 class TransientProviderError(ProviderError):

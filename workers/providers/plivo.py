@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
@@ -41,6 +42,9 @@ DIAL_CALLBACK_PATH = "/plivo/dial-callback"
 # Dial action DialStatus -> failure reason.
 DIAL_FAILURES = {"busy": "busy", "no-answer": "no_answer", "timeout": "no_answer",
                  "failed": "failed", "cancel": "failed"}
+# After an interrupted transfer call, how long to wait for Plivo to fetch the dial-up before
+# concluding that the transfer never happened.
+DIAL_UP_GRACE = 3.0
 APOLOGY = "Sorry, we could not connect you to an agent right now. Please call again later."
 
 _sdk_lock = threading.Lock()
@@ -82,7 +86,9 @@ class _Client:
                 PermanentProviderError
             raise cls(f"plivo {status}: {exc}", status=status) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientProviderError(f"plivo unreachable: {type(exc).__name__}") from exc
+            raise TransientProviderError(
+                f"plivo unreachable: {type(exc).__name__}",
+                outcome_unknown=not isinstance(exc, requests.ConnectTimeout)) from exc
 
 
 def make_client(settings: Settings, transfer: Mapping[str, str]) -> _Client:
@@ -137,11 +143,34 @@ class PlivoProvider:
     def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         settings = rt.settings
         client = make_client(settings, transfer)
+        tid = transfer["transfer_id"]
+        if transfer.get("dial_attempted"):
+            # A worker died around the transfer call. If Plivo fetched the dial-up, the
+            # transfer happened: transferring again would restart the human's ringing.
+            # A rare recovery path: waiting here (a few seconds at most) is simplest.
+            wait_until = float(transfer.get("dial_attempted") or 0) + DIAL_UP_GRACE
+            while True:
+                if (rt.store.get_transfer(tid) or {}).get("dial_up_served"):
+                    self._dialing(rt, transfer, "an interrupted transfer call went through")
+                    return
+                if time.time() >= wait_until:
+                    break
+                time.sleep(0.2)
+        rt.store.set_fields(tid, dial_attempted=repr(time.time()))
         aleg_url = _url(settings, DIAL_UP_PATH, transfer)
-        client.call(lambda sdk: sdk.calls.transfer(
-            call_uuid=transfer["call_id"], legs="aleg", aleg_url=aleg_url, aleg_method="POST"))
-        moved = rt.store.transition(transfer["transfer_id"], State.DIALING,
-                                    "customer's call handed to the dial-up XML",
+        try:
+            client.call(lambda sdk: sdk.calls.transfer(
+                call_uuid=transfer["call_id"], legs="aleg", aleg_url=aleg_url,
+                aleg_method="POST"))
+        except (TransientProviderError, PermanentProviderError) as exc:
+            if not exc.outcome_unknown:  # Plivo answered: nothing was transferred
+                rt.store.set_fields(tid, dial_attempted="")
+            raise
+        self._dialing(rt, transfer, "customer's call handed to the dial-up XML")
+
+    @staticmethod
+    def _dialing(rt: Runtime, transfer: Mapping[str, str], note: str) -> None:
+        moved = rt.store.transition(transfer["transfer_id"], State.DIALING, note,
                                     from_states=(State.REQUESTED,))
         if moved.ok:
             # Plivo has replaced the call's XML: the stream closing is a transfer.
@@ -152,6 +181,7 @@ class PlivoProvider:
         tid = transfer["transfer_id"]
         pending = (State.REQUESTED, State.DIALING)
         if kind == "dial-up":
+            rt.store.set_fields(tid, dial_up_served="1")
             rt.store.note(tid, "dial-up XML served; dialing the human agent")
         elif kind == "dial-up-missing":
             rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",

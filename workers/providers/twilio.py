@@ -67,7 +67,9 @@ def call_api(fn: Callable[[], T]) -> T:
         raise cls(f"twilio {exc.status} {exc.code}: {exc.msg}", status=exc.status,
                   code=exc.code if isinstance(exc.code, int) else None) from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TransientProviderError(f"twilio unreachable: {type(exc).__name__}") from exc
+        raise TransientProviderError(f"twilio unreachable: {type(exc).__name__}",
+                                     outcome_unknown=not isinstance(exc, requests.ConnectTimeout)
+                                     ) from exc
 
 
 def _callback_url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
@@ -98,7 +100,32 @@ class TwilioProvider:
     def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         settings = rt.settings
         client = make_client(settings, transfer)
-        participant: Any = call_api(lambda: client.conferences(conference_name(transfer))
+        tid = transfer["transfer_id"]
+        if transfer.get("dial_attempted"):
+            # A dial may have been placed by a worker that died before recording it: look
+            # before dialing the human a second time.
+            existing = transfer.get("agent_call_sid") or self._find_live_dial(client, transfer)
+            if existing:
+                rt.store.index_call(self.name, existing, tid)
+                rt.store.transition(tid, State.DIALING, "found the human's call of an "
+                                    "interrupted attempt", from_states=(State.REQUESTED,),
+                                    fields={"agent_call_sid": existing})
+                return
+        rt.store.set_fields(tid, dial_attempted="1")
+        try:
+            participant = self._dial(client, settings, transfer)
+        except (TransientProviderError, PermanentProviderError) as exc:
+            if not exc.outcome_unknown:  # Twilio answered: no call was placed
+                rt.store.set_fields(tid, dial_attempted="")
+            raise
+        call_sid = str(participant.call_sid)
+        rt.store.index_call(self.name, call_sid, tid)
+        rt.store.transition(tid, State.DIALING, "dialing the human agent",
+                            from_states=(State.REQUESTED,), fields={"agent_call_sid": call_sid})
+
+    @staticmethod
+    def _dial(client: Client, settings: Settings, transfer: Mapping[str, str]) -> Any:
+        return call_api(lambda: client.conferences(conference_name(transfer))
                                     .participants.create(
             from_=transfer["outbound_number"],
             to=transfer["transfer_number"],
@@ -116,14 +143,24 @@ class TwilioProvider:
             conference_status_callback_method="POST",
             conference_status_callback_event=["start", "end", "join", "leave"],
         ))
-        call_sid = str(participant.call_sid)
-        tid = transfer["transfer_id"]
-        rt.store.index_call(self.name, call_sid, tid)
-        rt.store.transition(tid, State.DIALING, "dialing the human agent",
-                            from_states=(State.REQUESTED,), fields={"agent_call_sid": call_sid})
+
+    @staticmethod
+    def _find_live_dial(client: Client, transfer: Mapping[str, str]) -> str | None:
+        calls: Any = call_api(lambda: client.calls.list(
+            to=transfer["transfer_number"], from_=transfer["outbound_number"], limit=20))
+        for call in calls:
+            if str(call.status) in ("queued", "initiated", "ringing", "in-progress"):
+                return str(call.sid)
+        return None
 
     def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
+        if kind == "agent-status" and params.get("CallSid") and not transfer.get(
+                "agent_call_sid"):
+            # The dial's own callback can come before the dialing worker recorded the sid.
+            rt.store.set_fields(transfer["transfer_id"], agent_call_sid=params["CallSid"])
+            rt.store.index_call(self.name, params["CallSid"], transfer["transfer_id"])
+            transfer = {**transfer, "agent_call_sid": params["CallSid"]}
         if kind == "agent-status":
             self._agent_status(rt, transfer, params)
         elif kind == "conference":
