@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import random
+import socket
 import threading
 import time
 import uuid
@@ -173,6 +175,11 @@ class Sandbox:
         self.conferences: dict[str, SimConference] = {}
         # Every callback sent this many times (2 = each delivered twice).
         self.repeat_callbacks = 1
+        # Each callback delayed by up to this many seconds more: delivery out of order.
+        self.callback_jitter = 0.0
+        # A callback answered 5xx or not at all is tried again, as the providers do.
+        self.callback_attempts = 3
+        self.callback_retry_delay = 1.0
         self.scheduler = Scheduler()
         self.scheduler.start()
         self.http = requests.Session()
@@ -185,6 +192,8 @@ class Sandbox:
 
     def add_fault(self, path_contains: str, status: int, count: int = 1, delay: float = 0.0
                   ) -> None:
+        """The next `count` API requests whose path contains `path_contains` fail with
+        `status` after `delay` seconds; status 0: only delayed; status -1: connection reset."""
         with self.lock:
             self.faults.append(Fault(path_contains, status, count, delay))
 
@@ -226,14 +235,26 @@ class Sandbox:
         self.scheduler.stop()
 
     # callbacks
-    def send_twilio_callback(self, url: str, params: dict[str, str]) -> int:
+    def deliver(self, delay: float, send: Any) -> None:
+        """Schedule `send()` (which returns the HTTP status, -1 for no answer), retrying it
+        like a provider when it is not accepted."""
+        def attempt(left: int) -> None:
+            status = send()
+            if (status < 0 or status >= 500) and left > 1:
+                self.scheduler.at(self.callback_retry_delay, lambda: attempt(left - 1))
+
+        jitter = random.uniform(0, self.callback_jitter) if self.callback_jitter else 0.0
+        self.scheduler.at(delay + jitter, lambda: attempt(self.callback_attempts))
+
+    def send_twilio_callback(self, url: str, params: dict[str, str],
+                             idempotency_token: str | None = None) -> int:
         """POST a callback signed as Twilio signs it (X-Twilio-Signature over URL + params)."""
         signature = RequestValidator(self.twilio_auth_token).compute_signature(url, params)
         status = 0
         try:
             resp = self.http.post(url, data=params, timeout=10, headers={
                 "X-Twilio-Signature": signature,
-                "I-Twilio-Idempotency-Token": uuid.uuid4().hex,
+                "I-Twilio-Idempotency-Token": idempotency_token or uuid.uuid4().hex,
                 "User-Agent": "TwilioProxy/1.1"})
             status = resp.status_code
         except requests.RequestException:
@@ -246,7 +267,9 @@ class Sandbox:
         if not url:
             return
         for _ in range(self.repeat_callbacks):
-            self.scheduler.at(delay, lambda: self.send_twilio_callback(url, params))
+            # Twilio's own retries of one delivery carry the same idempotency token.
+            token = uuid.uuid4().hex
+            self.deliver(delay, lambda t=token: self.send_twilio_callback(url, params, t))
 
     def _call_params(self, call: SimCall, status: str) -> dict[str, str]:
         params = {
@@ -356,6 +379,15 @@ class Sandbox:
                 return None
         if delay:
             time.sleep(delay)
+        if status == 0:
+            return None  # only slow: the request then goes through
+        if status < 0:
+            # A connection reset: close the socket without an answer.
+            sock = request.environ.get("werkzeug.socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            return Response(status=500)
         if path.startswith("/v1/"):
             resp = jsonify({"api_id": str(uuid.uuid4()), "error": "Sandbox injected fault"})
             resp.status_code = status

@@ -129,15 +129,18 @@ class ExotelSim:
                                 "DateUpdated": time.strftime("%Y-%m-%d %H:%M:%S"),
                                 "EventType": "terminal", "RecordingUrl": "", "Legs": legs}
         if call.flow.get("status_format") == "json":
-            send = lambda: self._request("POST", url, json_body=body)  # noqa: E731
+            def send() -> int:
+                return self._request("POST", url, json_body=body)[0]
         else:
             form = {k: str(v) for k, v in body.items() if k != "Legs"}
             for i, leg in enumerate(legs):
                 for key, value in leg.items():
                     form[f"Legs[{i}][{key}]"] = str(value)
-            send = lambda: self._request("POST", url, form=form)  # noqa: E731
+
+            def send() -> int:
+                return self._request("POST", url, form=form)[0]
         for _ in range(self.sb.repeat_callbacks):
-            self.sb.scheduler.at(0.01, send)
+            self.sb.deliver(0.01, send)
 
     def register(self, app: Flask) -> None:
         sb = self.sb

@@ -56,7 +56,7 @@ class PlivoSim:
     def _callback(self, url: str | None, params: dict[str, str]) -> None:
         if url:
             for _ in range(self.sb.repeat_callbacks):
-                self.send(url, params)
+                self.sb.deliver(0.0, lambda: self.send(url, params)[0])
 
     def _call_params(self, call: SimCall) -> dict[str, str]:
         return {"CallUUID": call.sid, "From": call.from_, "To": call.to,
