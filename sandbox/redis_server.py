@@ -50,6 +50,8 @@ class RedisServer:
         args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.directory), "--save", "",
                 "--appendonly", "yes" if self.persistent else "no",
+                # Persistent means every write: a restart must lose nothing.
+                "--appendfsync", "always",
                 # A broker must not evict keys.
                 "--maxmemory-policy", "noeviction", "--daemonize", "no",
                 "--logfile", str(self.directory / "redis.log")]
@@ -67,6 +69,16 @@ class RedisServer:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.02)
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server (it saves its AOF on the way down) and start it again on the same
+        port and directory."""
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(10)
+        if down_for:
+            time.sleep(down_for)
+        self.start()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

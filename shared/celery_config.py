@@ -40,6 +40,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": TRANSFERS_QUEUE,
         "task_create_missing_queues": True,
         "worker_prefetch_multiplier": 1,
+        # On a lost broker connection, running late-ack tasks are cancelled and delivered
+        # again; ours check state first, so that is safe (and Celery 6's default).
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout},
         # Publishing must not hang a tool call or a webhook when the broker is down.

@@ -161,10 +161,13 @@ class Services:
         platform.conf.update(task_serializer="json", accept_content=["json"],
                              task_ignore_result=True, worker_hijack_root_logger=False,
                              broker_connection_retry=True,
+                             worker_cancel_long_running_tasks_on_connection_loss=True,
                              broker_connection_max_retries=None)
         log = self.events
 
-        @platform.task(name=self.settings.agent_event_task)  # type: ignore[untyped-decorator]
+        # shared=False: not attached to every other app (another suite has its own).
+        @platform.task(name=self.settings.agent_event_task,  # type: ignore[untyped-decorator]
+                       shared=False)
         def transfer_event(event: dict[str, Any]) -> None:
             log.add(event)
 

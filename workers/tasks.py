@@ -51,9 +51,15 @@ def _provider_step(task: Task, rt: Runtime, provider: Provider, transfer: Mappin
         delays = rt.settings.provider_retry_delays
         attempt = task.request.retries
         if attempt < len(delays):
+            countdown = delays[attempt]
+            if exc.outcome_unknown:
+                # The provider may still be acting on the request we gave up waiting for:
+                # give it time to finish (and its callbacks time to tell us) before we look.
+                countdown = max(countdown, 2 * rt.settings.provider_http_timeout)
             rt.logger(transfer).warning("transient provider error, retrying",
-                                        extra={"error": str(exc), "attempt": attempt + 1})
-            raise task.retry(countdown=delays[attempt], max_retries=len(delays)) from exc
+                                        extra={"error": str(exc), "attempt": attempt + 1,
+                                               "countdown": countdown})
+            raise task.retry(countdown=countdown, max_retries=len(delays)) from exc
         if rt.fail(transfer, FailureReason.PROVIDER_ERROR, f"provider error after retries: {exc}"):
             provider.cleanup(rt, transfer)
     except PermanentProviderError as exc:

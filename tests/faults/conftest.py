@@ -1,0 +1,42 @@
+"""The fault-injection suite's own stack: Redis with persistence (it gets restarted), a short
+broker visibility timeout (workers get killed), a short provider timeout (slow APIs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.stack import Services
+
+RING_TIMEOUT = 5
+DEADLINE_MARGIN = 2
+
+
+@pytest.fixture(scope="session")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    with Services.running(tmp_path_factory.mktemp("faults"), persistent_redis=True,
+                          transfer_ring_timeout=RING_TIMEOUT,
+                          transfer_deadline_margin=DEADLINE_MARGIN,
+                          broker_visibility_timeout=3, provider_http_timeout=1.0,
+                          # Anywhere: the load test mixes countries.
+                          transfer_allowed_destinations="*") as running:
+        yield running
+
+
+@pytest.fixture
+def services(faulty: Services) -> Iterator[Services]:
+    sb = faulty.sandbox
+    sb.repeat_callbacks, sb.callback_jitter = 1, 0.0
+    yield faulty
+    sb.repeat_callbacks, sb.callback_jitter = 1, 0.0
+    with sb.lock:
+        sb.faults.clear()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.faults)

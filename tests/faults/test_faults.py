@@ -1,0 +1,239 @@
+"""Every accepted transfer ends in exactly one terminal event, under the faults real
+deployments see. Each test counts terminal events per transfer."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.faults.conftest import DEADLINE_MARGIN, RING_TIMEOUT
+from tests.helpers import make_request, unique_lead
+from tests.stack import Services
+
+DEADLINE = RING_TIMEOUT + DEADLINE_MARGIN
+NUMBERS = {"twilio": 14155550100, "plivo": 14155550100, "exotel": 919999900100}
+OUTBOUND = {"twilio": "+14155550199", "plivo": "+14155550199", "exotel": "+919999900001"}
+_seq = iter(range(10**6))
+
+
+def begin(s: Services, provider: str, fate: str, **flow: Any) -> tuple[str, str, str, str]:
+    """Place a customer call and request its transfer; (lead, call, number, transfer id)."""
+    lead = unique_lead()
+    call_id = s.customer_call(lead, provider=provider, **flow)
+    number = f"+{NUMBERS[provider] + 1000 + next(_seq) % 8000}"
+    s.sandbox.set_fate(number, fate)
+    result = s.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number=number, provider=provider,
+        outbound_number=OUTBOUND[provider], outbound_number_id=None))
+    assert result["status"] == "transfer_requested", result
+    return lead, call_id, number, str(result["transfer_id"])
+
+
+def dials(s: Services, lead: str) -> int:
+    return len(s.sandbox.api_requests(f"/Conferences/transfer-{lead}/Participants.json"))
+
+
+def settle(s: Services, transfer_ids: list[str], timeout: float) -> dict[str, int]:
+    """Wait until each transfer has a terminal event (or time runs out); count them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(s.terminal_count(t) for t in transfer_ids):
+            break
+        time.sleep(0.1)
+    time.sleep(1.0)  # room for a duplicate to show up
+    return {t: s.terminal_count(t) for t in transfer_ids}
+
+
+def test_worker_killed_mid_handoff_dials_once_and_ends_once(services: Services) -> None:
+    s = services
+    lead = unique_lead()
+    # The dial request hangs in the provider long enough to kill the worker inside it.
+    s.sandbox.add_fault(f"/Conferences/transfer-{lead}/Participants.json", 0, delay=1.5)
+    call_id = s.customer_call(lead)
+    s.sandbox.set_fate("+14155550177", "answer-after:0.5")
+    result = s.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number="+14155550177",
+        outbound_number=OUTBOUND["twilio"]))
+    tid = str(result["transfer_id"])
+    deadline = time.monotonic() + 10
+    while dials(s, lead) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for worker in list(s.workers):
+        if worker.poll() is None:
+            s.kill_worker(worker)
+    s.start_worker()
+    event = s.terminal(tid, timeout=DEADLINE + 15)
+    time.sleep(4)  # past the visibility timeout: the killed task is redelivered by now
+    assert s.terminal_count(tid) == 1
+    assert dials(s, lead) == 1, "the human was dialed twice"
+    print(f"\nworker killed mid-dial: outcome {event['type']} {event.get('reason') or ''}")
+
+
+def test_redis_restart_mid_run(services: Services) -> None:
+    s = services
+    started = [begin(s, provider, "answer-after:1.5")
+               for provider in ("twilio", "plivo") for _ in range(5)]
+    time.sleep(0.3)
+    s.redis_server.restart(down_for=0.5)
+    counts = settle(s, [t for *_, t in started], timeout=DEADLINE + 20)
+    outcomes = Counter(s.terminal(t)["type"] for t in counts if counts[t])
+    print(f"\nredis restarted with 10 transfers in flight: {dict(outcomes)}; "
+          f"terminal counts {Counter(counts.values())}")
+    assert set(counts.values()) == {1}
+
+
+def test_callbacks_twice_shuffled_and_late(services: Services) -> None:
+    s = services
+    s.sandbox.repeat_callbacks = 2
+    s.sandbox.callback_jitter = 0.3
+    started = [begin(s, provider, fate) for provider in ("twilio", "plivo")
+               for fate in ("answer", "busy", "no-answer:0.3", "answer-after:0.5")]
+    counts = settle(s, [t for *_, t in started], timeout=DEADLINE + 10)
+    assert set(counts.values()) == {1}
+    # Late and stale callbacks after every outcome, correctly signed.
+    base = s.settings.public_base_url
+    for _lead, call_id, _, tid in started:
+        rec = s.store.get_transfer(tid) or {}
+        if rec.get("provider") == "twilio":
+            agent = rec.get("agent_call_sid", "CA0")
+            for params in ({"CallSid": agent, "CallStatus": "busy"},
+                           {"CallSid": agent, "CallStatus": "in-progress"}):
+                s.sandbox.send_twilio_callback(
+                    f"{base}/twilio/agent-status?transfer_id={tid}", params)
+            s.sandbox.send_twilio_callback(f"{base}/twilio/conference?transfer_id={tid}",
+                                           {"StatusCallbackEvent": "participant-join",
+                                            "CallSid": call_id})
+        else:
+            s.sandbox.plivo.send(f"{base}/plivo/dial-action?transfer_id={tid}",
+                                 {"DialStatus": "busy", "CallUUID": call_id})
+            s.sandbox.plivo.send(f"{base}/plivo/dial-callback?transfer_id={tid}",
+                                 {"Event": "DialAnswer", "CallUUID": call_id})
+    time.sleep(1.5)
+    assert {t: s.terminal_count(t) for *_, t in started} == counts
+
+
+def test_provider_500s(services: Services) -> None:
+    s = services
+    lead = unique_lead()
+    s.sandbox.add_fault(f"/Conferences/transfer-{lead}/", 500, count=2)
+    call_id = s.customer_call(lead)
+    s.sandbox.set_fate("+14155550178", "answer")
+    result = s.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number="+14155550178",
+        outbound_number=OUTBOUND["twilio"]))
+    assert s.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
+    assert dials(s, lead) == 3
+
+    lead2, call2, _, tid2 = begin(s, "plivo", "answer")
+    del lead2
+    s.sandbox.add_fault(f"/Call/{call2}/", 500, count=100)
+    event = s.terminal(tid2)
+    # Either the transfer got through before the fault was armed, or it failed cleanly.
+    assert event["type"] in ("transfer.succeeded", "transfer.failed")
+    assert s.terminal_count(tid2) == 1
+
+
+def test_provider_500s_throughout_fail_cleanly(services: Services) -> None:
+    s = services
+    lead = unique_lead()
+    call_id = s.customer_call(lead, provider="plivo")
+    s.sandbox.add_fault(f"/Call/{call_id}/", 500, count=100)
+    s.sandbox.set_fate("+14155550179", "answer")
+    result = s.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number="+14155550179", provider="plivo",
+        outbound_number=OUTBOUND["plivo"]))
+    event = s.terminal(str(result["transfer_id"]))
+    assert (event["reason"], event["action"]) == ("provider_error", "resume")
+    assert s.sandbox.calls[call_id].status == "in-progress"  # the customer is still there
+
+
+def test_slow_provider_past_client_timeout_is_not_dialed_twice(services: Services) -> None:
+    s = services
+    lead = unique_lead()
+    # Twilio answers after our 1 s timeout, having placed the call all the same.
+    s.sandbox.add_fault(f"/Conferences/transfer-{lead}/Participants.json", 0, delay=1.6)
+    call_id = s.customer_call(lead)
+    s.sandbox.set_fate("+14155550180", "answer-after:1")
+    result = s.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number="+14155550180",
+        outbound_number=OUTBOUND["twilio"]))
+    event = s.terminal(str(result["transfer_id"]), timeout=DEADLINE + 5)
+    assert event["type"] == "transfer.succeeded"
+    # The retry waited for the slow request to finish, then found its call (by its status
+    # callback, or by listing calls) instead of dialing again.
+    assert dials(s, lead) == 1
+
+
+def test_connection_reset_then_dial(services: Services) -> None:
+    s = services
+    lead = unique_lead()
+    s.sandbox.add_fault(f"/Conferences/transfer-{lead}/Participants.json", -1, count=1)
+    call_id = s.customer_call(lead)
+    s.sandbox.set_fate("+14155550181", "answer")
+    result = s.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number="+14155550181",
+        outbound_number=OUTBOUND["twilio"]))
+    assert s.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
+    assert dials(s, lead) == 2  # the reset one (never placed) and the real one
+
+
+def test_200_concurrent_transfers_with_faults(services: Services) -> None:
+    s = services
+    rng = random.Random(20261125)
+    fates = ["answer", "answer-after:1", "busy", "no-answer:0.5", "fail"]
+    plan = [(("twilio", "plivo", "exotel")[i % 3], rng.choice(fates), rng.random())
+            for i in range(200)]
+    s.sandbox.repeat_callbacks = 1
+    s.sandbox.callback_jitter = 0.1
+    started: list[tuple[str, str, str, str]] = []
+    lock = threading.Lock()
+
+    def run(chunk: list[tuple[str, str, float]]) -> None:
+        for provider, fate, dice in chunk:
+            lead = unique_lead()
+            if dice < 0.1 and provider == "twilio":  # a transient API fault
+                s.sandbox.add_fault(f"/Conferences/transfer-{lead}/", 503, count=1)
+            call_id = s.customer_call(lead, provider=provider)
+            number = f"+{NUMBERS[provider] + 1000 + next(_seq) % 8000}"
+            s.sandbox.set_fate(number, fate)
+            result = s.client.connect_to_live_agent(make_request(
+                lead_id=lead, call_id=call_id, transfer_number=number, provider=provider,
+                outbound_number=OUTBOUND[provider], outbound_number_id=None))
+            with lock:
+                started.append((provider, fate, lead, str(result.get("transfer_id"))))
+
+    threads = [threading.Thread(target=run, args=(plan[i::8],)) for i in range(8)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [tid for *_, tid in started]
+    counts = settle(s, ids, timeout=DEADLINE + 60)
+    elapsed = time.monotonic() - t0
+    duplicates = sum(1 for c in counts.values() if c > 1)
+    lost = sum(1 for c in counts.values() if c == 0)
+    outcomes = Counter(
+        (p, (s.events.matching(lambda e, t=t: e["transfer_id"] == t and e["type"] in (
+            "transfer.succeeded", "transfer.failed")) or [{"type": "none"}])[0]["type"])
+        for p, _, _, t in started)
+    print(f"\n200 concurrent transfers in {elapsed:.1f}s: requests={len(started)} "
+          f"terminal={sum(counts.values())} duplicates={duplicates} lost={lost}")
+    print("outcomes: " + ", ".join(f"{p}/{o.split('.')[-1]}={n}"
+                                   for (p, o), n in sorted(outcomes.items())))
+    assert len(started) == 200
+    assert duplicates == 0
+    assert lost == 0
+
+
+@pytest.fixture(autouse=True)
+def _workers_alive(services: Services) -> Any:
+    yield
+    if not any(w.poll() is None for w in services.workers):
+        services.start_worker()

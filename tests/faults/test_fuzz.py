@@ -1,0 +1,178 @@
+"""Webhook fuzzing: random bodies, missing fields, wrong types, huge values. A request that
+is not authenticated gets 403 (401 on the producer API); an authenticated one that is
+malformed gets 400 (413 when too large). Never a 500, and nothing is ever enqueued."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
+from twilio.request_validator import RequestValidator
+
+from shared.config import Settings
+from tests.stack import Services
+from webhooks import create_app
+
+BROKER_DB = 7  # a database no worker consumes: whatever lands there was enqueued
+
+TWILIO_ROUTES = {"/twilio/status": ("CallSid", "CallStatus"),
+                 "/twilio/agent-status": ("CallSid", "CallStatus"),
+                 "/twilio/conference": ("StatusCallbackEvent",)}
+PLIVO_ROUTES = {"/plivo/dial-action": ("DialStatus",), "/plivo/dial-callback": ("Event",),
+                "/plivo/status": ("CallUUID",)}
+
+text = st.text(max_size=50)
+# Hypothesis draws short strings; a huge value is a short one repeated past the 64 KiB cap.
+huge = st.text(min_size=1, max_size=20).map(lambda s: (s * (70_000 // len(s) + 1)))
+keys = st.text(min_size=1, max_size=20).filter(lambda k: k.strip() != "")
+forms = st.dictionaries(keys, st.one_of(text, st.integers().map(str)), max_size=8)
+# Header values (no line breaks); also what the Plivo SDK's signing can encode in a query
+# (Plivo's URLs carry no unencoded non-ASCII; our own transfer ids are ASCII).
+ascii_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=50)
+
+
+@pytest.fixture(scope="module")
+def fuzz(faulty: Services) -> Iterator[tuple[FlaskClient, Settings, redis.Redis]]:
+    base = faulty.settings.redis_url.rsplit("/", 1)[0]
+    cfg = faulty.settings.model_copy(update={"celery_broker_url": f"{base}/{BROKER_DB}"})
+    app = create_app(cfg)
+    broker = redis.Redis.from_url(cfg.celery_broker_url)
+    broker.flushdb()
+    yield app.test_client(), cfg, broker
+    broker.close()
+
+
+def enqueued(broker: redis.Redis) -> int:
+    return int(broker.llen("transfers"))
+
+
+def check(resp: Any, allowed: set[int], broker: redis.Redis) -> None:
+    assert resp.status_code in allowed, (resp.status_code, resp.get_data(as_text=True)[:200])
+    assert enqueued(broker) == 0
+
+
+FUZZ = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+
+
+@FUZZ
+@given(route=st.sampled_from(sorted({**TWILIO_ROUTES, **PLIVO_ROUTES})), form=forms,
+       query=forms, signature=st.one_of(st.none(), ascii_text))
+def test_unauthenticated_provider_requests_are_403(fuzz: Any, route: str, form: dict[str, str],
+                                                   query: dict[str, str],
+                                                   signature: str | None) -> None:
+    client, _, broker = fuzz
+    headers = {}
+    if signature is not None:
+        headers = {"X-Twilio-Signature": signature, "X-Plivo-Signature-V3": signature,
+                   "X-Plivo-Signature-V3-Nonce": signature or "n"}
+    resp = client.post(f"{route}?{urlencode(query)}", data=form, headers=headers)
+    check(resp, {403}, broker)
+
+
+@FUZZ
+@given(route=st.sampled_from(sorted(TWILIO_ROUTES)), form=forms, transfer_id=text)
+def test_signed_twilio_requests_without_required_fields_are_400(
+        fuzz: Any, route: str, form: dict[str, str], transfer_id: str) -> None:
+    client, cfg, broker = fuzz
+    form = {k: v for k, v in form.items() if k not in TWILIO_ROUTES[route]}
+    path = f"{route}?{urlencode({'transfer_id': transfer_id})}"
+    url = cfg.public_base_url + path
+    sig = RequestValidator(cfg.twilio_auth_token).compute_signature(url, form)
+    resp = client.post(path, data=form, headers={"X-Twilio-Signature": sig})
+    check(resp, {400}, broker)
+
+
+@FUZZ
+@given(route=st.sampled_from(sorted(PLIVO_ROUTES)), form=forms, transfer_id=ascii_text)
+def test_signed_plivo_requests_without_required_fields_are_400(
+        fuzz: Any, route: str, form: dict[str, str], transfer_id: str) -> None:
+    client, cfg, broker = fuzz
+    form = {k: v for k, v in form.items() if k not in PLIVO_ROUTES[route]}
+    path = f"{route}?{urlencode({'transfer_id': transfer_id})}"
+    nonce = uuid.uuid4().hex
+    base = construct_post_url(cfg.public_base_url + path, dict(form))
+    sig = get_signature_v3(cfg.plivo_auth_token.encode(), base.decode(), nonce.encode())
+    resp = client.post(path, data=form, headers={"X-Plivo-Signature-V3": sig.decode(),
+                                                 "X-Plivo-Signature-V3-Nonce": nonce})
+    check(resp, {400}, broker)
+
+
+@FUZZ
+@given(query=st.dictionaries(ascii_text.filter(bool), ascii_text, max_size=6))
+def test_signed_plivo_dial_up_without_a_transfer_is_400(fuzz: Any, query: dict[str, str]
+                                                        ) -> None:
+    client, cfg, broker = fuzz
+    query.pop("transfer_id", None)
+    path = f"/plivo/dial-up?{urlencode(query)}" if query else "/plivo/dial-up"
+    nonce = uuid.uuid4().hex
+    base = construct_get_url(cfg.public_base_url + path, {})
+    sig = get_signature_v3(cfg.plivo_auth_token.encode(), base.decode(), nonce.encode())
+    resp = client.get(path, headers={"X-Plivo-Signature-V3": sig.decode(),
+                                     "X-Plivo-Signature-V3-Nonce": nonce})
+    check(resp, {400}, broker)
+
+
+@FUZZ
+@given(route=st.sampled_from(["/exotel/status", "/exotel/passthru", "/exotel/dial-up"]),
+       form=forms, token=st.one_of(st.none(), text))
+def test_exotel_without_token_is_403(fuzz: Any, route: str, form: dict[str, str],
+                                     token: str | None) -> None:
+    client, cfg, broker = fuzz
+    if token == cfg.exotel_webhook_token:
+        token = token + "x"
+    query = f"?{urlencode({'token': token})}" if token is not None else ""
+    method = client.get if route == "/exotel/dial-up" else client.post
+    resp = method(f"{route}{query}", data=form) if method is client.post else method(
+        f"{route}{query}&{urlencode(form)}" if query else f"{route}?{urlencode(form)}")
+    check(resp, {403}, broker)
+
+
+@FUZZ
+@given(route=st.sampled_from(["/exotel/status", "/exotel/passthru"]),
+       body=st.one_of(forms.map(lambda f: ("form", f)),
+                      st.recursive(st.none() | st.booleans() | st.integers() | text,
+                                   lambda c: st.lists(c, max_size=4)
+                                   | st.dictionaries(text, c, max_size=4),
+                                   max_leaves=10).map(lambda j: ("json", j))))
+def test_exotel_with_token_but_no_call_sid_is_400(fuzz: Any, route: str,
+                                                  body: tuple[str, Any]) -> None:
+    client, cfg, broker = fuzz
+    kind, value = body
+    if isinstance(value, dict):
+        value.pop("CallSid", None)
+    path = f"{route}?token={cfg.exotel_webhook_token}"
+    resp = (client.post(path, data=value) if kind == "form"
+            else client.post(path, json=value))
+    check(resp, {400}, broker)
+
+
+@FUZZ
+@given(route=st.sampled_from(sorted({**TWILIO_ROUTES, **PLIVO_ROUTES})), value=huge)
+def test_huge_bodies_are_refused(fuzz: Any, route: str, value: str) -> None:
+    client, _, broker = fuzz
+    resp = client.post(route, data={"CallSid": value})
+    check(resp, {403, 413}, broker)
+
+
+@FUZZ
+@given(body=st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | text,
+                         lambda c: st.lists(c, max_size=4) | st.dictionaries(text, c,
+                                                                              max_size=4),
+                         max_leaves=15),
+       auth=st.sampled_from([None, "Bearer nope", "Basic x", "Bearer integration-token"]))
+def test_producer_api_never_500s(fuzz: Any, body: Any, auth: str | None) -> None:
+    client, _, broker = fuzz
+    headers = {"Authorization": auth} if auth else {}
+    resp = client.post("/transfers", json=body, headers=headers)
+    allowed = {401} if auth != "Bearer integration-token" else {400, 422}
+    check(resp, allowed, broker)
