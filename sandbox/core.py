@@ -14,6 +14,9 @@ import socket
 import threading
 import time
 import uuid
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -108,24 +111,51 @@ class Delivery:
 
 
 class Scheduler(threading.Thread):
-    """Delivers callbacks at their due time, in due order, from one thread."""
+    """Runs simulation steps (mostly callbacks) at their due time.
+
+    Like a provider, it works on many calls at once: steps run on LANES threads, and the
+    steps of one call (its key) always run on the same lane, in due order. A step scheduled
+    from inside another inherits its key."""
+
+    LANES = 8
 
     def __init__(self) -> None:
         super().__init__(name="sandbox-callbacks", daemon=True)
-        self._heap: list[tuple[float, int, Any]] = []
+        self._heap: list[tuple[float, int, str, Any]] = []
         self._cv = threading.Condition()
         self._seq = itertools.count()
         self._stopped = False
+        self._local = threading.local()
+        self._lanes = [ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sandbox-lane{i}")
+                       for i in range(self.LANES)]
 
-    def at(self, delay: float, fn: Any) -> None:
+    @contextlib.contextmanager
+    def keyed(self, key: str) -> Iterator[None]:
+        """Steps scheduled inside this block belong to `key` (one call's timeline)."""
+        previous = getattr(self._local, "key", None)
+        self._local.key = key
+        try:
+            yield
+        finally:
+            self._local.key = previous
+
+    def at(self, delay: float, fn: Any, key: str | None = None) -> None:
+        key = key or getattr(self._local, "key", None) or uuid.uuid4().hex
         with self._cv:
-            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), fn))
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), key, fn))
             self._cv.notify()
 
     def stop(self) -> None:
         with self._cv:
             self._stopped = True
             self._cv.notify()
+        for lane in self._lanes:
+            lane.shutdown(wait=False, cancel_futures=True)
+
+    def _run_step(self, key: str, fn: Any) -> None:
+        # A failed delivery is recorded by the callback itself; the scheduler goes on.
+        with self.keyed(key), contextlib.suppress(Exception):
+            fn()
 
     def run(self) -> None:
         while True:
@@ -136,10 +166,10 @@ class Scheduler(threading.Thread):
                     self._cv.wait(timeout)
                 if self._stopped:
                     return
-                _, _, fn = heapq.heappop(self._heap)
-            # A failed delivery is recorded by the callback itself; the scheduler goes on.
-            with contextlib.suppress(Exception):
-                fn()
+                _, _, key, fn = heapq.heappop(self._heap)
+            lane = self._lanes[zlib.crc32(key.encode()) % self.LANES]
+            with contextlib.suppress(RuntimeError):  # shut down while stopping
+                lane.submit(self._run_step, key, fn)
 
 
 class Sandbox:
@@ -224,7 +254,13 @@ class Sandbox:
 
     def hangup(self, sid: str) -> None:
         """The caller hangs up."""
-        self._end_call(sid, "completed")
+        with self.scheduler.keyed(self.call_key(sid)):
+            self._end_call(sid, "completed")
+
+    def call_key(self, sid: str) -> str:
+        """Which timeline a call's events belong to: its conference's, else its own."""
+        call = self.calls.get(sid)
+        return (call.conference if call is not None and call.conference else None) or sid
 
     def api_requests(self, contains: str = "", method: str | None = None) -> list[Recorded]:
         with self.lock:

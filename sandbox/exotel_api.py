@@ -46,7 +46,7 @@ class ExotelSim:
         call = self.sb.calls.get(sid)
         if call is None or call.provider != "exotel" or call.status in _ENDED:
             return
-        self.sb.scheduler.at(0.01, lambda: self._connect(call))
+        self.sb.scheduler.at(0.01, lambda: self._connect(call), key=call.sid)
 
     def _connect(self, call: SimCall) -> None:
         url = call.flow.get("dial_whom_url")
@@ -109,7 +109,7 @@ class ExotelSim:
 
     def human_hangs_up(self, call: SimCall) -> None:
         if call.flow.get("leg2") == "in-progress":
-            self.sb._end_call(call.sid, "completed")
+            self.sb.hangup(call.sid)
 
     def ended(self, call: SimCall, status: str) -> None:
         """The customer's call is over: the human's leg with it, then the callbacks."""

@@ -169,6 +169,10 @@ class PlivoSim:
 
     def human_hangs_up(self, call: SimCall) -> None:
         """The human ends a bridged call: the Dial is over and its action decides."""
+        with self.sb.scheduler.keyed(call.sid):
+            self._human_hangs_up(call)
+
+    def _human_hangs_up(self, call: SimCall) -> None:
         dial = call.dial or {}
         bleg = self.sb.calls.get(dial.get("bleg", ""))
         if bleg is None or bleg.status != "in-progress":
@@ -200,7 +204,7 @@ class PlivoSim:
                 return error(400, "legs and aleg_url are required")
             url, method = str(body["aleg_url"]), str(body.get("aleg_method") or "POST").upper()
             call.dial = None
-            sb.scheduler.at(0.01, lambda: self.fetch(call, url, method))
+            sb.scheduler.at(0.01, lambda: self.fetch(call, url, method), key=call.sid)
             return jsonify({"message": "call transferred", "api_id": str(uuid.uuid4())}), 202
 
         @app.route("/_sandbox/plivo/resume", methods=["GET", "POST"])

@@ -14,6 +14,16 @@ _BASE = "/2010-04-01/Accounts/<account>"
 _ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
 
 
+def _conference_of(twiml: str | None) -> str | None:
+    if not twiml:
+        return None
+    try:
+        node = ET.fromstring(twiml).find("./Dial/Conference")  # noqa: S314 - our own TwiML
+    except ET.ParseError:
+        return None
+    return node.text.strip() if node is not None and node.text else None
+
+
 def register(app: Flask, sb: Sandbox) -> None:
     from sandbox.core import SimCall, SimConference, _sid, _twilio_error
 
@@ -51,7 +61,8 @@ def register(app: Flask, sb: Sandbox) -> None:
                            label=form.get("Label"))
             sb.calls[call.sid] = call
             fate = sb.fates.get(to, sb.default_fate)
-        sb._dial(call, fate)
+        with sb.scheduler.keyed(name):
+            sb._dial(call, fate)
         return jsonify({"account_sid": sb.twilio_account_sid, "call_sid": call.sid,
                         "conference_sid": conf.sid, "label": call.label, "status": "queued",
                         "start_conference_on_enter": True, "end_conference_on_exit": True,
@@ -85,14 +96,16 @@ def register(app: Flask, sb: Sandbox) -> None:
         with sb.lock:
             sb.calls[call.sid] = call
             fate = sb.fates.get(call.to, sb.default_fate)
-        sb._dial(call, fate)
+        with sb.scheduler.keyed(call.sid):
+            sb._dial(call, fate)
         return call_json(call), 201
 
     @app.post(f"{_BASE}/Calls/<call_sid>.json")
     def update_call(account: str, call_sid: str) -> Response:
         if (denied := authorized(account)) is not None:
             return denied
-        with sb.lock:
+        with sb.lock, sb.scheduler.keyed(_conference_of(request.form.get("Twiml"))
+                                         or sb.call_key(call_sid)):
             call = sb.calls.get(call_sid)
             if call is None:
                 return _twilio_error(404, 20404, f"The requested resource {request.path} "

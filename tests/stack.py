@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
@@ -188,13 +189,21 @@ class Services:
             start_new_session=True)
         out.close()
         self.workers.append(proc)
-        probe = Celery("probe", broker=self.settings.celery_broker_url, set_as_current=False)
         deadline = time.monotonic() + timeout
-        while not any(f"test-{n}@" in name for reply in probe.control.ping(timeout=0.5)
-                      for name in reply):
+        while not self._answers(f"test-{n}@"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("worker did not start:\n" + self.worker_log(n)[-3000:])
         return proc
+
+    def _answers(self, prefix: str) -> bool:
+        probe = Celery("probe", broker=self.settings.celery_broker_url, set_as_current=False)
+        try:
+            replies = probe.control.ping(timeout=0.5)
+        except (OSError, ConnectionError, redis.RedisError):
+            return False  # e.g. a pooled connection from before a Redis restart
+        finally:
+            probe.close()
+        return any(prefix in name for reply in replies for name in reply)
 
     def worker_log(self, n: int = -1) -> str:
         index = n if n >= 0 else len(self.workers) - 1
@@ -206,15 +215,19 @@ class Services:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
+    def stop_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        """A warm shutdown (SIGTERM), as a deployment stops a worker."""
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
     def stop_workers(self) -> None:
         for proc in self.workers:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            self.stop_worker(proc)
 
     # driving transfers
     def customer_call(self, lead_id: str, provider: str = "twilio", **flow: Any) -> str:

@@ -116,6 +116,8 @@ def test_deadline_reconciles_through_call_details(rt: Runtime, events: Any,
 def test_deadline_waits_while_the_call_cannot_tell_then_times_out(
         rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
     tid = start()
+    run(tasks.provider_callback, provider="exotel", kind="dial-up", transfer_id=tid,
+        params={"CallSid": CALL})
     mocked.get(DETAILS_URL, json={"Call": {"Sid": CALL, "Status": "in-progress", "Details": {
         "ConversationDuration": 0, "Leg1Status": "in-progress", "Leg2Status": None,
         "Legs": [{"Leg": {"Id": 1, "OnCallDuration": 20}}]}}})
@@ -126,6 +128,17 @@ def test_deadline_waits_while_the_call_cannot_tell_then_times_out(
     store.set_fields(tid, started_at=repr(time.time() - rt.settings.transfer_flag_ttl))
     run(tasks.expire, transfer_id=tid)
     assert [e["reason"] for e in events()] == ["timeout"]
+
+
+def test_deadline_without_a_dial_up_fails_at_once(rt: Runtime, events: Any,
+                                                  mocked: responses.RequestsMock) -> None:
+    # Exotel never asked whom to dial: the AI most likely never left; it resumes now.
+    tid = start()
+    mocked.get(DETAILS_URL, json={"Call": {"Sid": CALL, "Status": "in-progress", "Details": {
+        "ConversationDuration": 0, "Leg1Status": "in-progress", "Leg2Status": None,
+        "Legs": [{"Leg": {"Id": 1, "OnCallDuration": 20}}]}}})
+    run(tasks.expire, transfer_id=tid)
+    assert [e["reason"] for e in events() if e["type"] == "transfer.failed"] == ["timeout"]
 
 
 def test_call_details_client_retries_transient_errors(settings: Settings,

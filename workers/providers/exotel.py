@@ -136,17 +136,19 @@ class ExotelProvider:
     name = "exotel"
 
     def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
-        moved = rt.store.transition(transfer["transfer_id"], State.DIALING,
-                                    "AI told to disconnect; waiting for the Connect applet",
-                                    from_states=(State.REQUESTED,))
-        if moved.ok:
-            rt.emit_disconnect(transfer)
+        # Told before the state moves: a worker dying in between makes a redelivery tell
+        # again (harmless) rather than never (the AI would hold the call to the deadline).
+        rt.emit_disconnect(transfer)
+        rt.store.transition(transfer["transfer_id"], State.DIALING,
+                            "AI told to disconnect; waiting for the Connect applet",
+                            from_states=(State.REQUESTED,))
 
     def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
         tid = transfer["transfer_id"]
         pending = (State.REQUESTED, State.DIALING)
         if kind == "dial-up":
+            rt.store.set_fields(tid, dial_up_served="1")
             rt.store.note(tid, "dial-up served; Exotel is dialing the human agent")
         elif kind == "dial-up-missing":
             rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
@@ -204,6 +206,11 @@ class ExotelProvider:
                         from_states=pending)
                 return True
         now = time.time()
+        current = rt.store.get_transfer(tid) or {}
+        if not current.get("dial_up_served"):
+            # Exotel never asked whom to dial: the AI most likely never left the call (or
+            # the flow has no Connect applet). Failing now lets it carry on.
+            return False
         if now + RECHECK_SECONDS < give_up_at:
             rt.store.extend_deadline(tid, now + RECHECK_SECONDS)
             return True
