@@ -5,6 +5,7 @@
     python3 scripts/dev.py up      # create .venv if needed, start the whole system
     python3 scripts/dev.py check   # ruff and mypy
     python3 scripts/dev.py cli ... # any `warm-transfer` command
+    python3 scripts/dev.py bench   # the benchmark (bench/run.py; --quick for a short run)
 
 The virtual environment lives in .venv and is refreshed when pyproject.toml changes.
 """
@@ -66,6 +67,8 @@ def main(args: list[str]) -> int:
         return replace_with("-m", "workers.cli", "up", *rest)
     if command == "cli":
         return replace_with("-m", "workers.cli", *rest)
+    if command == "bench":
+        return replace_with("bench/run.py", *rest)
     print(f"unknown command {command!r}\n{__doc__}", file=sys.stderr)
     return 2
 

@@ -2,12 +2,16 @@
 adds to the same numbers and one scrape of /metrics sees them all.
 
 Counters and histograms live in one hash, `wt:metrics` (its TTL is refreshed on every
-write, so an idle deployment's numbers eventually reset, which Prometheus handles).
+write, so an idle deployment's numbers eventually reset, which Prometheus handles). Each
+process adds up its own increments in memory and writes them every FLUSH_SECONDS from a
+background thread: a request never waits on a metrics write.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -20,6 +24,7 @@ log = logging.getLogger(__name__)
 
 KEY = "wt:metrics"
 TTL = 7 * 86_400
+FLUSH_SECONDS = 0.5
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -47,33 +52,63 @@ def _labels(names: Iterable[str], values: Mapping[str, str]) -> str:
 class Metrics:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = defaultdict(int)
+        self._sums: dict[str, float] = defaultdict(float)
+        self._flusher: threading.Thread | None = None
 
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
         _, names = COUNTERS[name]
-        self._write([("incr", f"{name}|{_labels(names, labels)}", amount)])
+        with self._lock:
+            self._counts[f"{name}|{_labels(names, labels)}"] += amount
+        self._ensure_flusher()
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
         _, names = HISTOGRAMS[name]
         base = f"{name}|{_labels(names, labels)}"
         bucket = next((b for b in BUCKETS if seconds <= b), float("inf"))
-        self._write([("incr", f"{base}|le={bucket}", 1), ("incr", f"{base}|count", 1),
-                     ("float", f"{base}|sum", seconds)])
+        with self._lock:
+            self._counts[f"{base}|le={bucket}"] += 1
+            self._counts[f"{base}|count"] += 1
+            self._sums[f"{base}|sum"] += seconds
+        self._ensure_flusher()
 
-    def _write(self, ops: list[tuple[str, str, float]]) -> None:
-        # Metrics must never break the request they describe.
+    def _ensure_flusher(self) -> None:
+        if self._flusher is None or not self._flusher.is_alive():
+            with self._lock:
+                if self._flusher is None or not self._flusher.is_alive():
+                    # Started on first use, so in the process that uses it (after a fork).
+                    self._flusher = threading.Thread(target=self._run, daemon=True,
+                                                     name="metrics-flush")
+                    self._flusher.start()
+                    atexit.register(self.flush)
+
+    def _run(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(FLUSH_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write this process's increments to Redis now."""
+        with self._lock:
+            counts, sums = self._counts, self._sums
+            self._counts, self._sums = defaultdict(int), defaultdict(float)
+        if not counts and not sums:
+            return
+        # Metrics must never break what they describe: a failed write is dropped.
         try:
             pipe = self.r.pipeline(transaction=False)
-            for kind, field, value in ops:
-                if kind == "incr":
-                    pipe.hincrby(KEY, field, int(value))
-                else:
-                    pipe.hincrbyfloat(KEY, field, value)
+            for field, amount in counts.items():
+                pipe.hincrby(KEY, field, amount)
+            for field, total in sums.items():
+                pipe.hincrbyfloat(KEY, field, total)
             pipe.expire(KEY, TTL)
             pipe.execute()
         except redis.RedisError:
             log.warning("metrics not recorded: redis unavailable")
 
     def render(self) -> bytes:
+        self.flush()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self.r))
         return bytes(generate_latest(registry))

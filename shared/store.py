@@ -122,6 +122,24 @@ end
 return {1, cur}
 """
 
+_SERVE_DIAL_UP = """
+-- KEYS: record, timeline   ARGV: timeline entry, record_ttl
+local rec = redis.call('HGETALL', KEYS[1])
+if #rec == 0 then return {rec, false} end
+local lead, state
+for i = 1, #rec, 2 do
+  if rec[i] == 'lead_id' then lead = rec[i + 1] end
+  if rec[i] == 'state' then state = rec[i + 1] end
+end
+local number = redis.call('GET', 'transfer:' .. lead)
+if number and state ~= 'succeeded' and state ~= 'failed' then
+  redis.call('HSET', KEYS[1], 'dial_up_served', '1')
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+return {rec, number}
+"""
+
 _CLAIM_DUE = """
 -- KEYS: deadlines   ARGV: now, lease_until, limit
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
@@ -150,6 +168,22 @@ class Store:
         self._begin = client.register_script(_BEGIN)
         self._transition = client.register_script(_TRANSITION)
         self._claim_due = client.register_script(_CLAIM_DUE)
+        self._serve = client.register_script(_SERVE_DIAL_UP)
+        # transfer id -> lead id (never changes): saves a read before every transition.
+        self._leads: dict[str, str] = {}
+
+    def _remember_lead(self, transfer_id: str, lead_id: str) -> None:
+        if len(self._leads) > 50_000:
+            self._leads.clear()
+        self._leads[transfer_id] = lead_id
+
+    def _lead_of(self, transfer_id: str) -> str | None:
+        lead = self._leads.get(transfer_id)
+        if lead is None:
+            lead = cast(str | None, self.r.hget(self.record_key(transfer_id), "lead_id"))
+            if lead is not None:
+                self._remember_lead(transfer_id, lead)
+        return lead
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
@@ -230,6 +264,7 @@ class Store:
             "started_at": repr(now),
         }
         entry = self._entry(now, State.REQUESTED, "transfer requested")
+        self._remember_lead(req.transfer_id, req.lead_id)
         res = self._begin(
             keys=[self.record_key(req.transfer_id), self.timeline_key(req.transfer_id),
                   self.active_key(req.lead_id), self.lead_key(req.lead_id),
@@ -247,15 +282,14 @@ class Store:
         """Move a transfer to `to` if it is in one of `from_states` (any non-terminal when
         empty). A terminal state is final; reaching it clears the flag and the lead claim."""
         now = time.time() if now is None else now
-        rec = self.get_transfer(transfer_id)
-        if rec is None:
+        lead = self._lead_of(transfer_id)
+        if lead is None:
             return Transition(False, "")
         str_fields = {k: v if isinstance(v, str) else json.dumps(v)
                       for k, v in (fields or {}).items()}
         res = self._transition(
             keys=[self.record_key(transfer_id), self.timeline_key(transfer_id),
-                  self.lead_key(rec["lead_id"]), self.active_key(rec["lead_id"]),
-                  flag_key(rec["lead_id"]), self.DEADLINES],
+                  self.lead_key(lead), self.active_key(lead), flag_key(lead), self.DEADLINES],
             args=[transfer_id, to.value, _iso(now), self._entry(now, to, note),
                   "1" if to in TERMINAL_STATES else "0", json.dumps(str_fields),
                   self.settings.transfer_record_ttl, now + self.OUTBOX_DELAY,
@@ -280,7 +314,24 @@ class Store:
 
     def get_transfer(self, transfer_id: str) -> dict[str, str] | None:
         rec = cast(dict[str, str], self.r.hgetall(self.record_key(transfer_id)))
+        if rec.get("lead_id"):
+            self._remember_lead(transfer_id, rec["lead_id"])
         return rec or None
+
+    def serve_dial_up(self, transfer_id: str, note: str, now: float | None = None
+                      ) -> tuple[dict[str, str] | None, str | None]:
+        """For a provider fetching whom to dial, in one round trip: the transfer record and
+        the flag (the number); when it is pending, mark the dial-up served on the record and
+        its timeline. Returns (record or None, number or None)."""
+        now = time.time() if now is None else now
+        res = self._serve(keys=[self.record_key(transfer_id), self.timeline_key(transfer_id)],
+                          args=[self._entry(now, None, note), self.settings.transfer_record_ttl])
+        flat, number = res[0], res[1] or None
+        rec = {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
+        if not rec:
+            return None, None
+        self._remember_lead(transfer_id, rec["lead_id"])
+        return rec, number
 
     def timeline(self, transfer_id: str) -> list[dict[str, Any]]:
         raw = cast(list[str], self.r.lrange(self.timeline_key(transfer_id), 0, -1))

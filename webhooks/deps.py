@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
@@ -24,10 +24,10 @@ class Deps:
     store: Store
     celery: Celery
     client: TransferClient
+    metrics: Metrics = field(init=False)
 
-    @property
-    def metrics(self) -> Metrics:
-        return Metrics(self.store.r)
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.store.r)
 
     @classmethod
     def build(cls, settings: Settings) -> Deps:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 from flask import Blueprint, Response, abort, request
 
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
@@ -40,25 +39,24 @@ def dial_up() -> Response:
     verify_exotel()
     call_sid = _call_sid(request.args)
     d = deps()
-    try:
-        transfer_id = d.store.transfer_for_call("exotel", call_sid)
-        lead = request.args.get("CustomField", "")
-        if transfer_id is None and lead:
-            transfer_id = d.store.active_transfer(lead)
-        transfer = d.store.get_transfer(transfer_id) if transfer_id else None
-        number = d.store.get_flag(transfer["lead_id"]) if transfer else None
-    except redis.RedisError:
-        abort(503)
     head = request.method == "HEAD"
+    transfer_id = d.store.transfer_for_call("exotel", call_sid)
+    lead = request.args.get("CustomField", "")
+    if transfer_id is None and lead:
+        transfer_id = d.store.active_transfer(lead)
+    transfer, number = None, None
+    if transfer_id and head:  # a HEAD only looks
+        transfer = d.store.get_transfer(transfer_id)
+        number = d.store.get_flag(transfer["lead_id"]) if transfer else None
+    elif transfer_id:
+        transfer, number = d.store.serve_dial_up(
+            transfer_id, "dial-up served; Exotel is dialing the human agent")
     if transfer is None or transfer["state"] in TERMINAL_STATES or not number:
         if transfer is not None and not head:
             enqueue(TASK_PROVIDER_CALLBACK, provider="exotel", kind="dial-up-missing",
                     transfer_id=transfer["transfer_id"], params={"CallSid": call_sid})
         return Response("no transfer pending\n", status=404, mimetype="text/plain")
     body, mimetype = provider.dial_up_body(d.settings, transfer, number)
-    if not head:
-        enqueue(TASK_PROVIDER_CALLBACK, provider="exotel", kind="dial-up",
-                transfer_id=transfer["transfer_id"], params={"CallSid": call_sid})
     # Flask drops the body of a HEAD answer but keeps its headers, Content-Length included.
     return Response(body, status=200, mimetype=mimetype)
 

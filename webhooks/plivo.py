@@ -3,12 +3,11 @@ because Plivo acts on the answer (the customer's call runs it)."""
 
 from __future__ import annotations
 
-import redis
 from flask import Blueprint, Response, abort, request
 
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
 from shared.store import TERMINAL_STATES
-from webhooks.deps import deps, enqueue, release_claim
+from webhooks.deps import deps, enqueue
 from webhooks.security import verify_plivo
 from workers.providers import plivo as provider
 
@@ -43,20 +42,15 @@ def dial_up() -> Response:
     transfer_id = _transfer_id()
     params = _params()
     d = deps()
-    try:
-        transfer = d.store.get_transfer(transfer_id)
-        number = d.store.get_flag(transfer["lead_id"]) if transfer else None
-    except redis.RedisError:
-        release_claim()
-        abort(503)
+    # One round trip reads the transfer and its flag and marks the dial-up served.
+    transfer, number = d.store.serve_dial_up(transfer_id, "dial-up XML served; dialing the "
+                                                          "human agent")
     if transfer is None or transfer["state"] in TERMINAL_STATES or not number:
         # Never strand the customer: back to the AI, or an apology.
         if transfer is not None:
             enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-up-missing",
                     transfer_id=transfer_id, params=params)
         return _xml(provider.resume_xml(d.settings))
-    enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-up", transfer_id=transfer_id,
-            params=params)
     return _xml(provider.dial_up_xml(d.settings, transfer, number))
 
 

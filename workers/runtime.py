@@ -78,8 +78,6 @@ class Runtime:
             self.logger(transfer).info("outcome ignored", extra={
                 "wanted": state.value, "current": moved.previous, "note": note})
             return False
-        # Counted when decided (before the event goes out), so that whoever hears the event
-        # and then scrapes /metrics sees it counted.
         provider = transfer["provider"]
         self.metrics.inc("warm_transfer_transfers", provider=provider, outcome=state.value,
                          reason=reason or "")

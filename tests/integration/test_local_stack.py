@@ -59,9 +59,13 @@ def test_up_runs_a_transfer_and_leaves_no_process_behind() -> None:
         assert [e["type"] for e in events] == ["transfer.succeeded"]
         assert events[0]["transfer_id"] == resp.json()["transfer_id"]
 
-        metrics = requests.get(f"{web}/metrics", timeout=5).text
-        assert ('warm_transfer_transfers_total{outcome="succeeded",provider="twilio",reason=""}'
-                ' 1.0') in metrics
+        # Each process writes its metrics every half second; the scrape sees them after.
+        wanted = ('warm_transfer_transfers_total{outcome="succeeded",provider="twilio",'
+                  'reason=""} 1.0')
+        deadline = time.monotonic() + 5
+        while wanted not in requests.get(f"{web}/metrics", timeout=5).text:
+            assert time.monotonic() < deadline, "the outcome was not counted"
+            time.sleep(0.2)
 
         family = descendants(proc.pid)
         assert len(family) >= 4  # redis, gunicorn (+ its workers), celery (+ its pool)

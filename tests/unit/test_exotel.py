@@ -187,17 +187,20 @@ def test_dial_up_answers_the_number_as_text(client: FlaskClient, store: Store,
     assert resp.status_code == 200
     assert resp.mimetype == "text/plain"
     assert resp.get_data(as_text=True) == "+919999900000"
-    [msg] = drain_queue(celery_app, "transfers")
-    assert msg["kwargs"]["kind"] == "dial-up"
+    # Served straight from the store: marked on the record, nothing to enqueue.
+    tid = store.transfer_for_call("exotel", CALL)
+    assert store.get_transfer(tid)["dial_up_served"] == "1"  # type: ignore[arg-type,index]
+    assert "dial-up served" in store.timeline(tid)[-1]["note"]  # type: ignore[arg-type]
+    assert drain_queue(celery_app, "transfers") == []
 
 
 def test_dial_up_head_has_the_same_headers_and_enqueues_nothing(
         client: FlaskClient, store: Store, celery_app: Celery) -> None:
-    pending(store)
-    get = client.get(f"/exotel/dial-up?token={TOKEN}&CallSid={CALL}")
-    drain_queue(celery_app, "transfers")
+    tid = pending(store)
     head = client.head(f"/exotel/dial-up?token={TOKEN}&CallSid={CALL}")
     assert head.status_code == 200 and head.data == b""
+    assert "dial_up_served" not in store.get_transfer(tid)  # type: ignore[operator]
+    get = client.get(f"/exotel/dial-up?token={TOKEN}&CallSid={CALL}")
     assert head.headers["Content-Type"] == get.headers["Content-Type"]
     assert head.headers["Content-Length"] == get.headers["Content-Length"]
     assert drain_queue(celery_app, "transfers") == []

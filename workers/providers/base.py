@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
+
+T = TypeVar("T")
 
 
 class ProviderError(Exception):
@@ -31,6 +34,19 @@ class PermanentProviderError(ProviderError):
 
 class ProviderNotConfigured(PermanentProviderError):
     pass
+
+
+_clients = threading.local()
+
+
+def cached_client(key: tuple[str, ...], build: Callable[[], T]) -> T:
+    """One API client per credentials and host, per thread: its HTTP connection is kept
+    alive from one transfer to the next instead of being opened for each."""
+    cache: dict[tuple[str, ...], Any] = getattr(_clients, "cache", None) or {}
+    _clients.cache = cache
+    if key not in cache:
+        cache[key] = build()
+    return cast(T, cache[key])
 
 
 class Provider(Protocol):

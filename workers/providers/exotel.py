@@ -26,6 +26,7 @@ from workers.providers.base import (
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
+    cached_client,
 )
 
 if TYPE_CHECKING:
@@ -79,7 +80,9 @@ class ExotelClient:
 
 def make_client(settings: Settings, transfer: Mapping[str, str]) -> ExotelClient:
     """An Exotel client for this transfer's account (today: the one from the environment)."""
-    return ExotelClient(settings)
+    return cached_client(("exotel", settings.exotel_account_sid, settings.exotel_api_key,
+                          settings.exotel_api_token, settings.exotel_api_base_url,
+                          str(settings.provider_http_timeout)), lambda: ExotelClient(settings))
 
 
 def dial_up_body(settings: Settings, transfer: Mapping[str, str], number: str

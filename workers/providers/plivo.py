@@ -28,6 +28,7 @@ from workers.providers.base import (
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
+    cached_client,
 )
 
 if TYPE_CHECKING:
@@ -78,6 +79,10 @@ class _Client:
         self.sdk.session.hooks["response"].append(remember)
 
     def call(self, fn: Callable[[Any], T]) -> T:
+        # The SDK keeps its fallback-URL retry count on the client and resets it only after
+        # a success; a reused client must start each call afresh.
+        self.sdk.voice_retry_count = 0
+        self.last_status = 0
         try:
             return fn(self.sdk)
         except PlivoRestError as exc:
@@ -96,7 +101,9 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> _Client:
     if not (settings.plivo_auth_id and settings.plivo_auth_token):
         raise ProviderNotConfigured("PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN are not set")
     try:
-        return _Client(settings)
+        return cached_client(("plivo", settings.plivo_auth_id, settings.plivo_auth_token,
+                              settings.plivo_api_base_url, str(settings.provider_http_timeout)),
+                             lambda: _Client(settings))
     except plivo.exceptions.AuthenticationError as exc:
         raise ProviderNotConfigured(f"PLIVO_AUTH_ID is not a Plivo auth id: {exc}") from exc
 

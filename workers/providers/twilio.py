@@ -26,6 +26,7 @@ from workers.providers.base import (
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
+    cached_client,
 )
 
 if TYPE_CHECKING:
@@ -51,10 +52,16 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
     """A Twilio client for this transfer's account (today: the one from the environment)."""
     if not (settings.twilio_account_sid and settings.twilio_auth_token):
         raise ProviderNotConfigured("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set")
-    client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
-                    http_client=TwilioHttpClient(timeout=settings.provider_http_timeout))
-    client.api.base_url = settings.twilio_api_base_url.rstrip("/")
-    return client
+
+    def build() -> Client:
+        client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
+                        http_client=TwilioHttpClient(timeout=settings.provider_http_timeout))
+        client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+        return client
+
+    return cached_client(("twilio", settings.twilio_account_sid, settings.twilio_auth_token,
+                          settings.twilio_api_base_url, str(settings.provider_http_timeout)),
+                         build)
 
 
 def call_api(fn: Callable[[], T]) -> T:

@@ -1,0 +1,439 @@
+"""The benchmark: our overhead against the floor of the stack, measured in one run.
+
+    python3 scripts/dev.py bench [--quick]
+
+Starts a real Redis, the provider sandbox (its own process), the webhook app under
+gunicorn, Celery workers, and the baselines (a no-op-plus-POST Celery task; a bare Flask
+route doing one Redis GET under the same gunicorn settings). Prints a table and writes
+bench/results.json. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from celery import Celery
+from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
+from twilio.request_validator import RequestValidator
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sandbox import Sandbox  # noqa: E402
+from sandbox.redis_server import RedisServer, free_port  # noqa: E402
+from shared.client import TransferClient  # noqa: E402
+from shared.config import Settings  # noqa: E402
+from shared.store import Store  # noqa: E402
+
+OUTBOUND = "+14155550199"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def summary(ms: list[float]) -> dict[str, float]:
+    return {"n": len(ms), "p50_ms": pct(ms, 0.50), "p95_ms": pct(ms, 0.95),
+            "p99_ms": pct(ms, 0.99)}
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def memory(proc: subprocess.Popen[bytes]) -> dict[str, int]:
+    kids = children(proc.pid)
+    return {"main_mib": rss_kib(proc.pid) // 1024,
+            "child_mib": max((rss_kib(k) for k in kids), default=0) // 1024,
+            "total_mib": (rss_kib(proc.pid) + sum(rss_kib(k) for k in kids)) // 1024}
+
+
+class Peak(threading.Thread):
+    """Samples a process tree's memory while a load runs; keeps the peak."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.proc, self.peak, self.done = proc, {"main_mib": 0, "child_mib": 0,
+                                                 "total_mib": 0}, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.2):
+            now = memory(self.proc)
+            self.peak = {k: max(v, now[k]) for k, v in self.peak.items()}
+
+
+class Bench:
+    def __init__(self, stack: ExitStack, quick: bool) -> None:
+        self.stack, self.quick = stack, quick
+        self.redis = stack.enter_context(RedisServer())
+        self.sandbox_port, self.web_port, self.bare_port = free_port(), free_port(), free_port()
+        self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
+        self.web_url = f"http://127.0.0.1:{self.web_port}"
+        sb = Sandbox()  # only for its credentials; the served one runs in its own process
+        sb.stop()
+        self.env = {k: v for k, v in os.environ.items()
+                    if k.upper() not in {n.upper() for n in Settings.model_fields}}
+        self.env.update({
+            "PYTHONPATH": str(ROOT), "REDIS_URL": self.redis.url, "LOG_LEVEL": "WARNING",
+            "PUBLIC_BASE_URL": self.web_url, "API_TOKEN": "bench",
+            "TWILIO_ACCOUNT_SID": sb.twilio_account_sid,
+            "TWILIO_AUTH_TOKEN": sb.twilio_auth_token, "TWILIO_API_BASE_URL": self.sandbox_url,
+            "PLIVO_AUTH_ID": sb.plivo_auth_id, "PLIVO_AUTH_TOKEN": sb.plivo_auth_token,
+            "PLIVO_API_BASE_URL": self.sandbox_url, "WEB_CONCURRENCY": "2"})
+        self.settings = Settings.model_validate(
+            {k.lower(): v for k, v in self.env.items() if k.lower() in Settings.model_fields})
+        self.store = Store.from_settings(self.settings)
+        self.client = TransferClient(self.settings, store=self.store)
+        self.http = requests.Session()
+        self.sandbox = self.spawn([sys.executable, "-m", "workers.cli", "sandbox", "--port",
+                                   str(self.sandbox_port)])
+        self.web = self.gunicorn("webhooks.wsgi:app", self.web_port)
+        self.bare = self.gunicorn("bench.baseline:bare", self.bare_port)
+        self.wait_http(f"{self.sandbox_url}/_sandbox/requests")
+        self.wait_http(f"{self.web_url}/healthz")
+        self.worker = self.start_worker(2)
+        self.baseline_worker = self.spawn(
+            [sys.executable, "-m", "celery", "-A", "bench.baseline", "worker", "-Q", "bench",
+             "--concurrency", "2", "--without-gossip", "--without-mingle",
+             "--loglevel", "WARNING"])
+        self.baseline_app = Celery("bench_client", broker=self.redis.url, set_as_current=False)
+        self.wait_worker("bench.post")
+
+    def spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        self.stack.callback(self.stop, proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
+
+    def gunicorn(self, app: str, port: int) -> subprocess.Popen[bytes]:
+        # The same settings for ours and the baseline.
+        return self.spawn([sys.executable, "-m", "gunicorn", "-c",
+                           "python:webhooks.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
+                           "--workers", "2", "--access-logfile", "/dev/null", app])
+
+    def start_worker(self, concurrency: int) -> subprocess.Popen[bytes]:
+        proc = self.spawn([sys.executable, "-m", "celery", "-A", "workers.celery_app",
+                           "worker", "-Q", "transfers", "--concurrency", str(concurrency),
+                           "--without-gossip", "--without-mingle", "--loglevel", "WARNING"])
+        self.wait_worker("warm_transfer.request")
+        return proc
+
+    def wait_http(self, url: str) -> None:
+        for _ in range(300):
+            try:
+                if self.http.get(url, timeout=1).status_code < 500:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{url} did not come up")
+
+    def wait_worker(self, task: str) -> None:
+        probe = Celery("probe", broker=self.redis.url, set_as_current=False)
+        for _ in range(120):
+            registered = probe.control.inspect(timeout=0.5).registered() or {}
+            if any(task in tasks for tasks in registered.values()):
+                return
+        raise RuntimeError(f"no worker with {task}")
+
+    # sandbox helpers
+    def arrivals(self, contains: str) -> dict[str, float]:
+        rows = self.http.get(f"{self.sandbox_url}/_sandbox/requests", timeout=30).json()
+        return {r["path"]: r["at"] for r in rows if contains in r["path"]}
+
+    def customer_call(self, lead: str) -> str:
+        return str(self.http.post(f"{self.sandbox_url}/_sandbox/calls", timeout=5, json={
+            "provider": "twilio",
+            "status_callback": f"{self.web_url}/twilio/status?lead_id={lead}"}).json()["call_id"])
+
+    def set_fate(self, number: str, fate: str) -> None:
+        self.http.put(f"{self.sandbox_url}/_sandbox/fates/{number}", json={"fate": fate},
+                      timeout=5)
+
+    def request(self, lead: str, call_id: str, number: str, provider: str = "twilio"
+                ) -> tuple[float, dict[str, Any]]:
+        result = self.client.connect_to_live_agent({
+            "lead_id": lead, "provider": provider, "call_id": call_id,
+            "template": {"configurations": {"transfer_number": number}},
+            "lead": {"outbound_number": OUTBOUND}})
+        return time.time(), result
+
+
+def measure_handoff(b: Bench, n: int, gap: float = 0.02
+                    ) -> tuple[list[float], list[tuple[str, str, str]]]:
+    """connect_to_live_agent() returned -> the dial request arrived at the provider."""
+    number = "+14155550142"
+    b.set_fate(number, "ignore")  # no callbacks: only the handoff is measured
+    sent: dict[str, float] = {}
+    made = []
+    for _ in range(n):
+        lead = f"bench-{uuid.uuid4().hex[:12]}"
+        call_id = b.customer_call(lead)
+        t0, result = b.request(lead, call_id, number)
+        assert result["status"] == "transfer_requested", result
+        sent[lead] = t0
+        made.append((lead, call_id, str(result["transfer_id"])))
+        time.sleep(gap)
+    time.sleep(1.0)
+    arrived = b.arrivals("/Participants.json")
+    lat = [(arrived[p] - sent[lead]) * 1000 for lead in sent
+           for p in [f"/2010-04-01/Accounts/AC{'0' * 32}/Conferences/transfer-{lead}/"
+                     "Participants.json"] if p in arrived]
+    return lat, made
+
+
+def measure_baseline(b: Bench, n: int, gap: float = 0.02) -> list[float]:
+    """The floor: a Celery task that only POSTs to the provider, from publish to arrival."""
+    sent = {}
+    for i in range(n):
+        key = uuid.uuid4().hex
+        b.baseline_app.send_task("bench.post", kwargs={"url": f"{b.sandbox_url}/_bench/{key}"},
+                                 queue="bench")
+        sent[f"/_bench/{key}"] = time.time()
+        time.sleep(gap)
+        del i
+    time.sleep(1.0)
+    arrived = b.arrivals("/_bench/")
+    return [(arrived[p] - t) * 1000 for p, t in sent.items() if p in arrived]
+
+
+def measure_bridge(b: Bench, made: list[tuple[str, str, str]], gap: float = 0.02) -> list[float]:
+    """The human-joined callback reaches our webhook -> the customer-update request arrives."""
+    validator = RequestValidator(b.settings.twilio_auth_token)
+    sent = {}
+    for lead, call_id, tid in made:
+        rec = b.store.get_transfer(tid) or {}
+        agent = rec.get("agent_call_sid")
+        if not agent:
+            continue
+        url = f"{b.web_url}/twilio/conference?{urlencode({'transfer_id': tid})}"
+        params = {"StatusCallbackEvent": "participant-join", "CallSid": agent,
+                  "ConferenceSid": "CF1", "FriendlyName": f"transfer-{lead}"}
+        headers = {"X-Twilio-Signature": validator.compute_signature(url, params)}
+        t0 = time.time()
+        b.http.post(url, data=params, headers=headers, timeout=5)
+        sent[call_id] = t0
+        time.sleep(gap)
+    time.sleep(1.0)
+    arrived = b.arrivals("/Calls/")
+    return [(arrived[p] - sent[c]) * 1000 for c in sent
+            for p in [f"/2010-04-01/Accounts/AC{'0' * 32}/Calls/{c}.json"] if p in arrived]
+
+
+def loadgen(base_url: str, reqs: list[dict[str, Any]], threads: int = 8) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "loadgen.py")],
+                         input=json.dumps({"base_url": base_url, "requests": reqs,
+                                           "threads": threads}).encode(),
+                         capture_output=True, check=True, timeout=600)
+    return dict(json.loads(out.stdout))
+
+
+def throughput(b: Bench, n: int) -> dict[str, Any]:
+    # A pending Plivo transfer for the dial-up to answer from.
+    number = "+14155550143"
+    b.set_fate(number, "ignore")
+    lead = f"bench-plivo-{uuid.uuid4().hex[:8]}"
+    call_id = str(b.http.post(f"{b.sandbox_url}/_sandbox/calls", timeout=5, json={
+        "provider": "plivo"}).json()["call_id"])
+    _, result = b.request(lead, call_id, number, provider="plivo")
+    tid = str(result["transfer_id"])
+    time.sleep(1.0)
+    token = b.settings.plivo_auth_token.encode()
+    dial_up = []
+    path = f"/plivo/dial-up?transfer_id={tid}"
+    form = {"CallUUID": call_id, "From": "+14155550150", "To": "+14155550151",
+            "CallStatus": "in-progress", "Direction": "inbound"}
+    body = urlencode(form)
+    for _ in range(n):
+        nonce = uuid.uuid4().hex
+        sig = get_signature_v3(token, construct_post_url(b.web_url + path, dict(form)).decode(),
+                               nonce.encode()).decode()
+        dial_up.append({"method": "POST", "path": path, "body": body, "headers": {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Plivo-Signature-V3": sig, "X-Plivo-Signature-V3-Nonce": nonce}})
+    status_path = f"/twilio/agent-status?transfer_id={tid}"
+    status_form = {"CallSid": "CA" + "b" * 32, "CallStatus": "ringing", "AccountSid": "AC1"}
+    sig = RequestValidator(b.settings.twilio_auth_token).compute_signature(
+        b.web_url + status_path, status_form)
+    status = [{"method": "POST", "path": status_path, "body": urlencode(status_form),
+               "headers": {"Content-Type": "application/x-www-form-urlencoded",
+                           "X-Twilio-Signature": sig}}] * n
+    bare = [{"method": "POST", "path": "/bare", "body": "", "headers": {}}] * n
+    results: dict[str, Any] = {}
+    for name, base, reqs, proc in (("bare route (1 Redis GET)", f"http://127.0.0.1:{b.bare_port}",
+                                    bare, b.bare),
+                                   ("/plivo/dial-up", b.web_url, dial_up, b.web),
+                                   ("/twilio/agent-status", b.web_url, status, b.web)):
+        loadgen(base, reqs[: min(300, n)])  # warm up
+        peak = Peak(proc)
+        peak.start()
+        results[name] = loadgen(base, reqs)
+        peak.done.set()
+        peak.join()
+        results[name]["memory_peak"] = peak.peak
+    return results
+
+
+def scaling(b: Bench, rates: list[int], seconds: float) -> dict[str, Any]:
+    """Sustained transfers/s per worker process count, until p99 handoff passes 100 ms."""
+    out: dict[str, Any] = {}
+    number = "+14155550144"
+    b.set_fate(number, "ignore")
+    for concurrency in (1, 2, 4):
+        Bench.stop(b.worker)
+        b.worker = b.start_worker(concurrency)
+        best, rows = 0, []
+        for rate in rates:
+            sent: dict[str, float] = {}
+            calls = [(f"bench-{uuid.uuid4().hex[:12]}",) for _ in range(int(rate * seconds))]
+            call_ids = {lead: b.customer_call(lead) for (lead,) in calls}
+            start = time.perf_counter()
+            for i, (lead,) in enumerate(calls):
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                t0, _ = b.request(lead, call_ids[lead], number)
+                sent[lead] = t0
+            achieved = len(calls) / (time.perf_counter() - start)
+            time.sleep(1.5)
+            arrived = b.arrivals("/Participants.json")
+            lat = [(arrived[p] - sent[lead]) * 1000 for lead in sent
+                   for p in [f"/2010-04-01/Accounts/AC{'0' * 32}/Conferences/transfer-{lead}/"
+                             "Participants.json"] if p in arrived]
+            p99 = pct(lat, 0.99) if lat else float("inf")
+            rows.append({"offered_per_s": rate, "achieved_per_s": round(achieved, 1),
+                         "p99_ms": round(p99, 1), "arrived": len(lat), "sent": len(sent)})
+            if p99 > 100 or len(lat) < len(sent):
+                break
+            best = rate
+        out[str(concurrency)] = {"max_rate_p99_under_100ms": best, "steps": rows}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer samples")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    args = parser.parse_args()
+    n = 100 if args.quick else 300
+    with ExitStack() as stack:
+        print("starting redis, sandbox, gunicorn (ours and bare), workers ...", flush=True)
+        b = Bench(stack, args.quick)
+        time.sleep(1)
+        idle = {"worker": memory(b.worker), "web": memory(b.web)}
+        baseline = measure_baseline(b, n)
+        handoff, made = measure_handoff(b, n)
+        bridge = measure_bridge(b, made)
+        print("measuring webhook throughput ...", flush=True)
+        tput = throughput(b, 2000 if args.quick else 6000)
+        print("measuring scaling ...", flush=True)
+        worker_peak = Peak(b.worker)
+        worker_peak.start()
+        scale = scaling(b, [25, 50, 100, 200, 400] if not args.quick else [25, 50, 100, 200],
+                        2.0 if args.quick else 4.0)
+        worker_peak.done.set()
+        worker_peak.join()
+
+    base, hand, brid = summary(baseline), summary(handoff), summary(bridge)
+    bare = tput["bare route (1 Redis GET)"]
+    results = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "baseline_celery_hop_plus_post": base,
+        "handoff": {**hand, "p99_ratio_to_baseline": hand["p99_ms"] / base["p99_ms"]},
+        "bridge": {**brid, "p99_ratio_to_baseline": brid["p99_ms"] / base["p99_ms"]},
+        "webhooks": {name: {**r, "rps_ratio_to_bare": r["rps"] / bare["rps"]}
+                     for name, r in tput.items()},
+        "scaling": scale,
+        "memory_mib": {"idle": idle,
+                       "web_under_load": tput["/plivo/dial-up"]["memory_peak"],
+                       "worker_under_load": worker_peak.peak},
+    }
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results)
+    return 0
+
+
+def print_table(r: dict[str, Any]) -> None:
+    def row(*cells: Any) -> None:
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+
+    m = r["machine"]
+    print(f"\n{m['cpus']} CPUs, Python {m['python']}, {m['platform']}, {r['when']}\n")
+    row("latency (ms)", "p50", "p95", "p99", "p99 / baseline")
+    row("---", "---", "---", "---", "---")
+    base = r["baseline_celery_hop_plus_post"]
+    row("baseline: Celery hop + one POST", f"{base['p50_ms']:.2f}", f"{base['p95_ms']:.2f}",
+        f"{base['p99_ms']:.2f}", "1.00")
+    for name in ("handoff", "bridge"):
+        x = r[name]
+        row(name, f"{x['p50_ms']:.2f}", f"{x['p95_ms']:.2f}", f"{x['p99_ms']:.2f}",
+            f"{x['p99_ratio_to_baseline']:.2f}")
+    print()
+    row("webhook (gunicorn, 2 sync workers)", "requests/s", "p50 ms", "p99 ms", "/ bare")
+    row("---", "---", "---", "---", "---")
+    for name, x in r["webhooks"].items():
+        row(name, f"{x['rps']:.0f}", f"{x['p50_ms']:.2f}", f"{x['p99_ms']:.2f}",
+            f"{x['rps_ratio_to_bare']:.2f}")
+    print()
+    row("worker processes", "max transfers/s with p99 handoff < 100 ms")
+    row("---", "---")
+    for c, x in r["scaling"].items():
+        row(c, x["max_rate_p99_under_100ms"])
+    print()
+    mem = r["memory_mib"]
+    row("memory (MiB RSS)", "main", "largest child", "total")
+    row("---", "---", "---", "---")
+    for label, x in (("worker idle", mem["idle"]["worker"]), ("web idle", mem["idle"]["web"]),
+                     ("web under load", mem["web_under_load"]),
+                     ("worker under load", mem["worker_under_load"])):
+        row(label, x["main_mib"], x["child_mib"], x["total_mib"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
