@@ -2,7 +2,9 @@
 
 - `app`: a Celery app whose one task does nothing but one plain HTTP POST (the minimal
   handoff: a broker hop plus a request to the provider).
-- `bare`: a Flask app whose one route does one Redis GET (the minimal webhook).
+- `bare`: a Flask app whose route /bare does one Redis GET (the minimal webhook), and whose
+  route /bare-enqueue publishes `bench.post` (the floor of the bridge path: a webhook that
+  enqueues, a broker hop, one POST).
 """
 
 from __future__ import annotations
@@ -33,4 +35,12 @@ _redis = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://localhost:637
 @bare.post("/bare")
 def bare_route() -> tuple[str, int]:
     _redis.get("bench:key")
+    return "", 204
+
+
+@bare.post("/bare-enqueue")
+def bare_enqueue() -> tuple[str, int]:
+    from flask import request
+
+    app.send_task("bench.post", kwargs={"url": request.form["url"]}, queue="bench")
     return "", 204

@@ -239,6 +239,21 @@ def measure_baseline(b: Bench, n: int, gap: float = 0.02) -> list[float]:
     return [(arrived[p] - t) * 1000 for p, t in sent.items() if p in arrived]
 
 
+def measure_bridge_floor(b: Bench, n: int, gap: float = 0.02) -> list[float]:
+    """The floor of the bridge path: a bare webhook that enqueues, a hop, one POST."""
+    sent = {}
+    for _ in range(n):
+        key = uuid.uuid4().hex
+        t0 = time.time()
+        b.http.post(f"http://127.0.0.1:{b.bare_port}/bare-enqueue", timeout=5,
+                    data={"url": f"{b.sandbox_url}/_bench/{key}"})
+        sent[f"/_bench/{key}"] = t0
+        time.sleep(gap)
+    time.sleep(1.0)
+    arrived = b.arrivals("/_bench/")
+    return [(arrived[p] - t) * 1000 for p, t in sent.items() if p in arrived]
+
+
 def measure_bridge(b: Bench, made: list[tuple[str, str, str]], gap: float = 0.02) -> list[float]:
     """The human-joined callback reaches our webhook -> the customer-update request arrives."""
     validator = RequestValidator(b.settings.twilio_auth_token)
@@ -324,6 +339,7 @@ def scaling(b: Bench, rates: list[int], seconds: float) -> dict[str, Any]:
     for concurrency in (1, 2, 4):
         Bench.stop(b.worker)
         b.worker = b.start_worker(concurrency)
+        measure_handoff(b, 10 * concurrency, gap=0.0)  # warm every pool process
         best, rows = 0, []
         for rate in rates:
             sent: dict[str, float] = {}
@@ -365,15 +381,21 @@ def main() -> int:
         b = Bench(stack, args.quick)
         time.sleep(1)
         idle = {"worker": memory(b.worker), "web": memory(b.web)}
+        # Warm-up (connections, caches), not measured.
+        measure_baseline(b, 20)
+        warm = measure_handoff(b, 20)[1]
+        measure_bridge(b, warm)
+        measure_bridge_floor(b, 20)
         baseline = measure_baseline(b, n)
         handoff, made = measure_handoff(b, n)
         bridge = measure_bridge(b, made)
+        bridge_floor = measure_bridge_floor(b, n)
         print("measuring webhook throughput ...", flush=True)
         tput = throughput(b, 2000 if args.quick else 6000)
         print("measuring scaling ...", flush=True)
         worker_peak = Peak(b.worker)
         worker_peak.start()
-        scale = scaling(b, [25, 50, 100, 200, 400] if not args.quick else [25, 50, 100, 200],
+        scale = scaling(b, [25, 50, 75, 100, 150, 200, 300] if not args.quick else [25, 50, 100],
                         2.0 if args.quick else 4.0)
         worker_peak.done.set()
         worker_peak.join()
@@ -387,6 +409,7 @@ def main() -> int:
         "baseline_celery_hop_plus_post": base,
         "handoff": {**hand, "p99_ratio_to_baseline": hand["p99_ms"] / base["p99_ms"]},
         "bridge": {**brid, "p99_ratio_to_baseline": brid["p99_ms"] / base["p99_ms"]},
+        "bridge_floor_webhook_enqueue_hop_post": summary(bridge_floor),
         "webhooks": {name: {**r, "rps_ratio_to_bare": r["rps"] / bare["rps"]}
                      for name, r in tput.items()},
         "scaling": scale,
@@ -414,6 +437,9 @@ def print_table(r: dict[str, Any]) -> None:
         x = r[name]
         row(name, f"{x['p50_ms']:.2f}", f"{x['p95_ms']:.2f}", f"{x['p99_ms']:.2f}",
             f"{x['p99_ratio_to_baseline']:.2f}")
+    x = r["bridge_floor_webhook_enqueue_hop_post"]
+    row("bridge floor: bare webhook + hop + POST", f"{x['p50_ms']:.2f}", f"{x['p95_ms']:.2f}",
+        f"{x['p99_ms']:.2f}", f"{x['p99_ms'] / base['p99_ms']:.2f}")
     print()
     row("webhook (gunicorn, 2 sync workers)", "requests/s", "p50 ms", "p99 ms", "/ bare")
     row("---", "---", "---", "---", "---")

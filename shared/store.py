@@ -123,7 +123,10 @@ return {1, cur}
 """
 
 _SERVE_DIAL_UP = """
--- KEYS: record, timeline   ARGV: timeline entry, record_ttl
+-- KEYS: record, timeline, replay claim (or '')   ARGV: timeline entry, record_ttl, claim ttl
+if KEYS[3] ~= '' then
+  if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return {'replay', false} end
+end
 local rec = redis.call('HGETALL', KEYS[1])
 if #rec == 0 then return {rec, false} end
 local lead, state
@@ -146,6 +149,10 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], m) end
 return due
 """
+
+
+class Replay(Exception):
+    """A one-shot claim (a nonce) was already taken."""
 
 
 @dataclass(frozen=True)
@@ -318,14 +325,20 @@ class Store:
             self._remember_lead(transfer_id, rec["lead_id"])
         return rec or None
 
-    def serve_dial_up(self, transfer_id: str, note: str, now: float | None = None
+    def serve_dial_up(self, transfer_id: str, note: str, *, claim: str | None = None,
+                      claim_ttl: int = 900, now: float | None = None
                       ) -> tuple[dict[str, str] | None, str | None]:
-        """For a provider fetching whom to dial, in one round trip: the transfer record and
-        the flag (the number); when it is pending, mark the dial-up served on the record and
-        its timeline. Returns (record or None, number or None)."""
+        """For a provider fetching whom to dial, in one round trip: take the request's replay
+        claim (see claim_once), read the transfer record and the flag (the number), and
+        when it is pending mark the dial-up served on the record and its timeline.
+        Returns (record or None, number or None); raises Replay if the claim was taken."""
         now = time.time() if now is None else now
-        res = self._serve(keys=[self.record_key(transfer_id), self.timeline_key(transfer_id)],
-                          args=[self._entry(now, None, note), self.settings.transfer_record_ttl])
+        res = self._serve(keys=[self.record_key(transfer_id), self.timeline_key(transfer_id),
+                                f"wt:once:{claim}" if claim else ""],
+                          args=[self._entry(now, None, note), self.settings.transfer_record_ttl,
+                                claim_ttl])
+        if res[0] == "replay":
+            raise Replay(claim or "")
         flat, number = res[0], res[1] or None
         rec = {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
         if not rec:

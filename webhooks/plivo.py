@@ -6,9 +6,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, request
 
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
-from shared.store import TERMINAL_STATES
+from shared.store import TERMINAL_STATES, Replay
 from webhooks.deps import deps, enqueue
-from webhooks.security import verify_plivo
+from webhooks.security import NONCE_WINDOW, refuse_replay, verify_plivo
 from workers.providers import plivo as provider
 
 bp = Blueprint("plivo", __name__, url_prefix="/plivo")
@@ -38,13 +38,19 @@ def _xml(body: str) -> Response:
 @bp.route("/dial-up", methods=["GET", "POST"])
 def dial_up() -> Response:
     """The XML for the customer's leg: dial the human, from the pending transfer's flag."""
-    verify_plivo()
+    claim = verify_plivo(claim_nonce=False)
     transfer_id = _transfer_id()
     params = _params()
     d = deps()
-    # One round trip reads the transfer and its flag and marks the dial-up served.
-    transfer, number = d.store.serve_dial_up(transfer_id, "dial-up XML served; dialing the "
-                                                          "human agent")
+    # The hot path: one round trip claims the nonce, reads the transfer and its flag, and
+    # marks the dial-up served.
+    try:
+        transfer, number = d.store.serve_dial_up(
+            transfer_id, "dial-up XML served; dialing the human agent", claim=claim,
+            claim_ttl=NONCE_WINDOW)
+    except Replay:
+        refuse_replay()
+        raise  # unreachable: refuse_replay aborts
     if transfer is None or transfer["state"] in TERMINAL_STATES or not number:
         # Never strand the customer: back to the AI, or an apology.
         if transfer is not None:

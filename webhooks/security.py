@@ -44,10 +44,12 @@ def verify_twilio() -> None:
 NONCE_WINDOW = 15 * 60
 
 
-def verify_plivo() -> None:
+def verify_plivo(*, claim_nonce: bool = True) -> str:
     """403 unless X-Plivo-Signature-V3 matches (over the URL, the nonce and, for POST, the
     sorted params) and the nonce is new. The nonce is released again if the request is not
-    accepted (a 503), so that Plivo's retry of it is not taken for a replay."""
+    accepted (a 503), so that Plivo's retry of it is not taken for a replay. With
+    claim_nonce=False the caller claims the returned claim name itself (in its own Redis
+    round trip) and must refuse the request as a replay when that fails."""
     signature = request.headers.get("X-Plivo-Signature-V3", "")
     nonce = request.headers.get("X-Plivo-Signature-V3-Nonce", "")
     token = deps().settings.plivo_auth_token
@@ -62,9 +64,14 @@ def verify_plivo() -> None:
     if not valid:
         _refuse("plivo", "bad signature")
     claim = f"nonce:plivo:{nonce}"
-    if not deps().store.claim_once(claim, ttl=NONCE_WINDOW):
-        _refuse("plivo", "replayed nonce")
+    if claim_nonce and not deps().store.claim_once(claim, ttl=NONCE_WINDOW):
+        refuse_replay()
     g.release_on_failure = claim
+    return claim
+
+
+def refuse_replay() -> None:
+    _refuse("plivo", "replayed nonce")
 
 
 def verify_exotel() -> None:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import after_setup_logger, worker_ready, worker_shutdown
+from celery.signals import after_setup_logger, worker_init, worker_ready, worker_shutdown
 
 from shared.celery_config import TASK_EXPIRE, TRANSFERS_QUEUE, make_celery
 from shared.config import get_settings
@@ -35,6 +35,14 @@ app.conf.task_default_queue = TRANSFERS_QUEUE
 @after_setup_logger.connect
 def _json_logs(**_: Any) -> None:
     configure_logging(get_settings().log_level)
+
+
+@worker_init.connect
+def _warm_up(**_: Any) -> None:
+    # In the main process, before the pool forks: every child starts warm.
+    from workers.providers import warm_up
+
+    warm_up()
 
 
 class DeadlineSweeper(threading.Thread):

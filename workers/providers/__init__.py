@@ -17,6 +17,13 @@ _PROVIDERS: dict[str, Provider] = {
 }
 
 
+def warm_up() -> None:
+    """Pay the SDKs' lazy first-use costs at worker start, not on a customer's transfer."""
+    from workers.providers import twilio
+
+    twilio.warm_up()
+
+
 def get_provider(name: str) -> Provider | None:
     return _PROVIDERS.get(name)
 
