@@ -3,11 +3,12 @@ because Plivo acts on the answer (the customer's call runs it)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, request
 
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
 from shared.store import TERMINAL_STATES, Replay
 from webhooks.deps import deps, enqueue
+from webhooks.parsing import require, transfer_id_arg
 from webhooks.security import NONCE_WINDOW, refuse_replay, verify_plivo
 from workers.providers import plivo as provider
 
@@ -19,16 +20,8 @@ _ENDED = frozenset({"completed", "busy", "failed", "timeout", "no-answer", "canc
 def _params(*required: str) -> dict[str, str]:
     source = request.form if request.method == "POST" else request.args
     params = {k: v for k, v in source.items() if k != "transfer_id"}
-    if any(not params.get(name) for name in required):
-        abort(400, f"missing one of {', '.join(required)}")
+    require(params, *required)
     return params
-
-
-def _transfer_id() -> str:
-    transfer_id = request.args.get("transfer_id", "")
-    if not transfer_id or len(transfer_id) > 100:
-        abort(400, "missing transfer_id")
-    return transfer_id
 
 
 def _xml(body: str) -> Response:
@@ -39,7 +32,7 @@ def _xml(body: str) -> Response:
 def dial_up() -> Response:
     """The XML for the customer's leg: dial the human, from the pending transfer's flag."""
     claim = verify_plivo(claim_nonce=False)
-    transfer_id = _transfer_id()
+    transfer_id = transfer_id_arg()
     params = _params()
     d = deps()
     # The hot path: one round trip claims the nonce, reads the transfer and its flag, and
@@ -64,7 +57,7 @@ def dial_up() -> Response:
 def dial_action() -> Response:
     """The Dial is over; the answer decides what the customer's call does next."""
     verify_plivo()
-    transfer_id = _transfer_id()
+    transfer_id = transfer_id_arg()
     params = _params("DialStatus")
     enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-action",
             transfer_id=transfer_id, params=params)
@@ -75,7 +68,7 @@ def dial_action() -> Response:
 def dial_callback() -> Response:
     """Dial events of the human's leg (DialAnswer, DialHangup)."""
     verify_plivo()
-    transfer_id = _transfer_id()
+    transfer_id = transfer_id_arg()
     params = _params("Event")
     enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-callback",
             transfer_id=transfer_id, params=params)

@@ -6,6 +6,7 @@ from flask import Blueprint, Response, abort, request
 
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
 from webhooks.deps import enqueue
+from webhooks.parsing import require, transfer_id_arg
 from webhooks.security import verify_twilio
 
 bp = Blueprint("twilio", __name__, url_prefix="/twilio")
@@ -18,16 +19,8 @@ def _form(*required: str) -> dict[str, str]:
     if request.mimetype != _FORM:
         abort(400, "expected a form-encoded body")
     params = {k: v for k, v in request.form.items()}
-    if any(not params.get(name) for name in required):
-        abort(400, f"missing one of {', '.join(required)}")
+    require(params, *required)
     return params
-
-
-def _transfer_id() -> str:
-    transfer_id = request.args.get("transfer_id", "")
-    if not transfer_id or len(transfer_id) > 100:
-        abort(400, "missing transfer_id")
-    return transfer_id
 
 
 def _accepted() -> Response:
@@ -52,7 +45,7 @@ def agent_status() -> Response:
     verify_twilio()
     params = _form("CallSid", "CallStatus")
     enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="agent-status",
-            transfer_id=_transfer_id(), params=params)
+            transfer_id=transfer_id_arg(), params=params)
     return _accepted()
 
 
@@ -62,5 +55,5 @@ def conference() -> Response:
     verify_twilio()
     params = _form("StatusCallbackEvent")
     enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="conference",
-            transfer_id=_transfer_id(), params=params)
+            transfer_id=transfer_id_arg(), params=params)
     return _accepted()

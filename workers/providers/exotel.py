@@ -148,12 +148,8 @@ class ExotelProvider:
 
     def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
-        tid = transfer["transfer_id"]
         pending = (State.REQUESTED, State.DIALING)
-        if kind == "dial-up":
-            rt.store.set_fields(tid, dial_up_served="1")
-            rt.store.note(tid, "dial-up served; Exotel is dialing the human agent")
-        elif kind == "dial-up-missing":
+        if kind == "dial-up-missing":
             rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
                     from_states=pending)
         elif kind == "passthru":

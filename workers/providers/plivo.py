@@ -187,10 +187,7 @@ class PlivoProvider:
                         params: Mapping[str, str], task_id: str) -> None:
         tid = transfer["transfer_id"]
         pending = (State.REQUESTED, State.DIALING)
-        if kind == "dial-up":
-            rt.store.set_fields(tid, dial_up_served="1")
-            rt.store.note(tid, "dial-up XML served; dialing the human agent")
-        elif kind == "dial-up-missing":
+        if kind == "dial-up-missing":
             rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
                     from_states=pending)
         elif kind == "dial-callback":
