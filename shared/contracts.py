@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.hours import InvalidHours, parse_hours
 from shared.phone import (
     InvalidNumber,
     destination_allowed,
@@ -62,6 +63,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_OUTBOUND_NUMBER_ID = "unknown_outbound_number_id"
     INVALID_OUTBOUND_NUMBER = "invalid_outbound_number"
     DESTINATION_NOT_ALLOWED = "destination_not_allowed"
+    INVALID_HOURS = "invalid_hours"
+    OUTSIDE_HOURS = "outside_hours"
     PROVIDER_NOT_CONFIGURED = "provider_not_configured"
     SERVICE_UNAVAILABLE = "service_unavailable"
 
@@ -89,6 +92,10 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     + _CANT_CONNECT,
     ErrorCode.DESTINATION_NOT_ALLOWED: "Transfers to the configured agent number are not "
     "allowed. " + _CANT_CONNECT,
+    ErrorCode.INVALID_HOURS: "The transfer hours are not configured correctly. "
+    + _CANT_CONNECT,
+    ErrorCode.OUTSIDE_HOURS: "No human agents are available right now. Tell the customer "
+    "when they can reach a person, offer to arrange a call back then, and keep helping them.",
     ErrorCode.PROVIDER_NOT_CONFIGURED: "Transfers are not set up for this phone provider. "
     + _CANT_CONNECT,
     ErrorCode.SERVICE_UNAVAILABLE: "The transfer service is unavailable. " + _CANT_CONNECT,
@@ -182,6 +189,7 @@ def parse_request(
     *,
     transfer_id: str | None = None,
     allowed_destinations: str = "",
+    now: datetime | None = None,
 ) -> TransferRequest:
     """Validate a raw request dict (the wire contract) into a TransferRequest.
 
@@ -232,6 +240,15 @@ def parse_request(
         outbound_number = normalize_e164(raw_outbound)
     except InvalidNumber as exc:
         raise RequestError(ErrorCode.INVALID_OUTBOUND_NUMBER, str(exc)) from None
+
+    raw_hours = configurations.get("hours") if isinstance(configurations, Mapping) else None
+    if raw_hours is not None:
+        try:
+            hours = parse_hours(raw_hours)
+        except InvalidHours as exc:
+            raise RequestError(ErrorCode.INVALID_HOURS, str(exc)) from None
+        if not hours.is_open(now or datetime.now(UTC)):
+            raise RequestError(ErrorCode.OUTSIDE_HOURS, f"open {hours.text}")
 
     if not destination_allowed(transfer_number, outbound_number, allowed_destinations):
         raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,

@@ -225,3 +225,30 @@ def test_http_producer_endpoint(stack: Stack) -> None:
                          headers={"Authorization": "Bearer integration-token"})
     assert resp.status_code == 202
     assert stack.terminal(resp.json()["transfer_id"])["type"] == "transfer.succeeded"
+
+
+def test_outside_hours_nothing_is_dialed(stack: Stack) -> None:
+    from datetime import UTC, datetime
+
+    from shared.hours import DAYS
+
+    other_day = DAYS[(datetime.now(UTC).weekday() + 2) % 7]  # never today
+    hours = {"timezone": "UTC", "weekly": {other_day: ["09:00-17:00"]}}
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=fictional_number(),
+                           outbound_number=OUTBOUND)
+    request["template"]["configurations"]["hours"] = hours
+    result = stack.client.connect_to_live_agent(request)
+    assert (result["status"], result["error"]) == ("error", "outside_hours")
+    # A producer that skips the client: the worker refuses it too, with one event.
+    from celery import Celery
+
+    producer = Celery("other-producer", broker=stack.settings.celery_broker_url,
+                      set_as_current=False)
+    producer.send_task("warm_transfer.request", kwargs={"request": request}, queue="transfers")
+    event = stack.events.wait(lambda e: e["lead_id"] == lead)
+    assert (event["type"], event["reason"], event["action"]) == (
+        "transfer.failed", "outside_hours", "resume")
+    time.sleep(0.3)
+    assert stack.sandbox.api_requests(lead) == []
