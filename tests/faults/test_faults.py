@@ -49,17 +49,26 @@ def settle(s: Services, transfer_ids: list[str], timeout: float) -> dict[str, in
     return {t: s.terminal_count(t) for t in transfer_ids}
 
 
+def twilio_with_fault(s: Services, fate: str, status: int, *, count: int = 1,
+                      delay: float = 0.0) -> tuple[str, str, str]:
+    """A Twilio transfer whose dial request meets a fault: (lead, call id, transfer id).
+    status 0: only slow; -1: connection reset; else that HTTP status."""
+    lead = unique_lead()
+    s.sandbox.add_fault(f"/Conferences/transfer-{lead}/Participants.json", status,
+                        count=count, delay=delay)
+    call_id = s.customer_call(lead)
+    number = f"+{NUMBERS['twilio'] + 1000 + next(_seq) % 8000}"
+    s.sandbox.set_fate(number, fate)
+    result = s.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number=number,
+        outbound_number=OUTBOUND["twilio"]))
+    return lead, call_id, str(result["transfer_id"])
+
+
 def test_worker_killed_mid_handoff_dials_once_and_ends_once(services: Services) -> None:
     s = services
-    lead = unique_lead()
     # The dial request hangs in the provider long enough to kill the worker inside it.
-    s.sandbox.add_fault(f"/Conferences/transfer-{lead}/Participants.json", 0, delay=1.5)
-    call_id = s.customer_call(lead)
-    s.sandbox.set_fate("+14155550177", "answer-after:0.5")
-    result = s.client.connect_to_live_agent(make_request(
-        lead_id=lead, call_id=call_id, transfer_number="+14155550177",
-        outbound_number=OUTBOUND["twilio"]))
-    tid = str(result["transfer_id"])
+    lead, _, tid = twilio_with_fault(s, "answer-after:0.5", 0, delay=1.5)
     deadline = time.monotonic() + 10
     while dials(s, lead) == 0:
         assert time.monotonic() < deadline
@@ -140,14 +149,8 @@ def test_callbacks_after_the_deadline_change_nothing(services: Services) -> None
 
 def test_provider_500s(services: Services) -> None:
     s = services
-    lead = unique_lead()
-    s.sandbox.add_fault(f"/Conferences/transfer-{lead}/", 500, count=2)
-    call_id = s.customer_call(lead)
-    s.sandbox.set_fate("+14155550178", "answer")
-    result = s.client.connect_to_live_agent(make_request(
-        lead_id=lead, call_id=call_id, transfer_number="+14155550178",
-        outbound_number=OUTBOUND["twilio"]))
-    assert s.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
+    lead, _, tid = twilio_with_fault(s, "answer", 500, count=2)
+    assert s.terminal(tid)["type"] == "transfer.succeeded"
     assert dials(s, lead) == 3
 
     lead2, call2, _, tid2 = begin(s, "plivo", "answer")
@@ -175,15 +178,9 @@ def test_provider_500s_throughout_fail_cleanly(services: Services) -> None:
 
 def test_slow_provider_past_client_timeout_is_not_dialed_twice(services: Services) -> None:
     s = services
-    lead = unique_lead()
     # Twilio answers after our 1 s timeout, having placed the call all the same.
-    s.sandbox.add_fault(f"/Conferences/transfer-{lead}/Participants.json", 0, delay=1.6)
-    call_id = s.customer_call(lead)
-    s.sandbox.set_fate("+14155550180", "answer-after:1")
-    result = s.client.connect_to_live_agent(make_request(
-        lead_id=lead, call_id=call_id, transfer_number="+14155550180",
-        outbound_number=OUTBOUND["twilio"]))
-    event = s.terminal(str(result["transfer_id"]), timeout=DEADLINE + 5)
+    lead, _, tid = twilio_with_fault(s, "answer-after:1", 0, delay=1.6)
+    event = s.terminal(tid, timeout=DEADLINE + 5)
     assert event["type"] == "transfer.succeeded"
     # The retry waited for the slow request to finish, then found its call (by its status
     # callback, or by listing calls) instead of dialing again.
@@ -192,14 +189,8 @@ def test_slow_provider_past_client_timeout_is_not_dialed_twice(services: Service
 
 def test_connection_reset_then_dial(services: Services) -> None:
     s = services
-    lead = unique_lead()
-    s.sandbox.add_fault(f"/Conferences/transfer-{lead}/Participants.json", -1, count=1)
-    call_id = s.customer_call(lead)
-    s.sandbox.set_fate("+14155550181", "answer")
-    result = s.client.connect_to_live_agent(make_request(
-        lead_id=lead, call_id=call_id, transfer_number="+14155550181",
-        outbound_number=OUTBOUND["twilio"]))
-    assert s.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
+    lead, _, tid = twilio_with_fault(s, "answer", -1)
+    assert s.terminal(tid)["type"] == "transfer.succeeded"
     assert dials(s, lead) == 2  # the reset one (never placed) and the real one
 
 

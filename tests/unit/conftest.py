@@ -70,6 +70,15 @@ def celery_app(settings: Settings) -> Iterator[Celery]:
 
 
 @pytest.fixture
+def dead_celery() -> Celery:
+    """A Celery app whose broker does not answer (fails fast)."""
+    dead = Celery("dead", set_as_current=False)
+    dead.conf.update(broker_url="redis://127.0.0.1:1/0", broker_connection_timeout=0.2,
+                     broker_connection_max_retries=0, broker_connection_retry=False)
+    return dead
+
+
+@pytest.fixture
 def rt(settings: Settings, store: Store, celery_app: Celery,
        monkeypatch: pytest.MonkeyPatch) -> Runtime:
     runtime = Runtime(settings=settings, store=store, celery=celery_app)

@@ -65,11 +65,9 @@ def test_missing_outbound_number_id_sends_nothing(settings: Settings, store: Sto
     assert drain_queue(celery_app, "transfers") == []
 
 
-def test_broker_down_is_an_error_and_releases_the_lead(settings: Settings, store: Store) -> None:
-    dead = Celery("dead", set_as_current=False)
-    dead.conf.update(broker_url="redis://127.0.0.1:1/0", broker_connection_timeout=0.2,
-                     broker_connection_max_retries=0, broker_connection_retry=False)
-    client = TransferClient(settings, store=store, celery=dead)
+def test_broker_down_is_an_error_and_releases_the_lead(settings: Settings, store: Store,
+                                                       dead_celery: Celery) -> None:
+    client = TransferClient(settings, store=store, celery=dead_celery)
     result = client.connect_to_live_agent(make_request(lead_id="L1"))
     assert result["status"] == "error" and result["error"] == "service_unavailable"
     assert store.active_transfer("L1") is None  # a retry by the AI can go through

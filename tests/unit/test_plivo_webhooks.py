@@ -171,10 +171,9 @@ def test_hangup_url_enqueues_call_status(client: FlaskClient, settings: Settings
                              "lead_id": "L1"}
 
 
-def test_nonce_released_when_not_accepted(settings: Settings, store: Store) -> None:
-    dead = Celery("dead", set_as_current=False)
-    dead.conf.update(broker_url="redis://127.0.0.1:1/0", broker_connection_timeout=0.2,
-                     broker_connection_max_retries=0, broker_connection_retry=False)
+def test_nonce_released_when_not_accepted(settings: Settings, store: Store,
+                                          dead_celery: Celery) -> None:
+    dead = dead_celery
     app = create_app(settings)
     app.extensions["warm_transfer"] = Deps(settings, store, dead,
                                            TransferClient(settings, store=store, celery=dead))

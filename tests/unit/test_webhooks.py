@@ -126,10 +126,8 @@ def test_customer_status_enqueues_only_call_endings(client: FlaskClient, setting
 
 
 def test_broker_down_answers_503_so_twilio_retries(app: Flask, settings: Settings,
-                                                   store: Store) -> None:
-    dead = Celery("dead", set_as_current=False)
-    dead.conf.update(broker_url="redis://127.0.0.1:1/0", broker_connection_timeout=0.2,
-                     broker_connection_max_retries=0, broker_connection_retry=False)
+                                                   store: Store, dead_celery: Celery) -> None:
+    dead = dead_celery
     app.extensions["warm_transfer"] = Deps(settings, store, dead,
                                            TransferClient(settings, store=store, celery=dead))
     resp = post(app.test_client(), settings, "/twilio/conference?transfer_id=tr_1",
