@@ -30,14 +30,15 @@ from twilio.request_validator import RequestValidator
 class Fate:
     """What happens to a leg the sandbox dials.
 
-    outcome: answer | busy | no-answer | fail | ignore (never a callback: for deadline tests)
+    outcome: answer | machine (an answering machine picks up) | busy | no-answer | fail |
+             ignore (never a callback: for deadline tests)
     ring: seconds of ringing before the outcome
     """
 
     outcome: str = "answer"
     ring: float = 0.05
 
-    OUTCOMES = ("answer", "busy", "no-answer", "fail", "ignore")
+    OUTCOMES = ("answer", "machine", "busy", "no-answer", "fail", "ignore")
 
     @classmethod
     def parse(cls, text: str) -> Fate:
@@ -89,6 +90,9 @@ class SimCall:
     spoken: list[str] = field(default_factory=list)
     # Exotel: the flow (Connect applet URL, passthru URL, callback format) and its legs.
     flow: dict[str, Any] = field(default_factory=dict)
+    # Twilio answering-machine detection: asked for, and its verdict.
+    machine_detection: bool = False
+    answered_by: str = ""
 
 
 @dataclass
@@ -317,6 +321,8 @@ class Sandbox:
         }
         if status in ("completed", "busy", "no-answer", "failed", "canceled"):
             params["CallDuration"] = "0"
+        if status == "in-progress" and call.machine_detection:
+            params["AnsweredBy"] = call.answered_by
         return params
 
     def _call_event(self, call: SimCall, status: str, delay: float = 0.0) -> None:
@@ -391,8 +397,11 @@ class Sandbox:
             with self.lock:
                 if call.status != "ringing":
                     return  # canceled while ringing
-                if fate.outcome == "answer":
+                if fate.outcome in ("answer", "machine"):
                     call.status = "in-progress"
+                    if call.machine_detection:
+                        call.answered_by = "machine_start" if fate.outcome == "machine" \
+                            else "human"
                     self._call_event(call, "in-progress")
                     conf = self.conferences.get(call.conference or "")
                     if conf is not None:

@@ -38,6 +38,7 @@ def register(app: Flask, sb: Sandbox) -> None:
     def call_json(call: SimCall) -> Response:
         return jsonify({"sid": call.sid, "account_sid": sb.twilio_account_sid, "to": call.to,
                         "from": call.from_, "status": call.status,
+                        "answered_by": call.answered_by or None,
                         "uri": f"/2010-04-01/Accounts/{sb.twilio_account_sid}/Calls/"
                                f"{call.sid}.json"})
 
@@ -58,7 +59,8 @@ def register(app: Flask, sb: Sandbox) -> None:
                 conf.events = tuple(form.getlist("ConferenceStatusCallbackEvent"))
             call = SimCall(_sid("CA"), to, from_, "queued", form.get("StatusCallback"),
                            tuple(form.getlist("StatusCallbackEvent")), conference=name,
-                           label=form.get("Label"))
+                           label=form.get("Label"),
+                           machine_detection=bool(form.get("MachineDetection")))
             sb.calls[call.sid] = call
             fate = sb.fates.get(to, sb.default_fate)
         with sb.scheduler.keyed(name):
@@ -99,6 +101,16 @@ def register(app: Flask, sb: Sandbox) -> None:
         with sb.scheduler.keyed(call.sid):
             sb._dial(call, fate)
         return call_json(call), 201
+
+    @app.get(f"{_BASE}/Calls/<call_sid>.json")
+    def fetch_call(account: str, call_sid: str) -> Response:
+        if (denied := authorized(account)) is not None:
+            return denied
+        call = sb.calls.get(call_sid)
+        if call is None:
+            return _twilio_error(404, 20404, f"The requested resource {request.path} "
+                                             "was not found")
+        return call_json(call)
 
     @app.post(f"{_BASE}/Calls/<call_sid>.json")
     def update_call(account: str, call_sid: str) -> Response:

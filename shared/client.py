@@ -49,6 +49,8 @@ def request_payload(req: TransferRequest) -> dict[str, Any]:
     }
     if req.outbound_number_id:
         payload["lead"]["outbound_number_id"] = req.outbound_number_id
+    if req.voicemail_detection:
+        payload["template"]["configurations"]["voicemail_detection"] = True
     if req.summary:
         payload["summary"] = req.summary
     if req.request_id:

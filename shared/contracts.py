@@ -65,6 +65,8 @@ class ErrorCode(StrEnum):
     DESTINATION_NOT_ALLOWED = "destination_not_allowed"
     INVALID_HOURS = "invalid_hours"
     OUTSIDE_HOURS = "outside_hours"
+    INVALID_POLICY = "invalid_policy"
+    UNSUPPORTED_POLICY = "unsupported_policy"
     PROVIDER_NOT_CONFIGURED = "provider_not_configured"
     SERVICE_UNAVAILABLE = "service_unavailable"
 
@@ -96,6 +98,9 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     + _CANT_CONNECT,
     ErrorCode.OUTSIDE_HOURS: "No human agents are available right now. Tell the customer "
     "when they can reach a person, offer to arrange a call back then, and keep helping them.",
+    ErrorCode.INVALID_POLICY: "A transfer setting is not valid. " + _CANT_CONNECT,
+    ErrorCode.UNSUPPORTED_POLICY: "A transfer setting is not available on this phone "
+    "provider. " + _CANT_CONNECT,
     ErrorCode.PROVIDER_NOT_CONFIGURED: "Transfers are not set up for this phone provider. "
     + _CANT_CONNECT,
     ErrorCode.SERVICE_UNAVAILABLE: "The transfer service is unavailable. " + _CANT_CONNECT,
@@ -112,6 +117,7 @@ class FailureReason(StrEnum):
     CUSTOMER_HUNG_UP = "customer_hung_up"
     PROVIDER_ERROR = "provider_error"
     TIMEOUT = "timeout"
+    VOICEMAIL = "voicemail"
 
 
 _TRY_AGAIN = "Apologise, keep helping the customer, and offer to try again or arrange a call back."
@@ -128,6 +134,7 @@ FAILURE_MESSAGES: dict[str, str] = {
     FailureReason.PROVIDER_ERROR: "The phone provider had a problem placing the transfer. "
     + _TRY_AGAIN,
     FailureReason.TIMEOUT: "The transfer took too long and was abandoned. " + _TRY_AGAIN,
+    FailureReason.VOICEMAIL: "The human agent's line went to voicemail. " + _TRY_AGAIN,
 }
 
 
@@ -166,6 +173,8 @@ class TransferRequest(BaseModel):
     summary: str | None = None
     request_id: str | None = None
     transfer_id: str
+    # Policies (template configurations beyond the number).
+    voicemail_detection: bool = False
 
 
 class RequestError(Exception):
@@ -250,6 +259,14 @@ def parse_request(
         if not hours.is_open(now or datetime.now(UTC)):
             raise RequestError(ErrorCode.OUTSIDE_HOURS, f"open {hours.text}")
 
+    voicemail_detection = configurations.get("voicemail_detection", False) if isinstance(
+        configurations, Mapping) else False
+    if not isinstance(voicemail_detection, bool):
+        raise RequestError(ErrorCode.INVALID_POLICY, "voicemail_detection must be true or false")
+    if voicemail_detection and provider != "twilio":
+        raise RequestError(ErrorCode.UNSUPPORTED_POLICY,
+                           f"voicemail_detection is not available on {provider}")
+
     if not destination_allowed(transfer_number, outbound_number, allowed_destinations):
         raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
                            f"{mask(transfer_number)} is outside the allowed destinations")
@@ -270,6 +287,7 @@ def parse_request(
         summary=(summary or "").strip()[:1000] or None,
         request_id=_text(request_id),
         transfer_id=transfer_id or _text(raw.get("transfer_id")) or new_transfer_id(),
+        voicemail_detection=voicemail_detection,
     )
 
 

@@ -269,6 +269,7 @@ class Store:
             "summary": req.summary or "",
             "request_id": req.request_id or "",
             "started_at": repr(now),
+            "voicemail_detection": "1" if req.voicemail_detection else "",
         }
         entry = self._entry(now, State.REQUESTED, "transfer requested")
         self._remember_lead(req.transfer_id, req.lead_id)

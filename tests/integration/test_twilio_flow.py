@@ -252,3 +252,32 @@ def test_outside_hours_nothing_is_dialed(stack: Stack) -> None:
         "transfer.failed", "outside_hours", "resume")
     time.sleep(0.3)
     assert stack.sandbox.api_requests(lead) == []
+
+
+def _detecting(stack: Stack, fate: str) -> tuple[str, str, str]:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    number = fictional_number()
+    stack.sandbox.set_fate(number, fate)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=number,
+                           outbound_number=OUTBOUND)
+    request["template"]["configurations"]["voicemail_detection"] = True
+    result = stack.client.connect_to_live_agent(request)
+    return lead, call_id, str(result["transfer_id"])
+
+
+def test_voicemail_on_the_human_line_is_not_a_success(stack: Stack) -> None:
+    lead, call_id, tid = _detecting(stack, "machine")
+    event = stack.terminal(tid)
+    assert (event["type"], event["reason"], event["action"]) == (
+        "transfer.failed", "voicemail", "resume")
+    time.sleep(0.3)
+    assert stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST") == []
+    assert stack.terminal_count(tid) == 1
+    [dial] = _participant_requests(stack, lead)
+    assert dial.value("MachineDetection") == "Enable"  # type: ignore[attr-defined]
+
+
+def test_human_answer_with_detection_succeeds(stack: Stack) -> None:
+    _, _, tid = _detecting(stack, "answer")
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"

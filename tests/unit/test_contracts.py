@@ -108,3 +108,15 @@ def test_succeeded_event_ends_the_conversation() -> None:
 def test_tool_declaration_names_the_tool() -> None:
     assert TOOL_DECLARATION["function"]["name"] == "connect_to_live_agent"
     assert TOOL_DECLARATION["function"]["parameters"]["type"] == "object"
+
+
+def test_voicemail_detection_is_validated_and_twilio_only() -> None:
+    raw = make_request()
+    raw["template"]["configurations"]["voicemail_detection"] = "yes"
+    assert code_of(raw) == "invalid_policy"
+    raw = make_request(provider="plivo")
+    raw["template"]["configurations"]["voicemail_detection"] = True
+    assert code_of(raw) == "unsupported_policy"
+    raw = make_request()
+    raw["template"]["configurations"]["voicemail_detection"] = True
+    assert parse(raw).voicemail_detection is True

@@ -324,3 +324,57 @@ def test_outcomes_and_latencies_are_measured(rt: Runtime, mocked: responses.Requ
             in text)
     assert 'warm_transfer_provider_call_seconds_count{provider="twilio"} 1.0' in text
     assert 'warm_transfer_bridge_seconds_count{provider="twilio"} 1.0' in text
+
+
+def start_detecting(mocked: responses.RequestsMock, lead: str = "L1") -> str:
+    mocked.post(participants_url(lead), status=201,
+                json={"call_sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    req = make_request(lead_id=lead, call_id=CUSTOMER, transfer_id=f"tr_{lead}")
+    req["template"]["configurations"]["voicemail_detection"] = True
+    run(tasks.transfer_request, request=req)
+    return f"tr_{lead}"
+
+
+def test_voicemail_detection_asks_twilio_to_detect(rt: Runtime,
+                                                   mocked: responses.RequestsMock) -> None:
+    start_detecting(mocked)
+    assert form(mocked.calls[0])["MachineDetection"] == ["Enable"]
+
+
+def test_machine_answer_is_voicemail_not_success(rt: Runtime, store: Store, events: Any,
+                                                 mocked: responses.RequestsMock) -> None:
+    tid = start_detecting(mocked)
+    mocked.post(call_url(AGENT), json={"sid": AGENT, "status": "completed"})
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="in-progress",
+             AnsweredBy="machine_start")
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT)
+    [event] = events()
+    assert (event["reason"], event["action"]) == ("voicemail", "resume")
+    hangup = mocked.calls[-1]
+    assert hangup.request.url == call_url(AGENT) and form(hangup)["Status"] == ["completed"]
+    assert all(c.request.url != call_url(CUSTOMER) for c in mocked.calls)  # never moved
+
+
+@pytest.mark.parametrize(("answered_by", "moved"), [("human", True), ("machine", False)])
+def test_join_before_the_answer_callback_asks_twilio_who_answered(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock, answered_by: str,
+        moved: bool) -> None:
+    tid = start_detecting(mocked)
+    mocked.get(call_url(AGENT), json={"sid": AGENT, "status": "in-progress",
+                                      "answered_by": answered_by})
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    mocked.post(call_url(AGENT), json={"sid": AGENT, "status": "completed"})
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT)
+    assert any(c.request.method == "GET" for c in mocked.calls)
+    assert any(c.request.url == call_url(CUSTOMER) for c in mocked.calls) is moved
+    reasons = [e["reason"] for e in events()]
+    assert reasons == ([] if moved else ["voicemail"])
+
+
+def test_without_detection_nothing_is_asked(rt: Runtime, mocked: responses.RequestsMock
+                                            ) -> None:
+    tid = start(rt, mocked)
+    assert "MachineDetection" not in form(mocked.calls[0])
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT)
+    assert all(c.request.method == "POST" for c in mocked.calls)

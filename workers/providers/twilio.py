@@ -51,6 +51,10 @@ def warm_up() -> None:
     client.calls("warm-up")
 
 
+def _is_machine(answered_by: str) -> bool:
+    return answered_by.startswith("machine") or answered_by == "fax"
+
+
 def conference_name(transfer: Mapping[str, str]) -> str:
     return f"transfer-{transfer['lead_id']}"
 
@@ -139,6 +143,10 @@ class TwilioProvider:
 
     @staticmethod
     def _dial(client: Client, settings: Settings, transfer: Mapping[str, str]) -> Any:
+        # Answering-machine detection holds the human's leg until Twilio knows who answered;
+        # the answer is in the "answered" status callback (AnsweredBy).
+        amd: dict[str, str] = (
+            {"machine_detection": "Enable"} if transfer.get("voicemail_detection") else {})
         return call_api(lambda: client.conferences(conference_name(transfer))
                                     .participants.create(
             from_=transfer["outbound_number"],
@@ -156,6 +164,7 @@ class TwilioProvider:
             conference_status_callback=_callback_url(settings, CONFERENCE_PATH, transfer),
             conference_status_callback_method="POST",
             conference_status_callback_event=["start", "end", "join", "leave"],
+            **amd,
         ))
 
     @staticmethod
@@ -188,7 +197,11 @@ class TwilioProvider:
             rt.store.set_fields(tid, agent_status=status)
             rt.store.note(tid, f"human agent {status}")
         elif status == "in-progress":
-            rt.store.set_fields(tid, agent_status=status)
+            answered_by = params.get("AnsweredBy", "")
+            rt.store.set_fields(tid, agent_status=status, answered_by=answered_by)
+            if _is_machine(answered_by):
+                self._voicemail(rt, transfer, answered_by)
+                return
             rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent answered",
                                 from_states=(State.REQUESTED, State.DIALING))
         elif status in _AGENT_FAILURES:
@@ -206,6 +219,10 @@ class TwilioProvider:
             params.get("ParticipantLabel") == "agent")
         is_customer = bool(call_sid) and call_sid == transfer["call_id"]
         if event == "participant-join" and is_agent:
+            answered_by = self._answered_by(rt, transfer, call_sid)
+            if _is_machine(answered_by):
+                self._voicemail(rt, transfer, answered_by)
+                return
             self._bridge(rt, transfer, task_id)
         elif event == "participant-join" and is_customer:
             rt.succeed(transfer, "customer joined the human agent", from_states=(State.BRIDGING,))
@@ -214,6 +231,23 @@ class TwilioProvider:
                     from_states=(*_PRE_BRIDGE, State.BRIDGING))
         else:
             rt.store.note(tid, f"conference {event}")
+
+    def _answered_by(self, rt: Runtime, transfer: Mapping[str, str], call_sid: str) -> str:
+        """Who answered the human's leg, when detection is on: from its status callback,
+        or (that callback may come after the join) from Twilio."""
+        if not transfer.get("voicemail_detection"):
+            return ""
+        known = (rt.store.get_transfer(transfer["transfer_id"]) or {}).get("answered_by")
+        if known:
+            return known
+        client = make_client(rt.settings, transfer)
+        call: Any = call_api(lambda: client.calls(call_sid).fetch())
+        return str(call.answered_by or "")
+
+    def _voicemail(self, rt: Runtime, transfer: Mapping[str, str], answered_by: str) -> None:
+        if rt.fail(transfer, "voicemail", f"answering machine ({answered_by}) on the human's "
+                   "leg", from_states=_PRE_BRIDGE):
+            self.cleanup(rt, {**transfer, "agent_status": "in-progress"})
 
     def _bridge(self, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
         tid = transfer["transfer_id"]
