@@ -30,7 +30,8 @@ from twilio.request_validator import RequestValidator
 class Fate:
     """What happens to a leg the sandbox dials.
 
-    outcome: answer | machine (an answering machine picks up) | busy | no-answer | fail |
+    outcome: answer | machine (an answering machine picks up) | decline (picks up, hears the
+             briefing, does not press the screening key) | busy | no-answer | fail |
              ignore (never a callback: for deadline tests)
     ring: seconds of ringing before the outcome
     """
@@ -38,7 +39,7 @@ class Fate:
     outcome: str = "answer"
     ring: float = 0.05
 
-    OUTCOMES = ("answer", "machine", "busy", "no-answer", "fail", "ignore")
+    OUTCOMES = ("answer", "machine", "decline", "busy", "no-answer", "fail", "ignore")
 
     @classmethod
     def parse(cls, text: str) -> Fate:
@@ -407,7 +408,8 @@ class Sandbox:
                     if conf is not None:
                         self._join(conf, call, 0.0)
                 else:
-                    status = {"fail": "failed"}.get(fate.outcome, fate.outcome)
+                    status = {"fail": "failed", "decline": "no-answer"}.get(fate.outcome,
+                                                                             fate.outcome)
                     self._end_call(call.sid, status)
 
         self.scheduler.at(max(fate.ring, 0.02), outcome)

@@ -86,7 +86,8 @@ class ExotelSim:
                     call.flow["leg2"] = "in-progress"
                     call.flow["answered_at"] = time.time()
                     return
-                call.flow["leg2"] = {"fail": "failed"}.get(fate.outcome, fate.outcome)
+                call.flow["leg2"] = {"fail": "failed", "decline": "no-answer"}.get(
+                    fate.outcome, fate.outcome)
             self._passthru(call)
             self.sb._end_call(call.sid, "completed")  # the flow ends after a failed Connect
 

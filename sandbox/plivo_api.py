@@ -3,6 +3,7 @@ call side: fetching XML, running Dial / Redirect / Speak / Hangup, and V3-signed
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -111,20 +112,35 @@ class PlivoSim:
         if fate.outcome == "ignore":
             return
 
+        confirm_sound, confirm_key = element.get("confirmSound"), element.get("confirmKey")
+
         def outcome() -> None:
             with self.sb.lock:
                 if call.status in _ENDED or bleg.status != "ringing":
                     return
-                answered = fate.outcome == "answer" and fate.ring < timeout
-                if answered:
-                    bleg.status = "in-progress"
+                picked_up = fate.outcome in ("answer", "decline") and fate.ring < timeout
+            answered = picked_up and fate.outcome == "answer"
+            if picked_up and confirm_sound:
+                # Played to the human alone; with a confirmKey they must press it.
+                code, text = self.send(confirm_sound, {"CallUUID": bleg.sid, "To": number,
+                                                       "From": bleg.from_})
+                if code == 200:
+                    with contextlib.suppress(ET.ParseError):
+                        bleg.spoken.extend(e.text or "" for e in ET.fromstring(text)  # noqa: S314
+                                           if e.tag == "Speak")
+                if confirm_key and fate.outcome == "decline":
+                    answered = False
+            elif fate.outcome == "decline":
+                answered = True  # nothing to decline: without screening, picking up is taking
             if answered:
+                with self.sb.lock:
+                    bleg.status = "in-progress"
                 self._callback(call.dial.get("callback") if call.dial else None, {
                     "Event": "DialAnswer", "DialALegUUID": call.sid, "DialBLegUUID": bleg.sid,
                     "DialBLegStatus": "answered", "DialBLegTo": number,
                     "DialBLegFrom": bleg.from_, "CallUUID": call.sid})
                 return
-            status = {"fail": "failed", "answer": "timeout",
+            status = {"fail": "failed", "answer": "timeout", "decline": "no-answer",
                       "no-answer": "no-answer"}.get(fate.outcome, fate.outcome)
             bleg.status = status
             self.dial_over(call, status)

@@ -51,6 +51,8 @@ def request_payload(req: TransferRequest) -> dict[str, Any]:
         payload["lead"]["outbound_number_id"] = req.outbound_number_id
     if req.voicemail_detection:
         payload["template"]["configurations"]["voicemail_detection"] = True
+    if req.screening:
+        payload["template"]["configurations"]["screening"] = True
     if req.summary:
         payload["summary"] = req.summary
     if req.request_id:

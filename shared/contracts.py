@@ -118,6 +118,7 @@ class FailureReason(StrEnum):
     PROVIDER_ERROR = "provider_error"
     TIMEOUT = "timeout"
     VOICEMAIL = "voicemail"
+    DECLINED = "declined"
 
 
 _TRY_AGAIN = "Apologise, keep helping the customer, and offer to try again or arrange a call back."
@@ -135,6 +136,7 @@ FAILURE_MESSAGES: dict[str, str] = {
     + _TRY_AGAIN,
     FailureReason.TIMEOUT: "The transfer took too long and was abandoned. " + _TRY_AGAIN,
     FailureReason.VOICEMAIL: "The human agent's line went to voicemail. " + _TRY_AGAIN,
+    FailureReason.DECLINED: "The human agent could not take the call. " + _TRY_AGAIN,
 }
 
 
@@ -175,6 +177,7 @@ class TransferRequest(BaseModel):
     transfer_id: str
     # Policies (template configurations beyond the number).
     voicemail_detection: bool = False
+    screening: bool = False
 
 
 class RequestError(Exception):
@@ -266,12 +269,21 @@ def parse_request(
     if voicemail_detection and provider != "twilio":
         raise RequestError(ErrorCode.UNSUPPORTED_POLICY,
                            f"voicemail_detection is not available on {provider}")
+    screening = configurations.get("screening", False) if isinstance(
+        configurations, Mapping) else False
+    if not isinstance(screening, bool):
+        raise RequestError(ErrorCode.INVALID_POLICY, "screening must be true or false")
+    if screening and provider != "plivo":
+        raise RequestError(ErrorCode.UNSUPPORTED_POLICY,
+                           f"screening is not available on {provider} yet")
+    default_summary = configurations.get("summary") if isinstance(
+        configurations, Mapping) else None
 
     if not destination_allowed(transfer_number, outbound_number, allowed_destinations):
         raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
                            f"{mask(transfer_number)} is outside the allowed destinations")
 
-    summary = raw.get("summary")
+    summary = raw.get("summary") or default_summary
     if summary is not None and not isinstance(summary, str):
         raise RequestError(ErrorCode.INVALID_REQUEST, "summary must be a string")
     request_id = raw.get("request_id")
@@ -288,6 +300,7 @@ def parse_request(
         request_id=_text(request_id),
         transfer_id=transfer_id or _text(raw.get("transfer_id")) or new_transfer_id(),
         voicemail_detection=voicemail_detection,
+        screening=screening,
     )
 
 

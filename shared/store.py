@@ -270,6 +270,7 @@ class Store:
             "request_id": req.request_id or "",
             "started_at": repr(now),
             "voicemail_detection": "1" if req.voicemail_detection else "",
+            "screening": "1" if req.screening else "",
         }
         entry = self._entry(now, State.REQUESTED, "transfer requested")
         self._remember_lead(req.transfer_id, req.lead_id)

@@ -53,6 +53,21 @@ def dial_up() -> Response:
     return _xml(provider.dial_up_xml(d.settings, transfer, number))
 
 
+@bp.post("/whisper")
+def whisper() -> Response:
+    """Plivo's confirmSound: fetched when the human answers; played to them alone."""
+    verify_plivo()
+    transfer_id = transfer_id_arg()
+    store = deps().store
+    transfer = store.get_transfer(transfer_id)
+    if transfer is not None and transfer["state"] not in TERMINAL_STATES:
+        # Recorded for the outcome: a screened human who picked up but did not press the
+        # key declined, rather than did not answer.
+        store.set_fields(transfer_id, human_picked_up="1")
+        store.note(transfer_id, "human agent picked up; briefing played")
+    return _xml(provider.whisper_xml(transfer))
+
+
 @bp.post("/dial-action")
 def dial_action() -> Response:
     """The Dial is over; the answer decides what the customer's call does next."""

@@ -109,3 +109,36 @@ def test_duplicate_callbacks_one_outcome(stack: Stack) -> None:
     assert len([e for e in stack.events_for(lead) if e["type"] == "call.ended"]) == 1
     assert len([e for e in stack.events_for(lead)
                 if e["type"] == "transfer.disconnect_ai"]) == 1
+
+
+def _screened(stack: Stack, fate: str) -> tuple[str, str, str]:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead, provider="plivo")
+    number = fictional_number()
+    stack.sandbox.set_fate(number, fate)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=number,
+                           outbound_number=OUTBOUND, provider="plivo",
+                           summary="Customer wants to change a delivery address")
+    request["template"]["configurations"]["screening"] = True
+    result = stack.client.connect_to_live_agent(request)
+    return lead, number, str(result["transfer_id"])
+
+
+def _human_leg(stack: Stack, number: str) -> object:
+    return next(c for c in stack.sandbox.calls.values() if c.to == number)
+
+
+def test_briefing_then_screening_accepted(stack: Stack) -> None:
+    _, number, tid = _screened(stack, "answer")
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    human = _human_leg(stack, number)
+    assert human.spoken == [  # type: ignore[attr-defined]
+        "Incoming transfer. Customer wants to change a delivery address",
+        "Press 1 to take the call."]
+
+
+def test_screening_declined_sends_customer_back(stack: Stack) -> None:
+    _, number, tid = _screened(stack, "decline")
+    event = stack.terminal(tid)
+    assert (event["reason"], event["action"]) == ("declined", "resume")
+    assert _human_leg(stack, number).spoken  # type: ignore[attr-defined]

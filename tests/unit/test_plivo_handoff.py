@@ -153,3 +153,27 @@ def test_bad_auth_id_is_not_configured(rt: Runtime, events: Any) -> None:
     run(tasks.transfer_request, request=make_request(lead_id="L1", provider="plivo",
                                                      transfer_id="tr_x"))
     assert [e["reason"] for e in events()] == ["provider_error"]
+
+
+def test_briefing_and_screening_in_the_dial(settings: Settings) -> None:
+    transfer = {"transfer_id": "tr_1", "outbound_number": "+14155550199",
+                "summary": "Wants a refund", "screening": "1"}
+    dial = ET.fromstring(plivo.dial_up_xml(settings, transfer, "+14155550101"))[0]
+    assert dial.get("confirmSound") == "https://hooks.example.com/plivo/whisper?transfer_id=tr_1"
+    assert dial.get("confirmKey") == "1"
+    spoken = [e.text for e in ET.fromstring(plivo.whisper_xml(transfer))]
+    assert spoken == ["Incoming transfer. Wants a refund", "Press 1 to take the call."]
+    plain = {"transfer_id": "tr_2", "outbound_number": "+14155550199"}
+    dial = ET.fromstring(plivo.dial_up_xml(settings, plain, "+14155550101"))[0]
+    assert dial.get("confirmSound") is None and dial.get("confirmKey") is None
+
+
+def test_screened_human_who_did_not_press_declined(rt: Runtime, store: Store, events: Any,
+                                                   mocked: responses.RequestsMock) -> None:
+    mocked.post(TRANSFER_URL, status=202, json={"message": "call transferred", "api_id": "x"})
+    req = make_request(lead_id="L1", call_id=CUSTOMER, provider="plivo", transfer_id="tr_L1")
+    req["template"]["configurations"]["screening"] = True
+    run(tasks.transfer_request, request=req)
+    store.set_fields("tr_L1", human_picked_up="1")  # as /plivo/whisper records it
+    callback("dial-action", "tr_L1", DialStatus="no-answer")
+    assert [e["reason"] for e in events() if e["type"] == "transfer.failed"] == ["declined"]

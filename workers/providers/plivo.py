@@ -39,6 +39,8 @@ T = TypeVar("T")
 DIAL_UP_PATH = "/plivo/dial-up"
 DIAL_ACTION_PATH = "/plivo/dial-action"
 DIAL_CALLBACK_PATH = "/plivo/dial-callback"
+WHISPER_PATH = "/plivo/whisper"
+SCREENING_KEY = "1"
 
 # Dial action DialStatus -> failure reason.
 DIAL_FAILURES = {"busy": "busy", "no-answer": "no_answer", "timeout": "no_answer",
@@ -115,12 +117,30 @@ def _url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
 def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) -> str:
     """The XML Plivo runs on the customer's leg: dial the human."""
     response = plivoxml.ResponseElement()
+    briefing: dict[str, str] = {}
+    if transfer.get("summary") or transfer.get("screening"):
+        # Played to the human alone when they answer, before the bridge (a whisper); with
+        # screening, they must press the key to take the call.
+        briefing["confirm_sound"] = _url(settings, WHISPER_PATH, transfer)
+        if transfer.get("screening"):
+            briefing["confirm_key"] = SCREENING_KEY
     dial = plivoxml.DialElement(
         action=_url(settings, DIAL_ACTION_PATH, transfer), method="POST",
         timeout=settings.transfer_ring_timeout, caller_id=transfer["outbound_number"],
-        callback_url=_url(settings, DIAL_CALLBACK_PATH, transfer), callback_method="POST")
+        callback_url=_url(settings, DIAL_CALLBACK_PATH, transfer), callback_method="POST",
+        **briefing)
     dial.add(plivoxml.NumberElement(number))
     response.add(dial)
+    return str(response.to_string(False))
+
+
+def whisper_xml(transfer: Mapping[str, str] | None) -> str:
+    """What the human hears on answering: the briefing, and the screening prompt."""
+    response = plivoxml.ResponseElement()
+    if transfer is not None and transfer.get("summary"):
+        response.add(plivoxml.SpeakElement(f"Incoming transfer. {transfer['summary']}"))
+    if transfer is not None and transfer.get("screening"):
+        response.add(plivoxml.SpeakElement(f"Press {SCREENING_KEY} to take the call."))
     return str(response.to_string(False))
 
 
@@ -202,8 +222,12 @@ class PlivoProvider:
                 # The answer callback may have been lost; a completed Dial was answered.
                 rt.succeed(transfer, "dial completed", from_states=pending)
             else:
-                rt.fail(transfer, DIAL_FAILURES.get(status, "failed"),
-                        f"dial ended {status}; customer sent back", from_states=pending)
+                current = rt.store.get_transfer(transfer["transfer_id"]) or {}
+                # The human picked up (heard the briefing) but did not press the key.
+                reason = "declined" if current.get("screening") and current.get(
+                    "human_picked_up") else DIAL_FAILURES.get(status, "failed")
+                rt.fail(transfer, reason, f"dial ended {status}; customer sent back",
+                        from_states=pending)
 
     def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
                             params: Mapping[str, str]) -> bool:
