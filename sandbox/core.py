@@ -337,6 +337,8 @@ class Sandbox:
     def _conference_event(self, conf: SimConference, event: str, call: SimCall | None,
                           delay: float = 0.0) -> None:
         short = event.removeprefix("participant-").removeprefix("conference-")
+        if short.startswith("announcement-"):
+            short = "announcement"
         if short not in conf.events:
             return
         params = {

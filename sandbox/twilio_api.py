@@ -5,7 +5,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
+import requests
 from flask import Flask, Response, jsonify, request
+from twilio.request_validator import RequestValidator
 
 if TYPE_CHECKING:
     from sandbox.core import Sandbox
@@ -69,6 +71,42 @@ def register(app: Flask, sb: Sandbox) -> None:
                         "conference_sid": conf.sid, "label": call.label, "status": "queued",
                         "start_conference_on_enter": True, "end_conference_on_exit": True,
                         "hold": False, "muted": False, "coaching": False}), 201
+
+    @app.post(f"{_BASE}/Conferences/<name>/Participants/<call_sid>.json")
+    def update_participant(account: str, name: str, call_sid: str) -> Response:
+        if (denied := authorized(account)) is not None:
+            return denied
+        with sb.lock:
+            conf = sb.conferences.get(name)
+            call = sb.calls.get(call_sid)
+            if conf is None or call is None or call_sid not in conf.participants:
+                return _twilio_error(404, 20404, f"The requested resource {request.path} "
+                                                 "was not found")
+        announce = request.form.get("AnnounceUrl")
+        if announce:
+            def play() -> None:
+                # Twilio fetches the announcement and plays it to this participant alone.
+                url, params = announce, {"AccountSid": sb.twilio_account_sid,
+                                         "CallSid": call.sid, "ConferenceSid": conf.sid}
+                status = -1
+                try:
+                    resp = sb.http.post(url, data=params, timeout=10, headers={
+                        "X-Twilio-Signature": RequestValidator(
+                            sb.twilio_auth_token).compute_signature(url, params)})
+                    status = resp.status_code
+                    if status == 200:
+                        call.spoken.extend(e.text or "" for e in ET.fromstring(resp.text)  # noqa: S314
+                                           if e.tag == "Say")
+                except (requests.RequestException, ET.ParseError):
+                    status = -1
+                sb._conference_event(conf, "announcement-end" if status == 200
+                                     else "announcement-fail", call)
+
+            with sb.scheduler.keyed(name):
+                sb.scheduler.at(0.05, play)
+        return jsonify({"account_sid": sb.twilio_account_sid, "call_sid": call.sid,
+                        "conference_sid": conf.sid, "label": call.label,
+                        "status": call.status})
 
     @app.get(f"{_BASE}/Calls.json")
     def list_calls(account: str) -> Response:

@@ -273,7 +273,7 @@ def parse_request(
         configurations, Mapping) else False
     if not isinstance(screening, bool):
         raise RequestError(ErrorCode.INVALID_POLICY, "screening must be true or false")
-    if screening and provider != "plivo":
+    if screening and provider != "plivo":  # Twilio: a <Gather> on the human's leg, not yet
         raise RequestError(ErrorCode.UNSUPPORTED_POLICY,
                            f"screening is not available on {provider} yet")
     default_summary = configurations.get("summary") if isinstance(

@@ -380,6 +380,13 @@ class Store:
         return bool(self.r.set(f"wt:once:{name}", "1", nx=True,
                                ex=ttl or self.settings.transfer_record_ttl))
 
+    def claim_for(self, name: str, owner: str, ttl: int | None = None) -> bool:
+        """Like claim_once, but the owner (a task id) may claim again: its own retry."""
+        key = f"wt:once:{name}"
+        if self.r.set(key, owner, nx=True, ex=ttl or self.settings.transfer_record_ttl):
+            return True
+        return self.r.get(key) == owner
+
     def release_once(self, name: str) -> None:
         self.r.delete(f"wt:once:{name}")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, request
 
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
-from webhooks.deps import enqueue
+from webhooks.deps import deps, enqueue
 from webhooks.parsing import require, transfer_id_arg
 from webhooks.security import verify_twilio
+from workers.providers import twilio as provider
 
 bp = Blueprint("twilio", __name__, url_prefix="/twilio")
 
@@ -37,6 +38,14 @@ def customer_status() -> Response:
         enqueue(TASK_CALL_STATUS, provider="twilio", call_id=params["CallSid"],
                 status=params["CallStatus"], lead_id=request.args.get("lead_id") or None)
     return _accepted()
+
+
+@bp.post("/whisper")
+def whisper() -> Response:
+    """The briefing TwiML Twilio fetches to announce to the human alone."""
+    verify_twilio()
+    transfer = deps().store.get_transfer(transfer_id_arg())
+    return Response(provider.whisper_twiml(transfer), mimetype="application/xml")
 
 
 @bp.post("/agent-status")

@@ -281,3 +281,21 @@ def test_voicemail_on_the_human_line_is_not_a_success(stack: Stack) -> None:
 def test_human_answer_with_detection_succeeds(stack: Stack) -> None:
     _, _, tid = _detecting(stack, "answer")
     assert stack.terminal(tid)["type"] == "transfer.succeeded"
+
+
+def test_briefing_is_spoken_to_the_human_alone_before_the_bridge(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    number = fictional_number()
+    stack.sandbox.set_fate(number, "answer")
+    result = stack.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number=number, outbound_number=OUTBOUND,
+        summary="Customer wants to change a delivery address"))
+    assert stack.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
+    human = next(c for c in stack.sandbox.calls.values() if c.to == number)
+    assert human.spoken == ["Incoming transfer. Customer wants to change a delivery address"]
+    assert stack.sandbox.calls[call_id].spoken == []  # the customer heard none of it
+    order = [r.path for r in stack.sandbox.requests
+             if r.path.endswith(f"/Participants/{human.sid}.json")
+             or r.path.endswith(f"/Calls/{call_id}.json")]
+    assert order[0].endswith(f"/Participants/{human.sid}.json")  # announced, then moved

@@ -67,7 +67,8 @@ def test_request_dials_the_human_into_the_conference(rt: Runtime, store: Store,
     assert f["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
     assert f["ConferenceStatusCallback"] == [
         f"https://hooks.example.com/twilio/conference?transfer_id={tid}"]
-    assert f["ConferenceStatusCallbackEvent"] == ["start", "end", "join", "leave"]
+    assert f["ConferenceStatusCallbackEvent"] == ["start", "end", "join", "leave",
+                                                 "announcement"]
     rec = store.get_transfer(tid)
     assert rec is not None and rec["state"] == "dialing" and rec["agent_call_sid"] == AGENT
     assert store.get_flag("L1") == "+14155550101"
@@ -378,3 +379,32 @@ def test_without_detection_nothing_is_asked(rt: Runtime, mocked: responses.Reque
     mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
     callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT)
     assert all(c.request.method == "POST" for c in mocked.calls)
+
+
+def test_briefing_is_announced_to_the_human_before_the_customer_moves(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), status=201,
+                json={"call_sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    run(tasks.transfer_request, request=make_request(
+        lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1", summary="Wants a refund"))
+    announce = f"{ACCOUNT}/Conferences/transfer-L1/Participants/{AGENT}.json"
+    mocked.post(announce, json={"call_sid": AGENT, "status": "connected"})
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    callback("conference", "tr_L1", StatusCallbackEvent="participant-join", CallSid=AGENT)
+    callback("conference", "tr_L1", StatusCallbackEvent="participant-join", CallSid=AGENT)
+    urls = [c.request.url for c in mocked.calls]
+    assert urls.count(announce) == 1 and call_url(CUSTOMER) not in urls
+    assert form(mocked.calls[-1])["AnnounceUrl"] == [
+        "https://hooks.example.com/twilio/whisper?transfer_id=tr_L1"]
+    callback("conference", "tr_L1", StatusCallbackEvent="announcement-end", CallSid=AGENT)
+    assert mocked.calls[-1].request.url == call_url(CUSTOMER)
+    callback("conference", "tr_L1", StatusCallbackEvent="participant-join", CallSid=CUSTOMER)
+    assert [e["type"] for e in events()] == ["transfer.succeeded"]
+
+
+def test_whisper_twiml() -> None:
+    from workers.providers.twilio import whisper_twiml
+
+    assert whisper_twiml({"summary": "Wants a refund"}) == (
+        "<Response><Say>Incoming transfer. Wants a refund</Say></Response>")
+    assert whisper_twiml(None) == "<Response />"

@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 AGENT_STATUS_PATH = "/twilio/agent-status"
 CONFERENCE_PATH = "/twilio/conference"
+WHISPER_PATH = "/twilio/whisper"
 
 # The human's call status -> the failure reason when it ends before joining.
 _AGENT_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
@@ -92,6 +93,14 @@ def call_api(fn: Callable[[], T]) -> T:
 
 def _callback_url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
     return settings.public_url(path) + "?" + urlencode({"transfer_id": transfer["transfer_id"]})
+
+
+def whisper_twiml(transfer: Mapping[str, str] | None) -> str:
+    """The briefing the human hears before the customer joins."""
+    response = VoiceResponse()
+    if transfer is not None and transfer.get("summary"):
+        response.say(f"Incoming transfer. {transfer['summary']}")
+    return str(response.to_xml(xml_declaration=False))
 
 
 def customer_twiml(settings: Settings, transfer: Mapping[str, str]) -> str:
@@ -163,7 +172,8 @@ class TwilioProvider:
             status_callback_event=["initiated", "ringing", "answered", "completed"],
             conference_status_callback=_callback_url(settings, CONFERENCE_PATH, transfer),
             conference_status_callback_method="POST",
-            conference_status_callback_event=["start", "end", "join", "leave"],
+            conference_status_callback_event=["start", "end", "join", "leave",
+                                              "announcement"],
             **amd,
         ))
 
@@ -223,6 +233,11 @@ class TwilioProvider:
             if _is_machine(answered_by):
                 self._voicemail(rt, transfer, answered_by)
                 return
+            if transfer.get("summary") and self._brief(rt, transfer, call_sid, task_id):
+                return  # the bridge follows the briefing's announcement-end
+            self._bridge(rt, transfer, task_id)
+        elif event in ("announcement-end", "announcement-fail"):
+            # The briefing is over (or could not play): now move the customer.
             self._bridge(rt, transfer, task_id)
         elif event == "participant-join" and is_customer:
             rt.succeed(transfer, "customer joined the human agent", from_states=(State.BRIDGING,))
@@ -231,6 +246,26 @@ class TwilioProvider:
                     from_states=(*_PRE_BRIDGE, State.BRIDGING))
         else:
             rt.store.note(tid, f"conference {event}")
+
+    def _brief(self, rt: Runtime, transfer: Mapping[str, str], agent_sid: str,
+               task_id: str) -> bool:
+        """Have Twilio speak the summary to the human alone (an announcement to that
+        participant, before the customer is in the conference). True when it was asked."""
+        tid = transfer["transfer_id"]
+        if not rt.store.claim_for(f"brief:{tid}", task_id):
+            return True  # another delivery of this join already asked for it
+        rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent joined; briefing them",
+                            from_states=(State.REQUESTED, State.DIALING))
+        client = make_client(rt.settings, transfer)
+        url = _callback_url(rt.settings, WHISPER_PATH, transfer)
+        try:
+            call_api(lambda: client.conferences(conference_name(transfer))
+                     .participants(agent_sid).update(announce_url=url, announce_method="POST"))
+        except PermanentProviderError as exc:
+            rt.logger(transfer).warning("briefing refused; bridging without it",
+                                        extra={"error": str(exc)})
+            return False
+        return True
 
     def _answered_by(self, rt: Runtime, transfer: Mapping[str, str], call_sid: str) -> str:
         """Who answered the human's leg, when detection is on: from its status callback,
