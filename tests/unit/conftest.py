@@ -1,18 +1,22 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import fakeredis
 import pytest
 import responses
 from celery import Celery
+from flask import Flask
 
 import workers.tasks as tasks
 from shared.celery_config import make_celery
+from shared.client import TransferClient
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import drain_queue
+from webhooks import create_app
+from webhooks.deps import Deps
 from workers.runtime import Runtime
 
 TWILIO_SID = "AC" + "a" * 32
@@ -67,6 +71,23 @@ def celery_app(settings: Settings) -> Iterator[Celery]:
     yield app
     for queue in ("transfers", "agent_events"):
         drain_queue(app, queue)
+
+
+AppFactory = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(settings: Settings, store: Store, celery_app: Celery) -> AppFactory:
+    """The webhook app from its factory, on the unit tests' fakeredis store and in-memory
+    broker: make_app(api_token="") overrides settings; celery= another producer."""
+    def build(celery: Celery | None = None, **overrides: Any) -> Flask:
+        cfg = settings.model_copy(update=overrides)
+        producer = celery or celery_app
+        app = create_app(cfg)
+        app.extensions["warm_transfer"] = Deps(cfg, store, producer,
+                                               TransferClient(cfg, store=store, celery=producer))
+        return app
+    return build
 
 
 @pytest.fixture

@@ -13,13 +13,10 @@ import responses
 from celery import Celery
 from flask.testing import FlaskClient
 
-from shared.client import TransferClient
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
-from tests.unit.conftest import EXOTEL_API, EXOTEL_SID
-from webhooks import create_app
-from webhooks.deps import Deps
+from tests.unit.conftest import EXOTEL_API, EXOTEL_SID, AppFactory
 from workers import tasks
 from workers.providers import exotel
 from workers.runtime import Runtime
@@ -41,12 +38,8 @@ def start(lead: str = "L1") -> str:
 
 
 @pytest.fixture
-def client(settings: Settings, store: Store, celery_app: Celery) -> FlaskClient:
-    app = create_app(settings)
-    app.extensions["warm_transfer"] = Deps(settings, store, celery_app,
-                                           TransferClient(settings, store=store,
-                                                          celery=celery_app))
-    return app.test_client()
+def client(make_app: AppFactory) -> FlaskClient:
+    return make_app().test_client()
 
 
 # the handoff
@@ -205,13 +198,8 @@ def test_dial_up_head_has_the_same_headers_and_enqueues_nothing(
     assert drain_queue(celery_app, "transfers") == []
 
 
-def test_dial_up_programmable_connect_json(settings: Settings, store: Store,
-                                           celery_app: Celery) -> None:
-    json_settings = settings.model_copy(update={"exotel_dial_up_format": "json"})
-    app = create_app(json_settings)
-    app.extensions["warm_transfer"] = Deps(json_settings, store, celery_app,
-                                           TransferClient(json_settings, store=store,
-                                                          celery=celery_app))
+def test_dial_up_programmable_connect_json(make_app: AppFactory, store: Store) -> None:
+    app = make_app(exotel_dial_up_format="json")
     pending(store)
     resp = app.test_client().get(f"/exotel/dial-up?token={TOKEN}&CallSid={CALL}")
     assert resp.mimetype == "application/json"

@@ -9,29 +9,21 @@ from urllib.parse import urlencode
 
 import pytest
 from celery import Celery
-from flask import Flask
 from flask.testing import FlaskClient
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 
-from shared.client import TransferClient
 from shared.config import Settings
 from shared.contracts import parse_request
 from shared.store import State, Store
 from tests.helpers import drain_queue, make_request
-from tests.unit.conftest import RESUME_URL
-from webhooks import create_app
-from webhooks.deps import Deps
+from tests.unit.conftest import RESUME_URL, AppFactory
 
 BASE = "https://hooks.example.com"
 
 
 @pytest.fixture
-def client(settings: Settings, store: Store, celery_app: Celery) -> FlaskClient:
-    app: Flask = create_app(settings)
-    app.extensions["warm_transfer"] = Deps(settings, store, celery_app,
-                                           TransferClient(settings, store=store,
-                                                          celery=celery_app))
-    return app.test_client()
+def client(make_app: AppFactory) -> FlaskClient:
+    return make_app().test_client()
 
 
 def signed(settings: Settings, method: str, path: str, params: dict[str, str],
@@ -95,12 +87,9 @@ def test_dial_up_after_the_flag_expired_sends_customer_back(
 
 
 def test_dial_up_for_unknown_transfer_apologises_when_no_resume_url(
-        settings: Settings, store: Store, celery_app: Celery) -> None:
-    bare = settings.model_copy(update={"plivo_resume_url": ""})
-    app = create_app(bare)
-    app.extensions["warm_transfer"] = Deps(bare, store, celery_app,
-                                           TransferClient(bare, store=store, celery=celery_app))
-    resp = post(app.test_client(), bare, "/plivo/dial-up?transfer_id=tr_nope",
+        settings: Settings, make_app: AppFactory, celery_app: Celery) -> None:
+    app = make_app(plivo_resume_url="")
+    resp = post(app.test_client(), settings, "/plivo/dial-up?transfer_id=tr_nope",
                 {"CallUUID": "x"})
     assert [e.tag for e in ET.fromstring(resp.data)] == ["Speak", "Hangup"]
     assert drain_queue(celery_app, "transfers") == []
@@ -172,11 +161,8 @@ def test_hangup_url_enqueues_call_status(client: FlaskClient, settings: Settings
 
 
 def test_nonce_released_when_not_accepted(settings: Settings, store: Store,
-                                          dead_celery: Celery) -> None:
-    dead = dead_celery
-    app = create_app(settings)
-    app.extensions["warm_transfer"] = Deps(settings, store, dead,
-                                           TransferClient(settings, store=store, celery=dead))
+                                          dead_celery: Celery, make_app: AppFactory) -> None:
+    app = make_app(celery=dead_celery)
     path, params = "/plivo/dial-callback?transfer_id=tr_1", {"Event": "DialAnswer"}
     headers = signed(settings, "POST", path, params, nonce="retry-me")
     assert post(app.test_client(), settings, path, params, headers=headers).status_code == 503

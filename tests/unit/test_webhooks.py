@@ -10,23 +10,18 @@ from flask import Flask
 from flask.testing import FlaskClient
 from twilio.request_validator import RequestValidator
 
-from shared.client import TransferClient
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
+from tests.unit.conftest import AppFactory
 from webhooks import create_app
-from webhooks.deps import Deps
 
 BASE = "https://hooks.example.com"
 
 
 @pytest.fixture
-def app(settings: Settings, store: Store, celery_app: Celery) -> Flask:
-    app = create_app(settings)
-    app.extensions["warm_transfer"] = Deps(settings, store, celery_app,
-                                           TransferClient(settings, store=store,
-                                                          celery=celery_app))
-    return app
+def app(make_app: AppFactory) -> Flask:
+    return make_app()
 
 
 @pytest.fixture
@@ -125,12 +120,10 @@ def test_customer_status_enqueues_only_call_endings(client: FlaskClient, setting
                              "lead_id": "L1"}
 
 
-def test_broker_down_answers_503_so_twilio_retries(app: Flask, settings: Settings,
-                                                   store: Store, dead_celery: Celery) -> None:
-    dead = dead_celery
-    app.extensions["warm_transfer"] = Deps(settings, store, dead,
-                                           TransferClient(settings, store=store, celery=dead))
-    resp = post(app.test_client(), settings, "/twilio/conference?transfer_id=tr_1",
+def test_broker_down_answers_503_so_twilio_retries(make_app: AppFactory, settings: Settings,
+                                                   dead_celery: Celery) -> None:
+    resp = post(make_app(celery=dead_celery).test_client(), settings,
+                "/twilio/conference?transfer_id=tr_1",
                 {"StatusCallbackEvent": "participant-join", "CallSid": "CA1"})
     assert resp.status_code == 503
 
@@ -160,13 +153,8 @@ def test_transfers_endpoint_enqueues_and_reports(client: FlaskClient, celery_app
 
 
 def test_transfers_endpoint_disabled_without_token(settings: Settings, store: Store,
-                                                   celery_app: Celery) -> None:
-    open_settings = settings.model_copy(update={"api_token": ""})
-    app = create_app(open_settings)
-    app.extensions["warm_transfer"] = Deps(open_settings, store, celery_app,
-                                           TransferClient(open_settings, store=store,
-                                                          celery=celery_app))
-    resp = app.test_client().post("/transfers", json=make_request(),
+                                                   make_app: AppFactory) -> None:
+    resp = make_app(api_token="").test_client().post("/transfers", json=make_request(),
                                   headers={"Authorization": "Bearer "})
     assert resp.status_code == 401
 
