@@ -53,6 +53,8 @@ def request_payload(req: TransferRequest) -> dict[str, Any]:
         payload["template"]["configurations"]["voicemail_detection"] = True
     if req.screening:
         payload["template"]["configurations"]["screening"] = True
+    if len(req.destinations) > 1:
+        payload["template"]["configurations"]["transfer_numbers"] = list(req.destinations)
     if req.summary:
         payload["summary"] = req.summary
     if req.request_id:

@@ -20,6 +20,8 @@ from shared.phone import (
 )
 
 # Providers whose handoff is implemented; the client refuses the others synchronously.
+MAX_DESTINATIONS = 5
+
 PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel")
 
 TOOL_NAME = "connect_to_live_agent"
@@ -178,6 +180,8 @@ class TransferRequest(BaseModel):
     # Policies (template configurations beyond the number).
     voicemail_detection: bool = False
     screening: bool = False
+    # Every destination in order (the first is transfer_number).
+    destinations: tuple[str, ...] = ()
 
 
 class RequestError(Exception):
@@ -227,10 +231,22 @@ def parse_request(
     raw_number = (
         configurations.get("transfer_number") if isinstance(configurations, Mapping) else None
     )
+    raw_list = configurations.get("transfer_numbers") if isinstance(
+        configurations, Mapping) else None
+    if raw_list is not None:
+        # Fallback destinations, tried one after another.
+        if (not isinstance(raw_list, list) or not raw_list
+                or len(raw_list) > MAX_DESTINATIONS):
+            raise RequestError(ErrorCode.INVALID_TRANSFER_NUMBER,
+                               f"transfer_numbers must list 1 to {MAX_DESTINATIONS} numbers")
+        if raw_number is not None and raw_number != raw_list[0]:
+            raw_list = [raw_number, *raw_list]
+        raw_number = raw_list[0]
     if raw_number is None or (isinstance(raw_number, str) and not raw_number.strip()):
         raise RequestError(ErrorCode.MISSING_TRANSFER_NUMBER)
     try:
         transfer_number = normalize_e164(raw_number)
+        destinations = tuple(normalize_e164(n) for n in (raw_list or [raw_number]))
     except InvalidNumber as exc:
         raise RequestError(ErrorCode.INVALID_TRANSFER_NUMBER, str(exc)) from None
 
@@ -279,9 +295,13 @@ def parse_request(
     default_summary = configurations.get("summary") if isinstance(
         configurations, Mapping) else None
 
-    if not destination_allowed(transfer_number, outbound_number, allowed_destinations):
-        raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
-                           f"{mask(transfer_number)} is outside the allowed destinations")
+    if len(destinations) > 1 and provider != "plivo":
+        raise RequestError(ErrorCode.UNSUPPORTED_POLICY,
+                           f"fallback transfer_numbers are not available on {provider} yet")
+    for number in destinations:
+        if not destination_allowed(number, outbound_number, allowed_destinations):
+            raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
+                               f"{mask(number)} is outside the allowed destinations")
 
     summary = raw.get("summary") or default_summary
     if summary is not None and not isinstance(summary, str):
@@ -301,6 +321,7 @@ def parse_request(
         transfer_id=transfer_id or _text(raw.get("transfer_id")) or new_transfer_id(),
         voicemail_detection=voicemail_detection,
         screening=screening,
+        destinations=destinations,
     )
 
 

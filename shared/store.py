@@ -143,6 +143,27 @@ end
 return {rec, number}
 """
 
+_ADVANCE = """
+-- KEYS: record, timeline, deadlines   ARGV: seen attempt, entry, deadline_at
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'succeeded' or state == 'failed' then return {'final', '', ''} end
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
+local dests = cjson.decode(redis.call('HGET', KEYS[1], 'destinations') or '[]')
+local lead = redis.call('HGET', KEYS[1], 'lead_id')
+if attempt > tonumber(ARGV[1]) then
+  return {'stale', tostring(attempt), dests[attempt + 1] or ''}
+end
+if attempt + 1 >= #dests then return {'last', tostring(attempt), ''} end
+attempt = attempt + 1
+local number = dests[attempt + 1]
+redis.call('HSET', KEYS[1], 'attempt', attempt)
+redis.call('HDEL', KEYS[1], 'human_picked_up')
+redis.call('SET', 'transfer:' .. lead, number, 'KEEPTTL')
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], 'XX', ARGV[3], KEYS[1]:sub(13))
+return {'next', tostring(attempt), number}
+"""
+
 _CLAIM_DUE = """
 -- KEYS: deadlines   ARGV: now, lease_until, limit
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
@@ -176,6 +197,7 @@ class Store:
         self._transition = client.register_script(_TRANSITION)
         self._claim_due = client.register_script(_CLAIM_DUE)
         self._serve = client.register_script(_SERVE_DIAL_UP)
+        self._advance = client.register_script(_ADVANCE)
         # transfer id -> lead id (never changes): saves a read before every transition.
         self._leads: dict[str, str] = {}
 
@@ -271,6 +293,8 @@ class Store:
             "started_at": repr(now),
             "voicemail_detection": "1" if req.voicemail_detection else "",
             "screening": "1" if req.screening else "",
+            "destinations": json.dumps(list(req.destinations or (req.transfer_number,))),
+            "attempt": "0",
         }
         entry = self._entry(now, State.REQUESTED, "transfer requested")
         self._remember_lead(req.transfer_id, req.lead_id)
@@ -305,6 +329,27 @@ class Store:
                   *[s.value for s in from_states]],
         )
         return Transition(bool(res[0]), str(res[1]))
+
+    def advance_destination(self, transfer_id: str, seen_attempt: int, note: str,
+                            now: float | None = None) -> tuple[str, int, str]:
+        """The destination of attempt `seen_attempt` was not reached: move to the next one,
+        atomically. Returns (outcome, attempt, number): ('next', k+1, number), ('last', k, '')
+        when none is left, ('stale', current, number) when this attempt was already moved
+        past, ('final', -1, '') when the transfer is over. The flag takes the number with
+        its TTL kept; the deadline moves to a full ring from now, inside that TTL."""
+        now = time.time() if now is None else now
+        rec = self.r.hmget(self.record_key(transfer_id), ["started_at"])
+        started = float(rec[0] or now)
+        deadline = min(now + self.settings.deadline_seconds,
+                       started + self.settings.transfer_flag_ttl - 5)
+        if deadline - now < self.settings.transfer_ring_timeout:
+            # Not enough of the flag's TTL left to ring another destination.
+            return "last", seen_attempt, ""
+        res = self._advance(keys=[self.record_key(transfer_id), self.timeline_key(transfer_id),
+                                  self.DEADLINES],
+                            args=[seen_attempt, self._entry(now, None, note), deadline])
+        outcome = str(res[0])
+        return outcome, int(res[1]) if res[1] else -1, str(res[2] or "")
 
     def note(self, transfer_id: str, note: str, now: float | None = None) -> None:
         """Add a timeline entry that does not change the state."""

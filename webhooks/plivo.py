@@ -74,9 +74,23 @@ def dial_action() -> Response:
     verify_plivo()
     transfer_id = transfer_id_arg()
     params = _params("DialStatus")
+    attempt = request.args.get("attempt", "0")
+    params["attempt"] = attempt if attempt.isdigit() else "0"
+    d = deps()
+    if params["DialStatus"] != "completed":
+        # Not reached: the next fallback destination, if the template has one (one atomic
+        # step in the store, answered at once: Plivo runs this answer on the call).
+        outcome, _, number = d.store.advance_destination(
+            transfer_id, int(params["attempt"]),
+            f"destination {int(params['attempt']) + 1} {params['DialStatus']}")
+        if outcome in ("next", "stale") and number:
+            # The store has recorded the step; the answer dials the current destination.
+            transfer = d.store.get_transfer(transfer_id)
+            if transfer is not None:
+                return _xml(provider.dial_up_xml(d.settings, transfer, number))
     enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-action",
             transfer_id=transfer_id, params=params)
-    return _xml(provider.dial_action_xml(deps().settings, params["DialStatus"]))
+    return _xml(provider.dial_action_xml(d.settings, params["DialStatus"]))
 
 
 @bp.post("/dial-callback")

@@ -142,3 +142,48 @@ def test_screening_declined_sends_customer_back(stack: Stack) -> None:
     event = stack.terminal(tid)
     assert (event["reason"], event["action"]) == ("declined", "resume")
     assert _human_leg(stack, number).spoken  # type: ignore[attr-defined]
+
+
+def _fallback(stack: Stack, fates: list[str], screening: bool = False) -> tuple[str, list[str],
+                                                                                str, str]:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead, provider="plivo")
+    numbers = [fictional_number() for _ in fates]
+    for number, fate in zip(numbers, fates, strict=True):
+        stack.sandbox.set_fate(number, fate)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, provider="plivo", summary="Billing")
+    request["template"]["configurations"] = {"transfer_numbers": numbers,
+                                             "screening": screening}
+    result = stack.client.connect_to_live_agent(request)
+    assert result["status"] == "transfer_requested", result
+    return lead, numbers, call_id, str(result["transfer_id"])
+
+
+def test_first_destination_busy_then_second_answers(stack: Stack) -> None:
+    _, numbers, call_id, tid = _fallback(stack, ["busy", "answer"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    dialed = [c.to for c in stack.sandbox.calls.values() if c.to in numbers]
+    assert dialed == numbers  # one after the other
+    assert stack.sandbox.calls[call_id].redirects == []  # never sent back in between
+    notes = [e["note"] for e in stack.store.timeline(tid)]
+    assert "destination 1 busy" in notes
+    assert stack.terminal_count(tid) == 1
+
+
+def test_screening_declined_then_fallback_answers(stack: Stack) -> None:
+    _, numbers, _, tid = _fallback(stack, ["decline", "answer"], screening=True)
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    first = next(c for c in stack.sandbox.calls.values() if c.to == numbers[0])
+    assert first.spoken == ["Incoming transfer. Billing", "Press 1 to take the call."]
+
+
+def test_every_destination_unreached_resumes_the_ai(stack: Stack) -> None:
+    _, _, call_id, tid = _fallback(stack, ["busy", "no-answer:0.2"])
+    event = stack.terminal(tid)
+    assert (event["reason"], event["action"]) == ("no_answer", "resume")
+    deadline = time.monotonic() + 5
+    while not stack.sandbox.calls[call_id].redirects:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

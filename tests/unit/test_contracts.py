@@ -120,3 +120,20 @@ def test_voicemail_detection_is_validated_and_twilio_only() -> None:
     raw = make_request()
     raw["template"]["configurations"]["voicemail_detection"] = True
     assert parse(raw).voicemail_detection is True
+
+
+def test_fallback_destinations() -> None:
+    raw = make_request(provider="plivo", transfer_number=None)
+    raw["template"]["configurations"]["transfer_numbers"] = ["+14155550101", "+1 415 555 0102"]
+    req = parse(raw)
+    assert req.transfer_number == "+14155550101"
+    assert req.destinations == ("+14155550101", "+14155550102")
+    raw["template"]["configurations"]["transfer_numbers"] = []
+    assert code_of(raw) == "invalid_transfer_number"
+    raw["template"]["configurations"]["transfer_numbers"] = ["+14155550101", "12"]
+    assert code_of(raw) == "invalid_transfer_number"
+    raw["template"]["configurations"]["transfer_numbers"] = ["+14155550101", "+919999900000"]
+    assert code_of(raw) == "destination_not_allowed"
+    twilio = make_request(transfer_number=None)
+    twilio["template"]["configurations"]["transfer_numbers"] = ["+14155550101", "+14155550102"]
+    assert code_of(twilio) == "unsupported_policy"

@@ -135,7 +135,8 @@ def test_dial_action_answers_resume_and_enqueues(client: FlaskClient, settings: 
     assert ET.fromstring(resp.data).findtext("Redirect") == RESUME_URL
     [msg] = drain_queue(celery_app, "transfers")
     assert msg["kwargs"] == {"provider": "plivo", "kind": "dial-action", "transfer_id": "tr_1",
-                             "params": {"DialStatus": "no-answer", "DialALegUUID": "uuid-1"}}
+                             "params": {"DialStatus": "no-answer", "DialALegUUID": "uuid-1",
+                                        "attempt": "0"}}
 
 
 @pytest.mark.parametrize(("path", "params"), [
@@ -167,3 +168,41 @@ def test_nonce_released_when_not_accepted(settings: Settings, store: Store,
     headers = signed(settings, "POST", path, params, nonce="retry-me")
     assert post(app.test_client(), settings, path, params, headers=headers).status_code == 503
     assert store.claim_once("nonce:plivo:retry-me")  # free again for Plivo's retry
+
+
+def fallback_pending(store: Store, numbers: list[str]) -> str:
+    raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1")
+    raw["template"]["configurations"] = {"transfer_numbers": numbers}
+    req = parse_request(raw, store.get_number)
+    store.begin(req)
+    store.set_flag("L1", req.transfer_number)
+    store.transition(req.transfer_id, State.DIALING, "transferred")
+    return req.transfer_id
+
+
+def test_unreached_destination_dials_the_next(client: FlaskClient, settings: Settings,
+                                              store: Store, celery_app: Celery) -> None:
+    tid = fallback_pending(store, ["+14155550101", "+14155550102", "+14155550103"])
+    resp = post(client, settings, f"/plivo/dial-action?transfer_id={tid}",
+                {"DialStatus": "busy"})
+    dial = ET.fromstring(resp.data).find("Dial")
+    assert dial is not None and dial.findtext("Number") == "+14155550102"
+    assert dial.get("action", "").endswith(f"transfer_id={tid}&attempt=1")
+    assert store.get_flag("L1") == "+14155550102"
+    assert store.r.ttl("transfer:L1") > 0
+    assert drain_queue(celery_app, "transfers") == []
+    # Plivo delivers the first action again: the answer is the current dial, not a 3rd.
+    again = post(client, settings, f"/plivo/dial-action?transfer_id={tid}",
+                 {"DialStatus": "busy"})
+    assert ET.fromstring(again.data).findtext("Dial/Number") == "+14155550102"
+    # The second is not reached either; the third is dialed; then none is left.
+    third = post(client, settings, f"/plivo/dial-action?transfer_id={tid}&attempt=1",
+                 {"DialStatus": "no-answer"})
+    assert ET.fromstring(third.data).findtext("Dial/Number") == "+14155550103"
+    last = post(client, settings, f"/plivo/dial-action?transfer_id={tid}&attempt=2",
+                {"DialStatus": "no-answer"})
+    assert ET.fromstring(last.data).findtext("Redirect") == RESUME_URL
+    [msg] = drain_queue(celery_app, "transfers")
+    assert msg["kwargs"]["params"]["attempt"] == "2"
+    notes = [e["note"] for e in store.timeline(tid)]
+    assert "destination 1 busy" in notes and "destination 2 no-answer" in notes

@@ -111,7 +111,10 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> _Client:
 
 
 def _url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
-    return settings.public_url(path) + "?" + urlencode({"transfer_id": transfer["transfer_id"]})
+    query = {"transfer_id": transfer["transfer_id"]}
+    if transfer.get("attempt", "0") != "0":
+        query["attempt"] = transfer["attempt"]  # which destination a callback is about
+    return settings.public_url(path) + "?" + urlencode(query)
 
 
 def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) -> str:
@@ -218,11 +221,13 @@ class PlivoProvider:
                 rt.store.note(tid, f"dial {event}")
         elif kind == "dial-action":
             status = params.get("DialStatus", "")
+            current = rt.store.get_transfer(transfer["transfer_id"]) or {}
+            if params.get("attempt", "0") != current.get("attempt", "0"):
+                return  # about a destination already moved past
             if status == "completed":
                 # The answer callback may have been lost; a completed Dial was answered.
                 rt.succeed(transfer, "dial completed", from_states=pending)
             else:
-                current = rt.store.get_transfer(transfer["transfer_id"]) or {}
                 # The human picked up (heard the briefing) but did not press the key.
                 reason = "declined" if current.get("screening") and current.get(
                     "human_picked_up") else DIAL_FAILURES.get(status, "failed")
