@@ -44,7 +44,10 @@ def test_success_moves_customer_and_reports_once(stack: Stack) -> None:
     assert stack.store.get_flag(lead) is None
     assert stack.store.lead_status(lead)["status"] == "succeeded"  # type: ignore[index]
     states = [e.get("state") for e in stack.store.timeline(tid) if e.get("state")]
-    assert states == ["requested", "dialing", "human_answered", "bridging", "succeeded"]
+    # "answered" and "joined" are separate webhooks, handled by separate worker processes:
+    # when the join is handled first, human_answered is skipped (the state moved past it).
+    assert states in (["requested", "dialing", "human_answered", "bridging", "succeeded"],
+                      ["requested", "dialing", "bridging", "succeeded"])
 
     # The customer and the human talk, then the customer hangs up.
     stack.sandbox.hangup(call_id)
