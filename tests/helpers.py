@@ -11,17 +11,21 @@ from celery import Celery
 
 _counter = itertools.count(random.randrange(0, 50))
 
-AGENT_BASE = 14155550100  # 555-01xx: fictional numbers
 
 
 def unique_lead() -> str:
     return f"lead-{uuid.uuid4().hex[:10]}"
 
 
+# Area codes whose 555-0100..0199 numbers are valid and fictional: 1,500 distinct numbers.
+_AREAS = (201, 202, 212, 213, 305, 312, 404, 415, 503, 512, 617, 702, 713, 818, 917)
+
+
 def fictional_number() -> str:
-    """A valid US number in the fictional 555-0100..0199 range, different on each call
-    (wrapping after 100)."""
-    return f"+{AGENT_BASE + next(_counter) % 100}"
+    """A valid US number in a fictional 555-01XX range, different on each call (tests find
+    a dialed leg by its number, so a session must not reuse one)."""
+    n = next(_counter)
+    return f"+1{_AREAS[(n // 100) % len(_AREAS)]}55501{n % 100:02d}"
 
 
 def make_request(*, lead_id: str | None = None, call_id: str = "CA" + "1" * 32,
