@@ -57,7 +57,6 @@ class Recorded:
     form: dict[str, list[str]]
     json: Any
     at: float
-    status: int = 0
 
     def value(self, key: str) -> str | None:
         values = self.form.get(key)

@@ -336,9 +336,6 @@ class EventType(StrEnum):
     CALL_ENDED = "call.ended"
 
 
-TERMINAL_EVENTS = frozenset({EventType.SUCCEEDED, EventType.FAILED})
-
-
 class Action(StrEnum):
     END_CONVERSATION = "end_conversation"
     RESUME = "resume"

@@ -404,9 +404,6 @@ class Store:
     def active_transfer(self, lead_id: str) -> str | None:
         return cast(str | None, self.r.get(self.active_key(lead_id)))
 
-    def transfer_for_request(self, request_id: str) -> str | None:
-        return cast(str | None, self.r.get(self.idem_key(request_id)))
-
     def index_call(self, provider: str, call_id: str, transfer_id: str) -> None:
         self.r.set(self.call_key(provider, call_id), transfer_id,
                    ex=self.settings.transfer_record_ttl)

@@ -27,6 +27,3 @@ def warm_up() -> None:
 def get_provider(name: str) -> Provider | None:
     return _PROVIDERS.get(name)
 
-
-def supported() -> tuple[str, ...]:
-    return tuple(_PROVIDERS)
