@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -93,6 +94,10 @@ class SimCall:
     # Twilio answering-machine detection: asked for, and its verdict.
     machine_detection: bool = False
     answered_by: str = ""
+    # Twilio calls.create with a Url: the TwiML run on answer, and the leg's fate (which
+    # decides the key a <Gather> hears).
+    url: str | None = None
+    fate: str = ""
 
 
 @dataclass
@@ -395,16 +400,23 @@ class Sandbox:
         call.status = "ringing"
         self._call_event(call, "ringing", 0.01)
 
+        call.fate = fate.outcome
+        # With our TwiML on the leg (screening), a declining human picks up first.
+        picks_up = ("answer", "machine", "decline") if call.url else ("answer", "machine")
+
         def outcome() -> None:
             with self.lock:
                 if call.status != "ringing":
                     return  # canceled while ringing
-                if fate.outcome in ("answer", "machine"):
+                if fate.outcome in picks_up:
                     call.status = "in-progress"
                     if call.machine_detection:
                         call.answered_by = "machine_start" if fate.outcome == "machine" \
                             else "human"
                     self._call_event(call, "in-progress")
+                    if call.url:
+                        self.scheduler.at(0.01, lambda: self._run_url(call))
+                        return
                     conf = self.conferences.get(call.conference or "")
                     if conf is not None:
                         self._join(conf, call, 0.0)
@@ -414,6 +426,77 @@ class Sandbox:
                     self._end_call(call.sid, status)
 
         self.scheduler.at(max(fate.ring, 0.02), outcome)
+
+    # TwiML on a leg we placed with a Url
+    def _fetch_twiml(self, call: SimCall, url: str, extra: dict[str, str]) -> Any:
+        """POST to the application's URL, signed as Twilio signs it; its TwiML, or None."""
+        params = {"AccountSid": self.twilio_account_sid, "CallSid": call.sid,
+                  "CallStatus": call.status, "From": call.from_, "To": call.to,
+                  "Direction": "outbound-api", **extra}
+        if call.machine_detection:
+            params["AnsweredBy"] = call.answered_by
+        status, text = -1, ""
+        try:
+            resp = self.http.post(url, data=params, timeout=10, headers={
+                "X-Twilio-Signature": RequestValidator(
+                    self.twilio_auth_token).compute_signature(url, params)})
+            status, text = resp.status_code, resp.text
+        except requests.RequestException:
+            pass
+        with self.lock:
+            self.deliveries.append(Delivery(url, params, status, time.time()))
+        if status != 200:
+            return None
+        try:
+            return ET.fromstring(text)  # noqa: S314 - the service's TwiML, in tests
+        except ET.ParseError:
+            return None
+
+    def _run_url(self, call: SimCall) -> None:
+        if call.status != "in-progress" or not call.url:
+            return
+        root = self._fetch_twiml(call, call.url, {})
+        self.run_twiml(call, root)
+
+    def run_twiml(self, call: SimCall, root: Any) -> None:
+        """Run a TwiML document on a live leg: Say, Gather (the fate presses the key or
+        not), Dial/Conference, Hangup; a document that runs out hangs up, as Twilio does."""
+        if root is None:
+            self._end_call(call.sid, "completed")  # Twilio: "an application error occurred"
+            return
+        for verb in root:
+            if call.status != "in-progress":
+                return
+            if verb.tag == "Say":
+                call.spoken.append(verb.text or "")
+            elif verb.tag == "Gather":
+                call.spoken.extend(e.text or "" for e in verb if e.tag == "Say")
+                digits = "1" if call.fate == "answer" else ""
+                if digits or verb.get("actionOnEmptyResult") == "true":
+                    action = verb.get("action") or call.url or ""
+                    self.run_twiml(call, self._fetch_twiml(call, action, {"Digits": digits}))
+                    return
+            elif verb.tag == "Dial" and verb.find("Conference") is not None:
+                self.join_conference_node(call, verb.find("Conference"), 0.0)
+                return
+            elif verb.tag == "Hangup":
+                break
+        self._end_call(call.sid, "completed")
+
+    def join_conference_node(self, call: SimCall, node: Any, delay: float) -> None:
+        """<Dial><Conference>: the call joins the named conference (created if new)."""
+        if node is None or not node.text:
+            return
+        name = node.text.strip()
+        with self.lock:
+            conf = self.conferences.get(name)
+            if conf is None:
+                conf = self.conferences[name] = SimConference(name, _sid("CF"))
+            if node.get("statusCallback") and not conf.status_callback:
+                conf.status_callback = node.get("statusCallback")
+                conf.events = tuple((node.get("statusCallbackEvent") or "").split())
+            call.label = node.get("participantLabel") or call.label
+            self._join(conf, call, delay)
 
     # faults
     def _fault(self, path: str) -> Response | None:

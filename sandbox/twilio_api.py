@@ -56,7 +56,8 @@ def register(app: Flask, sb: Sandbox) -> None:
             conf = sb.conferences.get(name)
             if conf is None:
                 conf = sb.conferences[name] = SimConference(name, _sid("CF"))
-            if form.get("ConferenceStatusCallback"):
+            # Twilio: the first participant's conference callback is the conference's.
+            if form.get("ConferenceStatusCallback") and not conf.status_callback:
                 conf.status_callback = form["ConferenceStatusCallback"]
                 conf.events = tuple(form.getlist("ConferenceStatusCallbackEvent"))
             call = SimCall(_sid("CA"), to, from_, "queued", form.get("StatusCallback"),
@@ -132,7 +133,11 @@ def register(app: Flask, sb: Sandbox) -> None:
             return _twilio_error(400, 21201, "No 'To' or 'From' number is specified")
         call = SimCall(_sid("CA"), form["To"], form["From"], "queued",
                        form.get("StatusCallback"),
-                       tuple(form.getlist("StatusCallbackEvent")) or ("completed",))
+                       tuple(form.getlist("StatusCallbackEvent")) or ("completed",),
+                       machine_detection=bool(form.get("MachineDetection")),
+                       url=form.get("Url"))
+        if not call.url and not form.get("Twiml"):
+            return _twilio_error(400, 21205, "Url or Twiml is required")
         with sb.lock:
             sb.calls[call.sid] = call
             fate = sb.fates.get(call.to, sb.default_fate)
@@ -175,15 +180,5 @@ def register(app: Flask, sb: Sandbox) -> None:
                     root = ET.fromstring(twiml)  # noqa: S314 - TwiML we were sent by our own tests
                 except ET.ParseError:
                     return _twilio_error(400, 12100, "Document parse failure")
-                node = root.find("./Dial/Conference")
-                if node is not None and node.text:
-                    name = node.text.strip()
-                    conf = sb.conferences.get(name)
-                    if conf is None:
-                        conf = sb.conferences[name] = SimConference(name, _sid("CF"))
-                    if node.get("statusCallback"):
-                        conf.status_callback = node.get("statusCallback")
-                        conf.events = tuple((node.get("statusCallbackEvent") or "").split())
-                    call.label = node.get("participantLabel") or call.label
-                    sb._join(conf, call, 0.02)
+                sb.join_conference_node(call, root.find("./Dial/Conference"), 0.02)
             return call_json(call)

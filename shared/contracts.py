@@ -19,8 +19,8 @@ from shared.phone import (
     normalize_e164,
 )
 
-# Providers whose handoff is implemented; the client refuses the others synchronously.
 MAX_DESTINATIONS = 5
+HOLD_RINGBACK = "ringback"
 
 PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel")
 
@@ -182,6 +182,12 @@ class TransferRequest(BaseModel):
     screening: bool = False
     # Every destination in order (the first is transfer_number).
     destinations: tuple[str, ...] = ()
+    # The caller ID the human sees: the lead's outbound number, or the customer's own.
+    caller_id: Literal["outbound", "customer"] = "outbound"
+    customer_number: str | None = None
+    # What the customer hears while the human is reached, where the provider puts them on
+    # hold: "ringback" (a ringing tone) or the https URL of an audio file.
+    hold_audio: str = HOLD_RINGBACK
 
 
 class RequestError(Exception):
@@ -278,26 +284,10 @@ def parse_request(
         if not hours.is_open(now or datetime.now(UTC)):
             raise RequestError(ErrorCode.OUTSIDE_HOURS, f"open {hours.text}")
 
-    voicemail_detection = configurations.get("voicemail_detection", False) if isinstance(
-        configurations, Mapping) else False
-    if not isinstance(voicemail_detection, bool):
-        raise RequestError(ErrorCode.INVALID_POLICY, "voicemail_detection must be true or false")
-    if voicemail_detection and provider != "twilio":
-        raise RequestError(ErrorCode.UNSUPPORTED_POLICY,
-                           f"voicemail_detection is not available on {provider}")
-    screening = configurations.get("screening", False) if isinstance(
-        configurations, Mapping) else False
-    if not isinstance(screening, bool):
-        raise RequestError(ErrorCode.INVALID_POLICY, "screening must be true or false")
-    if screening and provider != "plivo":  # Twilio: a <Gather> on the human's leg, not yet
-        raise RequestError(ErrorCode.UNSUPPORTED_POLICY,
-                           f"screening is not available on {provider} yet")
-    default_summary = configurations.get("summary") if isinstance(
-        configurations, Mapping) else None
+    config: Mapping[str, Any] = configurations if isinstance(configurations, Mapping) else {}
+    policies = _parse_policies(config, provider, len(destinations), lead)
+    default_summary = config.get("summary")
 
-    if len(destinations) > 1 and provider != "plivo":
-        raise RequestError(ErrorCode.UNSUPPORTED_POLICY,
-                           f"fallback transfer_numbers are not available on {provider} yet")
     for number in destinations:
         if not destination_allowed(number, outbound_number, allowed_destinations):
             raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
@@ -319,10 +309,67 @@ def parse_request(
         summary=(summary or "").strip()[:1000] or None,
         request_id=_text(request_id),
         transfer_id=transfer_id or _text(raw.get("transfer_id")) or new_transfer_id(),
-        voicemail_detection=voicemail_detection,
-        screening=screening,
         destinations=destinations,
+        **policies,
     )
+
+
+# Which policy each provider's flow can carry out (see the README's policy table).
+_POLICY_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "voicemail_detection": ("twilio",),
+    "screening": ("twilio", "plivo"),
+    "caller_id_customer": ("twilio", "plivo"),
+    "hold_audio_url": ("twilio", "plivo"),
+}
+
+
+def _policy_available(policy: str, provider: str, label: str) -> None:
+    if provider not in _POLICY_PROVIDERS[policy]:
+        raise RequestError(ErrorCode.UNSUPPORTED_POLICY, f"{label} is not available on "
+                                                         f"{provider}")
+
+
+def _flag(config: Mapping[str, Any], name: str, provider: str) -> bool:
+    value = config.get(name, False)
+    if not isinstance(value, bool):
+        raise RequestError(ErrorCode.INVALID_POLICY, f"{name} must be true or false")
+    if value:
+        _policy_available(name, provider, name)
+    return value
+
+
+def _parse_policies(config: Mapping[str, Any], provider: str, n_destinations: int,
+                    lead: Mapping[str, Any]) -> dict[str, Any]:
+    """The template's transfer policies, validated for the provider."""
+    policies: dict[str, Any] = {
+        "voicemail_detection": _flag(config, "voicemail_detection", provider),
+        "screening": _flag(config, "screening", provider),
+    }
+    caller_id = config.get("caller_id", "outbound")
+    if caller_id not in ("outbound", "customer"):
+        raise RequestError(ErrorCode.INVALID_POLICY,
+                           "caller_id must be 'outbound' or 'customer'")
+    if caller_id == "customer":
+        _policy_available("caller_id_customer", provider, "caller_id 'customer'")
+        raw_customer = lead.get("phone_number")
+        if not isinstance(raw_customer, str) or not raw_customer.strip():
+            raise RequestError(ErrorCode.INVALID_POLICY, "caller_id 'customer' needs the "
+                                                         "customer's lead.phone_number")
+        try:
+            policies["customer_number"] = normalize_e164(raw_customer)
+        except InvalidNumber as exc:
+            raise RequestError(ErrorCode.INVALID_POLICY,
+                               f"lead.phone_number: {exc}") from None
+    policies["caller_id"] = caller_id
+    hold = config.get("hold_audio", HOLD_RINGBACK)
+    if not isinstance(hold, str) or not (
+            hold == HOLD_RINGBACK or (hold.startswith("https://") and len(hold) <= 500)):
+        raise RequestError(ErrorCode.INVALID_POLICY,
+                           "hold_audio must be 'ringback' or an https:// URL of an audio file")
+    if hold != HOLD_RINGBACK:
+        _policy_available("hold_audio_url", provider, "a hold_audio URL")
+    policies["hold_audio"] = hold
+    return policies
 
 
 def new_transfer_id() -> str:
@@ -346,6 +393,16 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class Attempt(BaseModel):
+    """One destination tried by a transfer."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index: int
+    number: str
+    outcome: str
+
+
 class TransferEvent(BaseModel):
     """One event to the agent platform (keyword argument `event` of `agent.transfer_event`)."""
 
@@ -361,22 +418,30 @@ class TransferEvent(BaseModel):
     message: str | None = None
     action: Action | None = None
     transferred: bool | None = None
+    # Terminal events: which destination took the call (its index in the template's
+    # transfer numbers) and every destination tried, in order, with how each ended
+    # (numbers masked).
+    destination_index: int | None = None
+    attempts: list[Attempt] | None = None
     occurred_at: str = Field(default_factory=_now_iso)
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     @classmethod
-    def succeeded(cls, *, lead_id: str, transfer_id: str, provider: str, call_id: str
-                  ) -> TransferEvent:
+    def succeeded(cls, *, lead_id: str, transfer_id: str, provider: str, call_id: str,
+                  destination_index: int | None = None,
+                  attempts: list[Attempt] | None = None) -> TransferEvent:
         return cls(type=EventType.SUCCEEDED, lead_id=lead_id, transfer_id=transfer_id,
-                   provider=provider, call_id=call_id, action=Action.END_CONVERSATION)
+                   provider=provider, call_id=call_id, action=Action.END_CONVERSATION,
+                   destination_index=destination_index, attempts=attempts)
 
     @classmethod
     def failed(cls, *, lead_id: str, transfer_id: str | None, provider: str,
-               call_id: str | None, reason: str, message: str | None = None) -> TransferEvent:
+               call_id: str | None, reason: str, message: str | None = None,
+               attempts: list[Attempt] | None = None) -> TransferEvent:
         return cls(type=EventType.FAILED, lead_id=lead_id, transfer_id=transfer_id,
                    provider=provider, call_id=call_id, reason=reason,
                    message=mask_in_text(message or FAILURE_MESSAGES.get(
                        reason, FAILURE_MESSAGES["failed"])),
-                   action=Action.RESUME)
+                   action=Action.RESUME, attempts=attempts)

@@ -144,7 +144,7 @@ return {rec, number}
 """
 
 _ADVANCE = """
--- KEYS: record, timeline, deadlines   ARGV: seen attempt, entry, deadline_at
+-- KEYS: record, timeline, deadlines   ARGV: seen attempt, entry, deadline_at, outcome, room
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'succeeded' or state == 'failed' then return {'final', '', ''} end
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
@@ -153,11 +153,15 @@ local lead = redis.call('HGET', KEYS[1], 'lead_id')
 if attempt > tonumber(ARGV[1]) then
   return {'stale', tostring(attempt), dests[attempt + 1] or ''}
 end
-if attempt + 1 >= #dests then return {'last', tostring(attempt), ''} end
+if attempt + 1 >= #dests or ARGV[5] ~= '1' then return {'last', tostring(attempt), ''} end
+local tried = redis.call('HGET', KEYS[1], 'tried')
+redis.call('HSET', KEYS[1], 'tried', (tried and tried ~= '' and (tried .. ',') or '') .. ARGV[4])
 attempt = attempt + 1
 local number = dests[attempt + 1]
 redis.call('HSET', KEYS[1], 'attempt', attempt)
-redis.call('HDEL', KEYS[1], 'human_picked_up')
+-- What belonged to the destination left behind.
+redis.call('HDEL', KEYS[1], 'human_picked_up', 'declined', 'agent_call_sid', 'agent_status',
+           'answered_by', 'conference_sid')
 redis.call('SET', 'transfer:' .. lead, number, 'KEEPTTL')
 redis.call('RPUSH', KEYS[2], ARGV[2])
 redis.call('ZADD', KEYS[3], 'XX', ARGV[3], KEYS[1]:sub(13))
@@ -295,6 +299,8 @@ class Store:
             "screening": "1" if req.screening else "",
             "destinations": json.dumps(list(req.destinations or (req.transfer_number,))),
             "attempt": "0",
+            "caller_number": req.customer_number if req.caller_id == "customer" else "",
+            "hold_audio": req.hold_audio,
         }
         entry = self._entry(now, State.REQUESTED, "transfer requested")
         self._remember_lead(req.transfer_id, req.lead_id)
@@ -330,11 +336,12 @@ class Store:
         )
         return Transition(bool(res[0]), str(res[1]))
 
-    def advance_destination(self, transfer_id: str, seen_attempt: int, note: str,
+    def advance_destination(self, transfer_id: str, seen_attempt: int, outcome: str,
                             now: float | None = None) -> tuple[str, int, str]:
-        """The destination of attempt `seen_attempt` was not reached: move to the next one,
-        atomically. Returns (outcome, attempt, number): ('next', k+1, number), ('last', k, '')
-        when none is left, ('stale', current, number) when this attempt was already moved
+        """The destination of attempt `seen_attempt` was not reached (`outcome`: busy,
+        no_answer, declined...): move to the next one, atomically, recording the outcome.
+        Returns (outcome, attempt, number): ('next', k+1, number), ('last', k, '') when none
+        is left (or no time), ('stale', current, number) when this attempt was already moved
         past, ('final', -1, '') when the transfer is over. The flag takes the number with
         its TTL kept; the deadline moves to a full ring from now, inside that TTL."""
         now = time.time() if now is None else now
@@ -342,14 +349,22 @@ class Store:
         started = float(rec[0] or now)
         deadline = min(now + self.settings.deadline_seconds,
                        started + self.settings.transfer_flag_ttl - 5)
-        if deadline - now < self.settings.transfer_ring_timeout:
-            # Not enough of the flag's TTL left to ring another destination.
-            return "last", seen_attempt, ""
+        # Not enough of the flag's TTL left to ring another destination: this one is last.
+        room = deadline - now >= self.settings.transfer_ring_timeout
+        note = f"destination {seen_attempt + 1} {outcome.replace('_', ' ')}"
         res = self._advance(keys=[self.record_key(transfer_id), self.timeline_key(transfer_id),
                                   self.DEADLINES],
-                            args=[seen_attempt, self._entry(now, None, note), deadline])
+                            args=[seen_attempt, self._entry(now, None, note), deadline,
+                                  outcome, "1" if room else "0"])
         outcome = str(res[0])
         return outcome, int(res[1]) if res[1] else -1, str(res[2] or "")
+
+    def destinations_tried(self, transfer_id: str) -> tuple[int, list[str], list[str]]:
+        """(current attempt, the outcomes of the attempts before it, every destination)."""
+        attempt, tried, dests = self.r.hmget(self.record_key(transfer_id),
+                                             ["attempt", "tried", "destinations"])
+        numbers = [str(n) for n in json.loads(dests)] if dests else []
+        return int(attempt or 0), (str(tried).split(",") if tried else []), numbers
 
     def note(self, transfer_id: str, note: str, now: float | None = None) -> None:
         """Add a timeline entry that does not change the state."""

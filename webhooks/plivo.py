@@ -68,6 +68,13 @@ def whisper() -> Response:
     return _xml(provider.whisper_xml(transfer))
 
 
+@bp.post("/hold")
+def hold() -> Response:
+    """Plivo's dialMusic: what the customer hears while the human is being reached."""
+    verify_plivo()
+    return _xml(provider.hold_xml(deps().store.get_transfer(transfer_id_arg())))
+
+
 @bp.post("/dial-action")
 def dial_action() -> Response:
     """The Dial is over; the answer decides what the customer's call does next."""
@@ -77,12 +84,13 @@ def dial_action() -> Response:
     attempt = request.args.get("attempt", "0")
     params["attempt"] = attempt if attempt.isdigit() else "0"
     d = deps()
-    if params["DialStatus"] != "completed":
+    transfer = d.store.get_transfer(transfer_id)
+    if params["DialStatus"] != "completed" and transfer is not None:
         # Not reached: the next fallback destination, if the template has one (one atomic
         # step in the store, answered at once: Plivo runs this answer on the call).
         outcome, _, number = d.store.advance_destination(
             transfer_id, int(params["attempt"]),
-            f"destination {int(params['attempt']) + 1} {params['DialStatus']}")
+            provider.failure_reason(transfer, params["DialStatus"]))
         if outcome in ("next", "stale") and number:
             # The store has recorded the step; the answer dials the current destination.
             transfer = d.store.get_transfer(transfer_id)

@@ -11,9 +11,10 @@ from typing import Any
 from celery import Celery
 
 from shared.config import Settings
-from shared.contracts import Action, EventType, TransferEvent
+from shared.contracts import Action, Attempt, EventType, TransferEvent
 from shared.logs import BoundLogger, get_logger
 from shared.metrics import Metrics
+from shared.phone import mask
 from shared.store import State, Store
 
 log = get_logger("workers")
@@ -49,20 +50,32 @@ class Runtime:
         self.logger(None, lead_id=event.lead_id, transfer_id=event.transfer_id).info(
             "event sent", extra={"event_type": event.type.value, "reason": event.reason})
 
+    def attempts(self, transfer_id: str, last_outcome: str) -> tuple[int, list[Attempt]]:
+        """The destination being tried now, and every one tried so far with its outcome
+        (the current one's is `last_outcome`)."""
+        current, outcomes, numbers = self.store.destinations_tried(transfer_id)
+        outcomes = [*outcomes[:current], last_outcome]
+        return current, [Attempt(index=i, number=mask(numbers[i]), outcome=outcome)
+                         for i, outcome in enumerate(outcomes) if i < len(numbers)]
+
     def succeed(self, transfer: Mapping[str, str], note: str, *,
                 from_states: tuple[State, ...]) -> bool:
+        index, attempts = self.attempts(transfer["transfer_id"], "answered")
         event = TransferEvent.succeeded(lead_id=transfer["lead_id"],
                                         transfer_id=transfer["transfer_id"],
                                         provider=transfer["provider"],
-                                        call_id=transfer["call_id"])
+                                        call_id=transfer["call_id"], destination_index=index,
+                                        attempts=attempts or None)
         return self._finish(transfer, State.SUCCEEDED, note, event, from_states)
 
     def fail(self, transfer: Mapping[str, str], reason: str, note: str, *,
              from_states: tuple[State, ...] = ()) -> bool:
+        _, attempts = self.attempts(transfer["transfer_id"], reason)
         event = TransferEvent.failed(lead_id=transfer["lead_id"],
                                      transfer_id=transfer["transfer_id"],
                                      provider=transfer["provider"],
-                                     call_id=transfer["call_id"], reason=reason)
+                                     call_id=transfer["call_id"], reason=reason,
+                                     attempts=attempts or None)
         return self._finish(transfer, State.FAILED, note, event, from_states, reason=reason)
 
     def _finish(self, transfer: Mapping[str, str], state: State, note: str,

@@ -91,7 +91,8 @@ def test_failed_event_shape() -> None:
     event = TransferEvent.failed(lead_id="L", transfer_id="tr_1", provider="twilio",
                                  call_id="CA1", reason="busy").as_dict()
     assert set(event) == {"event_id", "type", "lead_id", "transfer_id", "provider", "call_id",
-                          "reason", "message", "action", "transferred", "occurred_at"}
+                          "reason", "message", "action", "transferred", "destination_index",
+                          "attempts", "occurred_at"}
     assert event["type"] == "transfer.failed"
     assert event["action"] == "resume"
     assert "busy" in event["message"]
@@ -134,6 +135,63 @@ def test_fallback_destinations() -> None:
     assert code_of(raw) == "invalid_transfer_number"
     raw["template"]["configurations"]["transfer_numbers"] = ["+14155550101", "+919999900000"]
     assert code_of(raw) == "destination_not_allowed"
-    twilio = make_request(transfer_number=None)
-    twilio["template"]["configurations"]["transfer_numbers"] = ["+14155550101", "+14155550102"]
-    assert code_of(twilio) == "unsupported_policy"
+    for provider in ("twilio", "exotel"):
+        other = make_request(provider=provider, transfer_number=None)
+        other["template"]["configurations"]["transfer_numbers"] = ["+14155550101",
+                                                                   "+14155550102"]
+        assert parse(other).destinations == ("+14155550101", "+14155550102")
+
+
+def test_screening_is_available_where_the_flow_can_wait_for_a_key() -> None:
+    for provider, code in (("twilio", None), ("plivo", None), ("exotel", "unsupported_policy")):
+        raw = make_request(provider=provider)
+        raw["template"]["configurations"]["screening"] = True
+        if code:
+            assert code_of(raw) == code
+        else:
+            assert parse(raw).screening is True
+    raw = make_request()
+    raw["template"]["configurations"]["screening"] = 1
+    assert code_of(raw) == "invalid_policy"
+
+
+def test_caller_id_customer_needs_the_customers_number() -> None:
+    raw = make_request()
+    assert parse(raw).caller_id == "outbound"
+    raw["template"]["configurations"]["caller_id"] = "customer"
+    assert code_of(raw) == "invalid_policy"  # no lead.phone_number
+    raw["lead"]["phone_number"] = "not a number"
+    assert code_of(raw) == "invalid_policy"
+    raw["lead"]["phone_number"] = "+1 (415) 555-0177"
+    req = parse(raw)
+    assert (req.caller_id, req.customer_number) == ("customer", "+14155550177")
+    raw["template"]["configurations"]["caller_id"] = "agent"
+    assert code_of(raw) == "invalid_policy"
+    exotel = make_request(provider="exotel")
+    exotel["template"]["configurations"]["caller_id"] = "customer"
+    exotel["lead"]["phone_number"] = "+14155550177"
+    assert code_of(exotel) == "unsupported_policy"  # Exotel dials from an ExoPhone only
+
+
+def test_hold_audio_is_ringback_by_default_never_silence() -> None:
+    assert parse(make_request(provider="plivo")).hold_audio == "ringback"
+    raw = make_request(provider="plivo")
+    for bad in ("", "silence", "http://example.com/a.mp3", 3):
+        raw["template"]["configurations"]["hold_audio"] = bad
+        assert code_of(raw) == "invalid_policy"
+    raw["template"]["configurations"]["hold_audio"] = "https://cdn.example.com/hold.mp3"
+    assert parse(raw).hold_audio == "https://cdn.example.com/hold.mp3"
+    exotel = make_request(provider="exotel")
+    exotel["template"]["configurations"]["hold_audio"] = "https://cdn.example.com/hold.mp3"
+    assert code_of(exotel) == "unsupported_policy"  # set in the Connect applet
+
+
+def test_terminal_events_say_which_destinations_were_tried() -> None:
+    from shared.contracts import Attempt
+
+    event = TransferEvent.succeeded(
+        lead_id="L", transfer_id="t", provider="plivo", call_id="c", destination_index=1,
+        attempts=[Attempt(index=0, number="+14*******01", outcome="busy"),
+                  Attempt(index=1, number="+14*******02", outcome="answered")]).as_dict()
+    assert event["destination_index"] == 1
+    assert [a["outcome"] for a in event["attempts"]] == ["busy", "answered"]

@@ -205,4 +205,4 @@ def test_unreached_destination_dials_the_next(client: FlaskClient, settings: Set
     [msg] = drain_queue(celery_app, "transfers")
     assert msg["kwargs"]["params"]["attempt"] == "2"
     notes = [e["note"] for e in store.timeline(tid)]
-    assert "destination 1 busy" in notes and "destination 2 no-answer" in notes
+    assert "destination 1 busy" in notes and "destination 2 no answer" in notes

@@ -55,7 +55,7 @@ def test_signed_callback_is_enqueued(client: FlaskClient, settings: Settings,
     [msg] = drain_queue(celery_app, "transfers")
     assert msg["task"] == "warm_transfer.provider_callback"
     assert msg["kwargs"] == {"provider": "twilio", "kind": "agent-status",
-                             "transfer_id": "tr_1", "params": AGENT_PARAMS}
+                             "transfer_id": "tr_1", "params": {**AGENT_PARAMS, "attempt": "0"}}
 
 
 @pytest.mark.parametrize("signature", [None, "", "bm90IGEgc2lnbmF0dXJl"])

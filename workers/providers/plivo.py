@@ -40,6 +40,7 @@ DIAL_UP_PATH = "/plivo/dial-up"
 DIAL_ACTION_PATH = "/plivo/dial-action"
 DIAL_CALLBACK_PATH = "/plivo/dial-callback"
 WHISPER_PATH = "/plivo/whisper"
+HOLD_PATH = "/plivo/hold"
 SCREENING_KEY = "1"
 
 # Dial action DialStatus -> failure reason.
@@ -127,11 +128,16 @@ def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) ->
         briefing["confirm_sound"] = _url(settings, WHISPER_PATH, transfer)
         if transfer.get("screening"):
             briefing["confirm_key"] = SCREENING_KEY
+    # The customer waits on this Dial: a ringing tone ("real"), or the template's audio,
+    # which Plivo takes only inside an XML document (ours, at HOLD_PATH). Never silence.
+    hold = transfer.get("hold_audio", "")
+    dial_music = _url(settings, HOLD_PATH, transfer) if hold.startswith("https://") else "real"
     dial = plivoxml.DialElement(
         action=_url(settings, DIAL_ACTION_PATH, transfer), method="POST",
-        timeout=settings.transfer_ring_timeout, caller_id=transfer["outbound_number"],
+        timeout=settings.transfer_ring_timeout,
+        caller_id=transfer.get("caller_number") or transfer["outbound_number"],
         callback_url=_url(settings, DIAL_CALLBACK_PATH, transfer), callback_method="POST",
-        **briefing)
+        dial_music=dial_music, **briefing)
     dial.add(plivoxml.NumberElement(number))
     response.add(dial)
     return str(response.to_string(False))
@@ -145,6 +151,25 @@ def whisper_xml(transfer: Mapping[str, str] | None) -> str:
     if transfer is not None and transfer.get("screening"):
         response.add(plivoxml.SpeakElement(f"Press {SCREENING_KEY} to take the call."))
     return str(response.to_string(False))
+
+
+def hold_xml(transfer: Mapping[str, str] | None) -> str:
+    """The template's hold audio, looped until the Dial ends (Plivo's dialMusic)."""
+    response = plivoxml.ResponseElement()
+    hold = (transfer or {}).get("hold_audio", "")
+    if hold.startswith("https://"):
+        response.add(plivoxml.PlayElement(hold, loop=0))
+    else:
+        response.add(plivoxml.WaitElement(length=1))
+    return str(response.to_string(False))
+
+
+def failure_reason(transfer: Mapping[str, str], dial_status: str) -> str:
+    """Why a Dial ended without the human: a screened human who picked up (heard the
+    briefing) but did not press the key declined; else the DialStatus says."""
+    if transfer.get("screening") and transfer.get("human_picked_up"):
+        return "declined"
+    return DIAL_FAILURES.get(dial_status, "failed")
 
 
 def resume_xml(settings: Settings) -> str:
@@ -228,11 +253,8 @@ class PlivoProvider:
                 # The answer callback may have been lost; a completed Dial was answered.
                 rt.succeed(transfer, "dial completed", from_states=pending)
             else:
-                # The human picked up (heard the briefing) but did not press the key.
-                reason = "declined" if current.get("screening") and current.get(
-                    "human_picked_up") else DIAL_FAILURES.get(status, "failed")
-                rt.fail(transfer, reason, f"dial ended {status}; customer sent back",
-                        from_states=pending)
+                rt.fail(transfer, failure_reason(current, status),
+                        f"dial ended {status}; customer sent back", from_states=pending)
 
     def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
                             params: Mapping[str, str]) -> bool:

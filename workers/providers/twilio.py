@@ -6,10 +6,20 @@
    `calls(sid).update(twiml=<Dial><Conference>)`; this ends the AI's media stream.
 3. Success when the customer has joined. A human who never answers leaves the customer
    with the AI, which simply resumes.
+
+Fallback destinations: a human leg that ends unreached (busy, no answer, voicemail,
+declined) is followed by a leg to the next number while the customer stays with the AI.
+Each leg's callbacks carry its attempt number, so those of a leg left behind are ignored;
+conference events are told apart by CallSid and ConferenceSid.
+
+Screening: the human's leg is placed with calls.create and our TwiML (/twilio/screen): a
+<Gather> speaks the briefing and waits for the key; pressing it answers with the
+<Dial><Conference> that joins them, anything else is `declined`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
@@ -37,11 +47,19 @@ T = TypeVar("T")
 AGENT_STATUS_PATH = "/twilio/agent-status"
 CONFERENCE_PATH = "/twilio/conference"
 WHISPER_PATH = "/twilio/whisper"
+SCREEN_PATH = "/twilio/screen"
+SCREEN_RESULT_PATH = "/twilio/screen-result"
+SCREENING_KEY = "1"
+SCREENING_TIMEOUT = 8
+# Twilio's refusals of a caller ID it will not present (not a Twilio or verified number).
+_CALLER_ID_REFUSED = frozenset({21210, 21212, 13214})
 
 # The human's call status -> the failure reason when it ends before joining.
 _AGENT_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
                    "canceled": "failed", "completed": "agent_hung_up"}
 _PRE_BRIDGE = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
+# A human leg that ended like this, before the bridge, moves on to the next destination.
+_MOVE_ON = frozenset({"busy", "no_answer", "failed", "voicemail", "declined", "agent_hung_up"})
 _RINGING = {"", "queued", "initiated", "ringing"}
 
 
@@ -91,8 +109,55 @@ def call_api(fn: Callable[[], T]) -> T:
                                      ) from exc
 
 
-def _callback_url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
-    return settings.public_url(path) + "?" + urlencode({"transfer_id": transfer["transfer_id"]})
+def _callback_url(settings: Settings, path: str, transfer: Mapping[str, str],
+                  attempt: str | None = None) -> str:
+    query = {"transfer_id": transfer["transfer_id"]}
+    if attempt not in (None, "0"):
+        query["attempt"] = str(attempt)  # which destination's leg a callback is about
+    return settings.public_url(path) + "?" + urlencode(query)
+
+
+def agent_label(attempt: str) -> str:
+    """The conference label of the human leg of an attempt (the first is "agent")."""
+    return "agent" if attempt in ("", "0") else f"agent-{int(attempt) + 1}"
+
+
+def screen_twiml(settings: Settings, transfer: Mapping[str, str] | None, attempt: str,
+                 answered_by: str = "") -> str:
+    """What the screened human hears on answering: the briefing inside a <Gather> that
+    waits for the key. Nothing pending, or a machine: hang up."""
+    response = VoiceResponse()
+    if transfer is None or _is_machine(answered_by) or transfer.get("attempt", "0") != attempt:
+        response.hangup()
+        return str(response.to_xml(xml_declaration=False))
+    gather = response.gather(
+        input="dtmf", num_digits=1, timeout=SCREENING_TIMEOUT, method="POST",
+        action=_callback_url(settings, SCREEN_RESULT_PATH, transfer, attempt),
+        action_on_empty_result=True)
+    summary = transfer.get("summary")
+    gather.say(f"Incoming transfer. {summary}" if summary else "Incoming transfer.")
+    gather.say(f"Press {SCREENING_KEY} to take the call.")
+    return str(response.to_xml(xml_declaration=False))
+
+
+def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: str) -> str:
+    """The screened human accepted: into the conference, as the Participants API would."""
+    response = VoiceResponse()
+    dial = Dial()
+    dial.conference(
+        conference_name(transfer), start_conference_on_enter=True,
+        end_conference_on_exit=True, beep=False, participant_label=agent_label(attempt),
+        status_callback=_callback_url(settings, CONFERENCE_PATH, transfer),
+        status_callback_method="POST", status_callback_event="start end join leave")
+    response.append(dial)
+    return str(response.to_xml(xml_declaration=False))
+
+
+def goodbye_twiml() -> str:
+    response = VoiceResponse()
+    response.say("Okay, the call will not be connected. Goodbye.")
+    response.hangup()
+    return str(response.to_xml(xml_declaration=False))
 
 
 def whisper_twiml(transfer: Mapping[str, str] | None) -> str:
@@ -125,69 +190,146 @@ class TwilioProvider:
     name = "twilio"
 
     def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        self._place(rt, transfer, "0", transfer["transfer_number"])
+
+    def _place(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+               number: str) -> None:
+        """Dial the human leg of `attempt` (once: a retry looks for the leg first)."""
         settings = rt.settings
         client = make_client(settings, transfer)
         tid = transfer["transfer_id"]
-        if transfer.get("dial_attempted"):
+        from_states = (State.REQUESTED,) if attempt == "0" else _PRE_BRIDGE
+        note = "dialing the human agent" if attempt == "0" else \
+            f"dialing destination {int(attempt) + 1}"
+        if transfer.get("dial_attempted") == attempt:
             # A dial may have been placed by a worker that died before recording it: look
             # before dialing the human a second time.
-            existing = transfer.get("agent_call_sid") or self._find_live_dial(client, transfer)
+            existing = transfer.get("agent_call_sid") or self._find_live_dial(
+                client, transfer, number)
             if existing:
                 rt.store.index_call(self.name, existing, tid)
-                rt.store.transition(tid, State.DIALING, "found the human's call of an "
-                                    "interrupted attempt", from_states=(State.REQUESTED,),
-                                    fields={"agent_call_sid": existing})
+                rt.store.transition(tid, State.DIALING, f"{note} (found the leg of an "
+                                    "interrupted attempt)", from_states=from_states,
+                                    fields={"agent_call_sid": existing, "placed": attempt})
                 return
-        rt.store.set_fields(tid, dial_attempted="1")
+        rt.store.set_fields(tid, dial_attempted=attempt)
         try:
-            participant = self._dial(client, settings, transfer)
+            call_sid = self._dial(rt, client, transfer, attempt, number)
         except (TransientProviderError, PermanentProviderError) as exc:
             if not exc.outcome_unknown:  # Twilio answered: no call was placed
                 rt.store.set_fields(tid, dial_attempted="")
             raise
-        call_sid = str(participant.call_sid)
         rt.store.index_call(self.name, call_sid, tid)
-        rt.store.transition(tid, State.DIALING, "dialing the human agent",
-                            from_states=(State.REQUESTED,), fields={"agent_call_sid": call_sid})
+        rt.store.transition(tid, State.DIALING, note, from_states=from_states,
+                            fields={"agent_call_sid": call_sid, "placed": attempt})
+
+    def _dial(self, rt: Runtime, client: Client, transfer: Mapping[str, str], attempt: str,
+              number: str) -> str:
+        """Place the leg; the template's caller ID when Twilio accepts it, else ours."""
+        caller = transfer.get("caller_number") or transfer["outbound_number"]
+        try:
+            return self._create_leg(rt.settings, client, transfer, attempt, number, caller)
+        except PermanentProviderError as exc:
+            if caller == transfer["outbound_number"] or exc.code not in _CALLER_ID_REFUSED:
+                raise
+        # Twilio presents only its own or verified numbers as caller ID.
+        rt.store.note(transfer["transfer_id"], "Twilio refused the customer's number as "
+                      "caller ID; dialing with the lead's outbound number")
+        return self._create_leg(rt.settings, client, transfer, attempt, number,
+                                transfer["outbound_number"])
 
     @staticmethod
-    def _dial(client: Client, settings: Settings, transfer: Mapping[str, str]) -> Any:
+    def _create_leg(settings: Settings, client: Client, transfer: Mapping[str, str],
+                    attempt: str, number: str, caller: str) -> str:
         # Answering-machine detection holds the human's leg until Twilio knows who answered;
         # the answer is in the "answered" status callback (AnsweredBy).
         amd: dict[str, str] = (
             {"machine_detection": "Enable"} if transfer.get("voicemail_detection") else {})
-        return call_api(lambda: client.conferences(conference_name(transfer))
+        status = {"status_callback": _callback_url(settings, AGENT_STATUS_PATH, transfer,
+                                                   attempt),
+                  "status_callback_method": "POST",
+                  "status_callback_event": ["initiated", "ringing", "answered", "completed"]}
+        if transfer.get("screening"):
+            # Our TwiML runs on the human's leg first: the key decides whether they join.
+            call: Any = call_api(lambda: client.calls.create(
+                to=number, from_=caller, timeout=settings.transfer_ring_timeout,
+                url=_callback_url(settings, SCREEN_PATH, transfer, attempt), method="POST",
+                **status, **amd))
+            return str(call.sid)
+        participant: Any = call_api(lambda: client.conferences(conference_name(transfer))
                                     .participants.create(
-            from_=transfer["outbound_number"],
-            to=transfer["transfer_number"],
-            label="agent",
+            from_=caller,
+            to=number,
+            label=agent_label(attempt),
             timeout=settings.transfer_ring_timeout,
             early_media=False,
             beep="false",
             start_conference_on_enter=True,
             # The human leaving ends the conference, so nobody waits in an empty room.
             end_conference_on_exit=True,
-            status_callback=_callback_url(settings, AGENT_STATUS_PATH, transfer),
-            status_callback_method="POST",
-            status_callback_event=["initiated", "ringing", "answered", "completed"],
             conference_status_callback=_callback_url(settings, CONFERENCE_PATH, transfer),
             conference_status_callback_method="POST",
             conference_status_callback_event=["start", "end", "join", "leave",
                                               "announcement"],
-            **amd,
+            **status, **amd,
         ))
+        return str(participant.call_sid)
 
     @staticmethod
-    def _find_live_dial(client: Client, transfer: Mapping[str, str]) -> str | None:
-        calls: Any = call_api(lambda: client.calls.list(
-            to=transfer["transfer_number"], from_=transfer["outbound_number"], limit=20))
-        for call in calls:
-            if str(call.status) in ("queued", "initiated", "ringing", "in-progress"):
-                return str(call.sid)
+    def _find_live_dial(client: Client, transfer: Mapping[str, str], number: str
+                        ) -> str | None:
+        # From either caller ID the leg may have been placed with (see _dial).
+        for caller in dict.fromkeys(filter(None, (transfer.get("caller_number"),
+                                                  transfer["outbound_number"]))):
+            calls: Any = call_api(lambda c=caller: client.calls.list(to=number, from_=c,
+                                                                     limit=20))
+            for call in calls:
+                if str(call.status) in ("queued", "initiated", "ringing", "in-progress"):
+                    return str(call.sid)
         return None
+
+    def ensure_dialed(self, rt: Runtime, transfer_id: str) -> None:
+        """After a move to the next destination: its leg, unless already placed (a retried
+        or redelivered task arrives here after the step it repeats)."""
+        current = rt.store.get_transfer(transfer_id)
+        if current is None or current["state"] not in _PRE_BRIDGE:
+            return
+        attempt = current.get("attempt", "0")
+        if current.get("placed") == attempt:
+            return
+        numbers = json.loads(current.get("destinations") or "[]")
+        if int(attempt) < len(numbers):
+            self._place(rt, current, attempt, numbers[int(attempt)])
+
+    def _not_reached(self, rt: Runtime, transfer: Mapping[str, str], reason: str,
+                     note: str, *, hang_up: bool = False) -> None:
+        """The current destination will not take the call: the next one, or the end."""
+        tid = transfer["transfer_id"]
+        attempt = transfer.get("attempt", "0")
+        if reason in _MOVE_ON and transfer.get("state") in _PRE_BRIDGE:
+            outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason)
+            if outcome in ("next", "stale"):
+                if hang_up and outcome == "next":
+                    self._hang_up(rt, transfer, transfer.get("agent_call_sid", ""),
+                                  "completed")
+                self.ensure_dialed(rt, tid)
+                return
+            if outcome == "final":
+                return
+        if rt.fail(transfer, reason, note, from_states=(*_PRE_BRIDGE, State.BRIDGING)) \
+                and hang_up:
+            self.cleanup(rt, {**transfer, "agent_status": "in-progress"})
 
     def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
+        attempt = transfer.get("attempt", "0")
+        if kind in ("agent-status", "screen") and params.get("attempt", "0") != attempt:
+            # About the leg of a destination already left behind; make sure the current
+            # one was dialed (this may be the retry of the task that moved on).
+            rt.store.note(transfer["transfer_id"], f"{kind} callback of destination "
+                          f"{int(params.get('attempt', '0')) + 1} ignored")
+            self.ensure_dialed(rt, transfer["transfer_id"])
+            return
         if kind == "agent-status" and params.get("CallSid") and not transfer.get(
                 "agent_call_sid"):
             # The dial's own callback can come before the dialing worker recorded the sid.
@@ -198,6 +340,10 @@ class TwilioProvider:
             self._agent_status(rt, transfer, params)
         elif kind == "conference":
             self._conference(rt, transfer, params, task_id)
+        elif kind == "screen" and params.get("Digits", "") != SCREENING_KEY:
+            # Our answer to the key (goodbye) hangs their leg up.
+            self._not_reached(rt, transfer, "declined", "human agent did not accept the call "
+                              "(screening)")
 
     def _agent_status(self, rt: Runtime, transfer: Mapping[str, str],
                       params: Mapping[str, str]) -> None:
@@ -216,24 +362,34 @@ class TwilioProvider:
                                 from_states=(State.REQUESTED, State.DIALING))
         elif status in _AGENT_FAILURES:
             rt.store.set_fields(tid, agent_status=status)
-            # Before the bridge the customer is still with the AI: it just resumes.
-            rt.fail(transfer, _AGENT_FAILURES[status], f"human agent call {status}",
-                    from_states=(*_PRE_BRIDGE, State.BRIDGING))
+            reason = _AGENT_FAILURES[status]
+            if reason == "agent_hung_up" and (rt.store.get_transfer(tid) or {}).get(
+                    "declined"):
+                reason = "declined"  # the screening answer hung up on them
+            # Before the bridge the customer is still with the AI: the next destination,
+            # or the AI just resumes.
+            self._not_reached(rt, transfer, reason, f"human agent call {status}")
 
     def _conference(self, rt: Runtime, transfer: Mapping[str, str],
                     params: Mapping[str, str], task_id: str) -> None:
         event = params.get("StatusCallbackEvent", "")
         call_sid = params.get("CallSid", "")
         tid = transfer["transfer_id"]
-        is_agent = (bool(call_sid) and call_sid == transfer.get("agent_call_sid", "")) or (
-            params.get("ParticipantLabel") == "agent")
+        agent_sid = transfer.get("agent_call_sid", "")
+        # By CallSid, or by the label of the current attempt's leg when its sid is not known
+        # yet: an earlier destination's leg is neither.
+        is_agent = (bool(call_sid) and call_sid == agent_sid) or (
+            not agent_sid and params.get("ParticipantLabel") == agent_label(
+                transfer.get("attempt", "0")))
         is_customer = bool(call_sid) and call_sid == transfer["call_id"]
         if event == "participant-join" and is_agent:
+            rt.store.set_fields(tid, conference_sid=params.get("ConferenceSid", ""))
             answered_by = self._answered_by(rt, transfer, call_sid)
             if _is_machine(answered_by):
                 self._voicemail(rt, transfer, answered_by)
                 return
-            if transfer.get("summary") and self._brief(rt, transfer, call_sid, task_id):
+            if (transfer.get("summary") and not transfer.get("screening")
+                    and self._brief(rt, transfer, call_sid, task_id)):
                 return  # the bridge follows the briefing's announcement-end
             self._bridge(rt, transfer, task_id)
         elif event in ("announcement-end", "announcement-fail"):
@@ -241,9 +397,12 @@ class TwilioProvider:
             self._bridge(rt, transfer, task_id)
         elif event == "participant-join" and is_customer:
             rt.succeed(transfer, "customer joined the human agent", from_states=(State.BRIDGING,))
-        elif (event == "participant-leave" and is_agent) or event == "conference-end":
-            rt.fail(transfer, "agent_hung_up", f"human agent left ({event})",
-                    from_states=(*_PRE_BRIDGE, State.BRIDGING))
+        elif (event == "participant-leave" and is_agent) or (
+                event == "conference-end" and params.get("ConferenceSid")
+                and params.get("ConferenceSid") == transfer.get("conference_sid")):
+            # Before the bridge the customer is still with the AI: the next destination, or
+            # the AI resumes. (A conference an earlier destination's leg ended is not ours.)
+            self._not_reached(rt, transfer, "agent_hung_up", f"human agent left ({event})")
         else:
             rt.store.note(tid, f"conference {event}")
 
@@ -280,9 +439,8 @@ class TwilioProvider:
         return str(call.answered_by or "")
 
     def _voicemail(self, rt: Runtime, transfer: Mapping[str, str], answered_by: str) -> None:
-        if rt.fail(transfer, "voicemail", f"answering machine ({answered_by}) on the human's "
-                   "leg", from_states=_PRE_BRIDGE):
-            self.cleanup(rt, {**transfer, "agent_status": "in-progress"})
+        self._not_reached(rt, transfer, "voicemail", f"answering machine ({answered_by}) on "
+                          "the human's leg", hang_up=True)
 
     def _bridge(self, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
         tid = transfer["transfer_id"]
@@ -323,13 +481,17 @@ class TwilioProvider:
 
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
-        agent_sid = current.get("agent_call_sid")
-        if not agent_sid:
-            return
         status = "canceled" if current.get("agent_status", "") in _RINGING else "completed"
+        self._hang_up(rt, transfer, current.get("agent_call_sid", ""), status)
+
+    def _hang_up(self, rt: Runtime, transfer: Mapping[str, str], call_sid: str,
+                 status: str) -> None:
+        """Best effort: end a human leg (`canceled` while it rings, else `completed`)."""
+        if not call_sid:
+            return
         try:
             client = make_client(rt.settings, transfer)
-            call_api(lambda: client.calls(agent_sid).update(status=status))
+            call_api(lambda: client.calls(call_sid).update(status=status))
         except (PermanentProviderError, TransientProviderError) as exc:
             rt.logger(transfer).warning("could not hang up the human leg",
                                         extra={"error": str(exc)})
