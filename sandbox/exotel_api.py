@@ -60,19 +60,25 @@ class ExotelSim:
         status, text, content_type = self._request("GET", url, params)
         call.flow["dial_up"] = {"head": head_status, "get": status, "type": content_type,
                                 "head_type": head_type}
-        number = ""
+        numbers: list[str] = []
         if status == 200 and "json" in content_type:
             try:
-                number = json.loads(text)["destination"]["numbers"][0]
-            except (ValueError, KeyError, IndexError, TypeError):
-                number = ""
+                numbers = [str(n) for n in json.loads(text)["destination"]["numbers"]]
+            except (ValueError, KeyError, TypeError):
+                numbers = []
         elif status == 200:
-            number = text.strip()
-        if not number:
+            numbers = [n.strip() for n in text.split(",") if n.strip()]
+        if not numbers:
             call.flow["leg2"] = ""
             self.sb._end_call(call.sid, "completed")  # Connect had no one to dial
             return
+        self._ring(call, numbers)
+
+    def _ring(self, call: SimCall, numbers: list[str]) -> None:
+        """Connect dials the numbers one after another until one answers."""
+        number = numbers[0]
         call.flow["dialed"] = number
+        call.flow.setdefault("tried", []).append(number)
         call.flow["leg2"] = "ringing"
         fate = self.sb.fates.get(number, self.sb.default_fate)
         if fate.outcome == "ignore":
@@ -88,6 +94,9 @@ class ExotelSim:
                     return
                 call.flow["leg2"] = {"fail": "failed", "decline": "no-answer"}.get(
                     fate.outcome, fate.outcome)
+                if len(numbers) > 1:
+                    self.sb.scheduler.at(0.01, lambda: self._ring(call, numbers[1:]))
+                    return
             self._passthru(call)
             self.sb._end_call(call.sid, "completed")  # the flow ends after a failed Connect
 
@@ -98,7 +107,8 @@ class ExotelSim:
         if url:
             self._request("GET", url, {"CallSid": call.sid,
                                        "DialCallStatus": call.flow.get("leg2") or "failed",
-                                       "DialCallSid": call.sid + "-2"})
+                                       "DialCallSid": call.sid + "-2",
+                                       "DialWhomNumber": call.flow.get("dialed", "")})
 
     def _legs(self, call: SimCall) -> list[dict[str, Any]]:
         legs: list[dict[str, Any]] = [{"Status": "completed", "OnCallDuration": 5}]

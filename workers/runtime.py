@@ -54,7 +54,8 @@ class Runtime:
         """The destination being tried now, and every one tried so far with its outcome
         (the current one's is `last_outcome`)."""
         current, outcomes, numbers = self.store.destinations_tried(transfer_id)
-        outcomes = [*outcomes[:current], last_outcome]
+        # Where the provider tried them itself (Exotel's list), only the last is known.
+        outcomes = [*(outcomes + ["not_answered"] * current)[:current], last_outcome]
         return current, [Attempt(index=i, number=mask(numbers[i]), outcome=outcome)
                          for i, outcome in enumerate(outcomes) if i < len(numbers)]
 

@@ -259,3 +259,38 @@ def test_status_callback_without_call_sid_is_400(client: FlaskClient, celery_app
     assert client.post(f"/exotel/status?token={TOKEN}", data=b"[1,2",
                        content_type="application/json").status_code == 400
     assert drain_queue(celery_app, "transfers") == []
+
+
+def test_dial_up_lists_fallback_destinations_in_order(make_app: AppFactory, store: Store
+                                                      ) -> None:
+    from shared.contracts import parse_request
+    from shared.store import State
+
+    raw = make_request(lead_id="L1", call_id=CALL, provider="exotel", transfer_number=None,
+                       outbound_number="+919999900001")
+    raw["template"]["configurations"] = {"transfer_numbers": ["+919999900000",
+                                                              "+919999900002"]}
+    req = parse_request(raw, store.get_number)
+    store.begin(req)
+    store.set_flag("L1", req.transfer_number)
+    store.transition(req.transfer_id, State.DIALING, "ai told to leave")
+    text = make_app().test_client().get(f"/exotel/dial-up?token={TOKEN}&CallSid={CALL}")
+    assert text.get_data(as_text=True) == "+919999900000,+919999900002"
+    as_json = make_app(exotel_dial_up_format="json").test_client().get(
+        f"/exotel/dial-up?token={TOKEN}&CallSid={CALL}")
+    assert json.loads(as_json.data)["destination"]["numbers"] == ["+919999900000",
+                                                                  "+919999900002"]
+
+
+def test_passthru_names_the_destination_that_answered(rt: Runtime, events: Any) -> None:
+    raw = make_request(lead_id="L1", call_id=CALL, provider="exotel", transfer_id="tr_L1",
+                       transfer_number=None, outbound_number="+919999900001")
+    raw["template"]["configurations"] = {"transfer_numbers": ["+919999900000",
+                                                              "+919999900002"]}
+    run(tasks.transfer_request, request=raw)
+    run(tasks.provider_callback, provider="exotel", kind="passthru", transfer_id="",
+        call_id=CALL, params={"CallSid": CALL, "DialCallStatus": "completed",
+                              "DialWhomNumber": "+919999900002"})
+    [event] = [e for e in events() if e["type"] == "transfer.succeeded"]
+    assert event["destination_index"] == 1
+    assert [a["outcome"] for a in event["attempts"]] == ["not_answered", "answered"]

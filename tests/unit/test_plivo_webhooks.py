@@ -206,3 +206,33 @@ def test_unreached_destination_dials_the_next(client: FlaskClient, settings: Set
     assert msg["kwargs"]["params"]["attempt"] == "2"
     notes = [e["note"] for e in store.timeline(tid)]
     assert "destination 1 busy" in notes and "destination 2 no answer" in notes
+
+
+def test_dial_xml_carries_caller_id_and_hold_audio(client: FlaskClient, settings: Settings,
+                                                   store: Store) -> None:
+    raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1")
+    raw["template"]["configurations"].update(caller_id="customer",
+                                             hold_audio="https://cdn.example.com/hold.mp3")
+    raw["lead"]["phone_number"] = "+14155550177"
+    req = parse_request(raw, store.get_number)
+    store.begin(req)
+    store.set_flag("L1", req.transfer_number)
+    store.transition(req.transfer_id, State.DIALING, "transferred")
+    tid = req.transfer_id
+    resp = post(client, settings, f"/plivo/dial-up?transfer_id={tid}", {"CallUUID": "uuid-1"})
+    dial = ET.fromstring(resp.data).find("Dial")
+    assert dial is not None and dial.get("callerId") == "+14155550177"
+    assert dial.get("dialMusic") == f"{BASE}/plivo/hold?transfer_id={tid}"
+    hold = post(client, settings, f"/plivo/hold?transfer_id={tid}", {"CallUUID": "uuid-1"})
+    play = ET.fromstring(hold.data).find("Play")
+    assert play is not None and play.text == "https://cdn.example.com/hold.mp3"
+    assert play.get("loop") == "0"
+
+
+def test_default_hold_is_a_ringing_tone(client: FlaskClient, settings: Settings,
+                                        store: Store) -> None:
+    tid = pending(store)
+    resp = post(client, settings, f"/plivo/dial-up?transfer_id={tid}", {"CallUUID": "uuid-1"})
+    dial = ET.fromstring(resp.data).find("Dial")
+    assert dial is not None and dial.get("dialMusic") == "real"
+    assert dial.get("callerId") == "+14155550199"

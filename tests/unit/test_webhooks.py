@@ -191,3 +191,53 @@ def test_metrics_count_webhooks_and_signature_failures(client: FlaskClient, sett
     assert _metric(text, 'warm_transfer_webhook_requests_total{route="/twilio/agent-status",'
                          'status="403"}') == 1
     assert _metric(text, 'warm_transfer_signature_failures_total{provider="twilio"}') == 1
+
+
+def screened(store: Store, lead: str = "L1") -> str:
+    from shared.contracts import parse_request
+    from shared.store import State
+
+    raw = make_request(lead_id=lead, call_id="CA" + "c" * 32)
+    raw["template"]["configurations"].update(screening=True, summary="Wants a refund")
+    req = parse_request(raw, store.get_number)
+    store.begin(req)
+    store.transition(req.transfer_id, State.DIALING, "dialing")
+    return req.transfer_id
+
+
+def test_screen_answers_the_gather(client: FlaskClient, settings: Settings,
+                                   store: Store) -> None:
+    import xml.etree.ElementTree as ET
+
+    tid = screened(store)
+    resp = post(client, settings, f"/twilio/screen?transfer_id={tid}",
+                {"CallSid": "CA" + "a" * 32, "CallStatus": "in-progress"})
+    assert resp.status_code == 200 and resp.mimetype == "application/xml"
+    gather = ET.fromstring(resp.data).find("Gather")
+    assert gather is not None and "Wants a refund" in (gather.findtext("Say") or "")
+    assert post(client, settings, f"/twilio/screen?transfer_id={tid}", {"CallSid": "x"},
+                signature="bad").status_code == 403
+
+
+def test_screen_key_joins_the_conference_other_answers_decline(
+        client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    import xml.etree.ElementTree as ET
+
+    tid = screened(store)
+    path = f"/twilio/screen-result?transfer_id={tid}"
+    accepted = post(client, settings, path, {"CallSid": "CA" + "a" * 32, "Digits": "1"})
+    conference = ET.fromstring(accepted.data).find("Dial/Conference")
+    assert conference is not None and conference.text == "transfer-L1"
+    assert conference.get("participantLabel") == "agent"
+    assert drain_queue(celery_app, "transfers") == []
+    assert not store.get_transfer(tid).get("declined")  # type: ignore[union-attr]
+
+    refused = post(client, settings, path, {"CallSid": "CA" + "a" * 32, "Digits": ""})
+    assert ET.fromstring(refused.data).find("Hangup") is not None
+    assert store.get_transfer(tid)["declined"] == "1"  # type: ignore[index]
+    [msg] = drain_queue(celery_app, "transfers")
+    assert msg["kwargs"]["kind"] == "screen" and msg["kwargs"]["params"]["attempt"] == "0"
+    # The key pressed for an attempt already left behind joins nobody.
+    stale = post(client, settings, path + "&attempt=3", {"CallSid": "CA" + "a" * 32,
+                                                         "Digits": "1"})
+    assert ET.fromstring(stale.data).find("Dial") is None

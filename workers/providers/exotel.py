@@ -87,14 +87,20 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> ExotelClient
 
 def dial_up_body(settings: Settings, transfer: Mapping[str, str], number: str
                  ) -> tuple[str, str]:
-    """What the Connect applet gets from /exotel/dial-up: (body, mimetype)."""
+    """What the Connect applet gets from /exotel/dial-up: (body, mimetype). With fallback
+    destinations, all of them in order: Exotel's Connect dials a list one after another
+    (at once only where the account has parallel ringing turned on)."""
+    numbers = [number]
+    listed = json.loads(transfer.get("destinations") or "[]")
+    if len(listed) > 1 and listed[0] == number:
+        numbers = [str(n) for n in listed]
     if settings.exotel_dial_up_format == "json":
-        body = {"destination": {"numbers": [number]},
+        body = {"destination": {"numbers": numbers},
                 "outgoing_phone_number": transfer["outbound_number"],
                 "max_ringing_duration": settings.transfer_ring_timeout,
                 "record": False}
         return json.dumps(body), "application/json"
-    return number, "text/plain"
+    return ",".join(numbers), "text/plain"
 
 
 def normalise_status(raw: Mapping[str, Any]) -> dict[str, str]:
@@ -102,7 +108,7 @@ def normalise_status(raw: Mapping[str, Any]) -> dict[str, str]:
     CallSid, Status, EventType, DialCallStatus, Leg2Status, Leg2Duration."""
     out = {k: str(v) for k, v in raw.items()
            if k in ("CallSid", "Status", "EventType", "DialCallStatus", "DialCallSid",
-                    "CustomField", "DateUpdated") and v is not None}
+                    "DialWhomNumber", "CustomField", "DateUpdated") and v is not None}
     legs: list[Mapping[str, Any]] = []
     if isinstance(raw.get("Legs"), list):
         legs = [leg.get("Leg", leg) for leg in raw["Legs"] if isinstance(leg, Mapping)]
@@ -155,10 +161,18 @@ class ExotelProvider:
         elif kind == "passthru":
             answered, reason = human_outcome(params)
             if answered:
+                self._record_destination(rt, transfer, params.get("DialWhomNumber", ""))
                 rt.succeed(transfer, "human agent answered (passthru)", from_states=pending)
             elif answered is False:
                 rt.fail(transfer, reason, f"connect ended {params.get('DialCallStatus')}",
                         from_states=pending)
+
+    @staticmethod
+    def _record_destination(rt: Runtime, transfer: Mapping[str, str], number: str) -> None:
+        """Exotel names the number it dialed last (DialWhomNumber): the one that answered."""
+        listed = json.loads(transfer.get("destinations") or "[]")
+        if number and number in listed:
+            rt.store.set_fields(transfer["transfer_id"], attempt=str(listed.index(number)))
 
     def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
                             params: Mapping[str, str]) -> bool:

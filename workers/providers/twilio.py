@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
@@ -281,8 +282,8 @@ class TwilioProvider:
         # From either caller ID the leg may have been placed with (see _dial).
         for caller in dict.fromkeys(filter(None, (transfer.get("caller_number"),
                                                   transfer["outbound_number"]))):
-            calls: Any = call_api(lambda c=caller: client.calls.list(to=number, from_=c,
-                                                                     limit=20))
+            calls: Any = call_api(partial(client.calls.list, to=number, from_=caller,
+                                          limit=20))
             for call in calls:
                 if str(call.status) in ("queued", "initiated", "ringing", "in-progress"):
                     return str(call.sid)
