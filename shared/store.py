@@ -359,12 +359,18 @@ class Store:
         outcome = str(res[0])
         return outcome, int(res[1]) if res[1] else -1, str(res[2] or "")
 
-    def destinations_tried(self, transfer_id: str) -> tuple[int, list[str], list[str]]:
-        """(current attempt, the outcomes of the attempts before it, every destination)."""
+    def destinations_tried(self, transfer_id: str
+                           ) -> tuple[int | None, list[str], list[str]]:
+        """(current attempt, the outcomes of the attempts before it, every destination).
+        The attempt is None where the provider went down the list itself and did not say
+        which destination it reached."""
         attempt, tried, dests = self.r.hmget(self.record_key(transfer_id),
                                              ["attempt", "tried", "destinations"])
         numbers = [str(n) for n in json.loads(dests)] if dests else []
-        return int(attempt or 0), (str(tried).split(",") if tried else []), numbers
+        current: int | None = None
+        if attempt is None or str(attempt).isdigit():
+            current = int(attempt or 0)
+        return current, (str(tried).split(",") if tried else []), numbers
 
     def note(self, transfer_id: str, note: str, now: float | None = None) -> None:
         """Add a timeline entry that does not change the state."""

@@ -50,10 +50,13 @@ class Runtime:
         self.logger(None, lead_id=event.lead_id, transfer_id=event.transfer_id).info(
             "event sent", extra={"event_type": event.type.value, "reason": event.reason})
 
-    def attempts(self, transfer_id: str, last_outcome: str) -> tuple[int, list[Attempt]]:
+    def attempts(self, transfer_id: str, last_outcome: str
+                 ) -> tuple[int | None, list[Attempt]]:
         """The destination being tried now, and every one tried so far with its outcome
-        (the current one's is `last_outcome`)."""
+        (the current one's is `last_outcome`); (None, []) when the provider did not say."""
         current, outcomes, numbers = self.store.destinations_tried(transfer_id)
+        if current is None:
+            return None, []
         # Where the provider tried them itself (Exotel's list), only the last is known.
         outcomes = [*(outcomes + ["not_answered"] * current)[:current], last_outcome]
         return current, [Attempt(index=i, number=mask(numbers[i]), outcome=outcome)

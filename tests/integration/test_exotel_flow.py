@@ -109,3 +109,28 @@ def test_lost_status_callback_recovered_through_call_details(stack: Stack) -> No
         assert any("reconciled" in e["note"] for e in stack.store.timeline(tid))
     finally:
         stack.sandbox.exotel.drop_status_callbacks = False
+
+
+def test_first_destination_busy_then_second_answers(stack: Stack) -> None:
+    lead = unique_lead()
+    base = stack.settings.public_base_url
+    token = stack.settings.exotel_webhook_token
+    call_id = stack.customer_call(lead, provider="exotel",
+                                  passthru_url=f"{base}/exotel/passthru?token={token}")
+    numbers = [_agent(40), _agent(41)]
+    stack.sandbox.set_fate(numbers[0], "busy")
+    stack.sandbox.set_fate(numbers[1], "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number="+919999900001", provider="exotel")
+    request["template"]["configurations"] = {"transfer_numbers": numbers}
+    result = stack.client.connect_to_live_agent(request)
+    call = stack.sandbox.calls[call_id]
+    _wait(lambda: call.flow.get("leg2") == "in-progress")
+    assert call.flow["tried"] == numbers  # Exotel's Connect went down the list in order
+    stack.sandbox.hangup(call_id)
+    event = stack.terminal(str(result["transfer_id"]))
+    assert event["type"] == "transfer.succeeded"
+    # Which destination answered comes with the passthru's DialWhomNumber; if the status
+    # callback (sent at the same hangup) is handled first, the event does not guess.
+    assert (event["destination_index"], event["attempts"] and len(event["attempts"])) in (
+        (1, 2), (None, None))

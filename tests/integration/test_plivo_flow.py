@@ -188,3 +188,10 @@ def test_every_destination_unreached_resumes_the_ai(stack: Stack) -> None:
     while not stack.sandbox.calls[call_id].redirects:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_fallback_success_event_names_the_destination(stack: Stack) -> None:
+    _, _, _, tid = _fallback(stack, ["no-answer:0.1", "busy", "answer"])
+    event = stack.terminal(tid)
+    assert event["destination_index"] == 2
+    assert [a["outcome"] for a in event["attempts"]] == ["no_answer", "busy", "answered"]

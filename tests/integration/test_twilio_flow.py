@@ -302,3 +302,87 @@ def test_briefing_is_spoken_to_the_human_alone_before_the_bridge(stack: Stack) -
              if r.path.endswith(f"/Participants/{human.sid}.json")
              or r.path.endswith(f"/Calls/{call_id}.json")]
     assert order[0].endswith(f"/Participants/{human.sid}.json")  # announced, then moved
+
+
+def _policies(stack: Stack, fates: list[str], **configurations: object
+              ) -> tuple[str, str, list[str], str]:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    numbers = [fictional_number() for _ in fates]
+    for number, fate in zip(numbers, fates, strict=True):
+        stack.sandbox.set_fate(number, fate)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": numbers, **configurations}
+    result = stack.client.connect_to_live_agent(request)
+    assert result["status"] == "transfer_requested", result
+    return lead, call_id, numbers, str(result["transfer_id"])
+
+
+def _legs_to(stack: Stack, numbers: list[str]) -> list[str]:
+    with stack.sandbox.lock:
+        return [c.to for c in stack.sandbox.calls.values() if c.to in numbers]
+
+
+def test_first_destination_busy_then_second_answers(stack: Stack) -> None:
+    lead, call_id, numbers, tid = _policies(stack, ["busy", "answer"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
+    assert [a["outcome"] for a in event["attempts"]] == ["busy", "answered"]
+    assert _legs_to(stack, numbers) == numbers  # one after the other
+    # The customer stayed with the AI until the second human was in: moved once.
+    assert len(stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST")) == 1
+    labels = [r.value("Label") for r in _participant_requests(stack, lead)]
+    assert labels == ["agent", "agent-2"]
+    assert stack.terminal_count(tid) == 1
+
+
+def test_voicemail_then_fallback_answers(stack: Stack) -> None:
+    _, _, numbers, tid = _policies(stack, ["machine", "answer"], voicemail_detection=True)
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    assert [a["outcome"] for a in event["attempts"]] == ["voicemail", "answered"]
+    machine = next(c for c in stack.sandbox.calls.values() if c.to == numbers[0])
+    assert machine.status == "completed"  # hung up, not left on the voicemail
+
+
+def test_screening_accepted_joins_after_the_key(stack: Stack) -> None:
+    _, call_id, numbers, tid = _policies(stack, ["answer"], screening=True)
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    human = next(c for c in stack.sandbox.calls.values() if c.to == numbers[0])
+    assert human.spoken == ["Incoming transfer. Billing question", "Press 1 to take the call."]
+    assert stack.sandbox.calls[call_id].spoken == []  # the customer heard none of it
+    [dial] = stack.sandbox.api_requests("/Calls.json", method="POST")[-1:]
+    assert (dial.value("Url") or "").endswith(f"/twilio/screen?transfer_id={tid}")
+
+
+def test_screening_declined_then_fallback_answers(stack: Stack) -> None:
+    _, _, numbers, tid = _policies(stack, ["decline", "answer"], screening=True)
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
+    first = next(c for c in stack.sandbox.calls.values() if c.to == numbers[0])
+    assert first.spoken[-1] == "Okay, the call will not be connected. Goodbye."
+
+
+def test_screening_declined_by_everyone_resumes_the_ai(stack: Stack) -> None:
+    _, call_id, _, tid = _policies(stack, ["decline"], screening=True)
+    event = stack.terminal(tid)
+    assert (event["reason"], event["action"]) == ("declined", "resume")
+    assert stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST") == []
+
+
+def test_customer_caller_id_is_shown_to_the_human(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    number = fictional_number()
+    customer = fictional_number()
+    stack.sandbox.set_fate(number, "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=number,
+                           outbound_number=OUTBOUND)
+    request["template"]["configurations"]["caller_id"] = "customer"
+    request["lead"]["phone_number"] = customer
+    result = stack.client.connect_to_live_agent(request)
+    assert stack.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
+    [dial] = _participant_requests(stack, lead)
+    assert dial.value("From") == customer  # type: ignore[attr-defined]

@@ -148,9 +148,13 @@ class ExotelProvider:
         # Told before the state moves: a worker dying in between makes a redelivery tell
         # again (harmless) rather than never (the AI would hold the call to the deadline).
         rt.emit_disconnect(transfer)
+        # With several destinations Exotel goes down the list itself: which one answered
+        # is unknown until its passthru names it (DialWhomNumber).
+        unknown = {"attempt": ""} if len(json.loads(transfer.get("destinations") or "[]")) > 1 \
+            else {}
         rt.store.transition(transfer["transfer_id"], State.DIALING,
                             "AI told to disconnect; waiting for the Connect applet",
-                            from_states=(State.REQUESTED,))
+                            from_states=(State.REQUESTED,), fields=unknown)
 
     def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
