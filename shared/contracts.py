@@ -69,7 +69,6 @@ class ErrorCode(StrEnum):
     OUTSIDE_HOURS = "outside_hours"
     INVALID_POLICY = "invalid_policy"
     UNSUPPORTED_POLICY = "unsupported_policy"
-    PROVIDER_NOT_CONFIGURED = "provider_not_configured"
     SERVICE_UNAVAILABLE = "service_unavailable"
 
 
@@ -103,8 +102,6 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.INVALID_POLICY: "A transfer setting is not valid. " + _CANT_CONNECT,
     ErrorCode.UNSUPPORTED_POLICY: "A transfer setting is not available on this phone "
     "provider. " + _CANT_CONNECT,
-    ErrorCode.PROVIDER_NOT_CONFIGURED: "Transfers are not set up for this phone provider. "
-    + _CANT_CONNECT,
     ErrorCode.SERVICE_UNAVAILABLE: "The transfer service is unavailable. " + _CANT_CONNECT,
 }
 

@@ -19,3 +19,13 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "python3 scripts/dev.py up" in head
     ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
     assert "python3 scripts/dev.py test" in ci
+
+
+def test_every_error_code_failure_reason_and_policy_is_documented() -> None:
+    from shared.contracts import _POLICY_PROVIDERS, ErrorCode, FailureReason, TransferEvent
+
+    names = [f"`{c.value}`" for c in ErrorCode] + [f"`{r.value}`" for r in FailureReason]
+    names += [f"`{field}`" for field in TransferEvent.model_fields]
+    names += [f"`{policy.removesuffix('_customer').removesuffix('_url')}`"
+              for policy in _POLICY_PROVIDERS]
+    assert [n for n in names if n not in README] == []
