@@ -255,3 +255,45 @@ def _workers_alive(services: Services) -> Any:
     yield
     if not any(w.poll() is None for w in services.workers):
         services.start_worker()
+
+
+def test_fallback_chains_with_callbacks_twice_and_shuffled(services: Services) -> None:
+    """Attempt-tagged legs under duplicate, reordered callbacks: each destination is dialed
+    at most once, each transfer ends once, and the event names the right destination."""
+    s = services
+    s.sandbox.repeat_callbacks = 2
+    s.sandbox.callback_jitter = 0.2
+    chains: list[tuple[str, list[str], dict[str, Any], int | None]] = [
+        ("twilio", ["busy", "answer"], {}, 1),
+        ("twilio", ["no-answer:0.2", "busy", "answer"], {}, 2),
+        ("twilio", ["machine", "answer"], {"voicemail_detection": True}, 1),
+        ("twilio", ["decline", "answer"], {"screening": True}, 1),
+        ("twilio", ["busy", "fail"], {}, None),
+        ("plivo", ["busy", "answer"], {}, 1),
+        ("plivo", ["decline", "no-answer:0.2", "answer"], {"screening": True}, 2),
+    ]
+    started = []
+    for provider, fates, config, expected in chains:
+        lead = unique_lead()
+        call_id = s.customer_call(lead, provider=provider)
+        numbers = [f"+{NUMBERS[provider] + 1000 + next(_seq) % 8000}" for _ in fates]
+        for number, fate in zip(numbers, fates, strict=True):
+            s.sandbox.set_fate(number, fate)
+        request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                               provider=provider, outbound_number=OUTBOUND[provider],
+                               outbound_number_id=None, summary="Billing")
+        request["template"]["configurations"] = {"transfer_numbers": numbers, **config}
+        result = s.client.connect_to_live_agent(request)
+        assert result["status"] == "transfer_requested", result
+        started.append((str(result["transfer_id"]), numbers, expected))
+    counts = settle(s, [t for t, *_ in started], timeout=3 * DEADLINE)
+    assert set(counts.values()) == {1}
+    for tid, numbers, expected in started:
+        [event] = s.events.matching(lambda e, t=tid: e["transfer_id"] == t
+                                    and e["type"] in ("transfer.succeeded", "transfer.failed"))
+        assert event["destination_index"] == expected, (tid, event)
+        with s.sandbox.lock:
+            legs = Counter(c.to for c in s.sandbox.calls.values() if c.to in numbers)
+        assert max(legs.values()) == 1, legs  # no destination rang twice
+        if expected is not None:
+            assert list(legs) == numbers[:expected + 1]
