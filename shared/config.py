@@ -73,8 +73,11 @@ class Settings(BaseSettings):
     @property
     def deadline_seconds(self) -> int:
         """Seconds after which a transfer with no outcome fails; always inside the flag's TTL."""
-        return min(self.transfer_ring_timeout + self.transfer_deadline_margin,
-                   self.transfer_flag_ttl - 5)
+        return self.deadline_for(self.transfer_ring_timeout)
+
+    def deadline_for(self, ring_timeout: int) -> int:
+        """The deadline of a destination that rings this long."""
+        return min(ring_timeout + self.transfer_deadline_margin, self.transfer_flag_ttl - 5)
 
     def public_url(self, path: str) -> str:
         return f"{self.public_base_url}{path}"

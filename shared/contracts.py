@@ -177,8 +177,10 @@ class TransferRequest(BaseModel):
     # Policies (template configurations beyond the number).
     voicemail_detection: bool = False
     screening: bool = False
-    # Every destination in order (the first is transfer_number).
+    # Every destination in order (the first is transfer_number), and how long each rings
+    # (0: TRANSFER_RING_TIMEOUT).
     destinations: tuple[str, ...] = ()
+    ring_timeouts: tuple[int, ...] = ()
     # The caller ID the human sees: the lead's outbound number, or the customer's own.
     caller_id: Literal["outbound", "customer"] = "outbound"
     customer_number: str | None = None
@@ -238,20 +240,32 @@ def parse_request(
         configurations, Mapping) else None
     if raw_list is not None:
         # Fallback destinations, tried one after another.
-        if (not isinstance(raw_list, list) or not raw_list
-                or len(raw_list) > MAX_DESTINATIONS):
+        if not isinstance(raw_list, list) or not raw_list:
             raise RequestError(ErrorCode.INVALID_TRANSFER_NUMBER,
                                f"transfer_numbers must list 1 to {MAX_DESTINATIONS} numbers")
-        if raw_number is not None and raw_number != raw_list[0]:
+        if raw_number is not None and raw_number != _item_number(raw_list[0]):
             raw_list = [raw_number, *raw_list]
-        raw_number = raw_list[0]
+        if len(raw_list) > MAX_DESTINATIONS:
+            raise RequestError(ErrorCode.INVALID_TRANSFER_NUMBER,
+                               f"at most {MAX_DESTINATIONS} transfer numbers")
+        raw_number = _item_number(raw_list[0])
     if raw_number is None or (isinstance(raw_number, str) and not raw_number.strip()):
         raise RequestError(ErrorCode.MISSING_TRANSFER_NUMBER)
+    config_ring = _ring_timeout(configurations.get("ring_timeout") if isinstance(
+        configurations, Mapping) else None, "ring_timeout")
     try:
         transfer_number = normalize_e164(raw_number)
-        destinations = tuple(normalize_e164(n) for n in (raw_list or [raw_number]))
+        destinations = tuple(normalize_e164(_item_number(n)) for n in (raw_list or [raw_number]))
     except InvalidNumber as exc:
         raise RequestError(ErrorCode.INVALID_TRANSFER_NUMBER, str(exc)) from None
+    per_destination = tuple(
+        _ring_timeout(n.get("ring_timeout"), "transfer_numbers[].ring_timeout")
+        if isinstance(n, Mapping) else None for n in (raw_list or [raw_number]))
+    if any(r is not None for r in per_destination) and provider == "exotel":
+        # Exotel's Connect takes one ringing duration for the whole list.
+        raise RequestError(ErrorCode.UNSUPPORTED_POLICY, "a ring_timeout per destination is "
+                                                         "not available on exotel")
+    ring_timeouts = tuple(r or config_ring or 0 for r in per_destination)
 
     lead = raw.get("lead")
     lead = lead if isinstance(lead, Mapping) else {}
@@ -307,6 +321,7 @@ def parse_request(
         request_id=_text(request_id),
         transfer_id=transfer_id or _text(raw.get("transfer_id")) or new_transfer_id(),
         destinations=destinations,
+        ring_timeouts=ring_timeouts,
         **policies,
     )
 
@@ -367,6 +382,19 @@ def _parse_policies(config: Mapping[str, Any], provider: str, n_destinations: in
         _policy_available("hold_audio_url", provider, "a hold_audio URL")
     policies["hold_audio"] = hold
     return policies
+
+
+def _item_number(item: Any) -> Any:
+    """A transfer_numbers item: the number, or {"number": ..., "ring_timeout": ...}."""
+    return item.get("number") if isinstance(item, Mapping) else item
+
+
+def _ring_timeout(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 5 <= value <= 120:
+        raise RequestError(ErrorCode.INVALID_POLICY, f"{name} must be 5 to 120 seconds")
+    return value
 
 
 def new_transfer_id() -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -51,6 +52,15 @@ TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED})
 
 def flag_key(lead_id: str) -> str:
     return f"transfer:{lead_id}"
+
+
+def ring_timeout(settings: Settings, transfer: Mapping[str, Any], attempt: int | str) -> int:
+    """How long destination `attempt` of a transfer record rings: the template's value,
+    else TRANSFER_RING_TIMEOUT."""
+    rings = json.loads(transfer.get("ring_timeouts") or "[]")
+    index = int(attempt or 0)
+    value = rings[index] if 0 <= index < len(rings) else 0
+    return int(value) or settings.transfer_ring_timeout
 
 
 def _iso(ts: float) -> str:
@@ -299,6 +309,7 @@ class Store:
             "screening": "1" if req.screening else "",
             "destinations": json.dumps(list(req.destinations or (req.transfer_number,))),
             "attempt": "0",
+            "ring_timeouts": json.dumps(list(req.ring_timeouts)),
             "caller_number": req.customer_number if req.caller_id == "customer" else "",
             "hold_audio": req.hold_audio,
         }
@@ -311,7 +322,8 @@ class Store:
                   self.idem_key(req.request_id or "-")],
             args=[req.transfer_id, json.dumps(record), self.settings.transfer_flag_ttl,
                   self.settings.transfer_record_ttl, _iso(now),
-                  now + self.settings.deadline_seconds, entry, req.request_id or ""],
+                  now + self.settings.deadline_for(ring_timeout(self.settings, record, 0)),
+                  entry, req.request_id or ""],
         )
         return str(res[0]), str(res[1])
 
@@ -345,12 +357,14 @@ class Store:
         past, ('final', -1, '') when the transfer is over. The flag takes the number with
         its TTL kept; the deadline moves to a full ring from now, inside that TTL."""
         now = time.time() if now is None else now
-        rec = self.r.hmget(self.record_key(transfer_id), ["started_at"])
-        started = float(rec[0] or now)
-        deadline = min(now + self.settings.deadline_seconds,
+        started_at, rings = self.r.hmget(self.record_key(transfer_id),
+                                         ["started_at", "ring_timeouts"])
+        started = float(started_at or now)
+        ring = ring_timeout(self.settings, {"ring_timeouts": rings}, seen_attempt + 1)
+        deadline = min(now + self.settings.deadline_for(ring),
                        started + self.settings.transfer_flag_ttl - 5)
         # Not enough of the flag's TTL left to ring another destination: this one is last.
-        room = deadline - now >= self.settings.transfer_ring_timeout
+        room = deadline - now >= ring
         note = f"destination {seen_attempt + 1} {outcome.replace('_', ' ')}"
         res = self._advance(keys=[self.record_key(transfer_id), self.timeline_key(transfer_id),
                                   self.DEADLINES],

@@ -195,3 +195,33 @@ def test_terminal_events_say_which_destinations_were_tried() -> None:
                   Attempt(index=1, number="+14*******02", outcome="answered")]).as_dict()
     assert event["destination_index"] == 1
     assert [a["outcome"] for a in event["attempts"]] == ["busy", "answered"]
+
+
+def test_ring_timeout_per_template_and_per_destination() -> None:
+    raw = make_request(transfer_number=None)
+    raw["template"]["configurations"] = {
+        "ring_timeout": 20,
+        "transfer_numbers": [{"number": "+14155550101", "ring_timeout": 10}, "+14155550102"]}
+    req = parse(raw)
+    assert req.destinations == ("+14155550101", "+14155550102")
+    assert req.ring_timeouts == (10, 20)
+    assert parse(make_request()).ring_timeouts == (0,)  # TRANSFER_RING_TIMEOUT
+    for bad in (4, 121, "20", True):
+        raw["template"]["configurations"]["ring_timeout"] = bad
+        assert code_of(raw) == "invalid_policy"
+    raw["template"]["configurations"]["ring_timeout"] = 20
+    raw["template"]["configurations"]["transfer_numbers"][0]["ring_timeout"] = 500
+    assert code_of(raw) == "invalid_policy"
+    exotel = make_request(provider="exotel", transfer_number=None)
+    exotel["template"]["configurations"] = {
+        "transfer_numbers": [{"number": "+14155550101", "ring_timeout": 10}]}
+    assert code_of(exotel) == "unsupported_policy"
+
+
+def test_at_most_five_destinations_counting_transfer_number() -> None:
+    raw = make_request(transfer_number="+14155550100")
+    raw["template"]["configurations"]["transfer_numbers"] = [
+        f"+1415555010{i}" for i in range(1, 6)]
+    assert code_of(raw) == "invalid_transfer_number"
+    raw["template"]["configurations"]["transfer_numbers"].pop()
+    assert len(parse(raw).destinations) == 5

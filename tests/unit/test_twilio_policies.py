@@ -186,3 +186,22 @@ def test_customer_caller_id_falls_back_when_twilio_refuses_it(
     rec = store.get_transfer("tr_L1")
     assert rec is not None and rec["state"] == "dialing"
     assert any("refused the customer's number" in e["note"] for e in store.timeline("tr_L1"))
+
+
+def test_each_destination_rings_for_its_own_timeout(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1",
+                       transfer_number=None)
+    req["template"]["configurations"] = {
+        "ring_timeout": 12,
+        "transfer_numbers": [{"number": NUMBERS[0], "ring_timeout": 8}, NUMBERS[1]]}
+    run(tasks.transfer_request, request=req)
+    assert form(mocked.calls[0])["Timeout"] == ["8"]
+    deadline = store.r.zscore(store.DEADLINES, "tr_L1")
+    started = float(store.get_transfer("tr_L1")["started_at"])  # type: ignore[index]
+    assert deadline is not None
+    assert round(deadline - started) == 8 + rt.settings.transfer_deadline_margin
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    callback("agent-status", "tr_L1", CallSid=AGENT, CallStatus="no-answer", attempt="0")
+    assert form(mocked.calls[-1])["Timeout"] == ["12"]

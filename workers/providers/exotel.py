@@ -21,7 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from shared.config import Settings
-from shared.store import State
+from shared.store import State, ring_timeout
 from workers.providers.base import (
     PermanentProviderError,
     ProviderNotConfigured,
@@ -97,7 +97,7 @@ def dial_up_body(settings: Settings, transfer: Mapping[str, str], number: str
     if settings.exotel_dial_up_format == "json":
         body = {"destination": {"numbers": numbers},
                 "outgoing_phone_number": transfer["outbound_number"],
-                "max_ringing_duration": settings.transfer_ring_timeout,
+                "max_ringing_duration": ring_timeout(settings, transfer, 0),
                 "record": False}
         return json.dumps(body), "application/json"
     return ",".join(numbers), "text/plain"

@@ -23,7 +23,7 @@ from plivo import plivoxml
 from plivo.exceptions import PlivoRestError
 
 from shared.config import Settings
-from shared.store import State
+from shared.store import State, ring_timeout
 from workers.providers.base import (
     PermanentProviderError,
     ProviderNotConfigured,
@@ -134,7 +134,7 @@ def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) ->
     dial_music = _url(settings, HOLD_PATH, transfer) if hold.startswith("https://") else "real"
     dial = plivoxml.DialElement(
         action=_url(settings, DIAL_ACTION_PATH, transfer), method="POST",
-        timeout=settings.transfer_ring_timeout,
+        timeout=ring_timeout(settings, transfer, transfer.get("attempt", "0")),
         caller_id=transfer.get("caller_number") or transfer["outbound_number"],
         callback_url=_url(settings, DIAL_CALLBACK_PATH, transfer), callback_method="POST",
         dial_music=dial_music, **briefing)

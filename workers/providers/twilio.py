@@ -32,7 +32,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from shared.config import Settings
-from shared.store import State
+from shared.store import State, ring_timeout
 from workers.providers.base import (
     PermanentProviderError,
     ProviderNotConfigured,
@@ -253,7 +253,7 @@ class TwilioProvider:
         if transfer.get("screening"):
             # Our TwiML runs on the human's leg first: the key decides whether they join.
             call: Any = call_api(lambda: client.calls.create(
-                to=number, from_=caller, timeout=settings.transfer_ring_timeout,
+                to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
                 url=_callback_url(settings, SCREEN_PATH, transfer, attempt), method="POST",
                 **status, **amd))
             return str(call.sid)
@@ -262,7 +262,7 @@ class TwilioProvider:
             from_=caller,
             to=number,
             label=agent_label(attempt),
-            timeout=settings.transfer_ring_timeout,
+            timeout=ring_timeout(settings, transfer, attempt),
             early_media=False,
             beep="false",
             start_conference_on_enter=True,
