@@ -3,6 +3,8 @@ fate, each transfer's timeline printed as it happens."""
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -14,13 +16,19 @@ from shared.config import Settings
 from shared.store import Store
 from workers.localstack import running_stack
 
-SCENARIOS = [
-    ("twilio", "answer-after:1", "the human answers"),
-    ("twilio", "busy", "the human's line is busy"),
-    ("plivo", "answer-after:1", "the human answers"),
-    ("plivo", "no-answer:2", "nobody answers; the customer goes back to the AI"),
-    ("exotel", "answer-after:1", "the human answers; they talk, then hang up"),
-    ("exotel", "busy", "the human's line is busy"),
+# (provider, the fate of each destination in order, template policies, what happens)
+SCENARIOS: list[tuple[str, list[str], dict[str, Any], str]] = [
+    ("twilio", ["answer-after:1"], {}, "the human answers"),
+    ("twilio", ["busy"], {}, "the human's line is busy"),
+    ("twilio", ["decline-after:1", "answer-after:1"], {"screening": True},
+     "screening: the first human declines, the second presses 1"),
+    ("twilio", ["machine", "answer-after:1"], {"voicemail_detection": True},
+     "voicemail on the first line, the second answers"),
+    ("plivo", ["answer-after:1"], {}, "the human answers"),
+    ("plivo", ["no-answer:2"], {}, "nobody answers; the customer goes back to the AI"),
+    ("plivo", ["busy", "answer-after:1"], {}, "the first line is busy, the second answers"),
+    ("exotel", ["answer-after:1"], {}, "the human answers; they talk, then hang up"),
+    ("exotel", ["busy"], {}, "the human's line is busy"),
 ]
 # Exotel reports the outcome when the call ends: the demo's customer talks this long.
 EXOTEL_TALK_SECONDS = 2.0
@@ -64,7 +72,20 @@ class EventReader(threading.Thread):
             return [e for e in self.events if e.get("transfer_id") == transfer_id]
 
 
+def _terminate(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds running_stack, which stops every child
+
+
 def demo(port: int = 8000) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _demo(port)
+    except RuntimeError as exc:
+        print(f"warm-transfer demo: {exc}", file=sys.stderr)
+        return 1
+
+
+def _demo(port: int) -> int:
     with running_stack(port=port, use_sandbox=True, quiet_children=True) as stack:
         assert stack.sandbox is not None
         settings = Settings.model_validate({k.lower(): v for k, v in stack.env.items()
@@ -82,10 +103,11 @@ def demo(port: int = 8000) -> int:
         reader = EventReader(settings, on_disconnect=close_stream)
         reader.start()
         results = []
-        for i, (provider, fate, what) in enumerate(SCENARIOS, start=1):
+        for i, (provider, fates, policies, what) in enumerate(SCENARIOS, start=1):
             lead = f"demo-{provider}-{i}-{int(time.time())}"
-            agent = f"+1415555011{i}"
-            stack.sandbox.set_fate(agent, fate)
+            agents = [f"+1415555{100 + 10 * i + k:04d}" for k in range(len(fates))]
+            for agent, fate in zip(agents, fates, strict=True):
+                stack.sandbox.set_fate(agent, fate)
             status_url = f"{stack.public_base_url}/{provider}/status?lead_id={lead}"
             flow = {}
             if provider == "exotel":
@@ -98,18 +120,23 @@ def demo(port: int = 8000) -> int:
             print(f"\n== {provider}: {what} (lead {lead})", flush=True)
             result = client.connect_to_live_agent({
                 "lead_id": lead, "provider": provider, "call_id": call_id,
-                "template": {"configurations": {"transfer_number": agent}},
+                "template": {"configurations": {"transfer_numbers": agents, **policies}},
                 "lead": {"outbound_number": OUTBOUND},
                 "summary": "Demo customer wants to talk to a person"})
-            print(f"   tool result: {result['status']}  {result.get('transfer_id', '')}")
-            outcome = _follow(store, reader, str(result.get("transfer_id", "")))
+            print(f"   tool result: {result['status']}  {result.get('transfer_id', '')}"
+                  f"{result.get('error', '')}")
+            if result["status"] != "transfer_requested":
+                print(f"   {result.get('message', '')}")
+                results.append((provider, what, "refused"))
+                continue
+            outcome = _follow(store, reader, str(result["transfer_id"]))
             results.append((provider, what, outcome))
             stack.sandbox.hangup(call_id)
         reader.stopped.set()
         print("\n== summary")
         for provider, what, outcome in results:
-            print(f"   {provider:7} {what:52} -> {outcome}")
-        return 0 if all(o != "no outcome" for _, _, o in results) else 1
+            print(f"   {provider:7} {what:58} -> {outcome}")
+        return 0 if all(o not in ("no outcome", "refused") for _, _, o in results) else 1
 
 
 def _follow(store: Store, reader: EventReader, transfer_id: str, timeout: float = 20.0) -> str:
@@ -129,6 +156,10 @@ def _follow(store: Store, reader: EventReader, transfer_id: str, timeout: float 
         shown_events = len(events)
         for event in events:
             if event["type"] in ("transfer.succeeded", "transfer.failed"):
+                tried = ", ".join(f"{a['number']} {a['outcome']}"
+                                  for a in event.get("attempts") or [])
+                if tried:
+                    print(f"   destinations tried: {tried}", flush=True)
                 return f"{event['type']} {event.get('reason') or ''}".strip()
         time.sleep(0.05)
     return "no outcome"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -100,6 +101,11 @@ def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         proc.wait()
 
 
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 @contextmanager
 def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool | None = None,
                   log: Callable[[str], None] | None = None, quiet_children: bool = False
@@ -108,6 +114,10 @@ def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool 
     if log is None:
         def log(line: str) -> None:
             print(line, flush=True)  # the children write to the same stream
+    if _port_in_use(port):
+        # Else the health check would find that server, and callbacks would go to it.
+        raise RuntimeError(f"port {port} is already in use (another `warm-transfer up`?); "
+                           "choose another with --port")
     base = Settings()
     env = dict(os.environ)
     with ExitStack() as stack:

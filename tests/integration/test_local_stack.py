@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
@@ -21,6 +23,7 @@ from tests.integration.processes import (
     read_events,
     stop,
 )
+from workers.localstack import running_stack
 
 BIN = Path(sys.executable).parent
 
@@ -174,3 +177,13 @@ def test_cli_user_errors_are_one_line_and_nonzero() -> None:
         helped = subprocess.run([sys.executable, "-m", "workers.cli", command, "--help"],
                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert helped.returncode == 0 and "usage: warm-transfer" in helped.stdout, command
+
+
+def test_a_port_already_in_use_is_refused_before_anything_starts() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"port {port} is already in use"), \
+                running_stack(port=port, use_sandbox=True, log=lambda _: None):
+            pass
