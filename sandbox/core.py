@@ -89,6 +89,8 @@ class SimCall:
     # Where the call's XML sent it (Redirect) and what it was told (Speak).
     redirects: list[str] = field(default_factory=list)
     spoken: list[str] = field(default_factory=list)
+    # Plivo: what the caller heard while a Dial rang (dialMusic).
+    held: list[str] = field(default_factory=list)
     # Exotel: the flow (Connect applet URL, passthru URL, callback format) and its legs.
     flow: dict[str, Any] = field(default_factory=dict)
     # Twilio answering-machine detection: asked for, and its verdict.

@@ -113,6 +113,7 @@ class PlivoSim:
             return
 
         confirm_sound, confirm_key = element.get("confirmSound"), element.get("confirmKey")
+        self._hold(call, element.get("dialMusic", ""))
 
         def outcome() -> None:
             with self.sb.lock:
@@ -146,6 +147,22 @@ class PlivoSim:
             self.dial_over(call, status)
 
         self.sb.scheduler.at(max(min(fate.ring, timeout), 0.02), outcome)
+
+    def _hold(self, call: SimCall, dial_music: str) -> None:
+        """What the caller hears while the Dial rings: "real" is a ringing tone; a URL
+        is fetched (signed, like every Plivo request) for Play/Speak/Wait XML."""
+        if not dial_music.startswith("http"):
+            call.held.append(dial_music or "silence")
+            return
+        code, text = self.send(dial_music, self._call_params(call))
+        try:
+            root = ET.fromstring(text) if code == 200 else None  # noqa: S314 - service XML
+        except ET.ParseError:
+            root = None
+        if root is None:
+            call.held.append(f"[dialMusic fetch failed: {code}]")
+            return
+        call.held.extend(f"play {e.text}" if e.tag == "Play" else e.tag for e in root)
 
     def dial_over(self, call: SimCall, status: str) -> None:
         """Post the Dial action; when the customer is still there, run what it answers."""

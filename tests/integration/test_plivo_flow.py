@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 import requests
 
 from tests.helpers import fictional_number, make_request, unique_lead
@@ -195,3 +196,48 @@ def test_fallback_success_event_names_the_destination(stack: Stack) -> None:
     event = stack.terminal(tid)
     assert event["destination_index"] == 2
     assert [a["outcome"] for a in event["attempts"]] == ["no_answer", "busy", "answered"]
+
+
+def test_customer_caller_id_and_hold_audio(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead, provider="plivo")
+    number, customer = fictional_number(), fictional_number()
+    stack.sandbox.set_fate(number, "answer-after:0.3")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=number,
+                           outbound_number=OUTBOUND, provider="plivo")
+    request["template"]["configurations"].update(
+        caller_id="customer", hold_audio="https://cdn.example.com/hold.mp3")
+    request["lead"]["phone_number"] = customer
+    result = stack.client.connect_to_live_agent(request)
+    assert stack.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
+    human = next(c for c in stack.sandbox.calls.values() if c.to == number)
+    assert human.from_ == customer  # the human saw the customer's number
+    # While it rang, the customer heard the template's audio (fetched from /plivo/hold).
+    assert stack.sandbox.calls[call_id].held == ["play https://cdn.example.com/hold.mp3"]
+
+
+def test_default_hold_is_ringing_never_silence(stack: Stack) -> None:
+    _, _, call_id, tid = _fallback(stack, ["busy", "answer"])
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    assert stack.sandbox.calls[call_id].held == ["real", "real"]  # each Dial rang
+
+
+@pytest.mark.parametrize("provider", ["plivo", "exotel"])
+def test_outside_hours_nothing_is_dialed(stack: Stack, provider: str) -> None:
+    from datetime import UTC, datetime
+
+    from shared.hours import DAYS
+
+    other_day = DAYS[(datetime.now(UTC).weekday() + 3) % 7]  # never today
+    lead = unique_lead()
+    call_id = stack.customer_call(lead, provider=provider)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=fictional_number(),
+                           outbound_number=OUTBOUND, provider=provider)
+    request["template"]["configurations"]["hours"] = {
+        "timezone": "Asia/Kolkata", "weekly": {other_day: ["09:00-17:00"]}}
+    result = stack.client.connect_to_live_agent(request)
+    assert (result["status"], result["error"]) == ("error", "outside_hours")
+    assert "call back" in result["message"]
+    time.sleep(0.3)
+    assert stack.sandbox.api_requests(call_id) == []
+    assert stack.events_for(lead) == []
