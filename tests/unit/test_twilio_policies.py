@@ -205,3 +205,34 @@ def test_each_destination_rings_for_its_own_timeout(
     mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
     callback("agent-status", "tr_L1", CallSid=AGENT, CallStatus="no-answer", attempt="0")
     assert form(mocked.calls[-1])["Timeout"] == ["12"]
+
+
+def test_a_briefed_human_who_leaves_is_followed_by_the_next_who_is_briefed_too(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked, summary="Wants a refund")
+    first = f"{ACCOUNT}/Conferences/transfer-L1/Participants/{AGENT}.json"
+    second = f"{ACCOUNT}/Conferences/transfer-L1/Participants/{SECOND}.json"
+    mocked.post(first, json={"call_sid": AGENT, "status": "connected"})
+    mocked.post(second, json={"call_sid": SECOND, "status": "connected"})
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ConferenceSid="CF1")
+    # The first human hangs up during the briefing: the next number is dialed.
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    callback("conference", tid, StatusCallbackEvent="participant-leave", CallSid=AGENT,
+             ConferenceSid="CF1")
+    assert form(mocked.calls[-1])["To"] == [NUMBERS[1]]
+    # The first briefing's end comes late: nobody is moved to an empty conference.
+    callback("conference", tid, StatusCallbackEvent="announcement-end", CallSid=AGENT)
+    assert call_url(CUSTOMER) not in [c.request.url for c in mocked.calls]
+    # The second human joins and is briefed too; its announcement's end moves the customer.
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=SECOND,
+             ConferenceSid="CF2")
+    assert mocked.calls[-1].request.url == second
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    callback("conference", tid, StatusCallbackEvent="announcement-end", CallSid=SECOND)
+    assert mocked.calls[-1].request.url == call_url(CUSTOMER)
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=CUSTOMER)
+    [event] = events()
+    assert event["type"] == "transfer.succeeded"
+    assert [a["outcome"] for a in event["attempts"]] == ["agent_hung_up", "answered"]

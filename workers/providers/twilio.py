@@ -394,8 +394,13 @@ class TwilioProvider:
                 return  # the bridge follows the briefing's announcement-end
             self._bridge(rt, transfer, task_id)
         elif event in ("announcement-end", "announcement-fail"):
-            # The briefing is over (or could not play): now move the customer.
-            self._bridge(rt, transfer, task_id)
+            # The briefing is over (or could not play): now move the customer. Unless it
+            # was the briefing of a human already left behind (a fallback moved on).
+            briefed = transfer.get("briefed_sid", "")
+            if briefed and briefed == agent_sid and call_sid in ("", agent_sid):
+                self._bridge(rt, transfer, task_id)
+            else:
+                rt.store.note(tid, f"conference {event} of an earlier destination ignored")
         elif event == "participant-join" and is_customer:
             rt.succeed(transfer, "customer joined the human agent", from_states=(State.BRIDGING,))
         elif (event == "participant-leave" and is_agent) or (
@@ -412,8 +417,11 @@ class TwilioProvider:
         """Have Twilio speak the summary to the human alone (an announcement to that
         participant, before the customer is in the conference). True when it was asked."""
         tid = transfer["transfer_id"]
-        if not rt.store.claim_for(f"brief:{tid}", task_id):
+        attempt = transfer.get("attempt", "0")
+        if not rt.store.claim_for(f"brief:{tid}:{attempt}", task_id):
             return True  # another delivery of this join already asked for it
+        # Which leg's announcement ends the briefing (the state may be past "dialing").
+        rt.store.set_fields(tid, briefed_sid=agent_sid)
         rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent joined; briefing them",
                             from_states=(State.REQUESTED, State.DIALING))
         client = make_client(rt.settings, transfer)
