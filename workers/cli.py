@@ -105,9 +105,18 @@ def cmd_numbers(args: argparse.Namespace) -> int:
 def cmd_request(args: argparse.Namespace) -> int:
     from shared.client import TransferClient
 
+    try:
+        extra = json.loads(args.configurations or "{}")
+    except ValueError as exc:
+        print(f"--configurations is not JSON: {exc}", file=sys.stderr)
+        return 2
+    numbers = args.transfer_number
+    configurations = {"transfer_number": numbers[0]} if len(numbers) == 1 else {
+        "transfer_numbers": numbers}
     request: dict[str, Any] = {
         "lead_id": args.lead_id, "provider": args.provider, "call_id": args.call_id,
-        "template": {"configurations": {"transfer_number": args.transfer_number}},
+        "template": {"configurations": {**configurations, **(
+            extra if isinstance(extra, dict) else {})}},
         "lead": {k: v for k, v in (("outbound_number_id", args.outbound_number_id),
                                    ("outbound_number", args.outbound_number)) if v},
     }
@@ -193,9 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validate and enqueue a transfer, as the agent's tool "
                                    "handler would; prints the tool result.")
     p.add_argument("--lead-id", required=True)
-    p.add_argument("--provider", required=True, help="twilio")
+    p.add_argument("--provider", required=True, help="twilio, plivo or exotel")
     p.add_argument("--call-id", required=True, help="the customer's live call id")
-    p.add_argument("--transfer-number", required=True, help="the human agent, E.164")
+    p.add_argument("--transfer-number", required=True, action="append",
+                   help="the human agent, E.164; repeat it for fallback destinations")
+    p.add_argument("--configurations", metavar="JSON",
+                   help='more template configurations, e.g. \'{"screening": true}\'')
     p.add_argument("--outbound-number", help="caller id shown to the human, E.164")
     p.add_argument("--outbound-number-id", help="or its id in the number directory")
     p.add_argument("--summary", help="what the human should know")

@@ -3,12 +3,16 @@ the sandbox standing in for Twilio's API and signing its callbacks like Twilio."
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import requests
 
 from tests.helpers import fictional_number, make_request, unique_lead
 from tests.integration.conftest import DEADLINE_MARGIN, RING_TIMEOUT, Stack
+from tests.stack import ROOT, settings_env
 
 OUTBOUND = "+14155550199"
 
@@ -386,3 +390,22 @@ def test_customer_caller_id_is_shown_to_the_human(stack: Stack) -> None:
     assert stack.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
     [dial] = _participant_requests(stack, lead)
     assert dial.value("From") == customer  # type: ignore[attr-defined]
+
+
+def test_cli_request_with_fallback_numbers_and_policies(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    first, second = fictional_number(), fictional_number()
+    stack.sandbox.set_fate(first, "decline")
+    stack.sandbox.set_fate(second, "answer")
+    out = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "request", "--lead-id", lead, "--provider",
+         "twilio", "--call-id", call_id, "--transfer-number", first, "--transfer-number",
+         second, "--outbound-number", OUTBOUND, "--configurations", '{"screening": true}'],
+        env=settings_env(stack.settings), cwd=ROOT, capture_output=True, text=True,
+        timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    event = stack.terminal(result["transfer_id"])
+    assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
+    assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
