@@ -25,9 +25,12 @@ BROKER_DB = 7  # a database no worker consumes: whatever lands there was enqueue
 
 TWILIO_ROUTES = {"/twilio/status": ("CallSid", "CallStatus"),
                  "/twilio/agent-status": ("CallSid", "CallStatus"),
-                 "/twilio/conference": ("StatusCallbackEvent",)}
+                 "/twilio/conference": ("StatusCallbackEvent",),
+                 "/twilio/screen-result": ("CallSid",)}
 PLIVO_ROUTES = {"/plivo/dial-action": ("DialStatus",), "/plivo/dial-callback": ("Event",),
                 "/plivo/status": ("CallUUID",)}
+# Routes that answer XML to an authenticated request whatever its fields.
+XML_ROUTES = ("/twilio/screen", "/twilio/whisper", "/plivo/hold", "/plivo/whisper")
 
 text = st.text(max_size=50)
 # Hypothesis draws short strings; a huge value is a short one repeated past the 64 KiB cap.
@@ -65,8 +68,8 @@ FUZZ = settings(max_examples=60, deadline=None,
 
 
 @FUZZ
-@given(route=st.sampled_from(sorted({**TWILIO_ROUTES, **PLIVO_ROUTES})), form=forms,
-       query=forms, signature=st.one_of(st.none(), ascii_text))
+@given(route=st.sampled_from(sorted({*TWILIO_ROUTES, *PLIVO_ROUTES, *XML_ROUTES})),
+       form=forms, query=forms, signature=st.one_of(st.none(), ascii_text))
 def test_unauthenticated_provider_requests_are_403(fuzz: Any, route: str, form: dict[str, str],
                                                    query: dict[str, str],
                                                    signature: str | None) -> None:

@@ -1,6 +1,8 @@
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.contracts import (
     TOOL_DECLARATION,
@@ -225,3 +227,37 @@ def test_at_most_five_destinations_counting_transfer_number() -> None:
     assert code_of(raw) == "invalid_transfer_number"
     raw["template"]["configurations"]["transfer_numbers"].pop()
     assert len(parse(raw).destinations) == 5
+
+
+_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+                       | st.sampled_from(["+14155550101", "customer", "ringback",
+                                          "https://cdn.example.com/a.mp3"]),
+                       lambda c: st.lists(c, max_size=6) | st.dictionaries(
+                           st.sampled_from(["number", "ring_timeout", "timezone", "weekly"]),
+                           c, max_size=3), max_leaves=12)
+_policy_keys = st.sampled_from(["transfer_number", "transfer_numbers", "screening",
+                                "voicemail_detection", "caller_id", "hold_audio",
+                                "ring_timeout", "hours", "summary"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(provider=st.sampled_from(["twilio", "plivo", "exotel"]),
+       configurations=st.dictionaries(_policy_keys, _values, max_size=6),
+       phone=st.one_of(st.none(), _values))
+def test_any_configuration_is_accepted_or_refused_with_a_code(
+        provider: str, configurations: dict[str, Any], phone: Any) -> None:
+    raw = make_request(provider=provider)
+    raw["template"]["configurations"].update(configurations)
+    if phone is not None:
+        raw["lead"]["phone_number"] = phone
+    # Nothing but a RequestError may escape, and its code has a message for the AI.
+    refused: RequestError | None = None
+    try:
+        req = parse(raw)
+    except RequestError as exc:
+        refused = exc
+    if refused is not None:
+        assert ToolResult.refused(refused.code).message
+        return
+    assert 1 <= len(req.destinations) <= 5
+    assert len(req.ring_timeouts) == len(req.destinations)
