@@ -236,3 +236,21 @@ def test_a_briefed_human_who_leaves_is_followed_by_the_next_who_is_briefed_too(
     [event] = events()
     assert event["type"] == "transfer.succeeded"
     assert [a["outcome"] for a in event["attempts"]] == ["agent_hung_up", "answered"]
+
+
+def test_a_join_known_only_by_its_label_records_the_leg(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked, voicemail_detection=True)
+    store.r.hdel(store.record_key(tid), "agent_call_sid")  # as if the join came first
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    mocked.get(call_url(AGENT), json={"sid": AGENT, "status": "in-progress",
+                                      "answered_by": "machine_end_beep"})
+    mocked.post(call_url(AGENT), json={"sid": AGENT, "status": "completed"})
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ParticipantLabel="agent", ConferenceSid="CF1")
+    # The machine's leg is hung up (not left in the conference the next human joins).
+    hangups = [c for c in mocked.calls
+               if c.request.url == call_url(AGENT) and c.request.method == "POST"]
+    assert [form(c)["Status"] for c in hangups] == [["completed"]]
+    assert form(mocked.calls[-1])["To"] == [NUMBERS[1]]

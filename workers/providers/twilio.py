@@ -384,7 +384,13 @@ class TwilioProvider:
                 transfer.get("attempt", "0")))
         is_customer = bool(call_sid) and call_sid == transfer["call_id"]
         if event == "participant-join" and is_agent:
-            rt.store.set_fields(tid, conference_sid=params.get("ConferenceSid", ""))
+            fields = {"conference_sid": params.get("ConferenceSid", "")}
+            if not agent_sid:
+                # Known by its label before the dial's answer or status recorded its sid.
+                fields["agent_call_sid"] = agent_sid = call_sid
+                rt.store.index_call(self.name, call_sid, tid)
+                transfer = {**transfer, "agent_call_sid": call_sid}
+            rt.store.set_fields(tid, **fields)
             answered_by = self._answered_by(rt, transfer, call_sid)
             if _is_machine(answered_by):
                 self._voicemail(rt, transfer, answered_by)
