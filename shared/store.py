@@ -376,12 +376,14 @@ class Store:
     def destinations_tried(self, transfer_id: str
                            ) -> tuple[int | None, list[str], list[str]]:
         """(current attempt, the outcomes of the attempts before it, every destination).
-        The attempt is None where the provider went down the list itself and did not say
-        which destination it reached."""
-        attempt, tried, dests = self.r.hmget(self.record_key(transfer_id),
-                                             ["attempt", "tried", "destinations"])
+        The attempt is None before anything was dialed, and where the provider went down
+        the list itself and did not say which destination it reached."""
+        attempt, tried, dests, state = self.r.hmget(
+            self.record_key(transfer_id), ["attempt", "tried", "destinations", "state"])
         numbers = [str(n) for n in json.loads(dests)] if dests else []
         current: int | None = None
+        if state == State.REQUESTED:
+            return None, [], numbers  # nothing was dialed yet
         if attempt is None or str(attempt).isdigit():
             current = int(attempt or 0)
         return current, (str(tried).split(",") if tried else []), numbers
