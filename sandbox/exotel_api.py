@@ -88,7 +88,8 @@ class ExotelSim:
             with self.sb.lock:
                 if call.status in _ENDED or call.flow.get("leg2") != "ringing":
                     return
-                if fate.outcome == "answer":
+                # Exotel cannot tell a voicemail from a human: it is answered too.
+                if fate.outcome in ("answer", "machine"):
                     call.flow["leg2"] = "in-progress"
                     call.flow["answered_at"] = time.time()
                     return

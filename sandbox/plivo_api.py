@@ -119,20 +119,19 @@ class PlivoSim:
             with self.sb.lock:
                 if call.status in _ENDED or bleg.status != "ringing":
                     return
-                picked_up = fate.outcome in ("answer", "decline") and fate.ring < timeout
-            answered = picked_up and fate.outcome == "answer"
+                # A voicemail picks up too; it hears the briefing but presses no key.
+                picked_up = fate.outcome in ("answer", "decline", "machine") and \
+                    fate.ring < timeout
+            # With a confirmKey only a human who means it presses; else picking up is taking.
+            answered = picked_up and (fate.outcome == "answer" or not confirm_key)
             if picked_up and confirm_sound:
-                # Played to the human alone; with a confirmKey they must press it.
+                # Played to the one who picked up alone, before the bridge.
                 code, text = self.send(confirm_sound, {"CallUUID": bleg.sid, "To": number,
                                                        "From": bleg.from_})
                 if code == 200:
                     with contextlib.suppress(ET.ParseError):
                         bleg.spoken.extend(e.text or "" for e in ET.fromstring(text)  # noqa: S314
                                            if e.tag == "Speak")
-                if confirm_key and fate.outcome == "decline":
-                    answered = False
-            elif fate.outcome == "decline":
-                answered = True  # nothing to decline: without screening, picking up is taking
             if answered:
                 with self.sb.lock:
                     bleg.status = "in-progress"
@@ -142,7 +141,7 @@ class PlivoSim:
                     "DialBLegFrom": bleg.from_, "CallUUID": call.sid})
                 return
             status = {"fail": "failed", "answer": "timeout", "decline": "no-answer",
-                      "no-answer": "no-answer"}.get(fate.outcome, fate.outcome)
+                      "machine": "no-answer"}.get(fate.outcome, fate.outcome)
             bleg.status = status
             self.dial_over(call, status)
 

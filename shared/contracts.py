@@ -335,10 +335,19 @@ _POLICY_PROVIDERS: dict[str, tuple[str, ...]] = {
 }
 
 
+# What to use instead, where a provider has another way to the same end.
+_POLICY_HINTS: dict[tuple[str, str], str] = {
+    ("voicemail_detection", "plivo"): "its Dial has no machine detection; turn on screening "
+                                      "instead: a voicemail cannot press the key",
+}
+
+
 def _policy_available(policy: str, provider: str, label: str) -> None:
     if provider not in _POLICY_PROVIDERS[policy]:
+        hint = _POLICY_HINTS.get((policy, provider))
         raise RequestError(ErrorCode.UNSUPPORTED_POLICY, f"{label} is not available on "
-                                                         f"{provider}")
+                                                         f"{provider}" + (f" ({hint})" if hint
+                                                                          else ""))
 
 
 def _flag(config: Mapping[str, Any], name: str, provider: str) -> bool:

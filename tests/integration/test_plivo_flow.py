@@ -241,3 +241,17 @@ def test_outside_hours_nothing_is_dialed(stack: Stack, provider: str) -> None:
     time.sleep(0.3)
     assert stack.sandbox.api_requests(call_id) == []
     assert stack.events_for(lead) == []
+
+
+def test_screening_keeps_a_voicemail_from_taking_the_call(stack: Stack) -> None:
+    _, numbers, _, tid = _fallback(stack, ["machine", "answer"], screening=True)
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
+    assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
+
+
+def test_without_screening_a_voicemail_takes_the_call(stack: Stack) -> None:
+    # Why the refusal of voicemail_detection on Plivo points at screening.
+    _, _, _, tid = _fallback(stack, ["machine", "answer"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded" and event["destination_index"] == 0

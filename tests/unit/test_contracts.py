@@ -120,6 +120,8 @@ def test_voicemail_detection_is_validated_and_twilio_only() -> None:
     raw = make_request(provider="plivo")
     raw["template"]["configurations"]["voicemail_detection"] = True
     assert code_of(raw) == "unsupported_policy"
+    with pytest.raises(RequestError, match="turn on screening instead"):
+        parse(raw)
     raw = make_request()
     raw["template"]["configurations"]["voicemail_detection"] = True
     assert parse(raw).voicemail_detection is True
