@@ -244,7 +244,7 @@ def test_outside_hours_nothing_is_dialed(stack: Stack, provider: str) -> None:
 
 
 def test_screening_keeps_a_voicemail_from_taking_the_call(stack: Stack) -> None:
-    _, numbers, _, tid = _fallback(stack, ["machine", "answer"], screening=True)
+    *_, tid = _fallback(stack, ["machine", "answer"], screening=True)
     event = stack.terminal(tid)
     assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
     assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
