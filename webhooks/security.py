@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 
 from flask import Response, abort, g, request
-from plivo.utils.signature_v3 import validate_v3_signature
+from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 from twilio.request_validator import RequestValidator
 
 from shared.logs import get_logger
@@ -57,17 +57,27 @@ def verify_plivo(*, claim_nonce: bool = True) -> str:
         _refuse("plivo", "missing signature" if token else "PLIVO_AUTH_TOKEN not set")
     method = request.method.upper()
     params = request.form.to_dict() if method == "POST" else {}
-    try:
-        valid = validate_v3_signature(method, public_url(), nonce, token, signature, params)
-    except Exception:  # noqa: BLE001 - the SDK's argument validators raise on odd input
-        valid = False
-    if not valid:
+    if not _plivo_v3_valid(method, public_url(), nonce, token, signature, params):
         _refuse("plivo", "bad signature")
     claim = f"nonce:plivo:{nonce}"
     if claim_nonce and not deps().store.claim_once(claim, ttl=NONCE_WINDOW):
         refuse_replay()
     g.release_on_failure = claim
     return claim
+
+
+def _plivo_v3_valid(method: str, url: str, nonce: str, token: str, signatures: str,
+                    params: dict[str, str]) -> bool:
+    """Plivo's V3 check (the SDK's own base-string and HMAC helpers), without the SDK's
+    argument validators (two thirds of its cost) and compared in constant time."""
+    try:
+        base = (construct_get_url(url, params) if method == "GET"
+                else construct_post_url(url, params)).decode("utf-8")
+        expected = get_signature_v3(token.encode(), base, nonce.encode())
+    except (ValueError, TypeError, UnicodeError):
+        return False
+    return any(hmac.compare_digest(expected, candidate.strip().encode())
+               for candidate in signatures.split(","))
 
 
 def refuse_replay() -> None:
