@@ -84,8 +84,9 @@ def dial_action() -> Response:
     attempt = request.args.get("attempt", "0")
     params["attempt"] = attempt if attempt.isdigit() else "0"
     d = deps()
-    transfer = d.store.get_transfer(transfer_id)
-    if params["DialStatus"] != "completed" and transfer is not None:
+    transfer = d.store.get_transfer(transfer_id) if params["DialStatus"] != "completed" \
+        else None
+    if transfer is not None:
         # Not reached: the next fallback destination, if the template has one (one atomic
         # step in the store, answered at once: Plivo runs this answer on the call).
         outcome, _, number = d.store.advance_destination(
