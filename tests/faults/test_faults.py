@@ -297,3 +297,38 @@ def test_fallback_chains_with_callbacks_twice_and_shuffled(services: Services) -
         assert max(legs.values()) == 1, legs  # no destination rang twice
         if expected is not None:
             assert list(legs) == numbers[:expected + 1]
+
+
+def test_worker_killed_while_dialing_the_next_destination(services: Services) -> None:
+    """The task that moved on to destination 2 dies inside its dial: the redelivered task
+    finds that leg instead of dialing the second human twice."""
+    s = services
+    lead = unique_lead()
+    call_id = s.customer_call(lead)
+    first, second = (f"+{NUMBERS['twilio'] + 1000 + next(_seq) % 8000}" for _ in range(2))
+    s.sandbox.set_fate(first, "busy-after:1")
+    s.sandbox.set_fate(second, "answer-after:0.5")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND["twilio"], outbound_number_id=None)
+    request["template"]["configurations"] = {"transfer_numbers": [first, second]}
+    tid = str(s.client.connect_to_live_agent(request)["transfer_id"])
+    deadline = time.monotonic() + 10
+    while dials(s, lead) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    # The second dial will hang in the provider long enough to kill the worker inside it.
+    s.sandbox.add_fault(f"/Conferences/transfer-{lead}/Participants.json", 0, delay=1.5)
+    while dials(s, lead) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for worker in list(s.workers):
+        if worker.poll() is None:
+            s.kill_worker(worker)
+    s.start_worker()
+    event = s.terminal(tid, timeout=DEADLINE + 15)
+    time.sleep(4)  # past the visibility timeout: the killed task is redelivered by now
+    assert s.terminal_count(tid) == 1
+    assert dials(s, lead) == 2, "a destination was dialed twice"
+    assert (event["type"], event["destination_index"]) == ("transfer.succeeded", 1)
+    notes = [e["note"] for e in s.store.timeline(tid)]
+    print(f"\nworker killed dialing destination 2: {notes}")
