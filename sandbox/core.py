@@ -393,6 +393,8 @@ class Sandbox:
                 if conf.started:
                     conf.started = False
                     self._conference_event(conf, "conference-end", None, delay)
+                    # As on Twilio, the next conference of that name is another one.
+                    conf.sid = _sid("CF")
 
     def _dial(self, call: SimCall, fate: Fate) -> None:
         """Play out an outbound leg's fate."""

@@ -44,7 +44,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # again; ours check state first, so that is safe (and Celery 6's default).
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": settings.broker_visibility_timeout},
+        "broker_transport_options": {
+            "visibility_timeout": settings.broker_visibility_timeout,
+            # kombu's Redis transport looks for unacked messages of dead workers only every
+            # interval x throttle seconds (10 x 10 by default): a task lost with its worker
+            # came back minutes late. Look every few seconds instead (one ZRANGE).
+            "unacked_restore_interval": min(10, max(1, settings.broker_visibility_timeout // 3)),
+            "unacked_restore_throttle": 1,
+        },
         # Publishing must not hang a tool call or a webhook when the broker is down.
         "broker_connection_timeout": 3,
         "broker_connection_max_retries": 1,

@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import redis
 
 from tests.faults.conftest import DEADLINE_MARGIN, RING_TIMEOUT
 from tests.helpers import make_request, unique_lead
@@ -49,6 +50,16 @@ def settle(s: Services, transfer_ids: list[str], timeout: float) -> dict[str, in
     return {t: s.terminal_count(t) for t in transfer_ids}
 
 
+def wait_redelivered(s: Services) -> None:
+    """Until no message is left unacknowledged: a killed worker's task has been restored
+    by the unacked sweep and run (and acknowledged) by another worker."""
+    broker = redis.Redis.from_url(s.settings.celery_broker_url or s.settings.redis_url)
+    deadline = time.monotonic() + 3 * s.settings.broker_visibility_timeout + 5
+    while broker.hlen("unacked") or broker.llen("transfers"):
+        assert time.monotonic() < deadline, "the killed task was not delivered again"
+        time.sleep(0.2)
+
+
 def twilio_with_fault(s: Services, fate: str, status: int, *, count: int = 1,
                       delay: float = 0.0) -> tuple[str, str, str]:
     """A Twilio transfer whose dial request meets a fault: (lead, call id, transfer id).
@@ -78,7 +89,7 @@ def test_worker_killed_mid_handoff_dials_once_and_ends_once(services: Services) 
             s.kill_worker(worker)
     s.start_worker()
     event = s.terminal(tid, timeout=DEADLINE + 15)
-    time.sleep(4)  # past the visibility timeout: the killed task is redelivered by now
+    wait_redelivered(s)
     assert s.terminal_count(tid) == 1
     assert dials(s, lead) == 1, "the human was dialed twice"
     print(f"\nworker killed mid-dial: outcome {event['type']} {event.get('reason') or ''}")
@@ -291,7 +302,9 @@ def test_fallback_chains_with_callbacks_twice_and_shuffled(services: Services) -
     for tid, numbers, expected in started:
         [event] = s.events.matching(lambda e, t=tid: e["transfer_id"] == t
                                     and e["type"] in ("transfer.succeeded", "transfer.failed"))
-        assert event["destination_index"] == expected, (tid, event)
+        assert event["destination_index"] == expected, (
+            event.get("reason"), [f"{e['at'][17:]} {e.get('state', '')} {e['note']}"
+                                  for e in s.store.timeline(tid)])
         with s.sandbox.lock:
             legs = Counter(c.to for c in s.sandbox.calls.values() if c.to in numbers)
         assert max(legs.values()) == 1, legs  # no destination rang twice
@@ -326,7 +339,9 @@ def test_worker_killed_while_dialing_the_next_destination(services: Services) ->
             s.kill_worker(worker)
     s.start_worker()
     event = s.terminal(tid, timeout=DEADLINE + 15)
-    time.sleep(4)  # past the visibility timeout: the killed task is redelivered by now
+    wait_redelivered(s)  # the killed task comes back and finds nothing left to do
+    assert any("destination 1 ignored" in e["note"] or "late agent-status" in e["note"]
+               for e in s.store.timeline(tid))
     assert s.terminal_count(tid) == 1
     assert dials(s, lead) == 2, "a destination was dialed twice"
     assert (event["type"], event["destination_index"]) == ("transfer.succeeded", 1)

@@ -254,3 +254,16 @@ def test_a_join_known_only_by_its_label_records_the_leg(
                if c.request.url == call_url(AGENT) and c.request.method == "POST"]
     assert [form(c)["Status"] for c in hangups] == [["completed"]]
     assert form(mocked.calls[-1])["To"] == [NUMBERS[1]]
+
+
+def test_a_duplicate_callback_does_not_dial_the_next_destination_twice(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked)
+    # Another delivery of the same "busy" moved on and is placing the second leg right now.
+    assert store.advance_destination(tid, 0, "busy")[0] == "next"
+    assert store.claim_for(f"place:{tid}:1", "the-other-task")
+    dialed = len(mocked.calls)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="busy", attempt="0")
+    assert len(mocked.calls) == dialed  # left to the task placing it
+    assert events() == []

@@ -289,21 +289,23 @@ class TwilioProvider:
                     return str(call.sid)
         return None
 
-    def ensure_dialed(self, rt: Runtime, transfer_id: str) -> None:
+    def ensure_dialed(self, rt: Runtime, transfer_id: str, task_id: str) -> None:
         """After a move to the next destination: its leg, unless already placed (a retried
-        or redelivered task arrives here after the step it repeats)."""
+        or redelivered task arrives here after the step it repeats). One task places it:
+        a duplicate callback's task, running at the same time, leaves it to that one."""
         current = rt.store.get_transfer(transfer_id)
         if current is None or current["state"] not in _PRE_BRIDGE:
             return
         attempt = current.get("attempt", "0")
-        if current.get("placed") == attempt:
+        if current.get("placed") == attempt or not rt.store.claim_for(
+                f"place:{transfer_id}:{attempt}", task_id):
             return
         numbers = json.loads(current.get("destinations") or "[]")
         if int(attempt) < len(numbers):
             self._place(rt, current, attempt, numbers[int(attempt)])
 
     def _not_reached(self, rt: Runtime, transfer: Mapping[str, str], reason: str,
-                     note: str, *, hang_up: bool = False) -> None:
+                     note: str, task_id: str, *, hang_up: bool = False) -> None:
         """The current destination will not take the call: the next one, or the end."""
         tid = transfer["transfer_id"]
         attempt = transfer.get("attempt", "0")
@@ -313,7 +315,7 @@ class TwilioProvider:
                 if hang_up and outcome == "next":
                     self._hang_up(rt, transfer, transfer.get("agent_call_sid", ""),
                                   "completed")
-                self.ensure_dialed(rt, tid)
+                self.ensure_dialed(rt, tid, task_id)
                 return
             if outcome == "final":
                 return
@@ -329,7 +331,7 @@ class TwilioProvider:
             # one was dialed (this may be the retry of the task that moved on).
             rt.store.note(transfer["transfer_id"], f"{kind} callback of destination "
                           f"{int(params.get('attempt', '0')) + 1} ignored")
-            self.ensure_dialed(rt, transfer["transfer_id"])
+            self.ensure_dialed(rt, transfer["transfer_id"], task_id)
             return
         if kind == "agent-status" and params.get("CallSid") and not transfer.get(
                 "agent_call_sid"):
@@ -338,16 +340,16 @@ class TwilioProvider:
             rt.store.index_call(self.name, params["CallSid"], transfer["transfer_id"])
             transfer = {**transfer, "agent_call_sid": params["CallSid"]}
         if kind == "agent-status":
-            self._agent_status(rt, transfer, params)
+            self._agent_status(rt, transfer, params, task_id)
         elif kind == "conference":
             self._conference(rt, transfer, params, task_id)
         elif kind == "screen" and params.get("Digits", "") != SCREENING_KEY:
             # Our answer to the key (goodbye) hangs their leg up.
             self._not_reached(rt, transfer, "declined", "human agent did not accept the call "
-                              "(screening)")
+                              "(screening)", task_id)
 
     def _agent_status(self, rt: Runtime, transfer: Mapping[str, str],
-                      params: Mapping[str, str]) -> None:
+                      params: Mapping[str, str], task_id: str) -> None:
         status = params.get("CallStatus", "")
         tid = transfer["transfer_id"]
         if status in ("queued", "initiated", "ringing"):
@@ -357,7 +359,7 @@ class TwilioProvider:
             answered_by = params.get("AnsweredBy", "")
             rt.store.set_fields(tid, agent_status=status, answered_by=answered_by)
             if _is_machine(answered_by):
-                self._voicemail(rt, transfer, answered_by)
+                self._voicemail(rt, transfer, answered_by, task_id)
                 return
             rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent answered",
                                 from_states=(State.REQUESTED, State.DIALING))
@@ -369,7 +371,7 @@ class TwilioProvider:
                 reason = "declined"  # the screening answer hung up on them
             # Before the bridge the customer is still with the AI: the next destination,
             # or the AI just resumes.
-            self._not_reached(rt, transfer, reason, f"human agent call {status}")
+            self._not_reached(rt, transfer, reason, f"human agent call {status}", task_id)
 
     def _conference(self, rt: Runtime, transfer: Mapping[str, str],
                     params: Mapping[str, str], task_id: str) -> None:
@@ -393,7 +395,7 @@ class TwilioProvider:
             rt.store.set_fields(tid, **fields)
             answered_by = self._answered_by(rt, transfer, call_sid)
             if _is_machine(answered_by):
-                self._voicemail(rt, transfer, answered_by)
+                self._voicemail(rt, transfer, answered_by, task_id)
                 return
             if (transfer.get("summary") and not transfer.get("screening")
                     and self._brief(rt, transfer, call_sid, task_id)):
@@ -414,7 +416,8 @@ class TwilioProvider:
                 and params.get("ConferenceSid") == transfer.get("conference_sid")):
             # Before the bridge the customer is still with the AI: the next destination, or
             # the AI resumes. (A conference an earlier destination's leg ended is not ours.)
-            self._not_reached(rt, transfer, "agent_hung_up", f"human agent left ({event})")
+            self._not_reached(rt, transfer, "agent_hung_up", f"human agent left ({event})",
+                              task_id)
         else:
             rt.store.note(tid, f"conference {event}")
 
@@ -453,9 +456,10 @@ class TwilioProvider:
         call: Any = call_api(lambda: client.calls(call_sid).fetch())
         return str(call.answered_by or "")
 
-    def _voicemail(self, rt: Runtime, transfer: Mapping[str, str], answered_by: str) -> None:
+    def _voicemail(self, rt: Runtime, transfer: Mapping[str, str], answered_by: str,
+                   task_id: str) -> None:
         self._not_reached(rt, transfer, "voicemail", f"answering machine ({answered_by}) on "
-                          "the human's leg", hang_up=True)
+                          "the human's leg", task_id, hang_up=True)
 
     def _bridge(self, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
         tid = transfer["transfer_id"]
