@@ -409,3 +409,14 @@ def test_cli_request_with_fallback_numbers_and_policies(stack: Stack) -> None:
     event = stack.terminal(result["transfer_id"])
     assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
     assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
+
+
+def test_screening_with_voicemail_detection_hangs_up_on_the_machine(stack: Stack) -> None:
+    _, _, numbers, tid = _policies(stack, ["machine", "answer"], screening=True,
+                                         voicemail_detection=True)
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    assert [a["outcome"] for a in event["attempts"]] == ["voicemail", "answered"]
+    machine = next(c for c in stack.sandbox.calls.values() if c.to == numbers[0])
+    assert machine.spoken == []  # our TwiML hung up on it: no briefing left on a voicemail
+    assert machine.status == "completed"
