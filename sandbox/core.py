@@ -210,6 +210,7 @@ class Sandbox:
         self.requests: list[Recorded] = []
         self.deliveries: list[Delivery] = []
         self.fates: dict[str, Fate] = {}
+        self.keys: dict[str, str] = {}
         self.default_fate = Fate()
         self.faults: list[Fault] = []
         self.calls: dict[str, SimCall] = {}
@@ -231,6 +232,12 @@ class Sandbox:
         with self.lock:
             self.fates[number] = Fate.parse(fate) if isinstance(fate, str) else fate
 
+    def set_key(self, number: str, key: str) -> None:
+        """The key the human at `number` presses when a screening prompt asks (default 1);
+        a fate of "answer" presses it, "decline" presses nothing."""
+        with self.lock:
+            self.keys[number] = key
+
     def add_fault(self, path_contains: str, status: int, count: int = 1, delay: float = 0.0
                   ) -> None:
         """The next `count` API requests whose path contains `path_contains` fail with
@@ -243,6 +250,7 @@ class Sandbox:
             self.requests.clear()
             self.deliveries.clear()
             self.fates.clear()
+            self.keys.clear()
             self.faults.clear()
             self.calls.clear()
             self.conferences.clear()
@@ -475,7 +483,7 @@ class Sandbox:
                 call.spoken.append(verb.text or "")
             elif verb.tag == "Gather":
                 call.spoken.extend(e.text or "" for e in verb if e.tag == "Say")
-                digits = "1" if call.fate == "answer" else ""
+                digits = self.keys.get(call.to, "1") if call.fate == "answer" else ""
                 if digits or verb.get("actionOnEmptyResult") == "true":
                     action = verb.get("action") or call.url or ""
                     self.run_twiml(call, self._fetch_twiml(call, action, {"Digits": digits}))

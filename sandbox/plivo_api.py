@@ -122,8 +122,10 @@ class PlivoSim:
                 # A voicemail picks up too; it hears the briefing but presses no key.
                 picked_up = fate.outcome in ("answer", "decline", "machine") and \
                     fate.ring < timeout
-            # With a confirmKey only a human who means it presses; else picking up is taking.
-            answered = picked_up and (fate.outcome == "answer" or not confirm_key)
+            # With a confirmKey only a human who means it presses (their key must be the one
+            # asked for); else picking up is taking the call.
+            pressed = self.sb.keys.get(number, "1") if fate.outcome == "answer" else ""
+            answered = picked_up and (not confirm_key or pressed == confirm_key)
             if picked_up and confirm_sound:
                 # Played to the one who picked up alone, before the bridge.
                 code, text = self.send(confirm_sound, {"CallUUID": bleg.sid, "To": number,

@@ -177,6 +177,9 @@ class TransferRequest(BaseModel):
     # Policies (template configurations beyond the number).
     voicemail_detection: bool = False
     screening: bool = False
+    # With screening: the key the human presses to take the call, and how long they have.
+    screening_key: str = "1"
+    screening_timeout: int = 8
     # Every destination in order (the first is transfer_number), and how long each rings
     # (0: TRANSFER_RING_TIMEOUT).
     destinations: tuple[str, ...] = ()
@@ -366,6 +369,12 @@ def _parse_policies(config: Mapping[str, Any], provider: str, n_destinations: in
         "voicemail_detection": _flag(config, "voicemail_detection", provider),
         "screening": _flag(config, "screening", provider),
     }
+    key = config.get("screening_key", "1")
+    if not isinstance(key, str) or len(key) != 1 or key not in "0123456789*#":
+        raise RequestError(ErrorCode.INVALID_POLICY, "screening_key must be one of 0-9, * or #")
+    policies["screening_key"] = key
+    policies["screening_timeout"] = _seconds(config.get("screening_timeout"),
+                                             "screening_timeout", 3, 60) or 8
     caller_id = config.get("caller_id", "outbound")
     if caller_id not in ("outbound", "customer"):
         raise RequestError(ErrorCode.INVALID_POLICY,
@@ -399,10 +408,14 @@ def _item_number(item: Any) -> Any:
 
 
 def _ring_timeout(value: Any, name: str) -> int | None:
+    return _seconds(value, name, 5, 120)
+
+
+def _seconds(value: Any, name: str, low: int, high: int) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 5 <= value <= 120:
-        raise RequestError(ErrorCode.INVALID_POLICY, f"{name} must be 5 to 120 seconds")
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise RequestError(ErrorCode.INVALID_POLICY, f"{name} must be {low} to {high} seconds")
     return value
 
 

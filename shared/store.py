@@ -307,6 +307,8 @@ class Store:
             "started_at": repr(now),
             "voicemail_detection": "1" if req.voicemail_detection else "",
             "screening": "1" if req.screening else "",
+            "screening_key": req.screening_key,
+            "screening_timeout": str(req.screening_timeout),
             "destinations": json.dumps(list(req.destinations or (req.transfer_number,))),
             "attempt": "0",
             "ring_timeouts": json.dumps(list(req.ring_timeouts)),

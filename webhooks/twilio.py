@@ -10,6 +10,7 @@ from webhooks.deps import deps, enqueue
 from webhooks.parsing import require, transfer_id_arg
 from webhooks.security import verify_twilio
 from workers.providers import twilio as provider
+from workers.providers.base import screening_key
 
 bp = Blueprint("twilio", __name__, url_prefix="/twilio")
 
@@ -83,7 +84,7 @@ def screen_result() -> Response:
     transfer = d.store.get_transfer(transfer_id)
     pending = (transfer is not None and transfer["state"] not in TERMINAL_STATES
                and transfer.get("attempt", "0") == attempt)
-    if pending and transfer is not None and params.get("Digits") == provider.SCREENING_KEY:
+    if pending and transfer is not None and params.get("Digits") == screening_key(transfer):
         return _twiml(provider.agent_join_twiml(d.settings, transfer, attempt))
     if pending:
         # Read by the leg's "completed" callback, which may come before the task below.

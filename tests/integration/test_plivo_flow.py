@@ -255,3 +255,21 @@ def test_without_screening_a_voicemail_takes_the_call(stack: Stack) -> None:
     _, _, _, tid = _fallback(stack, ["machine", "answer"])
     event = stack.terminal(tid)
     assert event["type"] == "transfer.succeeded" and event["destination_index"] == 0
+
+
+def test_screening_key_from_the_template(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead, provider="plivo")
+    wrong, right = fictional_number(), fictional_number()
+    for number, key in ((wrong, "1"), (right, "5")):
+        stack.sandbox.set_fate(number, "answer")
+        stack.sandbox.set_key(number, key)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, provider="plivo")
+    request["template"]["configurations"] = {"transfer_numbers": [wrong, right],
+                                             "screening": True, "screening_key": "5"}
+    result = stack.client.connect_to_live_agent(request)
+    event = stack.terminal(str(result["transfer_id"]))
+    assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
+    human = next(c for c in stack.sandbox.calls.values() if c.to == right)
+    assert human.spoken[-1] == "Press 5 to take the call."

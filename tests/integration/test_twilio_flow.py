@@ -420,3 +420,22 @@ def test_screening_with_voicemail_detection_hangs_up_on_the_machine(stack: Stack
     machine = next(c for c in stack.sandbox.calls.values() if c.to == numbers[0])
     assert machine.spoken == []  # our TwiML hung up on it: no briefing left on a voicemail
     assert machine.status == "completed"
+
+
+def test_screening_key_and_timeout_from_the_template(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    wrong, right = fictional_number(), fictional_number()
+    for number, key in ((wrong, "1"), (right, "#")):
+        stack.sandbox.set_fate(number, "answer")
+        stack.sandbox.set_key(number, key)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND)
+    request["template"]["configurations"] = {"transfer_numbers": [wrong, right],
+                                             "screening": True, "screening_key": "#",
+                                             "screening_timeout": 5}
+    result = stack.client.connect_to_live_agent(request)
+    event = stack.terminal(str(result["transfer_id"]))
+    assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
+    human = next(c for c in stack.sandbox.calls.values() if c.to == right)
+    assert human.spoken[-1] == "Press the pound key to take the call."

@@ -263,3 +263,20 @@ def test_any_configuration_is_accepted_or_refused_with_a_code(
         return
     assert 1 <= len(req.destinations) <= 5
     assert len(req.ring_timeouts) == len(req.destinations)
+
+
+def test_screening_key_and_timeout_are_validated() -> None:
+    raw = make_request(provider="plivo")
+    raw["template"]["configurations"].update(screening=True)
+    req = parse(raw)
+    assert (req.screening_key, req.screening_timeout) == ("1", 8)
+    raw["template"]["configurations"].update(screening_key="#", screening_timeout=20)
+    req = parse(raw)
+    assert (req.screening_key, req.screening_timeout) == ("#", 20)
+    for key in ("", "12", "a", 1):
+        raw["template"]["configurations"]["screening_key"] = key
+        assert code_of(raw) == "invalid_policy"
+    raw["template"]["configurations"]["screening_key"] = "2"
+    for timeout in (2, 61, "8", True):
+        raw["template"]["configurations"]["screening_timeout"] = timeout
+        assert code_of(raw) == "invalid_policy"

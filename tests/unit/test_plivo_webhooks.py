@@ -236,3 +236,22 @@ def test_default_hold_is_a_ringing_tone(client: FlaskClient, settings: Settings,
     dial = ET.fromstring(resp.data).find("Dial")
     assert dial is not None and dial.get("dialMusic") == "real"
     assert dial.get("callerId") == "+14155550199"
+
+
+def test_screening_dial_carries_the_templates_key_and_timeout(
+        client: FlaskClient, settings: Settings, store: Store) -> None:
+    raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1")
+    raw["template"]["configurations"].update(screening=True, screening_key="*",
+                                             screening_timeout=12)
+    req = parse_request(raw, store.get_number)
+    store.begin(req)
+    store.set_flag("L1", req.transfer_number)
+    store.transition(req.transfer_id, State.DIALING, "transferred")
+    tid = req.transfer_id
+    resp = post(client, settings, f"/plivo/dial-up?transfer_id={tid}", {"CallUUID": "uuid-1"})
+    dial = ET.fromstring(resp.data).find("Dial")
+    assert dial is not None
+    assert (dial.get("confirmKey"), dial.get("confirmTimeout")) == ("*", "12")
+    whisper = post(client, settings, f"/plivo/whisper?transfer_id={tid}", {"CallUUID": "b"})
+    assert [e.text for e in ET.fromstring(whisper.data)][-1] == \
+        "Press the star key to take the call."

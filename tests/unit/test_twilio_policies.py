@@ -149,6 +149,10 @@ def test_screen_twiml_gathers_the_key_after_the_briefing(settings: Settings) -> 
                                     "transfer_id=tr_1&attempt=1")
     assert [s.text for s in gather.findall("Say")] == [
         "Incoming transfer. Wants a refund", "Press 1 to take the call."]
+    custom = {**transfer, "screening_key": "#", "screening_timeout": "15"}
+    gather = ET.fromstring(provider.screen_twiml(settings, custom, "1")).find("Gather")
+    assert gather is not None and gather.get("timeout") == "15"
+    assert [s.text for s in gather.findall("Say")][-1] == "Press the pound key to take the call."
     # A stale attempt, nothing pending, or a machine: hang up.
     for args in ((transfer, "0", ""), (None, "1", ""), (transfer, "1", "machine_start")):
         assert ET.fromstring(provider.screen_twiml(settings, *args)).find("Hangup") is not None

@@ -49,6 +49,17 @@ def cached_client(key: tuple[str, ...], build: Callable[[], T]) -> T:
     return cast(T, cache[key])
 
 
+def screening_key(transfer: Mapping[str, str]) -> str:
+    """The key a screened human presses to take the call (the template's, default 1)."""
+    return transfer.get("screening_key") or "1"
+
+
+def key_prompt(transfer: Mapping[str, str]) -> str:
+    key = screening_key(transfer)
+    name = {"*": "the star key", "#": "the pound key"}.get(key, key)
+    return f"Press {name} to take the call."
+
+
 class Provider(Protocol):
     """One provider's handoff.
 

@@ -29,6 +29,8 @@ from workers.providers.base import (
     ProviderNotConfigured,
     TransientProviderError,
     cached_client,
+    key_prompt,
+    screening_key,
 )
 
 if TYPE_CHECKING:
@@ -41,7 +43,6 @@ DIAL_ACTION_PATH = "/plivo/dial-action"
 DIAL_CALLBACK_PATH = "/plivo/dial-callback"
 WHISPER_PATH = "/plivo/whisper"
 HOLD_PATH = "/plivo/hold"
-SCREENING_KEY = "1"
 
 # Dial action DialStatus -> failure reason.
 DIAL_FAILURES = {"busy": "busy", "no-answer": "no_answer", "timeout": "no_answer",
@@ -127,7 +128,9 @@ def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) ->
         # screening, they must press the key to take the call.
         briefing["confirm_sound"] = _url(settings, WHISPER_PATH, transfer)
         if transfer.get("screening"):
-            briefing["confirm_key"] = SCREENING_KEY
+            briefing["confirm_key"] = screening_key(transfer)
+            # (Set through the constructor: the SDK's confirm_timeout setter recurses.)
+            briefing["confirm_timeout"] = transfer.get("screening_timeout") or "8"
     # The customer waits on this Dial: a ringing tone ("real"), or the template's audio,
     # which Plivo takes only inside an XML document (ours, at HOLD_PATH). Never silence.
     hold = transfer.get("hold_audio", "")
@@ -149,7 +152,7 @@ def whisper_xml(transfer: Mapping[str, str] | None) -> str:
     if transfer is not None and transfer.get("summary"):
         response.add(plivoxml.SpeakElement(f"Incoming transfer. {transfer['summary']}"))
     if transfer is not None and transfer.get("screening"):
-        response.add(plivoxml.SpeakElement(f"Press {SCREENING_KEY} to take the call."))
+        response.add(plivoxml.SpeakElement(key_prompt(transfer)))
     return str(response.to_string(False))
 
 

@@ -38,6 +38,8 @@ from workers.providers.base import (
     ProviderNotConfigured,
     TransientProviderError,
     cached_client,
+    key_prompt,
+    screening_key,
 )
 
 if TYPE_CHECKING:
@@ -50,8 +52,6 @@ CONFERENCE_PATH = "/twilio/conference"
 WHISPER_PATH = "/twilio/whisper"
 SCREEN_PATH = "/twilio/screen"
 SCREEN_RESULT_PATH = "/twilio/screen-result"
-SCREENING_KEY = "1"
-SCREENING_TIMEOUT = 8
 # Twilio's refusals of a caller ID it will not present (not a Twilio or verified number).
 _CALLER_ID_REFUSED = frozenset({21210, 21212, 13214})
 
@@ -132,12 +132,13 @@ def screen_twiml(settings: Settings, transfer: Mapping[str, str] | None, attempt
         response.hangup()
         return str(response.to_xml(xml_declaration=False))
     gather = response.gather(
-        input="dtmf", num_digits=1, timeout=SCREENING_TIMEOUT, method="POST",
+        input="dtmf", num_digits=1, timeout=int(transfer.get("screening_timeout") or 8),
+        method="POST",
         action=_callback_url(settings, SCREEN_RESULT_PATH, transfer, attempt),
         action_on_empty_result=True)
     summary = transfer.get("summary")
     gather.say(f"Incoming transfer. {summary}" if summary else "Incoming transfer.")
-    gather.say(f"Press {SCREENING_KEY} to take the call.")
+    gather.say(key_prompt(transfer))
     return str(response.to_xml(xml_declaration=False))
 
 
@@ -343,7 +344,7 @@ class TwilioProvider:
             self._agent_status(rt, transfer, params, task_id)
         elif kind == "conference":
             self._conference(rt, transfer, params, task_id)
-        elif kind == "screen" and params.get("Digits", "") != SCREENING_KEY:
+        elif kind == "screen" and params.get("Digits", "") != screening_key(transfer):
             # Our answer to the key (goodbye) hangs their leg up.
             self._not_reached(rt, transfer, "declined", "human agent did not accept the call "
                               "(screening)", task_id)
