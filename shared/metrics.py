@@ -35,6 +35,9 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
                                        ("route", "status")),
     "warm_transfer_signature_failures": ("Provider requests refused for their signature",
                                          ("provider",)),
+    "warm_transfer_destination_attempts": (
+        "Destinations tried by ended transfers, by position in the template's list and how "
+        "each ended", ("provider", "position", "outcome")),
 }
 HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
     "warm_transfer_provider_call_seconds": (

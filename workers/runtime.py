@@ -98,6 +98,10 @@ class Runtime:
         provider = transfer["provider"]
         self.metrics.inc("warm_transfer_transfers", provider=provider, outcome=state.value,
                          reason=reason or "")
+        for attempt in event.attempts or ():
+            # Which destinations of a list take calls, and which keep failing.
+            self.metrics.inc("warm_transfer_destination_attempts", provider=provider,
+                             position=str(attempt.index), outcome=attempt.outcome)
         elapsed = self.seconds_since_start(transfer)
         if state is State.SUCCEEDED and elapsed is not None:
             self.metrics.observe("warm_transfer_bridge_seconds", elapsed, provider=provider)

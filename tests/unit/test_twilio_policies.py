@@ -75,6 +75,10 @@ def test_busy_first_destination_dials_the_next_and_success_names_it(
     assert [(a["index"], a["outcome"]) for a in event["attempts"]] == [
         (0, "busy"), (1, "answered")]
     assert event["attempts"][1]["number"] == "+14*******02"  # masked
+    text = rt.metrics.render().decode()
+    for position, outcome in (("0", "busy"), ("1", "answered")):
+        labels = f'outcome="{outcome}",position="{position}",provider="twilio"'
+        assert f"warm_transfer_destination_attempts_total{{{labels}}} 1.0" in text
 
 
 def test_last_destination_unreached_fails_with_every_attempt(
