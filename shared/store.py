@@ -440,6 +440,19 @@ class Store:
         rec = cast(dict[str, str], self.r.hgetall(self.lead_key(lead_id)))
         return rec or None
 
+    def lead_report(self, lead_id: str) -> dict[str, Any] | None:
+        """What operators see of a lead (`GET /transfers/leads/...`, `warm-transfer status`):
+        its transfer status, the latest transfer's timeline, and its terminal event once it
+        has ended (which destinations were tried, how each ended)."""
+        status = self.lead_status(lead_id)
+        if status is None:
+            return None
+        transfer_id = status.get("transfer_id", "")
+        event = self.r.hget(self.record_key(transfer_id), "event") if transfer_id else None
+        return {"lead_id": lead_id, **status,
+                "timeline": self.timeline(transfer_id) if transfer_id else [],
+                "event": json.loads(str(event)) if event else None}
+
     def active_transfer(self, lead_id: str) -> str | None:
         return cast(str | None, self.r.get(self.active_key(lead_id)))
 

@@ -26,12 +26,9 @@ def create_transfer() -> tuple[Response, int]:
 
 @bp.get("/transfers/leads/<lead_id>")
 def lead_status(lead_id: str) -> tuple[Response, int]:
-    """The lead's transfer status and the timeline of its latest transfer."""
+    """The lead's transfer status, its latest transfer's timeline and terminal event."""
     verify_bearer(deps().settings.api_token)
-    store = deps().store
-    status = store.lead_status(lead_id)
-    if status is None:
+    report = deps().store.lead_report(lead_id)
+    if report is None:
         abort(404)
-    transfer_id = status.get("transfer_id", "")
-    return jsonify({"lead_id": lead_id, **status,
-                    "timeline": store.timeline(transfer_id) if transfer_id else []}), 200
+    return jsonify(report), 200

@@ -130,14 +130,10 @@ def cmd_request(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    store = _store()
-    status = store.lead_status(args.lead_id)
-    if status is None:
+    report = _store().lead_report(args.lead_id)
+    if report is None:
         raise UserError(f"no transfer recorded for lead {args.lead_id!r}")
-    transfer_id = status.get("transfer_id", "")
-    print(json.dumps({"lead_id": args.lead_id, **status,
-                      "timeline": store.timeline(transfer_id) if transfer_id else []},
-                     indent=2))
+    print(json.dumps(report, indent=2))
     return 0
 
 

@@ -409,6 +409,13 @@ def test_cli_request_with_fallback_numbers_and_policies(stack: Stack) -> None:
     event = stack.terminal(result["transfer_id"])
     assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
     assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
+    # `warm-transfer status` shows the same outcome, with the timeline.
+    status = subprocess.run([sys.executable, "-m", "workers.cli", "status", lead],
+                            env=settings_env(stack.settings), cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=True)
+    report = json.loads(status.stdout)
+    assert report["status"] == "succeeded" and report["event"]["event_id"] == event["event_id"]
+    assert any(e["note"] == "destination 1 declined" for e in report["timeline"])
 
 
 def test_screening_with_voicemail_detection_hangs_up_on_the_machine(stack: Stack) -> None:

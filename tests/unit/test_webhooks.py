@@ -149,6 +149,7 @@ def test_transfers_endpoint_enqueues_and_reports(client: FlaskClient, celery_app
     status = client.get("/transfers/leads/L1", headers=auth)
     assert status.status_code == 200 and status.json["status"] == "requested"
     assert status.json["timeline"][0]["state"] == "requested"
+    assert status.json["event"] is None  # not ended yet
     assert client.get("/transfers/leads/nobody", headers=auth).status_code == 404
 
 
