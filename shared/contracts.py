@@ -254,7 +254,7 @@ def parse_request(
         raw_number = _item_number(raw_list[0])
     if raw_number is None or (isinstance(raw_number, str) and not raw_number.strip()):
         raise RequestError(ErrorCode.MISSING_TRANSFER_NUMBER)
-    config_ring = _ring_timeout(configurations.get("ring_timeout") if isinstance(
+    config_ring = _ring_seconds(configurations.get("ring_timeout") if isinstance(
         configurations, Mapping) else None, "ring_timeout")
     try:
         transfer_number = normalize_e164(raw_number)
@@ -262,7 +262,7 @@ def parse_request(
     except InvalidNumber as exc:
         raise RequestError(ErrorCode.INVALID_TRANSFER_NUMBER, str(exc)) from None
     per_destination = tuple(
-        _ring_timeout(n.get("ring_timeout"), "transfer_numbers[].ring_timeout")
+        _ring_seconds(n.get("ring_timeout"), "transfer_numbers[].ring_timeout")
         if isinstance(n, Mapping) else None for n in (raw_list or [raw_number]))
     if any(r is not None for r in per_destination) and provider == "exotel":
         # Exotel's Connect takes one ringing duration for the whole list.
@@ -299,7 +299,7 @@ def parse_request(
             raise RequestError(ErrorCode.OUTSIDE_HOURS, f"open {hours.text}")
 
     config: Mapping[str, Any] = configurations if isinstance(configurations, Mapping) else {}
-    policies = _parse_policies(config, provider, len(destinations), lead)
+    policies = _parse_policies(config, provider, lead)
     default_summary = config.get("summary")
 
     for number in destinations:
@@ -362,8 +362,8 @@ def _flag(config: Mapping[str, Any], name: str, provider: str) -> bool:
     return value
 
 
-def _parse_policies(config: Mapping[str, Any], provider: str, n_destinations: int,
-                    lead: Mapping[str, Any]) -> dict[str, Any]:
+def _parse_policies(config: Mapping[str, Any], provider: str, lead: Mapping[str, Any]
+                    ) -> dict[str, Any]:
     """The template's transfer policies, validated for the provider."""
     policies: dict[str, Any] = {
         "voicemail_detection": _flag(config, "voicemail_detection", provider),
@@ -407,7 +407,7 @@ def _item_number(item: Any) -> Any:
     return item.get("number") if isinstance(item, Mapping) else item
 
 
-def _ring_timeout(value: Any, name: str) -> int | None:
+def _ring_seconds(value: Any, name: str) -> int | None:
     return _seconds(value, name, 5, 120)
 
 
