@@ -1,3 +1,6 @@
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from shared.config import Settings
 from shared.contracts import parse_request
 from shared.store import State, Store, flag_key
@@ -113,3 +116,45 @@ def test_claim_once(store: Store) -> None:
     assert not store.claim_once("x")
     store.release_once("x")
     assert store.claim_once("x")
+
+
+_steps = st.lists(st.tuples(st.integers(0, 5), st.sampled_from(
+    ["busy", "no_answer", "declined", "voicemail"])), max_size=12)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 5), steps=_steps, ended_after=st.one_of(st.none(), st.integers(0, 12)))
+def test_moving_down_the_destinations_matches_a_model(store: Store, n: int,
+                                                      steps: list[tuple[int, str]],
+                                                      ended_after: int | None) -> None:
+    """Any sequence of 'destination k not reached' reports (duplicates, stale ones, out of
+    order) moves one step at a time; the flag is always the current destination's number."""
+    store.r.flushdb()
+    numbers = [f"+1415555{200 + i:04d}" for i in range(n)]
+    raw = make_request(lead_id="L1", transfer_number=None)
+    raw["template"]["configurations"] = {"transfer_numbers": numbers}
+    req = parse_request(raw, lambda _: "+14155550199")
+    store.begin(req)
+    store.set_flag("L1", numbers[0])
+    store.transition(req.transfer_id, State.DIALING, "dialing")
+    current, outcomes = 0, []
+    for i, (seen, outcome) in enumerate(steps):
+        if ended_after == i:
+            store.transition(req.transfer_id, State.FAILED, "ended")
+        result = store.advance_destination(req.transfer_id, seen, outcome)
+        if ended_after is not None and i >= ended_after:
+            assert result == ("final", -1, "")
+            continue
+        if seen < current:
+            assert result == ("stale", current, numbers[current])
+        elif current + 1 >= n:
+            assert result == ("last", current, "")
+        else:
+            outcomes.append(outcome)
+            current += 1
+            assert result == ("next", current, numbers[current])
+            assert store.get_flag("L1") == numbers[current]
+    attempt, tried, listed = store.destinations_tried(req.transfer_id)
+    if ended_after is None or ended_after >= len(steps):
+        assert (attempt, tried, listed) == (current, outcomes, numbers)
