@@ -60,6 +60,14 @@ def wait_redelivered(s: Services) -> None:
         time.sleep(0.2)
 
 
+def kill_workers_and_start_one(s: Services) -> None:
+    """SIGKILL every running worker (mid-task), then start a fresh one."""
+    for worker in list(s.workers):
+        if worker.poll() is None:
+            s.kill_worker(worker)
+    s.start_worker()
+
+
 def twilio_with_fault(s: Services, fate: str, status: int, *, count: int = 1,
                       delay: float = 0.0) -> tuple[str, str, str]:
     """A Twilio transfer whose dial request meets a fault: (lead, call id, transfer id).
@@ -84,10 +92,7 @@ def test_worker_killed_mid_handoff_dials_once_and_ends_once(services: Services) 
     while dials(s, lead) == 0:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    for worker in list(s.workers):
-        if worker.poll() is None:
-            s.kill_worker(worker)
-    s.start_worker()
+    kill_workers_and_start_one(s)
     event = s.terminal(tid, timeout=DEADLINE + 15)
     wait_redelivered(s)
     assert s.terminal_count(tid) == 1
@@ -334,10 +339,7 @@ def test_worker_killed_while_dialing_the_next_destination(services: Services) ->
     while dials(s, lead) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    for worker in list(s.workers):
-        if worker.poll() is None:
-            s.kill_worker(worker)
-    s.start_worker()
+    kill_workers_and_start_one(s)
     event = s.terminal(tid, timeout=DEADLINE + 15)
     wait_redelivered(s)  # the killed task comes back and finds nothing left to do
     assert any("destination 1 ignored" in e["note"] or "late agent-status" in e["note"]

@@ -43,11 +43,12 @@ def post(client: FlaskClient, settings: Settings, path: str, params: dict[str, s
     return client.post(path, data=params, headers=headers, base_url="http://10.0.0.9:8000")
 
 
-def pending(store: Store, lead: str = "L1") -> str:
-    req = parse_request(make_request(lead_id=lead, provider="plivo", call_id="uuid-1"),
+def pending(store: Store, lead: str = "L1", raw: dict[str, Any] | None = None) -> str:
+    """A Plivo transfer the worker has handed to the dial-up (`raw`: the request)."""
+    req = parse_request(raw or make_request(lead_id=lead, provider="plivo", call_id="uuid-1"),
                         store.get_number)
     store.begin(req)
-    store.set_flag(lead, req.transfer_number)
+    store.set_flag(req.lead_id, req.transfer_number)
     store.transition(req.transfer_id, State.DIALING, "transferred")
     return req.transfer_id
 
@@ -173,11 +174,7 @@ def test_nonce_released_when_not_accepted(settings: Settings, store: Store,
 def fallback_pending(store: Store, numbers: list[str]) -> str:
     raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1")
     raw["template"]["configurations"] = {"transfer_numbers": numbers}
-    req = parse_request(raw, store.get_number)
-    store.begin(req)
-    store.set_flag("L1", req.transfer_number)
-    store.transition(req.transfer_id, State.DIALING, "transferred")
-    return req.transfer_id
+    return pending(store, raw=raw)
 
 
 def test_unreached_destination_dials_the_next(client: FlaskClient, settings: Settings,
@@ -214,11 +211,7 @@ def test_dial_xml_carries_caller_id_and_hold_audio(client: FlaskClient, settings
     raw["template"]["configurations"].update(caller_id="customer",
                                              hold_audio="https://cdn.example.com/hold.mp3")
     raw["lead"]["phone_number"] = "+14155550177"
-    req = parse_request(raw, store.get_number)
-    store.begin(req)
-    store.set_flag("L1", req.transfer_number)
-    store.transition(req.transfer_id, State.DIALING, "transferred")
-    tid = req.transfer_id
+    tid = pending(store, raw=raw)
     resp = post(client, settings, f"/plivo/dial-up?transfer_id={tid}", {"CallUUID": "uuid-1"})
     dial = ET.fromstring(resp.data).find("Dial")
     assert dial is not None and dial.get("callerId") == "+14155550177"
@@ -243,11 +236,7 @@ def test_screening_dial_carries_the_templates_key_and_timeout(
     raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1")
     raw["template"]["configurations"].update(screening=True, screening_key="*",
                                              screening_timeout=12)
-    req = parse_request(raw, store.get_number)
-    store.begin(req)
-    store.set_flag("L1", req.transfer_number)
-    store.transition(req.transfer_id, State.DIALING, "transferred")
-    tid = req.transfer_id
+    tid = pending(store, raw=raw)
     resp = post(client, settings, f"/plivo/dial-up?transfer_id={tid}", {"CallUUID": "uuid-1"})
     dial = ET.fromstring(resp.data).find("Dial")
     assert dial is not None
