@@ -89,14 +89,13 @@ def dial_action() -> Response:
     if transfer is not None:
         # Not reached: the next fallback destination, if the template has one (one atomic
         # step in the store, answered at once: Plivo runs this answer on the call).
-        outcome, _, number = d.store.advance_destination(
+        outcome, current, number = d.store.advance_destination(
             transfer_id, int(params["attempt"]),
             provider.failure_reason(transfer, params["DialStatus"]))
         if outcome in ("next", "stale") and number:
             # The store has recorded the step; the answer dials the current destination.
-            transfer = d.store.get_transfer(transfer_id)
-            if transfer is not None:
-                return _xml(provider.dial_up_xml(d.settings, transfer, number))
+            return _xml(provider.dial_up_xml(d.settings, {**transfer, "attempt": str(current)},
+                                             number))
     enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-action",
             transfer_id=transfer_id, params=params)
     return _xml(provider.dial_action_xml(d.settings, params["DialStatus"]))
