@@ -87,7 +87,8 @@ def dial_up() -> Response:
     call_sid = _call_sid(request.args)
     d = deps()
     head = request.method == "HEAD"
-    programmable = provider.programmable_connect(d.settings, request.headers)
+    programmable = provider.programmable_connect(d.settings,
+                                                request.headers.get("Exotel-Version"))
     try:
         transfer, number = _exotel_transfer(d.store, call_sid,
                                              request.args.get("CustomField", ""),
@@ -126,7 +127,7 @@ def _tell_worker(d: Deps, transfer_id: str, call_sid: str) -> None:
 def _quietly(step: Any) -> None:
     try:
         step()
-    except Exception:  # noqa: BLE001 - bookkeeping must not cost the live call its answer
+    except Exception:  # bookkeeping must not cost the live call its answer
         log.warning("exotel dial-up bookkeeping failed", exc_info=True)
 
 

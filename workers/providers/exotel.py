@@ -2,11 +2,15 @@
 
 1. The worker sets the flag and the call-id index and emits `transfer.disconnect_ai`
    (action `disconnect`). The platform closes its Voicebot/Stream applet's websocket.
-2. Exotel moves on to the flow's Connect applet, which GETs /exotel/dial-up ("dial whom")
-   and dials the number we answer. The customer hears a brief hold meanwhile.
-3. How it ended comes from the customer call's status callback (its legs; the human is
-   leg 2) or the Connect applet's passthru (DialCallStatus). Exotel says its callbacks can be
-   late or lost, so at the deadline the worker asks the call details API instead.
+2. Exotel moves on to the flow's Connect applet, which GETs /exotel/dial-up: from its "Dial
+   whom" URL (we answer the number as text) or from its dynamic URL (programmable connect,
+   with an Exotel-Version header: we answer JSON, every fallback destination in order).
+   The customer hears a brief hold meanwhile.
+3. How it ended: a Passthru applet after Connect (CallType, DialWhomNumber) where the Connect
+   ends with the caller still on; the customer call's StatusCallback (its legs; the human is
+   leg 2), which Exotel sends only for calls placed through its API. Exotel says callbacks
+   can be late or lost, and a caller who hangs up ends the flow before any Passthru, so at
+   the deadline the worker asks the call details API instead.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> ExotelClient
                           str(settings.provider_http_timeout)), lambda: ExotelClient(settings))
 
 
-def programmable_connect(settings: Settings, headers: Mapping[str, str]) -> bool:
+def programmable_connect(settings: Settings, exotel_version: str | None) -> bool:
     """Whether this dial-up request comes from the Connect applet's dynamic URL (programmable
     connect), which sends an `Exotel-Version` header and validates a JSON answer against that
     version; the "Dial whom" URL sends no such header and dials the number it reads.
@@ -95,7 +99,7 @@ def programmable_connect(settings: Settings, headers: Mapping[str, str]) -> bool
     number to be dialed")."""
     if settings.exotel_dial_up_format != "auto":
         return settings.exotel_dial_up_format == "json"
-    return bool(headers.get("Exotel-Version", "").strip())
+    return bool((exotel_version or "").strip())
 
 
 def dial_up_body(settings: Settings, transfer: Mapping[str, str], number: str,
