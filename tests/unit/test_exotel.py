@@ -501,3 +501,38 @@ def test_status_callback_with_redis_down_is_503_for_a_retry(redis_down_app: Any)
     resp = redis_down_app.test_client().post(f"/exotel/status?token={TOKEN}&lead_id=L1",
                                              data={"CallSid": CALL, "Status": "completed"})
     assert resp.status_code == 503
+
+
+# the sandbox, as an instrument
+
+@pytest.mark.parametrize(("mode", "body", "content_type", "dialed"), [
+    ("dial_whom", "+919999900000", "text/plain", "+919999900000"),
+    ("dial_whom", '{"destination": {"numbers": ["+919999900000"]}}', "application/json", None),
+    ("dial_whom", "+919999900000,+919999900002", "text/plain", None),  # "a number"
+    ("programmable", '{"destination": {"numbers": ["+919999900000"]}}', "application/json",
+     "+919999900000"),
+    ("programmable", "+919999900000", "text/plain", None),
+])
+def test_sandbox_takes_each_answer_only_where_exotel_would(
+        mocked: responses.RequestsMock, mode: str, body: str, content_type: str,
+        dialed: str | None) -> None:
+    from sandbox.core import Sandbox
+
+    url = "https://hooks.example.com/exotel/dial-up"
+    mocked.head(url, content_type=content_type)
+    mocked.get(url, body=body, content_type=content_type)
+    sb = Sandbox()
+    try:
+        sid = sb.create_customer_call(to="+919999900009", from_="+919999900008",
+                                      status_callback=None, provider="exotel",
+                                      dial_whom_url=url, connect_mode=mode)
+        sb.exotel._connect(sb.calls[sid])
+        call = sb.calls[sid]
+        assert call.flow.get("dialed") == dialed
+        assert bool(call.flow.get("back_to_ai")) is (dialed is None)
+        get = next(c for c in mocked.calls if c.request.method == "GET")
+        assert get.request.headers.get("Exotel-Version") == (
+            "1.0" if mode == "programmable" else None)
+        assert "CallFrom=09999900008" in str(get.request.url)  # national format
+    finally:
+        sb.stop()
