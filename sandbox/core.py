@@ -268,6 +268,8 @@ class Sandbox:
         or "json"). An Exotel status_callback means the call was placed through the API:
         calls that come in to a flow have none (Exotel documents StatusCallback for API calls
         only)."""
+        # Exotel CallSids are 32 hex digits ("b6cfaf5f5cef3ca0fc937749ef960e25",
+        # developer.exotel.com/api/call-details).
         sid = {"plivo": lambda: str(uuid.uuid4()), "exotel": lambda: uuid.uuid4().hex
                }.get(provider, lambda: _sid("CA"))()
         with self.lock:

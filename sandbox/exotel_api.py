@@ -77,8 +77,8 @@ class ExotelSim:
                   "To": national(call.to), "Direction": "incoming",
                   "CurrentTime": time.strftime("%Y-%m-%d %H:%M:%S")}
         if call.flow.get("custom_field"):
-            # Set by the Calls/connect request that placed the call; passed to the flow's
-            # applets (developer.exotel.com/docs/voice-v1/api-reference/connect-to-flow).
+            # Set by the Calls/connect request that placed the call, "Not applicable for IB
+            # calls" (support.exotel.com/support/solutions/articles/48285).
             params["CustomField"] = str(call.flow["custom_field"])
         return params
 
@@ -100,8 +100,8 @@ class ExotelSim:
         programmable = call.flow.get("connect_mode") == "programmable"
         params = {**self._call_params(call), "DialWhomNumber": ""}
         headers = {"Exotel-Version": EXOTEL_VERSION} if programmable else {}
-        # HEAD first, as for Exotel's other URL applets (support.exotel.com/support/solutions/
-        # articles/48285, greeting from a URL); for Connect undocumented, so kept.
+        # HEAD first: URL applets "MUST support a HEAD request from Exotel" (support.exotel.
+        # com/support/solutions/articles/48285 and .../3000106202); for this URL undocumented.
         head_status, _, head_type = self._request("HEAD", url, params, headers=headers)
         status, text, content_type = self._request("GET", url, params, headers=headers)
         numbers = self._numbers(programmable, status, text, content_type)
@@ -236,10 +236,14 @@ class ExotelSim:
                                 "DateUpdated": time.strftime("%Y-%m-%d %H:%M:%S"),
                                 "EventType": "terminal", "RecordingUrl": "",
                                 "From": national(call.from_), "To": national(call.to),
+                                "Direction": "outbound-api",  # "All other Outbound calls (API…)"
+                                "ConversationDuration": self._leg2_duration(call),
                                 "Legs": legs}
+        if call.flow.get("custom_field"):
+            body["CustomField"] = str(call.flow["custom_field"])  # as set in the API request
         if call.flow.get("status_format") == "json":
-            # StatusCallbackContentType=application/json (developer.exotel.com/api/
-            # make-a-call-api).
+            # StatusCallbackContentType JSON (shared/PROVIDERS.md; not found again in the
+            # stored docs, so the endpoint takes form and JSON alike).
             def send() -> int:
                 return self._request("POST", url, json_body=body)[0]
         else:
