@@ -536,3 +536,15 @@ def test_sandbox_takes_each_answer_only_where_exotel_would(
         assert "CallFrom=09999900008" in str(get.request.url)  # national format
     finally:
         sb.stop()
+
+
+def test_dial_up_with_the_broker_down_still_answers(make_app: AppFactory, store: Store,
+                                                    dead_celery: Celery) -> None:
+    # Served straight from Redis: the broker is needed only to fail an ended transfer early
+    # (the deadline sweep does it otherwise).
+    pending(store)
+    client = make_app(celery=dead_celery).test_client()
+    url = f"/exotel/dial-up?token={TOKEN}&CallSid={CALL}"
+    assert client.get(url).get_data(as_text=True) == "+919999900000"
+    store.r.delete("transfer:L1")
+    assert client.get(url).status_code == 404
