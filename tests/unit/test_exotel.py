@@ -82,7 +82,8 @@ def test_status_callback_with_human_not_reached(rt: Runtime, events: Any, leg2: 
 
 
 def test_passthru_settles_by_call_id(rt: Runtime, events: Any) -> None:
-    start()
+    tid = start()
+    rt.store.set_fields(tid, dial_up_served="1")
     run(tasks.provider_callback, provider="exotel", kind="passthru", transfer_id="",
         call_id=CALL, params={"CallSid": CALL, "DialCallStatus": "no-answer"})
     run(tasks.provider_callback, provider="exotel", kind="passthru", transfer_id="",
@@ -336,12 +337,22 @@ def test_passthru_names_the_destination_that_answered(rt: Runtime, events: Any,
 def test_passthru_call_type_says_the_connect_failed(rt: Runtime, events: Any, call_type: str,
                                                     reason: str) -> None:
     run(tasks.transfer_request, request=_two_destinations())
+    rt.store.set_fields("tr_L1", dial_up_served="1")  # as /exotel/dial-up records it
     run(tasks.provider_callback, provider="exotel", kind="passthru", transfer_id="",
         call_id=CALL, params=exotel.normalise_status({
             "CallSid": CALL, "CallType": call_type, "DialWhomNumber": "09999900002"}))
     [event] = [e for e in events() if e["type"] == "transfer.failed"]
     assert event["reason"] == reason
     assert [a["outcome"] for a in event["attempts"]] == ["not_answered", reason]
+
+
+def test_passthru_after_a_connect_that_got_no_number_is_a_timeout(rt: Runtime,
+                                                                  events: Any) -> None:
+    # /exotel/dial-up answered "nothing pending" (Redis down): Connect rang no one.
+    start()
+    run(tasks.provider_callback, provider="exotel", kind="passthru", transfer_id="",
+        call_id=CALL, params={"CallSid": CALL, "CallType": "incomplete", "DialWhomNumber": ""})
+    assert [e["reason"] for e in events() if e["type"] == "transfer.failed"] == ["timeout"]
 
 
 def test_from_provider_reads_national_numbers_in_the_default_region() -> None:

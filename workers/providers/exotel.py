@@ -197,6 +197,9 @@ class ExotelProvider:
             if answered is not None:
                 self._record_destination(rt, transfer, params.get("DialWhomNumber", ""))
             how = params.get("CallType") or params.get("DialCallStatus") or "unknown"
+            if answered is False and not transfer.get("dial_up_served"):
+                # Connect never got a number from us (e.g. Redis was down): nobody was rung.
+                reason, how = "timeout", f"{how}, with no dial-up served"
             if answered:
                 rt.succeed(transfer, "human agent answered (passthru)", from_states=pending)
             elif answered is False:
