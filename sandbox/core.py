@@ -261,8 +261,15 @@ class Sandbox:
                              provider: str = "twilio", **flow: Any) -> str:
         """A live customer call, as if the platform had placed or answered it.
 
-        Exotel calls take the flow's URLs: dial_whom_url (the Connect applet's), and
-        optionally passthru_url and status_format ("form" or "json")."""
+        Exotel calls take the flow's URLs: dial_whom_url (the Connect applet's URL), and
+        optionally connect_mode ("dial_whom", the default, or "programmable": the applet's
+        dynamic URL), fallback_url (programmable connect's), passthru_url (a Passthru after
+        Connect), custom_field (set when the API placed the call) and status_format ("form"
+        or "json"). An Exotel status_callback means the call was placed through the API:
+        calls that come in to a flow have none (Exotel documents StatusCallback for API calls
+        only)."""
+        # Exotel CallSids are 32 hex digits ("b6cfaf5f5cef3ca0fc937749ef960e25",
+        # developer.exotel.com/api/call-details).
         sid = {"plivo": lambda: str(uuid.uuid4()), "exotel": lambda: uuid.uuid4().hex
                }.get(provider, lambda: _sid("CA"))()
         with self.lock:
@@ -589,7 +596,8 @@ class Sandbox:
                 status_callback=body.get("status_callback"),
                 provider=str(body.get("provider", "twilio")),
                 dial_whom_url=body.get("dial_whom_url"), passthru_url=body.get("passthru_url"),
-                status_format=body.get("status_format"))
+                status_format=body.get("status_format"), connect_mode=body.get("connect_mode"),
+                fallback_url=body.get("fallback_url"), custom_field=body.get("custom_field"))
             return jsonify({"call_id": sid})
 
         @app.post("/_sandbox/calls/<sid>/hangup")

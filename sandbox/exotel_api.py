@@ -1,5 +1,9 @@
-"""The fake Exotel: a flow with a Voicebot applet followed by a Connect applet, the status
-callback (form or JSON, with legs), an optional passthru, and the call details API."""
+"""The fake Exotel: a flow with a Voicebot applet followed by a Connect applet (its "Dial whom"
+URL, or its programmable-connect dynamic URL), an optional Passthru after Connect, the status
+callback of calls placed through the API (form or JSON, with legs), and the call details API.
+
+Where Exotel's documentation is silent the sandbox takes the least convenient plausible
+behaviour, and says so next to it."""
 
 from __future__ import annotations
 
@@ -15,31 +19,68 @@ if TYPE_CHECKING:
     from sandbox.core import Sandbox, SimCall
 
 _ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
+# What the dynamic URL's request carries: support.exotel.com/support/solutions/articles/
+# 3000096873 ("Header: Exotel-Version ... Current Version: 1.0").
+EXOTEL_VERSION = "1.0"
+
+
+def national(number: str) -> str:
+    """How Exotel writes a number in its requests: Indian numbers in national format, "0" and
+    ten digits (developer.exotel.com/docs/voice-v1/api-reference/call-details: "To":
+    "0XXXXX38847"; support.exotel.com/support/solutions/articles/56523: <To>09052161119</To>).
+    Others as given (no Exotel source shows them)."""
+    if number.startswith("+91") and len(number) == 13:
+        return "0" + number[3:]
+    return number
+
+
+def _one_number(text: str) -> str | None:
+    """A "Dial whom" URL answers "a number to be dialed" (support.exotel.com/support/
+    solutions/articles/3000088074); whether a list is taken is undocumented, so only a body
+    that is one number is dialed (least convenient)."""
+    text = text.strip()
+    digits = text.removeprefix("+")
+    return text if digits.isdigit() and 8 <= len(digits) <= 15 else None
 
 
 class ExotelSim:
     def __init__(self, sb: Sandbox) -> None:
         self.sb = sb
-        # Exotel says callbacks "may be delayed or fail": drop them to test reconciliation.
+        # Exotel says callbacks "may be delayed or fail"
+        # (developer.exotel.com/docs/voice-v1/api-reference/status-callback): drop them to
+        # test reconciliation.
         self.drop_status_callbacks = False
 
     def _request(self, method: str, url: str, params: dict[str, str] | None = None,
-                 json_body: Any = None, form: dict[str, str] | None = None
-                 ) -> tuple[int, str, str]:
+                 json_body: Any = None, form: dict[str, str] | None = None,
+                 headers: dict[str, str] | None = None) -> tuple[int, str, str]:
         from sandbox.core import Delivery
 
         if params:
             url = url + ("&" if "?" in url else "?") + urlencode(params)
         try:
             resp = self.sb.http.request(method, url, json=json_body, data=form, timeout=10,
-                                        headers={"User-Agent": "Exotel"})
+                                        headers={"User-Agent": "Exotel", **(headers or {})})
             result = (resp.status_code, resp.text, resp.headers.get("Content-Type", ""))
         except requests.RequestException:
             result = (-1, "", "")
         with self.sb.lock:
-            self.sb.deliveries.append(Delivery(url, dict(form or json_body or {}), result[0],
-                                               time.time()))
+            self.sb.deliveries.append(Delivery(url, dict(form or json_body or params or {}),
+                                               result[0], time.time()))
         return result
+
+    def _call_params(self, call: SimCall) -> dict[str, str]:
+        """The call's query parameters on every applet URL (support.exotel.com/support/
+        solutions/articles/3000088074 and .../48283): numbers in national format."""
+        params = {"CallSid": call.sid, "CallFrom": national(call.from_),
+                  "CallTo": national(call.to), "From": national(call.from_),
+                  "To": national(call.to), "Direction": "incoming",
+                  "CurrentTime": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if call.flow.get("custom_field"):
+            # Set by the Calls/connect request that placed the call, "Not applicable for IB
+            # calls" (support.exotel.com/support/solutions/articles/48285).
+            params["CustomField"] = str(call.flow["custom_field"])
+        return params
 
     def ai_disconnected(self, sid: str) -> None:
         """The platform closed the Voicebot applet's stream: the flow goes on to Connect."""
@@ -49,30 +90,58 @@ class ExotelSim:
         self.sb.scheduler.at(0.01, lambda: self._connect(call), key=call.sid)
 
     def _connect(self, call: SimCall) -> None:
+        """The Connect applet asks whom to dial. Flow "connect_mode": "dial_whom" (default: the
+        "Dial whom" URL, answered with a number as text) or "programmable" (the dynamic URL:
+        an Exotel-Version header, answered with JSON; support.exotel.com/support/solutions/
+        articles/3000096873)."""
         url = call.flow.get("dial_whom_url")
-        params = {"CallSid": call.sid, "CallFrom": call.from_, "CallTo": call.to,
-                  "From": call.from_, "To": call.to, "Direction": "incoming",
-                  "DialWhomNumber": "", "CustomField": str(call.flow.get("custom_field", "")),
-                  "CurrentTime": time.strftime("%Y-%m-%d %H:%M:%S")}
         if not url:
             return
-        head_status, _, head_type = self._request("HEAD", url, params)
-        status, text, content_type = self._request("GET", url, params)
+        programmable = call.flow.get("connect_mode") == "programmable"
+        params = {**self._call_params(call), "DialWhomNumber": ""}
+        headers = {"Exotel-Version": EXOTEL_VERSION} if programmable else {}
+        # HEAD first: URL applets "MUST support a HEAD request from Exotel" (support.exotel.
+        # com/support/solutions/articles/48285 and .../3000106202); for this URL undocumented.
+        head_status, _, head_type = self._request("HEAD", url, params, headers=headers)
+        status, text, content_type = self._request("GET", url, params, headers=headers)
+        numbers = self._numbers(programmable, status, text, content_type)
+        if numbers is None and programmable and call.flow.get("fallback_url"):
+            # "a 'Fallback URL' (optional) which will be contacted in case something goes
+            # wrong with your 'Primary URL'" (article 3000096873).
+            status, text, content_type = self._request("GET", call.flow["fallback_url"],
+                                                       params, headers=headers)
+            numbers = self._numbers(programmable, status, text, content_type)
         call.flow["dial_up"] = {"head": head_status, "get": status, "type": content_type,
                                 "head_type": head_type}
-        numbers: list[str] = []
-        if status == 200 and "json" in content_type:
-            try:
-                numbers = [str(n) for n in json.loads(text)["destination"]["numbers"]]
-            except (ValueError, KeyError, TypeError):
-                numbers = []
-        elif status == 200:
-            numbers = [n.strip() for n in text.split(",") if n.strip()]
         if not numbers:
+            # No one to dial: the flow takes the Connect applet's next applet, which the
+            # operator points back to the AI (Exotel: "you'll need to configure the
+            # transitions (next applet) while building the flow irrespective", 3000096873).
             call.flow["leg2"] = ""
-            self.sb._end_call(call.sid, "completed")  # Connect had no one to dial
+            self._after_connect(call, "incomplete")
             return
         self._ring(call, numbers)
+
+    @staticmethod
+    def _numbers(programmable: bool, status: int, text: str, content_type: str
+                 ) -> list[str] | None:
+        """The numbers Exotel would dial from this answer, or None where it would refuse it:
+        JSON only from the dynamic URL, text only from the "Dial whom" URL."""
+        if status != 200:
+            return None
+        if programmable:
+            if "json" not in content_type:
+                return None
+            try:
+                # Validated against the Exotel-Version schema (3000096873).
+                numbers = json.loads(text)["destination"]["numbers"]
+            except (ValueError, KeyError, TypeError):
+                return None
+            if not isinstance(numbers, list) or not numbers:
+                return None
+            return [str(n) for n in numbers]
+        one = _one_number(text) if "json" not in content_type else None
+        return [one] if one else None
 
     def _ring(self, call: SimCall, numbers: list[str]) -> None:
         """Connect dials the numbers one after another until one answers."""
@@ -98,38 +167,61 @@ class ExotelSim:
                 if len(numbers) > 1:
                     self.sb.scheduler.at(0.01, lambda: self._ring(call, numbers[1:]))
                     return
-            self._passthru(call)
-            self.sb._end_call(call.sid, "completed")  # the flow ends after a failed Connect
+            self._after_connect(call, "incomplete")
 
         self.sb.scheduler.at(max(fate.ring, 0.02), outcome)
 
-    def _passthru(self, call: SimCall) -> None:
+    def _after_connect(self, call: SimCall, call_type: str) -> None:
+        """The Connect applet is over while the caller is still on: its Passthru (if the flow
+        has one) reports it, then the flow goes on. After a conversation the flow ends; after
+        a Connect that reached no one it goes back to the AI (as the README configures)."""
+        self._passthru(call, call_type)
+        if call_type == "completed":
+            self.sb._end_call(call.sid, "completed")
+        else:
+            call.flow["back_to_ai"] = True
+
+    def _passthru(self, call: SimCall, call_type: str) -> None:
+        """A Passthru after Connect: GET with the call's parameters, CallType saying how the
+        Connect went and DialWhomNumber the number dialed last; no DialCallStatus (support.
+        exotel.com/support/solutions/articles/48283)."""
         url = call.flow.get("passthru_url")
         if url:
-            self._request("GET", url, {"CallSid": call.sid,
-                                       "DialCallStatus": call.flow.get("leg2") or "failed",
-                                       "DialCallSid": call.sid + "-2",
-                                       "DialWhomNumber": call.flow.get("dialed", "")})
+            self._request("GET", url, {
+                **self._call_params(call), "CallType": call_type,
+                "DialWhomNumber": national(call.flow.get("dialed", "")),
+                "DialCallDuration": str(self._leg2_duration(call)),
+                "EndTime": "1970-01-01 05:30:00"})  # "a constant value" (48283)
+
+    @staticmethod
+    def _leg2_duration(call: SimCall) -> int:
+        answered = call.flow.get("answered_at")
+        return int(time.time() - answered) + 1 if answered else 0
 
     def _legs(self, call: SimCall) -> list[dict[str, Any]]:
         legs: list[dict[str, Any]] = [{"Status": "completed", "OnCallDuration": 5}]
         if call.flow.get("dialed"):
-            answered = call.flow.get("answered_at")
             legs.append({"Status": call.flow.get("leg2", ""),
-                         "OnCallDuration": int(time.time() - answered) + 1 if answered else 0})
+                         "OnCallDuration": self._leg2_duration(call)})
         return legs
 
     def human_hangs_up(self, call: SimCall) -> None:
-        if call.flow.get("leg2") == "in-progress":
-            self.sb.hangup(call.sid)
+        """The human ends the conversation first: the Connect applet is over with the caller
+        still on, so the Passthru after it runs (CallType "completed")."""
+        with self.sb.lock:
+            if call.flow.get("leg2") != "in-progress" or call.status in _ENDED:
+                return
+            call.flow["leg2"] = "completed"
+        self._after_connect(call, "completed")
 
     def ended(self, call: SimCall, status: str) -> None:
-        """The customer's call is over: the human's leg with it, then the callbacks."""
+        """The customer's call is over: the human's leg with it, then the callbacks. A caller
+        who hangs up ends the flow, so no Passthru runs after it (undocumented; the least
+        convenient)."""
         if call.flow.get("leg2") == "in-progress":
             legs = self._legs(call)
             call.flow["leg2"] = "completed"
             legs[1]["Status"] = "completed"
-            self._passthru(call)
         else:
             if call.flow.get("leg2") == "ringing":
                 call.flow["leg2"] = "canceled"
@@ -137,10 +229,21 @@ class ExotelSim:
         url = call.status_callback
         if not url or self.drop_status_callbacks:
             return
+        # StatusCallback exists only for calls placed through the API ("When making a call
+        # via the API, pass a StatusCallback URL parameter", developer.exotel.com/docs/
+        # voice-v1/api-reference/status-callback): a call without one never reports here.
         body: dict[str, Any] = {"CallSid": call.sid, "Status": status,
                                 "DateUpdated": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                "EventType": "terminal", "RecordingUrl": "", "Legs": legs}
+                                "EventType": "terminal", "RecordingUrl": "",
+                                "From": national(call.from_), "To": national(call.to),
+                                "Direction": "outbound-api",  # "All other Outbound calls (API…)"
+                                "ConversationDuration": self._leg2_duration(call),
+                                "Legs": legs}
+        if call.flow.get("custom_field"):
+            body["CustomField"] = str(call.flow["custom_field"])  # as set in the API request
         if call.flow.get("status_format") == "json":
+            # StatusCallbackContentType JSON (shared/PROVIDERS.md; not found again in the
+            # stored docs, so the endpoint takes form and JSON alike).
             def send() -> int:
                 return self._request("POST", url, json_body=body)[0]
         else:
@@ -151,6 +254,8 @@ class ExotelSim:
 
             def send() -> int:
                 return self._request("POST", url, form=form)[0]
+        # "If no 200 response, Exotel retries (up to 2 times)" (developer.exotel.com/docs/
+        # advanced-config/webhooks-setup): Sandbox.deliver retries like that.
         for _ in range(self.sb.repeat_callbacks):
             self.sb.deliver(0.01, send)
 
@@ -159,6 +264,7 @@ class ExotelSim:
 
         @app.get("/v1/Accounts/<account>/Calls/<call_sid>.json")
         def exotel_call_details(account: str, call_sid: str) -> Any:
+            # developer.exotel.com/docs/voice-v1/api-reference/call-details (details=true).
             auth = request.authorization
             if (account != sb.exotel_account_sid or auth is None
                     or auth.username != sb.exotel_api_key
@@ -173,8 +279,8 @@ class ExotelSim:
             leg2 = legs[1] if len(legs) > 1 else None
             return jsonify({"Call": {
                 "Sid": call.sid, "ParentCallSid": None, "AccountSid": account,
-                "To": call.to, "From": call.from_, "Direction": "inbound",
-                "Status": call.status, "Duration": "0",
+                "To": national(call.to), "From": national(call.from_),
+                "Direction": "inbound", "Status": call.status, "Duration": "0",
                 "Details": {
                     "ConversationDuration": leg2["OnCallDuration"] if leg2 else 0,
                     "Leg1Status": "completed" if call.status in _ENDED else "in-progress",
@@ -185,6 +291,13 @@ class ExotelSim:
         @app.post("/_sandbox/calls/<sid>/disconnect-ai")
         def exotel_disconnect(sid: str) -> Response:
             self.ai_disconnected(sid)
+            return jsonify({"ok": True})
+
+        @app.post("/_sandbox/exotel/calls/<sid>/human-hangup")
+        def exotel_human_hangup(sid: str) -> Response:
+            call = sb.calls.get(sid)
+            if call is not None and call.provider == "exotel":
+                self.human_hangs_up(call)
             return jsonify({"ok": True})
 
         @app.post("/_sandbox/exotel/drop-status-callbacks")

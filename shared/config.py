@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,11 +58,26 @@ class Settings(BaseSettings):
     exotel_api_token: str = ""
     exotel_api_base_url: str = "https://api.exotel.com"
     exotel_webhook_token: str = ""
-    # How /exotel/dial-up answers: the number as text (Connect applet "dial whom" URL), or the
-    # JSON of Exotel's programmable connect (newer accounts).
-    exotel_dial_up_format: Literal["text", "json"] = "text"
+    # The token being rotated out: accepted too until every URL in Exotel carries the new one.
+    exotel_webhook_token_previous: str = ""
+    # How /exotel/dial-up answers: "auto" tells the Connect applet's two URLs apart by the
+    # request (programmable connect sends an Exotel-Version header and gets JSON; the "Dial
+    # whom" URL gets the number as text); "text" or "json" forces one (e.g. behind a proxy
+    # that drops the header).
+    exotel_dial_up_format: Literal["auto", "text", "json"] = "auto"
+    # Optional allow-list of the addresses Exotel calls from (comma-separated CIDRs, as Exotel
+    # support gives them); empty = off. X-Forwarded-For is believed only from these proxies.
+    exotel_allowed_ips: str = ""
+    exotel_trusted_proxies: str = ""
 
     log_level: str = "INFO"
+
+    @field_validator("exotel_allowed_ips", "exotel_trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(item, strict=False)  # ValueError: a clear startup error
+        return value
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

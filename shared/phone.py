@@ -79,3 +79,31 @@ def mask(number: str | None) -> str:
 def mask_in_text(text: str) -> str:
     """Mask every phone-number-like run of digits in free text."""
     return _NUMBER_IN_TEXT.sub(lambda m: mask(m.group(0)), text)
+
+
+_PROVIDER_NUMBER = re.compile(r"^\+?[\d\s().-]{4,20}$")
+
+
+def from_provider(number: str | None, default_region: str | None = "IN") -> str:
+    """A number as a provider reports it, in E.164 when it reads as one, for comparing with
+    ours. Exotel reports Indian numbers in national format ("0" + ten digits, as in CallFrom,
+    CallTo and DialWhomNumber; its call details show "To": "0XXXXX38847"), sometimes without
+    the "0"; others send digits with the country code. Returns "" for nothing, and the
+    stripped text unchanged when it is no phone number, so that it simply never matches."""
+    text = number.strip() if isinstance(number, str) else ""
+    if not text:
+        return ""
+    if not _PROVIDER_NUMBER.match(text):
+        return text  # letters would be read as a vanity number ("0XXXXX38847" is masked)
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    candidates = [(text, None)] if text.startswith("+") else [(text, default_region),
+                                                              ("+" + text, None)]
+    for raw, region in candidates:
+        try:
+            parsed = phonenumbers.parse(raw, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return text

@@ -235,6 +235,8 @@ class Services:
         if provider == "exotel":
             token = self.settings.exotel_webhook_token
             flow.setdefault("dial_whom_url", f"{base}/exotel/dial-up?token={token}")
+            # The README's flow: a Passthru after Connect reports how it went.
+            flow.setdefault("passthru_url", f"{base}/exotel/passthru?token={token}")
             status = f"{base}/exotel/status?token={token}&lead_id={lead_id}"
         else:
             status = f"{base}/{provider}/status?lead_id={lead_id}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
+from functools import lru_cache
 
 from flask import Response, abort, g, request
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
@@ -85,12 +87,51 @@ def refuse_replay() -> None:
 
 
 def verify_exotel() -> None:
-    """403 unless the `token` query parameter is EXOTEL_WEBHOOK_TOKEN (Exotel does not sign
-    its requests; every URL configured in Exotel carries the secret)."""
-    expected = deps().settings.exotel_webhook_token
-    given = request.args.get("token", "")
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
-        _refuse("exotel", "bad token" if expected else "EXOTEL_WEBHOOK_TOKEN not set")
+    """403 unless the `token` query parameter is EXOTEL_WEBHOOK_TOKEN or, while it is being
+    rotated, EXOTEL_WEBHOOK_TOKEN_PREVIOUS (Exotel does not sign its requests; every URL
+    configured in Exotel carries the secret), and, where EXOTEL_ALLOWED_IPS is set, the
+    request comes from one of those networks."""
+    settings = deps().settings
+    if settings.exotel_allowed_ips and not _address_in(
+            client_address(settings.exotel_trusted_proxies), settings.exotel_allowed_ips):
+        _refuse("exotel", "address not allowed")
+    if not settings.exotel_webhook_token:
+        _refuse("exotel", "EXOTEL_WEBHOOK_TOKEN not set")
+    tokens = [t for t in (settings.exotel_webhook_token,
+                          settings.exotel_webhook_token_previous) if t]
+    given = request.args.get("token", "").encode()
+    # Both compared every time, in constant time: no timing tells which one matched.
+    matched = [hmac.compare_digest(given, token.encode()) for token in tokens]
+    if not any(matched):
+        _refuse("exotel", "bad token")
+
+
+@lru_cache(maxsize=8)
+def _networks(cidrs: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(item.strip(), strict=False)
+                 for item in cidrs.split(",") if item.strip())
+
+
+def _address_in(address: str, cidrs: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in _networks(cidrs))
+
+
+def client_address(trusted_proxies: str) -> str:
+    """The caller's address: the socket's peer, or, when that peer is one of our trusted
+    proxies, the nearest X-Forwarded-For hop that is not (anyone can write the header, so it
+    is never read by default)."""
+    peer = request.remote_addr or ""
+    if not trusted_proxies or not _address_in(peer, trusted_proxies):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not _address_in(hop, trusted_proxies):
+            return hop
+    return peer
 
 
 def verify_bearer(expected: str) -> None:

@@ -18,7 +18,7 @@ def _agent(n: int) -> str:
     return f"+{AGENT_BASE + n}"
 
 
-def _request(stack: Stack, fate: str, n: int, **flow: str) -> tuple[str, str, str]:
+def _request(stack: Stack, fate: str, n: int, **flow: str | None) -> tuple[str, str, str]:
     lead = unique_lead()
     call_id = stack.customer_call(lead, provider="exotel", **flow)
     number = _agent(n)
@@ -67,8 +67,13 @@ def test_no_answer(stack: Stack) -> None:
     assert (event["reason"], event["action"]) == ("no_answer", "resume")
 
 
-def test_busy(stack: Stack) -> None:
-    _, _, tid = _request(stack, "busy", 4)
+def test_busy_told_by_the_status_callback_of_an_api_call(stack: Stack) -> None:
+    # A Passthru's CallType "incomplete" does not say why; the StatusCallback's leg 2 does.
+    _, call_id, tid = _request(stack, "busy", 4, passthru_url=None)
+    call = stack.sandbox.calls[call_id]
+    _wait(lambda: call.flow.get("leg2") == "busy")
+    assert call.status == "in-progress"  # back with the AI
+    stack.sandbox.hangup(call_id)
     assert stack.terminal(tid)["reason"] == "busy"
 
 
@@ -111,12 +116,38 @@ def test_lost_status_callback_recovered_through_call_details(stack: Stack) -> No
         stack.sandbox.exotel.drop_status_callbacks = False
 
 
-def test_first_destination_busy_then_second_answers(stack: Stack) -> None:
+def test_inbound_call_reports_through_the_passthru_and_returns_to_the_ai(stack: Stack
+                                                                        ) -> None:
+    # A customer who called in: no StatusCallback exists for such a call (Exotel documents it
+    # for API calls only); the Passthru after Connect says how it went.
     lead = unique_lead()
-    base = stack.settings.public_base_url
-    token = stack.settings.exotel_webhook_token
-    call_id = stack.customer_call(lead, provider="exotel",
-                                  passthru_url=f"{base}/exotel/passthru?token={token}")
+    base, token = stack.settings.public_base_url, stack.settings.exotel_webhook_token
+    call_id = stack.sandbox.create_customer_call(
+        to="+919999900009", from_="+919999900008", provider="exotel", status_callback=None,
+        dial_whom_url=f"{base}/exotel/dial-up?token={token}",
+        passthru_url=f"{base}/exotel/passthru?token={token}")
+    stack.sandbox.set_fate(_agent(50), "busy")
+    result = stack.client.connect_to_live_agent(make_request(
+        lead_id=lead, call_id=call_id, transfer_number=_agent(50),
+        outbound_number="+919999900001", provider="exotel"))
+    event = stack.terminal(str(result["transfer_id"]))
+    assert (event["type"], event["reason"], event["action"]) == (
+        "transfer.failed", "no_answer", "resume")  # CallType "incomplete" names no cause
+    call = stack.sandbox.calls[call_id]
+    assert call.flow["back_to_ai"] and call.status == "in-progress"  # not hung up
+    assert call.flow["dial_up"]["type"].startswith("text/plain")
+
+
+def test_programmable_connect_goes_down_the_list_and_names_the_destination(stack: Stack
+                                                                           ) -> None:
+    # The dynamic URL (Exotel-Version header) gets JSON with both destinations; the second
+    # answers; the human hangs up first, so the Passthru names it, in national format.
+    lead = unique_lead()
+    base, token = stack.settings.public_base_url, stack.settings.exotel_webhook_token
+    call_id = stack.sandbox.create_customer_call(
+        to="+919999900009", from_="+919999900008", provider="exotel", status_callback=None,
+        dial_whom_url=f"{base}/exotel/dial-up?token={token}", connect_mode="programmable",
+        passthru_url=f"{base}/exotel/passthru?token={token}")
     numbers = [_agent(40), _agent(41)]
     stack.sandbox.set_fate(numbers[0], "busy")
     stack.sandbox.set_fate(numbers[1], "answer")
@@ -126,11 +157,27 @@ def test_first_destination_busy_then_second_answers(stack: Stack) -> None:
     result = stack.client.connect_to_live_agent(request)
     call = stack.sandbox.calls[call_id]
     _wait(lambda: call.flow.get("leg2") == "in-progress")
+    assert call.flow["dial_up"]["type"] == "application/json"
     assert call.flow["tried"] == numbers  # Exotel's Connect went down the list in order
-    stack.sandbox.hangup(call_id)
+    stack.sandbox.exotel.human_hangs_up(call)
     event = stack.terminal(str(result["transfer_id"]))
     assert event["type"] == "transfer.succeeded"
-    # Which destination answered comes with the passthru's DialWhomNumber; if the status
-    # callback (sent at the same hangup) is handled first, the event does not guess.
-    assert (event["destination_index"], event["attempts"] and len(event["attempts"])) in (
-        (1, 2), (None, None))
+    assert event["destination_index"] == 1
+    assert [a["outcome"] for a in event["attempts"]] == ["not_answered", "answered"]
+    passthru = [d for d in stack.sandbox.deliveries if "/exotel/passthru" in d.url]
+    assert passthru[-1].params["DialWhomNumber"] == "0" + numbers[1][3:]
+
+
+def test_dial_whom_url_dials_only_the_first_destination(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead, provider="exotel")
+    numbers = [_agent(42), _agent(43)]
+    stack.sandbox.set_fate(numbers[0], "no-answer:0.2")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number="+919999900001", provider="exotel")
+    request["template"]["configurations"] = {"transfer_numbers": numbers}
+    result = stack.client.connect_to_live_agent(request)
+    event = stack.terminal(str(result["transfer_id"]))
+    assert stack.sandbox.calls[call_id].flow["tried"] == numbers[:1]
+    assert (event["reason"], [a["outcome"] for a in event["attempts"]]) == (
+        "no_answer", ["no_answer"])

@@ -2,11 +2,15 @@
 
 1. The worker sets the flag and the call-id index and emits `transfer.disconnect_ai`
    (action `disconnect`). The platform closes its Voicebot/Stream applet's websocket.
-2. Exotel moves on to the flow's Connect applet, which GETs /exotel/dial-up ("dial whom")
-   and dials the number we answer. The customer hears a brief hold meanwhile.
-3. How it ended comes from the customer call's status callback (its legs; the human is
-   leg 2) or the Connect applet's passthru (DialCallStatus). Exotel says its callbacks can be
-   late or lost, so at the deadline the worker asks the call details API instead.
+2. Exotel moves on to the flow's Connect applet, which GETs /exotel/dial-up: from its "Dial
+   whom" URL (we answer the number as text) or from its dynamic URL (programmable connect,
+   with an Exotel-Version header: we answer JSON, every fallback destination in order).
+   The customer hears a brief hold meanwhile.
+3. How it ended: a Passthru applet after Connect (CallType, DialWhomNumber) where the Connect
+   ends with the caller still on; the customer call's StatusCallback (its legs; the human is
+   leg 2), which Exotel sends only for calls placed through its API. Exotel says callbacks
+   can be late or lost, and a caller who hangs up ends the flow before any Passthru, so at
+   the deadline the worker asks the call details API instead.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from shared.config import Settings
+from shared.phone import from_provider, region_of
 from shared.store import State, ring_timeout
 from workers.providers.base import (
     PermanentProviderError,
@@ -85,22 +90,37 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> ExotelClient
                           str(settings.provider_http_timeout)), lambda: ExotelClient(settings))
 
 
-def dial_up_body(settings: Settings, transfer: Mapping[str, str], number: str
-                 ) -> tuple[str, str]:
-    """What the Connect applet gets from /exotel/dial-up: (body, mimetype). With fallback
-    destinations, all of them in order: Exotel's Connect dials a list one after another
-    (at once only where the account has parallel ringing turned on)."""
+def programmable_connect(settings: Settings, exotel_version: str | None) -> bool:
+    """Whether this dial-up request comes from the Connect applet's dynamic URL (programmable
+    connect), which sends an `Exotel-Version` header and validates a JSON answer against that
+    version; the "Dial whom" URL sends no such header and dials the number it reads.
+    Source: support.exotel.com/support/solutions/articles/3000096873 (Header: Exotel-Version,
+    "Current Version: 1.0"); .../3000088074 (Dial whom: "a URL from where you can get a
+    number to be dialed")."""
+    if settings.exotel_dial_up_format != "auto":
+        return settings.exotel_dial_up_format == "json"
+    return bool((exotel_version or "").strip())
+
+
+def dial_up_body(settings: Settings, transfer: Mapping[str, str], number: str,
+                 programmable: bool) -> tuple[str, str]:
+    """What the Connect applet gets from /exotel/dial-up: (body, mimetype).
+
+    Programmable connect: JSON with every fallback destination in order (Exotel's Connect
+    dials `destination.numbers` one after another, at once only where the account has
+    parallel ringing). The "Dial whom" URL: the one number being dialed, as text; Exotel
+    documents "a number", so a list is not relied on there."""
+    if not programmable:
+        return number, "text/plain"
     numbers = [number]
     listed = json.loads(transfer.get("destinations") or "[]")
     if len(listed) > 1 and listed[0] == number:
         numbers = [str(n) for n in listed]
-    if settings.exotel_dial_up_format == "json":
-        body = {"destination": {"numbers": numbers},
-                "outgoing_phone_number": transfer["outbound_number"],
-                "max_ringing_duration": ring_timeout(settings, transfer, 0),
-                "record": False}
-        return json.dumps(body), "application/json"
-    return ",".join(numbers), "text/plain"
+    body = {"destination": {"numbers": numbers},
+            "outgoing_phone_number": transfer["outbound_number"],
+            "max_ringing_duration": ring_timeout(settings, transfer, 0),
+            "record": False}
+    return json.dumps(body), "application/json"
 
 
 def normalise_status(raw: Mapping[str, Any]) -> dict[str, str]:
@@ -108,7 +128,8 @@ def normalise_status(raw: Mapping[str, Any]) -> dict[str, str]:
     CallSid, Status, EventType, DialCallStatus, Leg2Status, Leg2Duration."""
     out = {k: str(v) for k, v in raw.items()
            if k in ("CallSid", "Status", "EventType", "DialCallStatus", "DialCallSid",
-                    "DialWhomNumber", "CustomField", "DateUpdated") and v is not None}
+                    "DialWhomNumber", "CustomField", "DateUpdated", "CallType")
+           and v is not None}
     legs: list[Mapping[str, Any]] = []
     if isinstance(raw.get("Legs"), list):
         legs = [leg.get("Leg", leg) for leg in raw["Legs"] if isinstance(leg, Mapping)]
@@ -126,8 +147,17 @@ def normalise_status(raw: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+# A Passthru after Connect says how the Connect went in CallType ("Call conversation
+# happened" / "Connect applet, no agent picked up" / "Client hung up during connect applet");
+# it carries no DialCallStatus. Source: support.exotel.com/support/solutions/articles/48283.
+PASSTHRU_CALL_TYPES = {"completed": (True, ""), "incomplete": (False, "no_answer"),
+                       "client-hangup": (False, "customer_hung_up")}
+
+
 def human_outcome(status: Mapping[str, str]) -> tuple[bool | None, str]:
     """(answered?, reason if not). None when the data cannot tell."""
+    if status.get("CallType") in PASSTHRU_CALL_TYPES:
+        return PASSTHRU_CALL_TYPES[status["CallType"]]
     dial = status.get("DialCallStatus", "")
     leg2 = status.get("Leg2Status", "") or dial
     try:
@@ -164,19 +194,27 @@ class ExotelProvider:
                     from_states=pending)
         elif kind == "passthru":
             answered, reason = human_outcome(params)
-            if answered:
+            if answered is not None:
                 self._record_destination(rt, transfer, params.get("DialWhomNumber", ""))
+            how = params.get("CallType") or params.get("DialCallStatus") or "unknown"
+            if answered is False and not transfer.get("dial_up_served"):
+                # Connect never got a number from us (e.g. Redis was down): nobody was rung.
+                reason, how = "timeout", f"{how}, with no dial-up served"
+            if answered:
                 rt.succeed(transfer, "human agent answered (passthru)", from_states=pending)
             elif answered is False:
-                rt.fail(transfer, reason, f"connect ended {params.get('DialCallStatus')}",
-                        from_states=pending)
+                rt.fail(transfer, reason, f"connect ended: {how}", from_states=pending)
 
     @staticmethod
     def _record_destination(rt: Runtime, transfer: Mapping[str, str], number: str) -> None:
-        """Exotel names the number it dialed last (DialWhomNumber): the one that answered."""
-        listed = json.loads(transfer.get("destinations") or "[]")
-        if number and number in listed:
-            rt.store.set_fields(transfer["transfer_id"], attempt=str(listed.index(number)))
+        """Exotel names the number it dialed last (DialWhomNumber): the one that answered, or
+        the last one tried. It reports Indian numbers in national format ("0" + ten digits),
+        so the number is read in the ExoPhone's country before it is compared with ours."""
+        listed = [from_provider(str(n), None) for n in
+                  json.loads(transfer.get("destinations") or "[]")]
+        dialed = from_provider(number, region_of(transfer.get("outbound_number", "")) or "IN")
+        if dialed and dialed in listed:
+            rt.store.set_fields(transfer["transfer_id"], attempt=str(listed.index(dialed)))
 
     def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
                             params: Mapping[str, str]) -> bool:
