@@ -224,7 +224,7 @@ def logout() -> BaseResponse:
 def _render(template: str, **context: Any) -> str:
     session = _current()
     csrf = session.csrf if isinstance(session, Session) else ""
-    return render_template(template, csrf=csrf, **context)
+    return render_template(template, session_csrf=csrf, **context)
 
 
 # --- data -----------------------------------------------------------------------------
@@ -431,7 +431,9 @@ def transfer_detail(store: Store, transfer_id: str) -> dict[str, Any] | None:
     for entry in store.timeline(transfer_id):
         at = _parse_iso(entry.get("at"))
         timeline.append({"at": str(entry.get("at", "")).replace("T", " ").rstrip("Z"),
-                         "offset": f"+{at - start:.2f}s" if at is not None and start else "",
+                         # The entry's time is in milliseconds: never show "-0.00s".
+                         "offset": f"+{max(0.0, at - start):.2f}s"
+                         if at is not None and start else "",
                          "state": entry.get("state", ""),
                          "note": mask_in_text(str(entry.get("note", "")))})
     return {

@@ -86,6 +86,7 @@ def test_without_a_session_pages_lead_to_the_login_page(client: FlaskClient) -> 
     assert resp.headers["Location"].startswith("/console/login?next=")
     page = client.get(resp.headers["Location"])
     assert page.status_code == 200 and 'id="login-form"' in page.text
+    assert 'class="logout"' not in page.text  # no navigation before logging in
     assert 'value="/console/recent?reason=busy"' in page.text
     api = client.get("/console/api/live")
     assert api.status_code == 401 and api.json == {"error": "login required"}
