@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack import Services
+from tests.stack import ROOT, Services
 
 CONSOLE_TOKEN = "browser-test-console-token"
 # Long enough that a human answering after a few seconds is still inside the ring timeout.
@@ -47,12 +47,14 @@ def browser_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services
 
 
 @pytest.fixture(scope="session")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the screenshots go (CONSOLE_SCREENSHOTS, else a temporary folder); the path
-    is printed at the end of the run."""
-    folder = Path(os.environ.get("CONSOLE_SCREENSHOTS") or
-                  tmp_path_factory.mktemp("console-screenshots"))
+def shots() -> Path:
+    """Where the screenshots go: CONSOLE_SCREENSHOTS, else build/console-screenshots (not
+    pytest's temporary folders, which later runs delete). Printed at the end of the run."""
+    folder = Path(os.environ.get("CONSOLE_SCREENSHOTS") or ROOT / "build" /
+                  "console-screenshots")
     folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
     _SHOTS.append(folder)
     return folder
 

@@ -97,7 +97,7 @@ def test_log_in_and_watch_a_transfer_end_without_reloading(
     # A marker on this page's window: gone if the page were reloaded.
     driver.execute_script("window.__consoleMarker = 'same page';")
     # The human answers after a few seconds of ringing: the poller sees it in flight first.
-    tid, number = _transfer(browser_stack, "answer-after:4")
+    tid, number = _transfer(browser_stack, "answer-after:6")
     row = _wait(driver, "the transfer in flight", lambda d: _row(d, "live", tid))
     text = row.text
     assert "twilio" in text and ("dialing" in text or "requested" in text)
