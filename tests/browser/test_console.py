@@ -154,11 +154,16 @@ def test_an_expired_session_is_refused(driver: Any, browser_stack: Services, sho
     monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: old)
     stale = console.make_session(settings)
     monkeypatch.undo()
-    driver.get(settings.public_base_url + "/console/login")
-    driver.delete_all_cookies()
+    # On the live page, logged in: the session expires under the poller, which goes to
+    # the login page by itself.
+    driver.get(settings.public_base_url + "/console/")
+    assert driver.find_elements(By.ID, "live"), "not logged in"
     driver.add_cookie({"name": console.SESSION_COOKIE, "value": stale, "path": "/console",
                        "httpOnly": True, "sameSite": "Strict"})
-    driver.get(settings.public_base_url + "/console/")
+    _wait(driver, "the login page after the session expired", _on_login_page)
+    assert driver.find_element(By.ID, "expired").is_displayed()
+    # And asked for directly, a page with the expired session is the login page.
+    driver.get(settings.public_base_url + "/console/recent")
     assert _on_login_page(driver)
     assert driver.find_element(By.ID, "expired").is_displayed()
     _shot(driver, shots, "07-expired")

@@ -323,3 +323,15 @@ def test_unknown_or_odd_transfer_ids_are_404(client: FlaskClient) -> None:
     login(client)
     assert client.get("/console/transfers/tr_missing").status_code == 404
     assert client.get("/console/transfers/a%20b").status_code == 404
+
+
+def test_a_transfer_in_flight_shows_the_destination_ringing(client: FlaskClient,
+                                                           store: Store) -> None:
+    rec = _dialing(store, _begin(store, "L-ring", [AGENT, FALLBACK]))
+    store.advance_destination(rec["transfer_id"], 0, "no_answer")
+    login(client)
+    page = client.get(f"/console/transfers/{rec['transfer_id']}").text
+    tried = page.split('id="tried"')[1].split("</table>")[0]
+    assert re.search(r"1</td><td>\+14\*+01</td><td>no_answer", tried)
+    assert re.search(r"2</td><td>\+14\*+02</td><td>ringing", tried)
+    assert "Not ended yet." in page
