@@ -38,7 +38,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        if request.url_rule is not None and request.url_rule.rule != "/metrics":
+        # Not the scrape, nor the console's pages and polling: they are not webhooks.
+        if request.url_rule is not None and request.url_rule.rule != "/metrics" \
+                and not request.url_rule.rule.startswith("/console"):
             deps().metrics.inc("warm_transfer_webhook_requests", route=request.url_rule.rule,
                                status=str(response.status_code))
         return response

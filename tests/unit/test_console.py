@@ -335,3 +335,16 @@ def test_a_transfer_in_flight_shows_the_destination_ringing(client: FlaskClient,
     assert re.search(r"1</td><td>\+14\*+01</td><td>no_answer", tried)
     assert re.search(r"2</td><td>\+14\*+02</td><td>ringing", tried)
     assert "Not ended yet." in page
+
+
+def test_console_requests_are_not_counted_as_webhook_requests(client: FlaskClient,
+                                                              app: Flask) -> None:
+    login(client)
+    client.get("/console/api/live")
+    client.get("/healthz")
+    metrics = app.extensions["warm_transfer"].metrics
+    metrics.flush()
+    counted = [k for k in metrics.r.hkeys("wt:metrics")
+               if k.startswith("warm_transfer_webhook_requests|")]
+    assert any("route=/healthz" in k for k in counted)
+    assert not [k for k in counted if "/console" in k]
