@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     # Bearer token for POST /transfers; the endpoint refuses everything while it is empty.
     api_token: str = ""
 
+    # The operations console (/console): the operator's token; the console is off (404)
+    # while it is empty. Sessions are signed with CONSOLE_SESSION_SECRET, or with a key
+    # derived from the token when that is empty (changing the token then ends every session).
+    console_token: str = ""
+    console_session_secret: str = ""
+    console_session_ttl: int = Field(default=8 * 3600, ge=60)
+
     # Redis broker: a message whose worker died is delivered again after this long. Every
     # task and retry delay here is far shorter, so nothing runs twice for waiting alone.
     broker_visibility_timeout: int = Field(default=60, ge=2)

@@ -11,6 +11,7 @@
 | wt:idem:{request_id}               | transfer id claimed by a request id  | both    | record TTL |
 | wt:once:{name}                     | one-shot claims (events sent once)   | worker  | record TTL |
 | wt:deadlines                       | zset transfer id -> deadline/outbox  | both    | 2 x flag   |
+| wt:ended                           | zset transfer id -> end (event sent) | worker  | record TTL |
 | wt:numbers                         | hash outbound_number_id -> E.164     | operator| none       |
 
 "both" is the producer client and the worker; the number directory is configuration,
@@ -201,6 +202,7 @@ class Store:
 
     NUMBERS = "wt:numbers"
     DEADLINES = "wt:deadlines"
+    ENDED = "wt:ended"
     # A terminal event not marked sent this long after the outcome is sent again.
     OUTBOX_DELAY = 15.0
 
@@ -468,6 +470,24 @@ class Store:
         pipe.hset(self.record_key(transfer_id), "event_sent", "1")
         pipe.zrem(self.DEADLINES, transfer_id)
         pipe.execute()
+        self.index_ended(transfer_id)
+
+    def index_ended(self, transfer_id: str, now: float | None = None) -> None:
+        """The console's index of ended transfers by end time, written in this one place
+        (every transfer's terminal event is marked sent exactly here). NX: a resend keeps
+        the first time. Entries older than the records they point to are trimmed."""
+        now = time.time() if now is None else now
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(self.ENDED, {transfer_id: now}, nx=True)
+        pipe.zremrangebyscore(self.ENDED, "-inf", now - self.settings.transfer_record_ttl)
+        pipe.expire(self.ENDED, self.settings.transfer_record_ttl)
+        pipe.execute()
+
+    def ended_between(self, start: float, end: float, limit: int) -> list[tuple[str, float]]:
+        """Transfers that ended in [start, end], newest first, at most `limit`."""
+        rows = cast(list[tuple[str, float]], self.r.zrevrangebyscore(
+            self.ENDED, end, start, start=0, num=limit, withscores=True))
+        return [(str(m), float(score)) for m, score in rows]
 
     def claim_once(self, name: str, ttl: int | None = None) -> bool:
         """True the first time `name` is claimed within the TTL (record TTL by default)."""

@@ -29,6 +29,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["warm_transfer"] = Deps.build(settings)
 
+    from webhooks.console import bp as console_bp
     from webhooks.exotel import bp as exotel_bp
     from webhooks.health import bp as health_bp
     from webhooks.plivo import bp as plivo_bp
@@ -37,7 +38,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _count(response: Response) -> Response:
-        if request.url_rule is not None and request.url_rule.rule != "/metrics":
+        # Not the scrape, nor the console's pages and polling: they are not webhooks.
+        if request.url_rule is not None and request.url_rule.rule != "/metrics" \
+                and not request.url_rule.rule.startswith("/console"):
             deps().metrics.inc("warm_transfer_webhook_requests", route=request.url_rule.rule,
                                status=str(response.status_code))
         return response
@@ -54,4 +57,5 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(twilio_bp)
     app.register_blueprint(plivo_bp)
     app.register_blueprint(exotel_bp)
+    app.register_blueprint(console_bp)  # 404 unless CONSOLE_TOKEN is set
     return app

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from shared.config import get_settings
+from shared.config import Settings, get_settings
 from shared.phone import InvalidNumber, normalize_e164
 from shared.store import Store
 
@@ -20,8 +20,27 @@ class UserError(Exception):
     """A mistake the user can fix: printed as one line, exit status 2."""
 
 
+def _settings() -> Settings:
+    """The environment's settings; without REDIS_URL set, the Redis of a `warm-transfer up`
+    running on $PORT (or 8000) when there is one, so that commands reach the stack that is up."""
+    settings = get_settings()
+    if os.environ.get("REDIS_URL"):
+        return settings
+    from workers.demo import find_running_stack
+
+    running = find_running_stack(int(os.environ.get("PORT") or 8000))
+    if running is None:
+        return settings
+    print(f"warm-transfer: using the running `up` stack (redis {running.redis_url})",
+          file=sys.stderr)
+    broker = settings.celery_broker_url if os.environ.get("CELERY_BROKER_URL") \
+        else running.celery_broker_url
+    return settings.model_copy(update={"redis_url": running.redis_url,
+                                       "celery_broker_url": broker})
+
+
 def _store() -> Store:
-    return Store.from_settings(get_settings())
+    return Store.from_settings(_settings())
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -50,7 +69,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from workers.demo import demo
 
-    return demo(port=args.port)
+    return demo(port=args.port, only=args.scenario)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -124,7 +143,7 @@ def cmd_request(args: argparse.Namespace) -> int:
         request["summary"] = args.summary
     if args.request_id:
         request["request_id"] = args.request_id
-    result = TransferClient(get_settings()).connect_to_live_agent(request)
+    result = TransferClient(_settings()).connect_to_live_agent(request)
     print(json.dumps(result, indent=2))
     return 0 if result["status"] != "error" else 1
 
@@ -158,10 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("demo", help="watch transfers happen against the sandbox",
-                       description="Start the whole system with the provider sandbox and run "
-                                   "one transfer per provider, success and failure, printing "
-                                   "each transfer's timeline as it happens.")
+                       description="Run one transfer per provider, success and failure, "
+                                   "printing each transfer's timeline as it happens: on the "
+                                   "`warm-transfer up` running on the port when there is one "
+                                   "(its console shows them), else on a whole system of its "
+                                   "own with the provider sandbox.")
     p.add_argument("--port", type=int, default=8000, help="webhook app port (default 8000)")
+    p.add_argument("--scenario", type=int, action="append", metavar="N",
+                   help="run only scenario N, numbered as the demo prints them (repeatable)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sandbox", help="run the provider sandbox on its own",

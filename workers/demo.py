@@ -1,20 +1,33 @@
-"""`warm-transfer demo`: the whole stack against the sandbox, one transfer per provider and
-fate, each transfer's timeline printed as it happens."""
+"""`warm-transfer demo`: transfers against the sandbox, one per provider and fate, each
+transfer's timeline printed as it happens.
+
+With a `warm-transfer up` already running on the port, the demo runs its transfers on that
+stack (so they show in its console); otherwise it starts a stack of its own. `up` tells
+where it runs through a small state file (see `write_up_state`), which `request`,
+`status` and `numbers` read too.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+import requests
 from celery import Celery
 
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.store import Store
-from workers.localstack import running_stack
+from workers.localstack import Stack, running_stack
 
 # (provider, the fate of each destination in order, template policies, what happens)
 SCENARIOS: list[tuple[str, list[str], dict[str, Any], str]] = [
@@ -35,6 +48,123 @@ EXOTEL_TALK_SECONDS = 2.0
 CUSTOMER = "+14155550150"
 AI_NUMBER = "+14155550151"
 OUTBOUND = "+14155550199"
+
+# Names the state file of a running `up` (default: one per port in the temp directory).
+STATE_ENV = "WARM_TRANSFER_UP_STATE"
+
+
+# --- where a running `up` is ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunningStack:
+    """What another process needs to use a running `up`: no provider credentials."""
+
+    pid: int
+    web_url: str
+    public_base_url: str
+    redis_url: str
+    celery_broker_url: str
+    sandbox_url: str | None
+    # The sandbox's Exotel URLs carry it; only written when the stack uses the sandbox.
+    exotel_webhook_token: str = ""
+    agent_event_queue: str = "agent_events"
+
+
+def state_path(port: int) -> Path:
+    explicit = os.environ.get(STATE_ENV)
+    if explicit:
+        return Path(explicit)
+    return Path(tempfile.gettempdir()) / f"warm-transfer-up-{port}.json"
+
+
+def write_up_state(stack: Stack, port: int) -> Path:
+    """For `up`, once its stack is ready: say where it runs. Remove the file on the way
+    out (`remove_up_state`); a stale one is ignored anyway (its pid or health check)."""
+    env = stack.env
+    running = RunningStack(
+        pid=os.getpid(), web_url=stack.web_url, public_base_url=stack.public_base_url,
+        redis_url=stack.redis_url,
+        celery_broker_url=env.get("CELERY_BROKER_URL") or stack.redis_url,
+        sandbox_url=stack.sandbox_url,
+        exotel_webhook_token=env.get("EXOTEL_WEBHOOK_TOKEN", "") if stack.sandbox_url else "",
+        agent_event_queue=env.get("AGENT_EVENT_QUEUE") or "agent_events")
+    path = state_path(port)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    # Owner-only: it names the Redis URL (which may carry a password).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(asdict(running), out)
+    tmp.replace(path)
+    return path
+
+
+def remove_up_state(port: int) -> None:
+    path = state_path(port)
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_running_stack(port: int) -> RunningStack | None:
+    """The `up` running on this port, or None (no state file, or a stale one)."""
+    try:
+        data = json.loads(state_path(port).read_text())
+        running = RunningStack(**{k: v for k, v in data.items()
+                                  if k in RunningStack.__dataclass_fields__})
+    except (OSError, ValueError, TypeError):
+        return None
+    if not _alive(int(running.pid)):
+        return None
+    try:
+        healthy = requests.get(f"{running.web_url}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        healthy = False
+    return running if healthy else None
+
+
+# --- the sandbox, through its control API ----------------------------------------------
+
+class SandboxControl:
+    """The sandbox's control API over HTTP (the same for a stack of our own and for one
+    that another process runs)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.http = requests.Session()
+
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        resp = self.http.post(f"{self.url}{path}", json=body or {}, timeout=10)
+        resp.raise_for_status()
+        out: dict[str, Any] = resp.json()
+        return out
+
+    def set_fate(self, number: str, fate: str) -> None:
+        self.http.put(f"{self.url}/_sandbox/fates/{number}", json={"fate": fate},
+                      timeout=10).raise_for_status()
+
+    def create_customer_call(self, *, provider: str, status_callback: str,
+                             **flow: Any) -> str:
+        body = {"to": AI_NUMBER, "from": CUSTOMER, "provider": provider,
+                "status_callback": status_callback, **flow}
+        return str(self._post("/_sandbox/calls", body)["call_id"])
+
+    def hangup(self, call_id: str) -> None:
+        self._post(f"/_sandbox/calls/{call_id}/hangup")
+
+    def disconnect_ai(self, call_id: str) -> None:
+        self._post(f"/_sandbox/calls/{call_id}/disconnect-ai")
 
 
 class EventReader(threading.Thread):
@@ -76,67 +206,93 @@ def _terminate(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt  # unwinds running_stack, which stops every child
 
 
-def demo(port: int = 8000) -> int:
+def demo(port: int = 8000, only: list[int] | None = None) -> int:
+    """Run the scenarios (all, or the 1-based numbers in `only`)."""
     signal.signal(signal.SIGTERM, _terminate)
+    chosen = [(i, SCENARIOS[i - 1]) for i in (only or range(1, len(SCENARIOS) + 1))
+              if 1 <= i <= len(SCENARIOS)]
+    if not chosen:
+        print(f"warm-transfer demo: scenarios are numbered 1 to {len(SCENARIOS)}",
+              file=sys.stderr)
+        return 2
     try:
-        return _demo(port)
+        running = find_running_stack(port)
+        if running is not None:
+            if running.sandbox_url is None:
+                raise RuntimeError(
+                    f"the `warm-transfer up` on port {port} talks to real providers; the "
+                    "demo needs the sandbox (run `up --sandbox`, or the demo on another "
+                    "--port)")
+            print(f"using the running `warm-transfer up` at {running.web_url} "
+                  f"(sandbox {running.sandbox_url})", flush=True)
+            return _run(_settings_of(running), running.public_base_url, running.sandbox_url,
+                        chosen)
+        with running_stack(port=port, use_sandbox=True, quiet_children=True) as stack:
+            assert stack.sandbox_url is not None
+            settings = Settings.model_validate({k.lower(): v for k, v in stack.env.items()
+                                                if k.lower() in Settings.model_fields})
+            return _run(settings, stack.public_base_url, stack.sandbox_url, chosen)
     except RuntimeError as exc:
         print(f"warm-transfer demo: {exc}", file=sys.stderr)
         return 1
 
 
-def _demo(port: int) -> int:
-    with running_stack(port=port, use_sandbox=True, quiet_children=True) as stack:
-        assert stack.sandbox is not None
-        settings = Settings.model_validate({k.lower(): v for k, v in stack.env.items()
-                                            if k.lower() in Settings.model_fields})
-        store = Store.from_settings(settings)
-        client = TransferClient(settings, store=store)
-        sandbox = stack.sandbox
+def _settings_of(running: RunningStack) -> Settings:
+    return Settings(redis_url=running.redis_url, celery_broker_url=running.celery_broker_url,
+                    public_base_url=running.public_base_url,
+                    exotel_webhook_token=running.exotel_webhook_token,
+                    agent_event_queue=running.agent_event_queue)
 
-        def close_stream(event: dict[str, Any]) -> None:
-            if event["provider"] == "exotel":
-                sandbox.exotel.ai_disconnected(event["call_id"])
-                threading.Timer(EXOTEL_TALK_SECONDS + 1,
-                                lambda: sandbox.hangup(event["call_id"])).start()
 
-        reader = EventReader(settings, on_disconnect=close_stream)
-        reader.start()
-        results = []
-        for i, (provider, fates, policies, what) in enumerate(SCENARIOS, start=1):
-            lead = f"demo-{provider}-{i}-{int(time.time())}"
-            agents = [f"+1415555{100 + 10 * i + k:04d}" for k in range(len(fates))]
-            for agent, fate in zip(agents, fates, strict=True):
-                stack.sandbox.set_fate(agent, fate)
-            status_url = f"{stack.public_base_url}/{provider}/status?lead_id={lead}"
-            flow = {}
-            if provider == "exotel":
-                token = settings.exotel_webhook_token
-                status_url += f"&token={token}"
-                flow["dial_whom_url"] = f"{stack.public_base_url}/exotel/dial-up?token={token}"
-            call_id = stack.sandbox.create_customer_call(
-                to=AI_NUMBER, from_=CUSTOMER, provider=provider, status_callback=status_url,
-                **flow)
-            print(f"\n== {provider}: {what} (lead {lead})", flush=True)
-            result = client.connect_to_live_agent({
-                "lead_id": lead, "provider": provider, "call_id": call_id,
-                "template": {"configurations": {"transfer_numbers": agents, **policies}},
-                "lead": {"outbound_number": OUTBOUND},
-                "summary": "Demo customer wants to talk to a person"})
-            print(f"   tool result: {result['status']}  {result.get('transfer_id', '')}"
-                  f"{result.get('error', '')}")
-            if result["status"] != "transfer_requested":
-                print(f"   {result.get('message', '')}")
-                results.append((provider, what, "refused"))
-                continue
-            outcome = _follow(store, reader, str(result["transfer_id"]))
-            results.append((provider, what, outcome))
-            stack.sandbox.hangup(call_id)
-        reader.stopped.set()
-        print("\n== summary")
-        for provider, what, outcome in results:
-            print(f"   {provider:7} {what:58} -> {outcome}")
-        return 0 if all(o not in ("no outcome", "refused") for _, _, o in results) else 1
+def _run(settings: Settings, public_base_url: str, sandbox_url: str,
+         chosen: list[tuple[int, tuple[str, list[str], dict[str, Any], str]]]) -> int:
+    store = Store.from_settings(settings)
+    client = TransferClient(settings, store=store)
+    sandbox = SandboxControl(sandbox_url)
+
+    def close_stream(event: dict[str, Any]) -> None:
+        if event["provider"] == "exotel":
+            sandbox.disconnect_ai(event["call_id"])
+            threading.Timer(EXOTEL_TALK_SECONDS + 1,
+                            lambda: sandbox.hangup(event["call_id"])).start()
+
+    reader = EventReader(settings, on_disconnect=close_stream)
+    reader.start()
+    results = []
+    for i, (provider, fates, policies, what) in chosen:
+        # No long digit runs: the logs and the console would mask them as phone numbers.
+        lead = f"demo-{provider}-{i}-{uuid.uuid4().hex[:6]}"
+        agents = [f"+1415555{100 + 10 * i + k:04d}" for k in range(len(fates))]
+        for agent, fate in zip(agents, fates, strict=True):
+            sandbox.set_fate(agent, fate)
+        status_url = f"{public_base_url}/{provider}/status?lead_id={lead}"
+        flow = {}
+        if provider == "exotel":
+            token = settings.exotel_webhook_token
+            status_url += f"&token={token}"
+            flow["dial_whom_url"] = f"{public_base_url}/exotel/dial-up?token={token}"
+        call_id = sandbox.create_customer_call(provider=provider, status_callback=status_url,
+                                               **flow)
+        print(f"\n== {i}. {provider}: {what} (lead {lead})", flush=True)
+        result = client.connect_to_live_agent({
+            "lead_id": lead, "provider": provider, "call_id": call_id,
+            "template": {"configurations": {"transfer_numbers": agents, **policies}},
+            "lead": {"outbound_number": OUTBOUND},
+            "summary": "Demo customer wants to talk to a person"})
+        print(f"   tool result: {result['status']}  {result.get('transfer_id', '')}"
+              f"{result.get('error', '')}")
+        if result["status"] != "transfer_requested":
+            print(f"   {result.get('message', '')}")
+            results.append((provider, what, "refused"))
+            continue
+        outcome = _follow(store, reader, str(result["transfer_id"]))
+        results.append((provider, what, outcome))
+        sandbox.hangup(call_id)
+    reader.stopped.set()
+    print("\n== summary")
+    for provider, what, outcome in results:
+        print(f"   {provider:7} {what:58} -> {outcome}")
+    return 0 if all(o not in ("no outcome", "refused") for _, _, o in results) else 1
 
 
 def _follow(store: Store, reader: EventReader, transfer_id: str, timeout: float = 20.0) -> str:
