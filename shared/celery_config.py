@@ -58,9 +58,11 @@ def celery_config(settings: Settings, role: Role = "producer") -> dict[str, Any]
         "task_default_queue": TRANSFERS_QUEUE,
         "task_create_missing_queues": True,
         "worker_prefetch_multiplier": 1,
-        # On a lost broker connection, running late-ack tasks are cancelled and delivered
-        # again; ours check state first, so that is safe (and Celery 6's default).
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # On a lost broker connection a running late-ack task finishes (its ack is lost,
+        # so it is delivered again after the visibility timeout and finds its work done).
+        # Celery's alternative (True, its 6.0 default) kills the pool process mid-task:
+        # possibly mid provider call, and the pool is no longer the one that ran before.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout,

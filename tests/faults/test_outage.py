@@ -11,6 +11,7 @@ it, and every flag cleared. The 30 s outage is marked `slow` and left out of the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
@@ -160,3 +161,39 @@ def test_store_down_10s_broker_on_rabbitmq(services: Services) -> None:
                     "here Redis is both store and broker, covered by the test above")
     assert not _redis_is_the_broker(services)
     check(outage(services, 10.0))
+
+
+def test_a_channel_closed_after_its_connection_does_not_end_the_worker() -> None:
+    """The kombu 5.7 crash (workers/broker_fix.py), reproduced with kombu alone: Redis goes
+    away with unacknowledged messages, the connection is collected as Celery's consumer does,
+    then a channel is closed. Unpatched, the close raises AttributeError ('NoneType' object
+    has no attribute 'hostname'), which Celery treats as unrecoverable. Patched, it returns,
+    and the messages are still in the broker's `unacked` hash for the visibility sweep."""
+    import redis
+    from kombu import Connection, Queue
+
+    from sandbox.redis_server import RedisServer
+    from workers import broker_fix
+
+    assert broker_fix.apply()
+    with RedisServer(persistent=True) as server:
+        conn = Connection(server.url)
+        channels = [conn.channel(), conn.channel()]
+        queue = Queue("outage-probe", routing_key="outage-probe")
+        with conn.Producer() as producer:
+            for n in range(2):
+                producer.publish({"n": n}, routing_key="outage-probe", declare=[queue])
+        for channel in channels:
+            consumer = conn.Consumer(queue, channel=channel, callbacks=[lambda *_: None])
+            consumer.consume()
+            conn.drain_events(timeout=2)
+        server.proc.terminate()  # type: ignore[union-attr]
+        server.proc.wait()  # type: ignore[union-attr]
+        conn.collect(socket_timeout=1)
+        for channel in channels:
+            # A connection error is what kombu's reconnection expects; unpatched, this
+            # raises AttributeError ('NoneType' object has no attribute 'hostname').
+            with contextlib.suppress(redis.ConnectionError):
+                channel.close()
+        server.start()
+        assert redis.Redis.from_url(server.url).hlen("unacked") == 2  # nothing lost
