@@ -143,8 +143,12 @@ def sandbox_env(sandbox: Sandbox, url: str) -> dict[str, str]:
 
 
 def redis_reachable(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    from shared.store import redis_client
+
+    try:  # the store's own client: a redis+sentinel:// URL is asked through its sentinels
+        client = redis_client(Settings(redis_url=url, celery_broker_url=url),
+                              socket_connect_timeout=1)
+        return bool(client.ping())
     except (redis.RedisError, ValueError):
         return False
 
