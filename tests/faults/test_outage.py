@@ -112,7 +112,9 @@ def outage(s: Services, down_for: float) -> dict[str, Any]:
             for t in tids if counts[t])),
         "terminal_counts": dict(Counter(counts.values())),
         "callbacks_refused_during_outage": refused,
-        "hung_up_by_us": len(hung_up_by_us(s, [c for *_, c, _ in started])),
+        "hung_up_by_us": dict(Counter(
+            f"{p}:{fate}" for p, fate, _, call, _ in started
+            if call in hung_up_by_us(s, [call]))),
         "double_dials": sum(1 for p, _, lead, call, _ in started
                             if dials(s, p, lead, call) > 1),
         "flags_left": sum(1 for _, _, lead, _, _ in started if s.store.get_flag(lead)),
