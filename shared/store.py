@@ -75,10 +75,15 @@ def hash_part(key: str) -> str:
 
 
 def lead_tag(lead_id: str) -> str:
-    """The hash tag that puts a key in the slot of the lead's flag `transfer:{lead_id}`.
-    (No tag can hold a `}`: on a Cluster, a lead id whose flag hashes on text with a `}`,
-    e.g. `a}b`, gets CROSSSLOT errors. Single and Sentinel setups take any lead id.)"""
-    return "{" + hash_part(flag_key(lead_id)) + "}"
+    """The prefix of a lead's keys: a hash tag that puts them in the slot of the lead's flag
+    `transfer:{lead_id}`, which is `{transfer:<lead_id>}` for an ordinary lead id. A lead id
+    with its own tag (`a{b}c`: the flag hashes on `b`) gets that tag followed by the flag's
+    full name, so that two such leads never share a key. (No tag can hold a `}`: on a
+    Cluster, a lead id whose flag hashes on text with a `}`, e.g. `a}b`, gets CROSSSLOT
+    errors. Single and Sentinel setups take any lead id.)"""
+    flag = flag_key(lead_id)
+    part = hash_part(flag)
+    return "{" + flag + "}" if part == flag else "{" + part + "}" + flag
 
 
 def ring_timeout(settings: Settings, transfer: Mapping[str, Any], attempt: int | str) -> int:

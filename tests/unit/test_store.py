@@ -227,6 +227,17 @@ def test_every_script_call_hashes_to_one_slot_with_the_flag(store: Store, lead: 
             assert slots == {flag_slot}, name  # the flag's own slot: its name is a contract
 
 
+def test_leads_sharing_a_hash_tag_share_no_key(store: Store) -> None:
+    # Both flags hash on "b": same slot, but each lead keeps its own claim and status.
+    a = _req(store, lead_id="a{b}c")
+    b = _req(store, lead_id="x{b}y")
+    assert store.begin(a) == ("created", "requested")
+    assert store.begin(b) == ("created", "requested")
+    assert store.active_transfer("a{b}c") == a.transfer_id
+    assert store.active_transfer("x{b}y") == b.transfer_id
+    assert Store.active_key("a{b}c") != Store.active_key("x{b}y")
+
+
 def test_hash_part_follows_the_cluster_spec() -> None:
     assert hash_part("transfer:abc") == "transfer:abc"
     assert hash_part("{transfer:abc}:record:t1") == "transfer:abc"
