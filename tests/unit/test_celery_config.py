@@ -19,6 +19,7 @@ def test_a_sentinel_url_becomes_celerys_sentinel_broker() -> None:
     assert url == ("sentinel://:pw@10.0.0.1:26379/1;sentinel://:pw@10.0.0.2:26380/1")
     assert options == {"master_name": "mymaster"}
     assert broker_url_and_options("amqp://guest@rabbit//") == ("amqp://guest@rabbit//", {})
-    conf = celery_config(Settings(redis_url="redis+sentinel://h:26379/main/0"), "worker")
+    conf = celery_config(Settings(redis_url="redis+sentinel://h:26379/main/0",
+                                   celery_broker_url="", redis_cluster=False), "worker")
     assert conf["broker_url"] == "sentinel://h:26379/0"
     assert conf["broker_transport_options"]["master_name"] == "main"
