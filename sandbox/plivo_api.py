@@ -179,8 +179,15 @@ class PlivoSim:
         for _ in range(self.sb.repeat_callbacks - 1):
             self.send(action, params)
         code, text = self.send(action, params)
+        if code != 200:
+            # One retry by default ("retry count = 1"), then no XML to run: the call ends.
+            # https://www.plivo.com/docs/voice/concepts/callback-configurations/
+            code, text = self.send(action, params)
         if call.status not in _ENDED and code == 200:
             self.execute(call, text)
+        elif call.status not in _ENDED:
+            call.spoken.append(f"[fetch of {action} failed: {code}]")
+            self.sb._end_call(call.sid, "completed")
 
     def ended(self, call: SimCall, status: str) -> None:
         """A customer call (A leg) ended: end its Dial, then its hangup URL."""

@@ -1,15 +1,19 @@
 """Celery configuration shared by producers (the client, the webhooks) and the workers.
 
-The routing table lives here, once: every task name and the queue it goes to.
+The routing table lives here, once: every task name and the queue it goes to. The
+connection settings differ by role: a producer answers a live call and must fail fast
+when the broker is down; a worker must outlive any outage and consume again after it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from celery import Celery
 
-from shared.config import Settings
+from shared.config import Settings, parse_sentinel_url
+
+Role = Literal["producer", "worker"]
 
 TRANSFERS_QUEUE = "transfers"
 
@@ -28,9 +32,23 @@ def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
     return routes
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
-    return {
-        "broker_url": settings.celery_broker_url,
+def broker_url_and_options(url: str) -> tuple[str, dict[str, Any]]:
+    """Celery's form of our broker URL: a `redis+sentinel://` URL (the store's form) becomes
+    kombu's `sentinel://host:port;sentinel://...` with the master's name as a transport
+    option (https://docs.celeryq.dev/en/stable/getting-started/backends-and-brokers/redis.html)."""
+    target = parse_sentinel_url(url)
+    if target is None:
+        return url, {}
+    auth = f":{target.password}@" if target.password else ""
+    hosts = ";".join(f"sentinel://{auth}{host}:{port}/{target.db}"
+                     for host, port in target.hosts)
+    return hosts, {"master_name": target.master}
+
+
+def celery_config(settings: Settings, role: Role = "producer") -> dict[str, Any]:
+    broker_url, sentinel_options = broker_url_and_options(settings.celery_broker_url)
+    conf: dict[str, Any] = {
+        "broker_url": broker_url,
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",
@@ -40,9 +58,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": TRANSFERS_QUEUE,
         "task_create_missing_queues": True,
         "worker_prefetch_multiplier": 1,
-        # On a lost broker connection, running late-ack tasks are cancelled and delivered
-        # again; ours check state first, so that is safe (and Celery 6's default).
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # On a lost broker connection a running late-ack task finishes (its ack is lost,
+        # so it is delivered again after the visibility timeout and finds its work done).
+        # Celery's alternative (True, its 6.0 default) kills the pool process mid-task:
+        # possibly mid provider call, and the pool is no longer the one that ran before.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.broker_visibility_timeout,
@@ -51,17 +71,36 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # came back minutes late. Look every few seconds instead (one ZRANGE).
             "unacked_restore_interval": min(10, max(1, settings.broker_visibility_timeout // 3)),
             "unacked_restore_throttle": 1,
+            **sentinel_options,
         },
-        # Publishing must not hang a tool call or a webhook when the broker is down.
+        # Publishing must not hang a tool call or a webhook when the broker is down: one
+        # short connection attempt and one quick retry, then the caller gets an error.
         "broker_connection_timeout": 3,
         "broker_connection_max_retries": 1,
+        "task_publish_retry_policy": {"max_retries": 1, "interval_start": 0.2,
+                                      "interval_step": 0.2, "interval_max": 0.2},
         "timezone": "UTC",
         "enable_utc": True,
         "worker_hijack_root_logger": False,
     }
+    if role == "worker":
+        # A worker outlives the broker: it reconnects for ever, with backoff (Celery's
+        # consumer waits 2, 4, 6... up to 30 s between tries, see broker_connection_retry),
+        # on startup too, and the same processes consume again once the broker is back.
+        # (broker_connection_max_retries only governs the consumer's connection, so the
+        # worker's own publishes keep the short policy above, plus a few more tries.)
+        conf.update({
+            "broker_connection_retry": True,
+            "broker_connection_retry_on_startup": True,
+            "broker_connection_max_retries": None,
+            "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.2,
+                                          "interval_step": 0.5, "interval_max": 1.0},
+        })
+    return conf
 
 
-def make_celery(settings: Settings, name: str = "warm_transfer") -> Celery:
+def make_celery(settings: Settings, name: str = "warm_transfer", role: Role = "producer"
+                ) -> Celery:
     app = Celery(name, set_as_current=False)
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings, role))
     return app

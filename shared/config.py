@@ -3,18 +3,56 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """A Redis reached through Sentinel: `redis+sentinel://[:password@]host:port[,host:port...]
+    /master_name[/db]` (the password is the master's; the sentinels are asked without one)."""
+
+    hosts: tuple[tuple[str, int], ...]
+    master: str
+    db: int
+    password: str | None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget | None:
+    """The Sentinel target of a `redis+sentinel://` URL; None for any other URL."""
+    if not url.startswith(f"{SENTINEL_SCHEME}://"):
+        return None
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    password = unquote(netloc[0].split(":", 1)[-1]) if len(netloc) == 2 else None
+    hosts = []
+    for item in netloc[-1].split(","):
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
+        hosts.append((host or "localhost", int(port or 26379)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError(f"{SENTINEL_SCHEME} URL needs the master's name: "
+                         f"{SENTINEL_SCHEME}://host:26379/mymaster/0")
+    return SentinelTarget(tuple(hosts), path[0], int(path[1]) if len(path) > 1 else 0,
+                          password or None)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
+    # redis://, rediss://, unix://, or redis+sentinel://host:26379[,host:26379]/master/db.
     redis_url: str = "redis://localhost:6379/0"
-    # Empty means "same as REDIS_URL".
+    # REDIS_URL names one node of a Redis Cluster (the store only: Celery cannot use a
+    # Cluster as its broker, so CELERY_BROKER_URL must then name another broker).
+    redis_cluster: bool = False
+    # Empty means "same as REDIS_URL" (a redis+sentinel URL becomes Celery's sentinel://).
     celery_broker_url: str = ""
     public_base_url: str = "http://localhost:8000"
 
@@ -89,9 +127,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
         if not self.celery_broker_url:
+            if self.redis_cluster:
+                raise ValueError("REDIS_CLUSTER is set: Celery cannot use a Redis Cluster as "
+                                 "its broker; set CELERY_BROKER_URL (RabbitMQ, or a single "
+                                 "or Sentinel-managed Redis)")
             self.celery_broker_url = self.redis_url
         self.public_base_url = self.public_base_url.rstrip("/")
         return self
+
+    @property
+    def redis_sentinel(self) -> SentinelTarget | None:
+        return parse_sentinel_url(self.redis_url)
 
     @property
     def deadline_seconds(self) -> int:

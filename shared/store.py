@@ -1,24 +1,33 @@
 """The Redis store: every key the service keeps, its owner and its TTL.
 
-| key                                | holds                                | owner   | TTL        |
-|------------------------------------|--------------------------------------|---------|------------|
-| transfer:{lead_id}                 | transfer number (the DESIGN flag)    | worker  | flag TTL   |
-| wt:active:{lead_id}                | transfer id holding the lead         | both    | flag TTL   |
-| wt:transfer:{transfer_id}          | hash: the transfer record and state  | both    | record TTL |
-| wt:transfer:{transfer_id}:timeline | list of JSON timeline entries        | both    | record TTL |
-| wt:lead:{lead_id}                  | hash: the lead's transfer status     | both    | record TTL |
-| wt:call:{provider}:{call_id}       | transfer id of a call (customer/leg) | both    | record TTL |
-| wt:idem:{request_id}               | transfer id claimed by a request id  | both    | record TTL |
-| wt:once:{name}                     | one-shot claims (events sent once)   | worker  | record TTL |
-| wt:deadlines                       | zset transfer id -> deadline/outbox  | both    | 2 x flag   |
-| wt:ended                           | zset transfer id -> end (event sent) | worker  | record TTL |
-| wt:numbers                         | hash outbound_number_id -> E.164     | operator| none       |
+| key                                 | holds                                | owner   | TTL    |
+|-------------------------------------|--------------------------------------|---------|--------|
+| transfer:{lead}                     | transfer number (the DESIGN flag)    | worker  | flag   |
+| {transfer:{lead}}:active            | transfer id holding the lead         | both    | flag   |
+| {transfer:{lead}}:record:{tid}      | hash: the transfer record and state  | both    | record |
+| {transfer:{lead}}:timeline:{tid}    | list of JSON timeline entries        | both    | record |
+| {transfer:{lead}}:lead              | hash: the lead's transfer status     | both    | record |
+| {transfer:{lead}}:idem:{request_id} | transfer id claimed by a request id  | both    | record |
+| wt:transfer-lead:{tid}              | lead id of a transfer (never changes)| both    | record |
+| wt:call:{provider}:{call_id}        | transfer id of a call (customer/leg) | both    | record |
+| wt:once:{name}                      | one-shot claims (events sent once)   | worker  | record |
+| wt:deadlines                        | zset transfer id -> deadline/outbox  | both    | 2xflag |
+| wt:ended                            | zset transfer id -> end (event sent) | worker  | record |
+| wt:numbers                          | hash outbound_number_id -> E.164     | operator| none   |
 
 "both" is the producer client and the worker; the number directory is configuration,
 edited with `warm-transfer numbers`, and so has no TTL.
 
 All writes that decide a transfer's fate are Lua scripts, so that duplicate, late and
 out-of-order callbacks and redelivered tasks see one consistent state.
+
+Redis Cluster: a script may only touch keys of one hash slot, passed in KEYS. Everything a
+script touches belongs to one lead, and lives in the slot of the lead's flag: a key with no
+braces hashes on its whole name, so `{transfer:abc}:record:tr1` (hash tag `transfer:abc`)
+lands in the slot of the flag `transfer:abc`, whose name the DESIGN contract fixes. What
+spans leads (the deadline zset, the call index, one-shot claims, the transfer-to-lead index)
+is written outside the scripts, in an order that leaves nothing unswept if a process dies
+between two writes (see begin()).
 """
 
 from __future__ import annotations
@@ -55,6 +64,29 @@ def flag_key(lead_id: str) -> str:
     return f"transfer:{lead_id}"
 
 
+def hash_part(key: str) -> str:
+    """What Redis Cluster hashes a key on: the text between the first `{` and the next `}`
+    when that is not empty, else the whole key (https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags)."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key
+
+
+def lead_tag(lead_id: str) -> str:
+    """The prefix of a lead's keys: a hash tag that puts them in the slot of the lead's flag
+    `transfer:{lead_id}`, which is `{transfer:<lead_id>}` for an ordinary lead id. A lead id
+    with its own tag (`a{b}c`: the flag hashes on `b`) gets that tag followed by the flag's
+    full name, so that two such leads never share a key. (No tag can hold a `}`: on a
+    Cluster, a lead id whose flag hashes on text with a `}`, e.g. `a}b`, gets CROSSSLOT
+    errors. Single and Sentinel setups take any lead id.)"""
+    flag = flag_key(lead_id)
+    part = hash_part(flag)
+    return "{" + flag + "}" if part == flag else "{" + part + "}" + flag
+
+
 def ring_timeout(settings: Settings, transfer: Mapping[str, Any], attempt: int | str) -> int:
     """How long destination `attempt` of a transfer record rings: the template's value,
     else TRANSFER_RING_TIMEOUT."""
@@ -70,39 +102,36 @@ def _iso(ts: float) -> str:
 
 
 _BEGIN = """
--- KEYS: record, timeline, active, lead, call_index, deadlines, idem
--- ARGV: transfer_id, record_json, flag_ttl, record_ttl, now_iso, deadline_at, entry, request_id
+-- KEYS (one lead's slot): record, timeline, active, lead, idem
+-- ARGV: transfer_id, record_json, flag_ttl, record_ttl, now_iso, entry, request_id
 local rec = KEYS[1]
 local state = redis.call('HGET', rec, 'state')
 if state then return {'exists', state} end
-if ARGV[8] ~= '' then
-  local owner = redis.call('GET', KEYS[7])
+if ARGV[7] ~= '' then
+  local owner = redis.call('GET', KEYS[5])
   if owner and owner ~= ARGV[1] then return {'duplicate', owner} end
 end
 local active = redis.call('GET', KEYS[3])
 if active and active ~= ARGV[1] then return {'busy', active} end
-if ARGV[8] ~= '' then redis.call('SET', KEYS[7], ARGV[1], 'EX', ARGV[4]) end
+if ARGV[7] ~= '' then redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[4]) end
 redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
 local fields = cjson.decode(ARGV[2])
 for k, v in pairs(fields) do redis.call('HSET', rec, k, v) end
 redis.call('HSET', rec, 'state', 'requested', 'created_at', ARGV[5], 'updated_at', ARGV[5])
 redis.call('EXPIRE', rec, ARGV[4])
-redis.call('RPUSH', KEYS[2], ARGV[7])
+redis.call('RPUSH', KEYS[2], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('DEL', KEYS[4])
 redis.call('HSET', KEYS[4], 'transfer_id', ARGV[1], 'status', 'requested',
            'call_id', fields['call_id'], 'provider', fields['provider'], 'updated_at', ARGV[5])
 redis.call('EXPIRE', KEYS[4], ARGV[4])
-redis.call('SET', KEYS[5], ARGV[1], 'EX', ARGV[4])
-redis.call('ZADD', KEYS[6], ARGV[6], ARGV[1])
-redis.call('EXPIRE', KEYS[6], tonumber(ARGV[3]) * 2)
 return {'created', 'requested'}
 """
 
 _TRANSITION = """
--- KEYS: record, timeline, lead, active, flag, deadlines
+-- KEYS (one lead's slot): record, timeline, lead, active, flag
 -- ARGV: transfer_id, to_state, now_iso, entry, terminal, fields_json, record_ttl,
---       outbox_at, from...
+--       (unused), from...
 local cur = redis.call('HGET', KEYS[1], 'state')
 if not cur then return {0, ''} end
 if cur == 'succeeded' or cur == 'failed' then return {0, cur} end
@@ -127,25 +156,19 @@ if ARGV[5] == '1' then
     redis.call('DEL', KEYS[4])
     redis.call('DEL', KEYS[5])
   end
-  -- Stays in the sweep as the outbox: if the event is not marked sent by then, it is resent.
-  redis.call('ZADD', KEYS[6], ARGV[8], ARGV[1])
 end
 return {1, cur}
 """
 
 _SERVE_DIAL_UP = """
--- KEYS: record, timeline, replay claim (or '')   ARGV: timeline entry, record_ttl, claim ttl
-if KEYS[3] ~= '' then
-  if not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[3]) then return {'replay', false} end
-end
+-- KEYS (one lead's slot): record, timeline, flag   ARGV: timeline entry, record_ttl
 local rec = redis.call('HGETALL', KEYS[1])
 if #rec == 0 then return {rec, false} end
-local lead, state
+local state
 for i = 1, #rec, 2 do
-  if rec[i] == 'lead_id' then lead = rec[i + 1] end
   if rec[i] == 'state' then state = rec[i + 1] end
 end
-local number = redis.call('GET', 'transfer:' .. lead)
+local number = redis.call('GET', KEYS[3])
 if number and state ~= 'succeeded' and state ~= 'failed' then
   redis.call('HSET', KEYS[1], 'dial_up_served', '1')
   redis.call('RPUSH', KEYS[2], ARGV[1])
@@ -155,12 +178,12 @@ return {rec, number}
 """
 
 _ADVANCE = """
--- KEYS: record, timeline, deadlines   ARGV: seen attempt, entry, deadline_at, outcome, room
+-- KEYS (one lead's slot): record, timeline, flag   ARGV: seen attempt, entry, (unused),
+--                                                       outcome, room
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'succeeded' or state == 'failed' then return {'final', '', ''} end
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
 local dests = cjson.decode(redis.call('HGET', KEYS[1], 'destinations') or '[]')
-local lead = redis.call('HGET', KEYS[1], 'lead_id')
 if attempt > tonumber(ARGV[1]) then
   return {'stale', tostring(attempt), dests[attempt + 1] or ''}
 end
@@ -173,9 +196,8 @@ redis.call('HSET', KEYS[1], 'attempt', attempt)
 -- What belonged to the destination left behind.
 redis.call('HDEL', KEYS[1], 'human_picked_up', 'declined', 'agent_call_sid', 'agent_status',
            'answered_by', 'conference_sid')
-redis.call('SET', 'transfer:' .. lead, number, 'KEEPTTL')
+redis.call('SET', KEYS[3], number, 'KEEPTTL')
 redis.call('RPUSH', KEYS[2], ARGV[2])
-redis.call('ZADD', KEYS[3], 'XX', ARGV[3], KEYS[1]:sub(13))
 return {'next', tostring(attempt), number}
 """
 
@@ -185,6 +207,32 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, AR
 for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], 'XX', ARGV[2], m) end
 return due
 """
+
+
+def redis_client(settings: Settings, **overrides: Any) -> Any:
+    """The store's client for REDIS_URL: one server, a Sentinel-managed master
+    (`redis+sentinel://...`), or a Cluster (REDIS_CLUSTER=1, any node's URL).
+    Short timeouts and few retries: a tool call on a live phone call must not hang; a
+    failover is ridden out by the callers' own retries (the worker's tasks retry)."""
+    options: dict[str, Any] = {
+        "decode_responses": True, "socket_timeout": 5, "socket_connect_timeout": 2,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2), **overrides}
+    sentinel = settings.redis_sentinel
+    if sentinel is not None:
+        from redis.sentinel import Sentinel
+
+        # The sentinels answer "who is the master"; the client re-asks on every reconnect,
+        # so after a failover the next command goes to the new master.
+        manager = Sentinel(list(sentinel.hosts), socket_timeout=1,  # type: ignore[no-untyped-call]
+                           socket_connect_timeout=1)
+        return manager.master_for(sentinel.master, db=sentinel.db,  # type: ignore[no-untyped-call]
+                                  password=sentinel.password, **options)
+    if settings.redis_cluster:
+        from redis.cluster import RedisCluster
+
+        options.pop("retry", None)  # the cluster client retries (and follows MOVED) itself
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return redis.Redis.from_url(settings.redis_url, health_check_interval=30, **options)
 
 
 class Replay(Exception):
@@ -223,46 +271,50 @@ class Store:
         self._leads[transfer_id] = lead_id
 
     def _lead_of(self, transfer_id: str) -> str | None:
+        """The lead of a transfer: its keys live in that lead's slot (see the module doc)."""
         lead = self._leads.get(transfer_id)
         if lead is None:
-            lead = cast(str | None, self.r.hget(self.record_key(transfer_id), "lead_id"))
+            lead = cast(str | None, self.r.get(self.transfer_lead_key(transfer_id)))
             if lead is not None:
                 self._remember_lead(transfer_id, lead)
         return lead
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        # Short timeouts and few retries: a tool call on a live phone call must not hang.
-        client = redis.Redis.from_url(
-            settings.redis_url, decode_responses=True, socket_timeout=5,
-            socket_connect_timeout=2, health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
-        return cls(client, settings)
+        return cls(redis_client(settings), settings)
 
     # keys
     @staticmethod
-    def record_key(transfer_id: str) -> str:
-        return f"wt:transfer:{transfer_id}"
+    def transfer_lead_key(transfer_id: str) -> str:
+        return f"wt:transfer-lead:{transfer_id}"
 
-    @staticmethod
-    def timeline_key(transfer_id: str) -> str:
-        return f"wt:transfer:{transfer_id}:timeline"
+    def record_key(self, transfer_id: str, lead_id: str | None = None) -> str:
+        """The record's key; without the lead it is looked up (an unknown transfer gets a key
+        that holds nothing)."""
+        lead = lead_id if lead_id is not None else self._lead_of(transfer_id)
+        return f"{lead_tag(lead or '')}:record:{transfer_id}"
+
+    def timeline_key(self, transfer_id: str, lead_id: str | None = None) -> str:
+        lead = lead_id if lead_id is not None else self._lead_of(transfer_id)
+        return f"{lead_tag(lead or '')}:timeline:{transfer_id}"
 
     @staticmethod
     def active_key(lead_id: str) -> str:
-        return f"wt:active:{lead_id}"
+        return f"{lead_tag(lead_id)}:active"
 
     @staticmethod
     def lead_key(lead_id: str) -> str:
-        return f"wt:lead:{lead_id}"
+        return f"{lead_tag(lead_id)}:lead"
 
     @staticmethod
     def call_key(provider: str, call_id: str) -> str:
         return f"wt:call:{provider}:{call_id}"
 
     @staticmethod
-    def idem_key(request_id: str) -> str:
-        return f"wt:idem:{request_id}"
+    def idem_key(lead_id: str, request_id: str) -> str:
+        """Request ids are scoped to their lead: the same id on another lead is another
+        request, never a silently dropped one."""
+        return f"{lead_tag(lead_id)}:idem:{request_id}"
 
     # number directory
     def set_number(self, number_id: str, e164: str) -> None:
@@ -318,18 +370,28 @@ class Store:
             "hold_audio": req.hold_audio,
         }
         entry = self._entry(now, State.REQUESTED, "transfer requested")
-        self._remember_lead(req.transfer_id, req.lead_id)
+        tid, lead, ttl = req.transfer_id, req.lead_id, self.settings.transfer_record_ttl
+        deadline = now + self.settings.deadline_for(ring_timeout(self.settings, record, 0))
+        # Outside the script (other slots), and first: a process dying after this leaves a
+        # deadline the sweep finds (an unknown transfer's entry is dropped by `expire`).
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(self.transfer_lead_key(tid), lead, ex=ttl)
+        pipe.zadd(self.DEADLINES, {tid: deadline}, nx=True)
+        pipe.expire(self.DEADLINES, self.settings.transfer_flag_ttl * 2)
+        pipe.execute()
+        self._remember_lead(tid, lead)
         res = self._begin(
-            keys=[self.record_key(req.transfer_id), self.timeline_key(req.transfer_id),
-                  self.active_key(req.lead_id), self.lead_key(req.lead_id),
-                  self.call_key(req.provider, req.call_id), self.DEADLINES,
-                  self.idem_key(req.request_id or "-")],
-            args=[req.transfer_id, json.dumps(record), self.settings.transfer_flag_ttl,
-                  self.settings.transfer_record_ttl, _iso(now),
-                  now + self.settings.deadline_for(ring_timeout(self.settings, record, 0)),
+            keys=[self.record_key(tid, lead), self.timeline_key(tid, lead),
+                  self.active_key(lead), self.lead_key(lead),
+                  self.idem_key(lead, req.request_id or "-")],
+            args=[tid, json.dumps(record), self.settings.transfer_flag_ttl, ttl, _iso(now),
                   entry, req.request_id or ""],
         )
-        return str(res[0]), str(res[1])
+        outcome, detail = str(res[0]), str(res[1])
+        if outcome in ("created", "exists"):
+            # Also on "exists": a redelivered request repairs an index its first run missed.
+            self.index_call(req.provider, req.call_id, tid)
+        return outcome, detail
 
     def transition(self, transfer_id: str, to: State, note: str, *,
                    from_states: tuple[State, ...] = (), fields: dict[str, Any] | None = None,
@@ -342,15 +404,20 @@ class Store:
             return Transition(False, "")
         str_fields = {k: v if isinstance(v, str) else json.dumps(v)
                       for k, v in (fields or {}).items()}
+        terminal = to in TERMINAL_STATES
         res = self._transition(
-            keys=[self.record_key(transfer_id), self.timeline_key(transfer_id),
-                  self.lead_key(lead), self.active_key(lead), flag_key(lead), self.DEADLINES],
+            keys=[self.record_key(transfer_id, lead), self.timeline_key(transfer_id, lead),
+                  self.lead_key(lead), self.active_key(lead), flag_key(lead)],
             args=[transfer_id, to.value, _iso(now), self._entry(now, to, note),
-                  "1" if to in TERMINAL_STATES else "0", json.dumps(str_fields),
-                  self.settings.transfer_record_ttl, now + self.OUTBOX_DELAY,
-                  *[s.value for s in from_states]],
+                  "1" if terminal else "0", json.dumps(str_fields),
+                  self.settings.transfer_record_ttl, "", *[s.value for s in from_states]],
         )
-        return Transition(bool(res[0]), str(res[1]))
+        moved = Transition(bool(res[0]), str(res[1]))
+        if moved.ok and terminal:
+            # Stays in the sweep as the outbox: if the event is not marked sent by then, it
+            # is resent. (Should this write be lost, the entry's earlier deadline stands.)
+            self.r.zadd(self.DEADLINES, {transfer_id: now + self.OUTBOX_DELAY})
+        return moved
 
     def advance_destination(self, transfer_id: str, seen_attempt: int, outcome: str,
                             now: float | None = None) -> tuple[str, int, str]:
@@ -361,7 +428,10 @@ class Store:
         past, ('final', -1, '') when the transfer is over. The flag takes the number with
         its TTL kept; the deadline moves to a full ring from now, inside that TTL."""
         now = time.time() if now is None else now
-        started_at, rings = self.r.hmget(self.record_key(transfer_id),
+        lead = self._lead_of(transfer_id)
+        if lead is None:
+            return "final", -1, ""
+        started_at, rings = self.r.hmget(self.record_key(transfer_id, lead),
                                          ["started_at", "ring_timeouts"])
         started = float(started_at or now)
         ring = ring_timeout(self.settings, {"ring_timeouts": rings}, seen_attempt + 1)
@@ -370,11 +440,14 @@ class Store:
         # Not enough of the flag's TTL left to ring another destination: this one is last.
         room = deadline - now >= ring
         note = f"destination {seen_attempt + 1} {outcome.replace('_', ' ')}"
-        res = self._advance(keys=[self.record_key(transfer_id), self.timeline_key(transfer_id),
-                                  self.DEADLINES],
-                            args=[seen_attempt, self._entry(now, None, note), deadline,
+        res = self._advance(keys=[self.record_key(transfer_id, lead),
+                                  self.timeline_key(transfer_id, lead), flag_key(lead)],
+                            args=[seen_attempt, self._entry(now, None, note), "",
                                   outcome, "1" if room else "0"])
         outcome = str(res[0])
+        if outcome == "next":
+            # Should this write be lost, the earlier deadline fires and `expire` reconciles.
+            self.r.zadd(self.DEADLINES, {transfer_id: deadline}, xx=True)
         return outcome, int(res[1]) if res[1] else -1, str(res[2] or "")
 
     def destinations_tried(self, transfer_id: str
@@ -421,12 +494,15 @@ class Store:
         when it is pending mark the dial-up served on the record and its timeline.
         Returns (record or None, number or None); raises Replay if the claim was taken."""
         now = time.time() if now is None else now
-        res = self._serve(keys=[self.record_key(transfer_id), self.timeline_key(transfer_id),
-                                f"wt:once:{claim}" if claim else ""],
-                          args=[self._entry(now, None, note), self.settings.transfer_record_ttl,
-                                claim_ttl])
-        if res[0] == "replay":
-            raise Replay(claim or "")
+        # The claim is its own key (any slot): taken first, as before the record is read.
+        if claim and not self.claim_once(claim, ttl=claim_ttl):
+            raise Replay(claim)
+        lead = self._lead_of(transfer_id)
+        if lead is None:
+            return None, None
+        res = self._serve(keys=[self.record_key(transfer_id, lead),
+                                self.timeline_key(transfer_id, lead), flag_key(lead)],
+                          args=[self._entry(now, None, note), self.settings.transfer_record_ttl])
         flat, number = res[0], res[1] or None
         rec = {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
         if not rec:
@@ -466,7 +542,7 @@ class Store:
         return cast(str | None, self.r.get(self.call_key(provider, call_id)))
 
     def mark_event_sent(self, transfer_id: str) -> None:
-        pipe = self.r.pipeline()
+        pipe = self.r.pipeline(transaction=False)  # two slots: no MULTI on a Cluster
         pipe.hset(self.record_key(transfer_id), "event_sent", "1")
         pipe.zrem(self.DEADLINES, transfer_id)
         pipe.execute()
@@ -505,6 +581,11 @@ class Store:
         self.r.delete(f"wt:once:{name}")
 
     # deadlines
+    def forget_deadline(self, transfer_id: str) -> None:
+        """Drop the sweep's entry of a transfer that was never created (begin() writes the
+        deadline before the record)."""
+        self.r.zrem(self.DEADLINES, transfer_id)
+
     def extend_deadline(self, transfer_id: str, at: float) -> None:
         self.r.zadd(self.DEADLINES, {transfer_id: at}, xx=True)
 

@@ -28,6 +28,10 @@ from shared.client import TransferClient
 from shared.config import Settings
 from shared.store import Store
 from webhooks import create_app
+from workers import broker_fix
+
+# The platform's consumer below runs in this process: it rides out broker restarts too.
+broker_fix.apply()
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = ("transfer.succeeded", "transfer.failed")

@@ -252,9 +252,14 @@ def _float(text: str | None) -> float | None:
 def _records(store: Store, ids: Iterable[str]) -> list[dict[str, str]]:
     """The records of these transfers in one round trip (expired ones left out)."""
     ids = list(ids)
+    # Records live in their lead's slot: the leads first, so each record is one read more.
     pipe = store.r.pipeline(transaction=False)
     for tid in ids:
-        pipe.hmget(store.record_key(tid), list(_FIELDS))
+        pipe.get(store.transfer_lead_key(tid))
+    leads = pipe.execute()
+    pipe = store.r.pipeline(transaction=False)
+    for tid, lead in zip(ids, leads, strict=True):
+        pipe.hmget(store.record_key(tid, str(lead or "")), list(_FIELDS))
     out = []
     for values in pipe.execute():
         rec = {k: str(v) for k, v in zip(_FIELDS, values, strict=True) if v is not None}

@@ -3,6 +3,11 @@
 Redis (the one at REDIS_URL when it answers, else an embedded real redis-server), the
 provider sandbox (when no provider credentials are configured), the webhook app under
 gunicorn and a Celery worker. Ctrl-C stops every part.
+
+`up` supervises what it starts, as a process manager would in production: a child that
+exits (or an embedded Redis that dies) is started again after a backoff (1 s, doubling to
+30 s; back to 1 s once it has run for a minute), with one line saying so. The processes'
+own logs go to files; `up` prints a short status block with their paths.
 """
 
 from __future__ import annotations
@@ -12,11 +17,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import redis
 import requests
@@ -25,6 +32,43 @@ from sandbox import Sandbox
 from sandbox.redis_server import RedisServer, free_port
 from sandbox.server import ThreadedServer
 from shared.config import Settings
+
+BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
+
+
+@dataclass
+class Child:
+    """A process `up` runs and restarts: its command, where its output goes, its restarts."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path | None  # None: output discarded
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+
+    def start(self) -> None:
+        out: IO[bytes] | int = subprocess.DEVNULL
+        if self.log_path is not None:
+            out = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it open
+        try:
+            self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True,
+                                         stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            if not isinstance(out, int):
+                out.close()
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+
+def backoff(failures: int) -> float:
+    return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** max(0, failures - 1)))
 
 
 @dataclass
@@ -35,7 +79,52 @@ class Stack:
     sandbox_url: str | None
     env: dict[str, str]
     sandbox: Sandbox | None = None
-    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    children: list[Child] = field(default_factory=list)
+    redis_server: RedisServer | None = None
+    log_dir: Path | None = None
+    _redis_failures: int = 0
+    _redis_restart_at: float | None = None
+    _redis_started_at: float = field(default_factory=time.monotonic)
+
+    def supervise(self, say: Callable[[str], None]) -> None:
+        """One round of supervision: restart what has exited, once its backoff is over."""
+        now = time.monotonic()
+        server = self.redis_server
+        if server is not None and server.proc is not None and server.proc.poll() is not None:
+            if self._redis_restart_at is None:
+                if now - self._redis_started_at > STABLE_AFTER:
+                    self._redis_failures = 0
+                self._redis_failures += 1
+                delay = backoff(self._redis_failures)
+                self._redis_restart_at = now + delay
+                say(f"redis      exited (status {server.proc.returncode}); restarting in "
+                    f"{delay:.0f}s")
+            elif now >= self._redis_restart_at:
+                try:
+                    server.start()
+                except RuntimeError as exc:
+                    self._redis_restart_at = None  # counted as another failure
+                    say(f"redis      did not start again: {exc}")
+                else:
+                    self._redis_restart_at = None
+                    self._redis_started_at = time.monotonic()
+                    say(f"redis      restarted on {server.url} (its AOF kept every write)")
+        for child in self.children:
+            proc = child.proc
+            if proc is None or proc.poll() is None:
+                continue
+            if child.restart_at is None:
+                if now - child.started_at > STABLE_AFTER:
+                    child.failures = 0
+                child.failures += 1
+                delay = backoff(child.failures)
+                child.restart_at = now + delay
+                where = f"; log {child.log_path}" if child.log_path else ""
+                say(f"{child.name:<10} exited (status {proc.returncode}); restarting in "
+                    f"{delay:.0f}s{where}")
+            elif now >= child.restart_at:
+                child.start()
+                say(f"{child.name:<10} restarted (pid {child.proc.pid})")  # type: ignore[union-attr]
 
 
 def sandbox_env(sandbox: Sandbox, url: str) -> dict[str, str]:
@@ -54,8 +143,12 @@ def sandbox_env(sandbox: Sandbox, url: str) -> dict[str, str]:
 
 
 def redis_reachable(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    from shared.store import redis_client
+
+    try:  # the store's own client: a redis+sentinel:// URL is asked through its sentinels
+        client = redis_client(Settings(redis_url=url, celery_broker_url=url),
+                              socket_connect_timeout=1)
+        return bool(client.ping())
     except (redis.RedisError, ValueError):
         return False
 
@@ -108,27 +201,34 @@ def _port_in_use(port: int) -> bool:
 
 @contextmanager
 def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool | None = None,
-                  log: Callable[[str], None] | None = None, quiet_children: bool = False
-                  ) -> Iterator[Stack]:
-    """Start every part; stop them all when the block ends."""
+                  log: Callable[[str], None] | None = None, quiet_children: bool = False,
+                  log_dir: Path | None = None) -> Iterator[Stack]:
+    """Start every part; stop them all when the block ends. The children's output goes to
+    files in `log_dir` (a directory per port under the system's temp dir by default), or
+    nowhere with `quiet_children`."""
     if log is None:
         def log(line: str) -> None:
-            print(line, flush=True)  # the children write to the same stream
+            print(line, flush=True)
     if _port_in_use(port):
         # Else the health check would find that server, and callbacks would go to it.
         raise RuntimeError(f"port {port} is already in use (another `warm-transfer up`?); "
                            "choose another with --port")
     base = Settings()
     env = dict(os.environ)
+    if not quiet_children:
+        log_dir = log_dir or Path(tempfile.gettempdir()) / f"warm-transfer-{port}"
+        log_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         # Redis
+        server: RedisServer | None = None
         if os.environ.get("REDIS_URL") and redis_reachable(base.redis_url):
             redis_url = base.redis_url
             log(f"redis      {redis_url} (from REDIS_URL)")
         else:
             if os.environ.get("REDIS_URL"):
                 log(f"redis      {base.redis_url} does not answer; starting an embedded one")
-            server = stack.enter_context(RedisServer())
+            # With its AOF: when it dies and is restarted, nothing in flight is lost.
+            server = stack.enter_context(RedisServer(persistent=True))
             redis_url = server.url
             log(f"redis      {redis_url} (embedded redis-server)")
             env["REDIS_URL"] = redis_url
@@ -157,25 +257,31 @@ def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool 
             env.pop("TWILIO_REGION", None)
             log(f"sandbox    {sandbox_url} (fake provider APIs; control API under /_sandbox)")
 
-        out = subprocess.DEVNULL if quiet_children else None
-        common: dict[str, Any] = {"env": env, "start_new_session": True, "stdout": out,
-                                  "stderr": out}
-        web = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:webhooks.gunicorn_conf",
-             "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "webhooks.wsgi:app"],
-            **common)
-        stack.callback(_stop, web)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-             "-Q", "transfers", "--concurrency", "2", "--without-gossip", "--without-mingle",
-             "--loglevel", env.get("LOG_LEVEL", "INFO")], **common)
-        stack.callback(_stop, worker)
+        def logfile(name: str) -> Path | None:
+            return None if quiet_children or log_dir is None else log_dir / f"{name}.log"
 
-        _wait_http(f"{web_url}/healthz", web, 30)
+        web = Child("webhooks", [
+            sys.executable, "-m", "gunicorn", "-c", "python:webhooks.gunicorn_conf",
+            "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5", "webhooks.wsgi:app"],
+            env, logfile("web"))
+        web.start()
+        stack.callback(web.stop)
+        worker = Child("worker", [
+            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+            "-Q", "transfers", "--concurrency", "2", "--without-gossip", "--without-mingle",
+            "--loglevel", env.get("LOG_LEVEL", "INFO")], env, logfile("worker"))
+        worker.start()
+        stack.callback(worker.stop)
+
+        _wait_http(f"{web_url}/healthz", web.proc, 30)  # type: ignore[arg-type]
         log(f"webhooks   {web_url} (public URL {public})")
-        _wait_worker(broker_url, worker, 60)
+        _wait_worker(broker_url, worker.proc, 60)  # type: ignore[arg-type]
         log("worker     consuming the 'transfers' queue")
-        yield Stack(redis_url, web_url, public, sandbox_url, env, sandbox, [web, worker])
+        if log_dir is not None and not quiet_children:
+            redis_log = f", {server.directory / 'redis.log'}" if server is not None else ""
+            log(f"logs       {log_dir}/web.log, {log_dir}/worker.log{redis_log}")
+        yield Stack(redis_url, web_url, public, sandbox_url, env, sandbox, [web, worker],
+                    server, log_dir)
 
 
 def up(port: int = 8000, sandbox_port: int = 0, use_sandbox: bool | None = None) -> int:
@@ -190,15 +296,18 @@ def up(port: int = 8000, sandbox_port: int = 0, use_sandbox: bool | None = None)
     try:
         with running_stack(port=port, sandbox_port=sandbox_port or free_port(),
                            use_sandbox=use_sandbox) as stack:
-            print("ready      Ctrl-C stops everything", flush=True)
-            while not stopping:
-                for child in stack.children:
-                    if child.poll() is not None:
-                        print(f"a process exited (status {child.returncode}); stopping",
-                              file=sys.stderr)
-                        return 1
-                time.sleep(0.2)
-            print("stopping", flush=True)
+            # `demo` and `request` find this stack through the state file.
+            from workers.demo import remove_up_state, write_up_state
+
+            write_up_state(stack, port)
+            try:
+                print("ready      Ctrl-C stops everything", flush=True)
+                while not stopping:
+                    stack.supervise(lambda line: print(line, flush=True))
+                    time.sleep(0.2)
+                print("stopping", flush=True)
+            finally:
+                remove_up_state(port)
     except RuntimeError as exc:
         print(f"warm-transfer up: {exc}", file=sys.stderr)
         return 1

@@ -195,6 +195,7 @@ def expire(self: Task, transfer_id: str) -> None:
     rt = runtime()
     transfer = rt.store.get_transfer(transfer_id)
     if transfer is None:
+        rt.store.forget_deadline(transfer_id)  # a request that never became a transfer
         return
     if transfer["state"] in TERMINAL_STATES:
         rt.resend_unsent(transfer)  # the sweep doubles as the outbox of terminal events

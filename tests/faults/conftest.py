@@ -35,8 +35,16 @@ def services(faulty: Services) -> Iterator[Services]:
         sb.faults.clear()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long fault tests (a 30 s outage), left out "
+                            "unless selected with -m slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).parent
+    slow_selected = "slow" in (config.getoption("markexpr", "") or "")
     for item in items:
         if here in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.faults)
+            if item.get_closest_marker("slow") and not slow_selected:
+                item.add_marker(pytest.mark.skip(reason="slow: run with -m slow"))

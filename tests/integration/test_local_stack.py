@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -28,8 +30,7 @@ from workers.localstack import running_stack
 BIN = Path(sys.executable).parent
 
 
-def test_up_runs_a_transfer_and_leaves_no_process_behind() -> None:
-    port, sandbox_port = free_port(), free_port()
+def _up(port: int, sandbox_port: int) -> tuple[subprocess.Popen[str], Output]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "up", "--port", str(port),
          "--sandbox-port", str(sandbox_port)],
@@ -37,30 +38,48 @@ def test_up_runs_a_transfer_and_leaves_no_process_behind() -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = Output(proc)
     out.start()
+    return proc, out
+
+
+def _transfer_succeeds(port: int, sandbox_port: int, redis_url: str, lead: str,
+                       timeout: float = 15.0) -> None:
+    sandbox = f"http://127.0.0.1:{sandbox_port}"
+    web = f"http://127.0.0.1:{port}"
+    agent = "+14155550123"
+    assert requests.put(f"{sandbox}/_sandbox/fates/{agent}", json={"fate": "answer"},
+                        timeout=5).status_code == 200
+    call_id = requests.post(f"{sandbox}/_sandbox/calls", timeout=5, json={
+        "provider": "twilio", "status_callback": f"{web}/twilio/status?lead_id={lead}"},
+    ).json()["call_id"]
+    resp = requests.post(f"{web}/transfers", timeout=5,
+                         headers={"Authorization": "Bearer up-test-token"}, json={
+        "lead_id": lead, "provider": "twilio", "call_id": call_id,
+        "template": {"configurations": {"transfer_number": agent}},
+        "lead": {"outbound_number": "+14155550199"}})
+    assert resp.status_code == 202, resp.text
+    events = read_events(redis_url, timeout=timeout, until=lambda evs: any(
+        e["type"] == "transfer.succeeded" for e in evs))
+    assert [e["type"] for e in events] == ["transfer.succeeded"]
+    assert events[0]["transfer_id"] == resp.json()["transfer_id"]
+
+
+def test_up_runs_a_transfer_and_leaves_no_process_behind() -> None:
+    port, sandbox_port = free_port(), free_port()
+    proc, out = _up(port, sandbox_port)
     try:
         out.wait_for("ready      Ctrl-C stops everything", 90)
         redis_line = out.wait_for("(embedded redis-server)", 1)
         redis_url = re.search(r"redis://\S+", redis_line).group(0)  # type: ignore[union-attr]
-        sandbox = f"http://127.0.0.1:{sandbox_port}"
+        # A short status block: the processes' own logs are in files, not on the terminal.
+        assert len(out.lines) <= 8, out.lines
+        assert not [line for line in out.lines if line.lstrip().startswith("{")], out.lines
+        logs = out.wait_for("logs       ", 1)
+        for name in ("web.log", "worker.log"):
+            path = Path(re.search(rf"(/\S+/{name})", logs).group(1))  # type: ignore[union-attr]
+            assert path.exists(), path
         web = f"http://127.0.0.1:{port}"
         assert requests.get(f"{web}/readyz", timeout=5).status_code == 200
-
-        agent = "+14155550123"
-        assert requests.put(f"{sandbox}/_sandbox/fates/{agent}", json={"fate": "answer"},
-                            timeout=5).status_code == 200
-        call_id = requests.post(f"{sandbox}/_sandbox/calls", timeout=5, json={
-            "provider": "twilio", "status_callback": f"{web}/twilio/status?lead_id=up-lead"},
-        ).json()["call_id"]
-        resp = requests.post(f"{web}/transfers", timeout=5,
-                             headers={"Authorization": "Bearer up-test-token"}, json={
-            "lead_id": "up-lead", "provider": "twilio", "call_id": call_id,
-            "template": {"configurations": {"transfer_number": agent}},
-            "lead": {"outbound_number": "+14155550199"}})
-        assert resp.status_code == 202, resp.text
-        events = read_events(redis_url, until=lambda evs: any(
-            e["type"] == "transfer.succeeded" for e in evs))
-        assert [e["type"] for e in events] == ["transfer.succeeded"]
-        assert events[0]["transfer_id"] == resp.json()["transfer_id"]
+        _transfer_succeeds(port, sandbox_port, redis_url, "up-lead")
 
         # Each process writes its metrics every half second; the scrape sees them after.
         wanted = ('warm_transfer_transfers_total{outcome="succeeded",provider="twilio",'
@@ -80,6 +99,47 @@ def test_up_runs_a_transfer_and_leaves_no_process_behind() -> None:
     while any(alive(pid) for pid in family) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in family if alive(pid)], "processes left behind"
+
+
+def _child_running(parent: int, word: str) -> int:
+    """The pid of `parent`'s direct child whose command line contains `word`."""
+    for pid in descendants(parent):
+        try:
+            cmdline = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ")
+            ppid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1]
+                       .split()[1])
+        except OSError:
+            continue
+        if ppid == parent and word.encode() in cmdline:
+            return pid
+    raise AssertionError(f"no {word} process under {parent}")
+
+
+def test_up_restarts_its_redis_and_worker_when_they_die() -> None:
+    port, sandbox_port = free_port(), free_port()
+    proc, out = _up(port, sandbox_port)
+    try:
+        out.wait_for("ready      Ctrl-C stops everything", 90)
+        redis_line = out.wait_for("(embedded redis-server)", 1)
+        redis_url = re.search(r"redis://\S+", redis_line).group(0)  # type: ignore[union-attr]
+        redis_pid = _child_running(proc.pid, "redis-server")
+        worker_pid = _child_running(proc.pid, "celery")
+        os.kill(redis_pid, signal.SIGKILL)
+        os.killpg(worker_pid, signal.SIGKILL)  # the worker and its pool, no warm shutdown
+        out.wait_for("redis      exited", 30)
+        out.wait_for("worker     exited", 30)
+        out.wait_for("redis      restarted", 60)
+        out.wait_for("worker     restarted", 60)
+        assert proc.poll() is None, "up stopped the stack"
+        assert _child_running(proc.pid, "celery") != worker_pid
+        # The stack recovered by itself: a transfer goes through.
+        _transfer_succeeds(port, sandbox_port, redis_url, "up-restart-lead", timeout=60)
+        print("\n" + "\n".join(line for line in out.lines if "exited" in line
+                                or "restarted" in line))
+    finally:
+        code = stop(proc)
+        out.close()
+    assert code == 0, "\n".join(out.lines[-30:])
 
 
 def test_procfile_starts_web_and_worker_under_honcho() -> None:

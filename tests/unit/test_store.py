@@ -1,9 +1,15 @@
+import re
+from typing import Any
+
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.crc import key_slot
 
-from shared.config import Settings
+import shared.store as store_module
+from shared.config import Settings, parse_sentinel_url
 from shared.contracts import parse_request
-from shared.store import State, Store, flag_key
+from shared.store import State, Store, flag_key, hash_part
 from tests.helpers import make_request
 
 
@@ -22,7 +28,7 @@ def test_begin_creates_record_claim_index_and_deadline(store: Store, settings: S
     assert store.lead_status("L1")["status"] == "requested"  # type: ignore[index]
     score = store.r.zscore(Store.DEADLINES, req.transfer_id)
     assert score == 1000.0 + settings.deadline_seconds
-    for key in (Store.record_key(req.transfer_id), Store.active_key("L1"),
+    for key in (store.record_key(req.transfer_id), Store.active_key("L1"),
                 Store.lead_key("L1"), Store.DEADLINES):
         assert store.r.ttl(key) > 0, key
     # the flag is the worker's to set
@@ -39,9 +45,18 @@ def test_begin_refuses_second_transfer_for_same_lead(store: Store) -> None:
 
 def test_begin_same_request_id_is_a_duplicate(store: Store) -> None:
     a = _req(store, lead_id="L1", request_id="r-1")
+    again = _req(store, lead_id="L1", request_id="r-1")
+    store.begin(a)
+    store.transition(a.transfer_id, State.FAILED, "over")  # even once the lead is free
+    assert store.begin(again) == ("duplicate", a.transfer_id)
+
+
+def test_request_ids_are_scoped_to_their_lead(store: Store) -> None:
+    # The same id on another lead is another customer's request: never silently dropped.
+    a = _req(store, lead_id="L1", request_id="r-1")
     b = _req(store, lead_id="L2", request_id="r-1")
     store.begin(a)
-    assert store.begin(b) == ("duplicate", a.transfer_id)
+    assert store.begin(b) == ("created", "requested")
 
 
 def test_terminal_transition_is_final_and_clears_flag_and_claim(store: Store) -> None:
@@ -158,3 +173,83 @@ def test_moving_down_the_destinations_matches_a_model(store: Store, n: int,
     attempt, tried, listed = store.destinations_tried(req.transfer_id)
     if ended_after is None or ended_after >= len(steps):
         assert (attempt, tried, listed) == (current, outcomes, numbers)
+
+
+# Redis Cluster: every key a script touches is in KEYS, and all of them in one slot.
+
+_SCRIPTS = {name: getattr(store_module, name) for name in
+            ("_BEGIN", "_TRANSITION", "_SERVE_DIAL_UP", "_ADVANCE", "_CLAIM_DUE")}
+
+
+@pytest.mark.parametrize("name", sorted(_SCRIPTS))
+def test_scripts_name_keys_only_through_KEYS(name: str) -> None:
+    calls = re.findall(r"redis\.call\('(\w+)',\s*([^,)]+)", _SCRIPTS[name])
+    assert calls, name
+    for command, first in calls:
+        assert first.strip().startswith("KEYS[") or first.strip() == "rec", (command, first)
+
+
+class _SlotRecorder:
+    """Wraps a registered script: records the slots of the keys of every call."""
+
+    def __init__(self, script: Any, seen: list[tuple[str, set[int]]], name: str) -> None:
+        self.script, self.seen, self.name = script, seen, name
+
+    def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        self.seen.append((self.name, {key_slot(k.encode()) for k in keys}))
+        return self.script(keys=keys, args=args)
+
+
+@pytest.mark.parametrize("lead", ["L1", "lead-42", "a{b}c", "x{y", "{q}"])
+def test_every_script_call_hashes_to_one_slot_with_the_flag(store: Store, lead: str) -> None:
+    seen: list[tuple[str, set[int]]] = []
+    for attr in ("_begin", "_transition", "_serve", "_advance", "_claim_due"):
+        setattr(store, attr, _SlotRecorder(getattr(store, attr), seen, attr))
+    raw = make_request(lead_id=lead, transfer_number=None, request_id="r-1")
+    raw["template"]["configurations"] = {"transfer_numbers": ["+14155550201", "+14155550202"]}
+    req = parse_request(raw, lambda _: "+14155550199")
+    assert store.begin(req) == ("created", "requested")
+    assert store.set_flag(lead, "+14155550201")
+    assert store.transition(req.transfer_id, State.DIALING, "dialing").ok
+    rec, number = store.serve_dial_up(req.transfer_id, "served", claim="n-1")
+    assert rec is not None and number == "+14155550201"
+    assert store.advance_destination(req.transfer_id, 0, "busy")[0] == "next"
+    assert store.get_flag(lead) == "+14155550202"
+    assert store.transition(req.transfer_id, State.FAILED, "over").ok
+    assert store.get_flag(lead) is None and store.active_transfer(lead) is None
+    store.claim_due(now=10**10)
+    assert {name for name, _ in seen} == {"_begin", "_transition", "_serve", "_advance",
+                                         "_claim_due"}
+    flag_slot = key_slot(flag_key(lead).encode())
+    for name, slots in seen:
+        assert len(slots) == 1, (name, slots)
+        if name != "_claim_due":
+            assert slots == {flag_slot}, name  # the flag's own slot: its name is a contract
+
+
+def test_leads_sharing_a_hash_tag_share_no_key(store: Store) -> None:
+    # Both flags hash on "b": same slot, but each lead keeps its own claim and status.
+    a = _req(store, lead_id="a{b}c")
+    b = _req(store, lead_id="x{b}y")
+    assert store.begin(a) == ("created", "requested")
+    assert store.begin(b) == ("created", "requested")
+    assert store.active_transfer("a{b}c") == a.transfer_id
+    assert store.active_transfer("x{b}y") == b.transfer_id
+    assert Store.active_key("a{b}c") != Store.active_key("x{b}y")
+
+
+def test_hash_part_follows_the_cluster_spec() -> None:
+    assert hash_part("transfer:abc") == "transfer:abc"
+    assert hash_part("{transfer:abc}:record:t1") == "transfer:abc"
+    assert hash_part("a{}b") == "a{}b"  # an empty tag hashes the whole key
+    assert hash_part("a{b}{c}") == "b"
+
+
+def test_sentinel_url() -> None:
+    target = parse_sentinel_url("redis+sentinel://:s3cret@h1:26379,h2:26380/mymaster/2")
+    assert target is not None
+    assert target.hosts == (("h1", 26379), ("h2", 26380))
+    assert (target.master, target.db, target.password) == ("mymaster", 2, "s3cret")
+    assert parse_sentinel_url("redis://localhost:6379/0") is None
+    with pytest.raises(ValueError, match="master"):
+        parse_sentinel_url("redis+sentinel://h1:26379")
