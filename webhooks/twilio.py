@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, abort, g, request
 
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
 from shared.logs import get_logger
@@ -65,6 +65,8 @@ def _record(transfer_id: str) -> _Record:
     except redis.RedisError as exc:
         log.warning("redis unavailable; answering from the URL",
                     extra={"path": request.path, "error": str(exc)})
+        # One wait on an unreachable Redis per request: Twilio gives up after 15 s.
+        g.redis_down = True
         return None, False
 
 
@@ -97,6 +99,8 @@ def _pending(record: _Record, attempt: str) -> bool:
 
 
 def _best_effort(transfer_id: str, **fields: str) -> None:
+    if g.get("redis_down"):
+        return
     try:
         deps().store.set_fields(transfer_id, **fields)
     except redis.RedisError:
@@ -108,7 +112,8 @@ def _enqueue_once(scope: str, **kwargs: Any) -> None:
     token): a retry of the request gets the same TwiML but enqueues nothing again. Best
     effort: the answer never waits on Redis or the broker."""
     token = request.headers.get("I-Twilio-Idempotency-Token", "")
-    claim = f"idem:twilio:{scope}:{token}" if token and len(token) <= 200 else ""
+    claim = f"idem:twilio:{scope}:{token}" if token and len(token) <= 200 and not \
+        g.get("redis_down") else ""
     store = deps().store
     try:
         if claim and not store.claim_once(claim, ttl=NONCE_WINDOW):
