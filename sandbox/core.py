@@ -379,6 +379,8 @@ class Sandbox:
         self._schedule_callback(delay, conf.status_callback, params)
 
     def _join(self, conf: SimConference, call: SimCall, delay: float) -> None:
+        # startConferenceOnEnter=true on every leg: the first join starts it (docs:
+        # twiml/conference, conference-start then participant-join events).
         with self.lock:
             call.conference = conf.name
             conf.participants.add(call.sid)
@@ -405,18 +407,21 @@ class Sandbox:
             if conf is not None and sid in conf.participants:
                 conf.participants.discard(sid)
                 self._conference_event(conf, "participant-leave", call, delay)
-                # Every leg here joins with endConferenceOnExit=true.
+                # Every leg here joins with endConferenceOnExit=true: its leaving ends the
+                # conference and drops the others (docs: twiml/conference).
                 for other in list(conf.participants):
                     self._end_call(other, "completed", delay)
                 if conf.started:
                     conf.started = False
                     self._conference_event(conf, "conference-end", None, delay)
-                    # A conference-end completes it: the next of that name gets a new CF
-                    # SID (docs: conference-resource, "Conferences are ... completed").
+                    # An ended conference is completed; a later one of the same name is a new
+                    # resource with its own CF SID (docs: voice/api/conference-resource).
                     conf.sid = _sid("CF")
 
     def _dial(self, call: SimCall, fate: Fate) -> None:
         """Play out an outbound leg's fate."""
+        # Call progress: initiated, ringing, then answered or a final status (docs:
+        # voice/api/call-resource#statuscallbackevent).
         self._call_event(call, "initiated")
         if fate.outcome == "ignore":
             return
@@ -534,6 +539,8 @@ class Sandbox:
             conf = self.conferences.get(name)
             if conf is None:
                 conf = self.conferences[name] = SimConference(name, _sid("CF"))
+            # The conference's statusCallback is the first participant's (docs:
+            # twiml/conference#attributes-statuscallback).
             if node.get("statusCallback") and not conf.status_callback:
                 conf.status_callback = node.get("statusCallback")
                 conf.events = tuple((node.get("statusCallbackEvent") or "").split())
