@@ -15,6 +15,12 @@ conference events are told apart by CallSid and ConferenceSid.
 Screening: the human's leg is placed with calls.create and our TwiML (/twilio/screen): a
 <Gather> speaks the briefing and waits for the key; pressing it answers with the
 <Dial><Conference> that joins them, anything else is `declined`.
+
+Briefing: an announcement to the human's participant, addressed by the ConferenceSid of
+their join callback (the participant UPDATE takes the SID, not the friendly name).
+Voicemail detection: the verdict comes to AmdStatusCallback (/twilio/amd), before or after
+the join; the customer moves only once both are in and the verdict is a person. With
+screening, detection is synchronous and the verdict arrives with the /twilio/screen request.
 """
 
 from __future__ import annotations
