@@ -456,3 +456,18 @@ def test_whisper_twiml() -> None:
         "<Response><Say>Incoming transfer. Note from the AI assistant: Wants a refund</Say>"
         "</Response>")
     assert whisper_twiml(None) == "<Response><Say>Incoming transfer.</Say></Response>"
+
+
+def test_at_the_deadline_a_joined_leg_awaiting_its_verdict_gets_one_grace(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start_detecting(mocked)
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ConferenceSid=CONF)
+    mocked.post(call_url(AGENT), json={"sid": AGENT, "status": "completed"})
+    run(tasks.expire, transfer_id=tid)
+    assert events() == []  # still waiting for the verdict
+    assert store.r.zscore(Store.DEADLINES, tid) is not None
+    run(tasks.expire, transfer_id=tid)  # the grace is over: timeout, the leg hung up
+    [event] = events()
+    assert event["reason"] == "timeout"
+    assert form(mocked.calls[-1])["Status"] == ["completed"]

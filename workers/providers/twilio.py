@@ -26,6 +26,7 @@ screening, detection is synchronous and the verdict arrives with the /twilio/scr
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -64,6 +65,9 @@ AMD_PATH = "/twilio/amd"
 _CALLER_ID_REFUSED = frozenset({21210, 21212})
 # What the human hears first (issue 20: the summary is the AI's note, not ours).
 BRIEFING_INTRO = "Incoming transfer."
+# Past the deadline, how long a joined leg's detection verdict is still awaited (Twilio's
+# MachineDetectionTimeout defaults to 30 s; docs: voice/answering-machine-detection).
+AMD_GRACE = 35.0
 
 # The human's call status -> the failure reason when it ends before joining.
 _AGENT_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
@@ -568,11 +572,26 @@ class TwilioProvider:
         return False
 
     def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
-        return False  # every outcome arrives by callback; none came in time
+        """Every outcome arrives by callback. One exception is given more time: a human
+        who answered late and whose detection verdict is still to come (Twilio decides
+        within MachineDetectionTimeout, 30 s by default), once."""
+        if (self._awaiting_detection(transfer) and transfer.get("conference_sid")
+                and not transfer.get("answered_by") and not transfer.get("amd_grace")
+                and transfer.get("state") in _PRE_BRIDGE):
+            rt.store.set_fields(transfer["transfer_id"], amd_grace="1")
+            rt.store.extend_deadline(transfer["transfer_id"], time.time() + AMD_GRACE)
+            rt.store.note(transfer["transfer_id"], "deadline: waiting for the detection "
+                          "verdict of a human leg that has joined")
+            return True
+        return False
 
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
-        status = "canceled" if current.get("agent_status", "") in _RINGING else "completed"
+        # "canceled" ends only a call still ringing; a leg seen in the conference has been
+        # answered, whatever its status callbacks have said so far.
+        ringing = current.get("agent_status", "") in _RINGING and not current.get(
+            "conference_sid")
+        status = "canceled" if ringing else "completed"
         self._hang_up(rt, transfer, current.get("agent_call_sid", ""), status)
 
     def _hang_up(self, rt: Runtime, transfer: Mapping[str, str], call_sid: str,
