@@ -576,9 +576,11 @@ class TwilioProvider:
         who answered late and whose detection verdict is still to come (Twilio decides
         within MachineDetectionTimeout, 30 s by default), once."""
         if (self._awaiting_detection(transfer) and transfer.get("conference_sid")
-                and not transfer.get("answered_by") and not transfer.get("amd_grace")
+                and not transfer.get("answered_by")
+                and transfer.get("amd_grace") != transfer.get("attempt", "0")
                 and transfer.get("state") in _PRE_BRIDGE):
-            rt.store.set_fields(transfer["transfer_id"], amd_grace="1")
+            # Once per destination: the field names the attempt it was given to.
+            rt.store.set_fields(transfer["transfer_id"], amd_grace=transfer.get("attempt", "0"))
             rt.store.extend_deadline(transfer["transfer_id"], time.time() + AMD_GRACE)
             rt.store.note(transfer["transfer_id"], "deadline: waiting for the detection "
                           "verdict of a human leg that has joined")
