@@ -310,8 +310,9 @@ class Sandbox:
         signature = RequestValidator(self.twilio_auth_token).compute_signature(url, params)
         status = 0
         try:
-            # I-Twilio-Idempotency-Token: the same on Twilio's retries of one delivery
-            # (https://www.twilio.com/docs/usage/webhooks/webhooks-connection-overrides).
+            # I-Twilio-Idempotency-Token, the same on Twilio's retries of one delivery
+            # (retries: docs usage/webhooks/webhooks-connection-overrides; header: no
+            # Twilio page found, see docs/providers.md).
             resp = self.http.post(url, data=params, timeout=10, headers={
                 "X-Twilio-Signature": signature,
                 "I-Twilio-Idempotency-Token": idempotency_token or uuid.uuid4().hex,
