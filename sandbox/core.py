@@ -93,9 +93,11 @@ class SimCall:
     held: list[str] = field(default_factory=list)
     # Exotel: the flow (Connect applet URL, passthru URL, callback format) and its legs.
     flow: dict[str, Any] = field(default_factory=dict)
-    # Twilio answering-machine detection: asked for, and its verdict.
+    # Twilio answering-machine detection: asked for, its verdict, where a participant's
+    # verdict goes (AmdStatusCallback).
     machine_detection: bool = False
     answered_by: str = ""
+    amd_callback: str | None = None
     # Twilio calls.create with a Url: the TwiML run on answer, and the leg's fate (which
     # decides the key a <Gather> hears).
     url: str | None = None
@@ -311,9 +313,13 @@ class Sandbox:
     def send_twilio_callback(self, url: str, params: dict[str, str],
                              idempotency_token: str | None = None) -> int:
         """POST a callback signed as Twilio signs it (X-Twilio-Signature over URL + params)."""
+        # https://www.twilio.com/docs/usage/security#validating-requests (HMAC-SHA1, token)
         signature = RequestValidator(self.twilio_auth_token).compute_signature(url, params)
         status = 0
         try:
+            # I-Twilio-Idempotency-Token, the same on Twilio's retries of one delivery
+            # (retries: docs usage/webhooks/webhooks-connection-overrides; header: no
+            # Twilio page found, see docs/providers.md).
             resp = self.http.post(url, data=params, timeout=10, headers={
                 "X-Twilio-Signature": signature,
                 "I-Twilio-Idempotency-Token": idempotency_token or uuid.uuid4().hex,
@@ -334,6 +340,9 @@ class Sandbox:
             self.deliver(delay, lambda t=token: self.send_twilio_callback(url, params, t))
 
     def _call_params(self, call: SimCall, status: str) -> dict[str, str]:
+        # https://www.twilio.com/docs/voice/api/call-resource#statuscallback: the call's
+        # fields. No AnsweredBy: detection's verdict goes to AmdStatusCallback (participants)
+        # or to the Url's request (calls.create); the docs list it on neither callback.
         params = {
             "AccountSid": self.twilio_account_sid, "ApiVersion": "2010-04-01",
             "CallSid": call.sid, "CallStatus": status, "Called": call.to, "To": call.to,
@@ -343,12 +352,12 @@ class Sandbox:
         }
         if status in ("completed", "busy", "no-answer", "failed", "canceled"):
             params["CallDuration"] = "0"
-        if status == "in-progress" and call.machine_detection:
-            params["AnsweredBy"] = call.answered_by
         return params
 
     def _call_event(self, call: SimCall, status: str, delay: float = 0.0) -> None:
         """Tell the call's status callback, if it asked for this event."""
+        # StatusCallbackEvent initiated/ringing/answered/completed; busy, no-answer, failed
+        # and canceled come as "completed" (docs: call-resource, StatusCallbackEvent).
         event = {"in-progress": "answered", "queued": "initiated"}.get(status, status)
         if status in ("busy", "no-answer", "failed", "canceled"):
             event = "completed"
@@ -357,6 +366,8 @@ class Sandbox:
 
     def _conference_event(self, conf: SimConference, event: str, call: SimCall | None,
                           delay: float = 0.0) -> None:
+        # https://www.twilio.com/docs/voice/api/conference-resource#conference-status-callback
+        # (events subscribed by short name: start end join leave announcement ...).
         short = event.removeprefix("participant-").removeprefix("conference-")
         if short.startswith("announcement-"):
             short = "announcement"
@@ -376,6 +387,8 @@ class Sandbox:
         self._schedule_callback(delay, conf.status_callback, params)
 
     def _join(self, conf: SimConference, call: SimCall, delay: float) -> None:
+        # startConferenceOnEnter=true on every leg: the first join starts it (docs:
+        # twiml/conference, conference-start then participant-join events).
         with self.lock:
             call.conference = conf.name
             conf.participants.add(call.sid)
@@ -402,17 +415,21 @@ class Sandbox:
             if conf is not None and sid in conf.participants:
                 conf.participants.discard(sid)
                 self._conference_event(conf, "participant-leave", call, delay)
-                # Every leg here joins with endConferenceOnExit=true.
+                # Every leg here joins with endConferenceOnExit=true: its leaving ends the
+                # conference and drops the others (docs: twiml/conference).
                 for other in list(conf.participants):
                     self._end_call(other, "completed", delay)
                 if conf.started:
                     conf.started = False
                     self._conference_event(conf, "conference-end", None, delay)
-                    # As on Twilio, the next conference of that name is another one.
+                    # An ended conference is completed; a later one of the same name is a new
+                    # resource with its own CF SID (docs: voice/api/conference-resource).
                     conf.sid = _sid("CF")
 
     def _dial(self, call: SimCall, fate: Fate) -> None:
         """Play out an outbound leg's fate."""
+        # Call progress: initiated, ringing, then answered or a final status (docs:
+        # voice/api/call-resource#statuscallbackevent).
         self._call_event(call, "initiated")
         if fate.outcome == "ignore":
             return
@@ -434,11 +451,24 @@ class Sandbox:
                             else "human"
                     self._call_event(call, "in-progress")
                     if call.url:
+                        # calls.create without AsyncAmd: "blocks the execution of the call
+                        # until Answering Machine Detection is completed" (SDK call/
+                        # __init__.py, async_amd): the Url is fetched after the verdict.
                         self.scheduler.at(0.01, lambda: self._run_url(call))
                         return
                     conf = self.conferences.get(call.conference or "")
                     if conf is not None:
+                        # The docs do not say whether a participant joins before its AMD
+                        # verdict: the least convenient order, join first, verdict after.
                         self._join(conf, call, 0.0)
+                    if call.machine_detection and call.amd_callback:
+                        # AmdStatusCallback (SDK participant.py, amd_status_callback):
+                        # AccountSid, CallSid, AnsweredBy, MachineDetectionDuration. Without
+                        # it, nothing is sent (warning 21262).
+                        self._schedule_callback(0.15, call.amd_callback, {
+                            "AccountSid": self.twilio_account_sid, "CallSid": call.sid,
+                            "AnsweredBy": call.answered_by,
+                            "MachineDetectionDuration": "1500"})
                 else:
                     status = {"fail": "failed", "decline": "no-answer"}.get(fate.outcome,
                                                                              fate.outcome)
@@ -449,16 +479,20 @@ class Sandbox:
     # TwiML on a leg we placed with a Url
     def _fetch_twiml(self, call: SimCall, url: str, extra: dict[str, str]) -> Any:
         """POST to the application's URL, signed as Twilio signs it; its TwiML, or None."""
+        # https://www.twilio.com/docs/voice/twiml#request-parameters
         params = {"AccountSid": self.twilio_account_sid, "CallSid": call.sid,
                   "CallStatus": call.status, "From": call.from_, "To": call.to,
                   "Direction": "outbound-api", **extra}
         if call.machine_detection:
+            # Synchronous AMD: "the result is sent to this URL just like any other
+            # outbound-api call" (twilio.com/en-us/blog/async-answering-machine-detection-tutorial).
             params["AnsweredBy"] = call.answered_by
         status, text = -1, ""
         try:
             resp = self.http.post(url, data=params, timeout=10, headers={
                 "X-Twilio-Signature": RequestValidator(
-                    self.twilio_auth_token).compute_signature(url, params)})
+                    self.twilio_auth_token).compute_signature(url, params),
+                "I-Twilio-Idempotency-Token": uuid.uuid4().hex})
             status, text = resp.status_code, resp.text
         except requests.RequestException:
             pass
@@ -480,6 +514,8 @@ class Sandbox:
     def run_twiml(self, call: SimCall, root: Any) -> None:
         """Run a TwiML document on a live leg: Say, Gather (the fate presses the key or
         not), Dial/Conference, Hangup; a document that runs out hangs up, as Twilio does."""
+        # https://www.twilio.com/docs/voice/twiml: verbs run in order; no more verbs ends
+        # the call; <Gather action actionOnEmptyResult> (docs: twiml/gather).
         if root is None:
             self._end_call(call.sid, "completed")  # Twilio: "an application error occurred"
             return
@@ -511,6 +547,8 @@ class Sandbox:
             conf = self.conferences.get(name)
             if conf is None:
                 conf = self.conferences[name] = SimConference(name, _sid("CF"))
+            # The conference's statusCallback is the first participant's (docs:
+            # twiml/conference#attributes-statuscallback).
             if node.get("statusCallback") and not conf.status_callback:
                 conf.status_callback = node.get("statusCallback")
                 conf.events = tuple((node.get("statusCallbackEvent") or "").split())

@@ -30,6 +30,8 @@ def register(app: Flask, sb: Sandbox) -> None:
     from sandbox.core import SimCall, SimConference, _sid, _twilio_error
 
     def authorized(account: str) -> Response | None:
+        # HTTP basic auth, AccountSid:AuthToken; else 401 / 20003
+        # (https://www.twilio.com/docs/usage/requests-to-twilio).
         auth = request.authorization
         if (account != sb.twilio_account_sid or auth is None
                 or auth.username != sb.twilio_account_sid
@@ -38,12 +40,17 @@ def register(app: Flask, sb: Sandbox) -> None:
         return None
 
     def call_json(call: SimCall) -> Response:
+        # answered_by only once the call has ended: "AMD results will still be available in
+        # the /Calls resource once the call is complete" (twilio.com/docs/api/errors/21262).
+        ended = call.status in _ENDED
         return jsonify({"sid": call.sid, "account_sid": sb.twilio_account_sid, "to": call.to,
                         "from": call.from_, "status": call.status,
-                        "answered_by": call.answered_by or None,
+                        "answered_by": (call.answered_by or None) if ended else None,
                         "uri": f"/2010-04-01/Accounts/{sb.twilio_account_sid}/Calls/"
                                f"{call.sid}.json"})
 
+    # Create addressed by the conference's friendly name, created if new (documented for
+    # create only: docs/voice/api/conference-participant-resource#create-a-participant).
     @app.post(f"{_BASE}/Conferences/<name>/Participants.json")
     def create_participant(account: str, name: str) -> Response | tuple[Response, int]:
         if (denied := authorized(account)) is not None:
@@ -51,19 +58,23 @@ def register(app: Flask, sb: Sandbox) -> None:
         form = request.form
         to, from_ = form.get("To", ""), form.get("From", "")
         if not to or not from_:
+            # https://www.twilio.com/docs/api/errors/21201
             return _twilio_error(400, 21201, "No 'To' or 'From' number is specified")
         with sb.lock:
             conf = sb.conferences.get(name)
             if conf is None:
                 conf = sb.conferences[name] = SimConference(name, _sid("CF"))
-            # Twilio: the first participant's conference callback is the conference's.
+            # The first participant's conference callback is the conference's
+            # (conference_status_callback, SDK participant.py create(): "the conference").
             if form.get("ConferenceStatusCallback") and not conf.status_callback:
                 conf.status_callback = form["ConferenceStatusCallback"]
                 conf.events = tuple(form.getlist("ConferenceStatusCallbackEvent"))
             call = SimCall(_sid("CA"), to, from_, "queued", form.get("StatusCallback"),
                            tuple(form.getlist("StatusCallbackEvent")), conference=name,
                            label=form.get("Label"),
-                           machine_detection=bool(form.get("MachineDetection")))
+                           machine_detection=bool(form.get("MachineDetection")),
+                           # Where the participant's AMD verdict goes (participant.py).
+                           amd_callback=form.get("AmdStatusCallback"))
             sb.calls[call.sid] = call
             fate = sb.fates.get(to, sb.default_fate)
         with sb.scheduler.keyed(name):
@@ -73,12 +84,15 @@ def register(app: Flask, sb: Sandbox) -> None:
                         "start_conference_on_enter": True, "end_conference_on_exit": True,
                         "hold": False, "muted": False, "coaching": False}), 201
 
-    @app.post(f"{_BASE}/Conferences/<name>/Participants/<call_sid>.json")
-    def update_participant(account: str, name: str, call_sid: str) -> Response:
+    # Update is addressed by the conference SID: "conference_sid: The SID of the conference
+    # with the participant to update" (SDK participant.py, ParticipantContext); a friendly
+    # name is documented only for create. Anything else: 404 / 20404.
+    @app.post(f"{_BASE}/Conferences/<conference_sid>/Participants/<call_sid>.json")
+    def update_participant(account: str, conference_sid: str, call_sid: str) -> Response:
         if (denied := authorized(account)) is not None:
             return denied
         with sb.lock:
-            conf = sb.conferences.get(name)
+            conf = next((c for c in sb.conferences.values() if c.sid == conference_sid), None)
             call = sb.calls.get(call_sid)
             if conf is None or call is None or call_sid not in conf.participants:
                 return _twilio_error(404, 20404, f"The requested resource {request.path} "
@@ -86,7 +100,8 @@ def register(app: Flask, sb: Sandbox) -> None:
         announce = request.form.get("AnnounceUrl")
         if announce:
             def play() -> None:
-                # Twilio fetches the announcement and plays it to this participant alone.
+                # announce_url: "an announcement to the participant" (participant.py
+                # update()), fetched with announce_method; then announcement-end or -fail.
                 url, params = announce, {"AccountSid": sb.twilio_account_sid,
                                          "CallSid": call.sid, "ConferenceSid": conf.sid}
                 status = -1
@@ -103,12 +118,13 @@ def register(app: Flask, sb: Sandbox) -> None:
                 sb._conference_event(conf, "announcement-end" if status == 200
                                      else "announcement-fail", call)
 
-            with sb.scheduler.keyed(name):
+            with sb.scheduler.keyed(conf.name):
                 sb.scheduler.at(0.05, play)
         return jsonify({"account_sid": sb.twilio_account_sid, "call_sid": call.sid,
                         "conference_sid": conf.sid, "label": call.label,
                         "status": call.status})
 
+    # Read calls, filtered by To, From, Status (docs: call-resource#read-multiple-call-resources).
     @app.get(f"{_BASE}/Calls.json")
     def list_calls(account: str) -> Response:
         if (denied := authorized(account)) is not None:
@@ -124,6 +140,8 @@ def register(app: Flask, sb: Sandbox) -> None:
                         "page_size": len(body), "start": 0, "end": max(len(body) - 1, 0),
                         "uri": request.full_path})
 
+    # Create a call with Url or Twiml (docs: call-resource#create-a-call-resource; 21205
+    # "Url or Twiml is required").
     @app.post(f"{_BASE}/Calls.json")
     def create_call(account: str) -> Response | tuple[Response, int]:
         if (denied := authorized(account)) is not None:
@@ -145,6 +163,7 @@ def register(app: Flask, sb: Sandbox) -> None:
             sb._dial(call, fate)
         return call_json(call), 201
 
+    # Fetch a call; 404 / 20404 when unknown (docs: call-resource#fetch-a-call-resource).
     @app.get(f"{_BASE}/Calls/<call_sid>.json")
     def fetch_call(account: str, call_sid: str) -> Response:
         if (denied := authorized(account)) is not None:
@@ -155,6 +174,8 @@ def register(app: Flask, sb: Sandbox) -> None:
                                              "was not found")
         return call_json(call)
 
+    # Update a call: Status canceled/completed, or new Twiml; 21220 for a call no longer
+    # in progress (docs: call-resource#update-a-call-resource, errors/21220).
     @app.post(f"{_BASE}/Calls/<call_sid>.json")
     def update_call(account: str, call_sid: str) -> Response:
         if (denied := authorized(account)) is not None:
@@ -169,7 +190,8 @@ def register(app: Flask, sb: Sandbox) -> None:
             twiml = request.form.get("Twiml")
             if status in ("canceled", "completed"):
                 if status == "canceled" and call.status not in ("queued", "ringing"):
-                    return call_json(call)  # Twilio: canceling an answered call does nothing
+                    # "canceled" ends only a queued or ringing call (call-resource, Status).
+                    return call_json(call)
                 sb._end_call(call.sid, "canceled" if call.status in ("queued", "ringing")
                              else "completed")
                 return call_json(call)
@@ -179,6 +201,7 @@ def register(app: Flask, sb: Sandbox) -> None:
                 try:
                     root = ET.fromstring(twiml)  # noqa: S314 - TwiML we were sent by our own tests
                 except ET.ParseError:
+                    # https://www.twilio.com/docs/api/errors/12100
                     return _twilio_error(400, 12100, "Document parse failure")
                 sb.join_conference_node(call, root.find("./Dial/Conference"), 0.02)
             return call_json(call)

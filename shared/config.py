@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
     twilio_api_base_url: str = "https://api.twilio.com"
+    # SharedKey secrets of Twilio webhook rules (comma-separated, two during a rotation).
+    twilio_webhook_shared_keys: str = ""
 
     plivo_auth_id: str = ""
     plivo_auth_token: str = ""

@@ -52,6 +52,17 @@ def enqueue(task: str, **kwargs: Any) -> None:
         abort(503)
 
 
+def try_enqueue(task: str, **kwargs: Any) -> bool:
+    """Publish a task where the answer must not depend on it (a TwiML route steering a live
+    call): False, logged, when the broker is down."""
+    try:
+        deps().celery.send_task(task, kwargs=kwargs, queue=TRANSFERS_QUEUE)
+    except Exception:
+        log.exception("could not enqueue; answering anyway", extra={"task": task})
+        return False
+    return True
+
+
 def release_claim() -> None:
     """Forget this request's replay claim: it was not accepted, so its retry must be."""
     claim = g.pop("release_on_failure", None)

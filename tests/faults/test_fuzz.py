@@ -26,7 +26,8 @@ BROKER_DB = 7  # a database no worker consumes: whatever lands there was enqueue
 TWILIO_ROUTES = {"/twilio/status": ("CallSid", "CallStatus"),
                  "/twilio/agent-status": ("CallSid", "CallStatus"),
                  "/twilio/conference": ("StatusCallbackEvent",),
-                 "/twilio/screen-result": ("CallSid",)}
+                 "/twilio/screen-result": ("CallSid",),
+                 "/twilio/amd": ("CallSid", "AnsweredBy")}
 PLIVO_ROUTES = {"/plivo/dial-action": ("DialStatus",), "/plivo/dial-callback": ("Event",),
                 "/plivo/status": ("CallUUID",)}
 # Routes that answer XML to an authenticated request whatever its fields.

@@ -300,12 +300,40 @@ def test_briefing_is_spoken_to_the_human_alone_before_the_bridge(stack: Stack) -
         summary="Customer wants to change a delivery address"))
     assert stack.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
     human = next(c for c in stack.sandbox.calls.values() if c.to == number)
-    assert human.spoken == ["Incoming transfer. Customer wants to change a delivery address"]
+    assert human.spoken == ["Incoming transfer. Note from the AI assistant: "
+                            "Customer wants to change a delivery address"]
     assert stack.sandbox.calls[call_id].spoken == []  # the customer heard none of it
     order = [r.path for r in stack.sandbox.requests
              if r.path.endswith(f"/Participants/{human.sid}.json")
              or r.path.endswith(f"/Calls/{call_id}.json")]
-    assert order[0].endswith(f"/Participants/{human.sid}.json")  # announced, then moved
+    # Announced, then moved; the update addressed by the conference's SID (the sandbox
+    # answers 404 / 20404 to one addressed by its friendly name, as Twilio does).
+    assert order[0].endswith(f"/Participants/{human.sid}.json")
+    assert "/Conferences/CF" in order[0] and f"transfer-{lead}" not in order[0]
+    assert order[1:] == [p for p in order if p.endswith(f"/Calls/{call_id}.json")]
+    # The announcement had ended before the customer was moved.
+    ended = next(d.at for d in stack.sandbox.deliveries
+                 if d.params.get("StatusCallbackEvent") == "announcement-end"
+                 and d.params.get("CallSid") == human.sid)
+    [move] = stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST")
+    assert ended <= move.at
+
+
+def test_the_sandbox_refuses_a_participant_update_by_friendly_name(stack: Stack) -> None:
+    lead, _, number, result = _request(stack, "answer-after:2")
+    deadline = time.monotonic() + 5
+    while not _participant_requests(stack, lead):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    human = next(c for c in stack.sandbox.calls.values() if c.to == number)
+    url = (f"{stack.settings.twilio_api_base_url}/2010-04-01/Accounts/"
+           f"{stack.settings.twilio_account_sid}/Conferences/transfer-{lead}/Participants/"
+           f"{human.sid}.json")
+    resp = requests.post(url, data={"AnnounceUrl": "https://example.com/x"}, timeout=5,
+                         auth=(stack.settings.twilio_account_sid,
+                               stack.settings.twilio_auth_token))
+    assert resp.status_code == 404 and resp.json()["code"] == 20404
+    assert stack.terminal(str(result["transfer_id"]))["type"] == "transfer.succeeded"
 
 
 def _policies(stack: Stack, fates: list[str], **configurations: object
@@ -342,22 +370,50 @@ def test_first_destination_busy_then_second_answers(stack: Stack) -> None:
 
 
 def test_voicemail_then_fallback_answers(stack: Stack) -> None:
-    _, _, numbers, tid = _policies(stack, ["machine", "answer"], voicemail_detection=True)
+    lead, call_id, numbers, tid = _policies(stack, ["machine", "answer"],
+                                            voicemail_detection=True)
     event = stack.terminal(tid)
     assert event["type"] == "transfer.succeeded"
     assert [a["outcome"] for a in event["attempts"]] == ["voicemail", "answered"]
     machine = next(c for c in stack.sandbox.calls.values() if c.to == numbers[0])
+    human = next(c for c in stack.sandbox.calls.values() if c.to == numbers[1])
     assert machine.status == "completed"  # hung up, not left on the voicemail
+    # Never bridged: the machine's leg joined the conference before its verdict came (the
+    # sandbox's order), yet it was neither briefed nor joined by the customer.
+    assert machine.spoken == []
+    assert human.spoken == ["Incoming transfer. Note from the AI assistant: Billing question"]
+    [move] = stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST")
+    with stack.sandbox.lock:
+        deliveries = list(stack.sandbox.deliveries)
+    verdicts = [(d.params["CallSid"], d.params["AnsweredBy"], d.at) for d in deliveries
+                if "/twilio/amd?" in d.url and d.params["CallSid"] in (machine.sid, human.sid)]
+    assert [(sid, answer) for sid, answer, _ in verdicts] == [
+        (machine.sid, "machine_start"), (human.sid, "human")]
+    machine_join = next(d.at for d in deliveries
+                        if d.params.get("StatusCallbackEvent") == "participant-join"
+                        and d.params.get("CallSid") == machine.sid)
+    assert machine_join <= verdicts[0][2]  # the join came first
+    assert verdicts[1][2] <= move.at  # the customer moved only after a human was known
+    # AnsweredBy only where Twilio sends it: never on a leg's status callback.
+    assert not any("AnsweredBy" in d.params for d in deliveries if "/agent-status" in d.url)
+    dials = _participant_requests(stack, lead)
+    assert [r.value("AmdStatusCallback") for r in dials] == [  # type: ignore[attr-defined]
+        f"{stack.settings.public_base_url}/twilio/amd?transfer_id={tid}",
+        f"{stack.settings.public_base_url}/twilio/amd?transfer_id={tid}&attempt=1"]
 
 
 def test_screening_accepted_joins_after_the_key(stack: Stack) -> None:
     _, call_id, numbers, tid = _policies(stack, ["answer"], screening=True)
     assert stack.terminal(tid)["type"] == "transfer.succeeded"
     human = next(c for c in stack.sandbox.calls.values() if c.to == numbers[0])
-    assert human.spoken == ["Incoming transfer. Billing question", "Press 1 to take the call."]
+    assert human.spoken == ["Incoming transfer. Note from the AI assistant: Billing question",
+                            "Press 1 to take the call."]
     assert stack.sandbox.calls[call_id].spoken == []  # the customer heard none of it
     [dial] = stack.sandbox.api_requests("/Calls.json", method="POST")[-1:]
-    assert (dial.value("Url") or "").endswith(f"/twilio/screen?transfer_id={tid}")
+    lead = stack.store.get_transfer(tid)["lead_id"]  # type: ignore[index]
+    assert (dial.value("Url") or "").endswith(
+        f"/twilio/screen?transfer_id={tid}&lead_id={lead}&key=1&timeout=8")
+    assert dial.value("MachineDetection") is None  # no detection asked
 
 
 def test_screening_declined_then_fallback_answers(stack: Stack) -> None:
@@ -446,3 +502,40 @@ def test_screening_key_and_timeout_from_the_template(stack: Stack) -> None:
     assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
     human = next(c for c in stack.sandbox.calls.values() if c.to == right)
     assert human.spoken[-1] == "Press the pound key to take the call."
+
+
+def test_a_repeated_twiml_request_gets_the_same_twiml(stack: Stack) -> None:
+    """Twilio retries a TwiML request that timed out with the same idempotency token: the
+    retry gets the same instructions (not an empty 204) and enqueues nothing twice."""
+    from twilio.request_validator import RequestValidator
+
+    _, _, numbers, tid = _policies(stack, ["answer-after:2"], screening=True)
+    deadline = time.monotonic() + 5
+    while not stack.sandbox.api_requests("/Calls.json", method="POST") or not any(
+            (r.value("Url") or "").find(tid) > 0
+            for r in stack.sandbox.api_requests("/Calls.json", method="POST")):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    dial = next(r for r in stack.sandbox.api_requests("/Calls.json", method="POST")
+                if tid in (r.value("Url") or ""))
+    screen_url = dial.value("Url") or ""
+    human_sid = stack.store.get_transfer(tid)["agent_call_sid"]  # type: ignore[index]
+    signer = RequestValidator(stack.settings.twilio_auth_token)
+
+    def twice(url: str, params: dict[str, str]) -> list[requests.Response]:
+        headers = {"X-Twilio-Signature": signer.compute_signature(url, params),
+                   "I-Twilio-Idempotency-Token": "retry-" + url[-40:]}
+        return [requests.post(url, data=params, headers=headers, timeout=5) for _ in (1, 2)]
+
+    answered = {"CallSid": human_sid, "CallStatus": "in-progress", "To": numbers[0]}
+    first, again = twice(screen_url, answered)
+    assert first.status_code == again.status_code == 200
+    assert first.text == again.text and "<Gather" in first.text
+    action = first.text.split('action="')[1].split('"')[0].replace("&amp;", "&")
+    first, again = twice(action, {"CallSid": human_sid, "Digits": "1"})
+    assert first.status_code == again.status_code == 200
+    assert first.text == again.text and ">transfer-" in first.text
+    # The real leg goes on and succeeds; one outcome.
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    time.sleep(0.3)
+    assert stack.terminal_count(tid) == 1

@@ -340,17 +340,30 @@ def start_detecting(mocked: responses.RequestsMock, lead: str = "L1") -> str:
 
 def test_voicemail_detection_asks_twilio_to_detect(rt: Runtime,
                                                    mocked: responses.RequestsMock) -> None:
-    start_detecting(mocked)
-    assert form(mocked.calls[0])["MachineDetection"] == ["Enable"]
+    tid = start_detecting(mocked)
+    f = form(mocked.calls[0])
+    assert f["MachineDetection"] == ["Enable"]
+    # The verdict of a participant's detection goes only to AmdStatusCallback (Twilio
+    # warns 21262 without one): ours, signed by Twilio like every callback, with the attempt.
+    assert f["AmdStatusCallback"] == [
+        f"https://hooks.example.com/twilio/amd?transfer_id={tid}"]
+    assert f["AmdStatusCallbackMethod"] == ["POST"]
+    assert "AsyncAmd" not in f  # a /Calls parameter; on /Participants a warning (21263)
+
+
+CONF = "CF" + "1" * 32
 
 
 def test_machine_answer_is_voicemail_not_success(rt: Runtime, store: Store, events: Any,
                                                  mocked: responses.RequestsMock) -> None:
     tid = start_detecting(mocked)
     mocked.post(call_url(AGENT), json={"sid": AGENT, "status": "completed"})
-    callback("agent-status", tid, CallSid=AGENT, CallStatus="in-progress",
-             AnsweredBy="machine_start")
-    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="in-progress")
+    # Twilio may put the leg in the conference before detection has answered.
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ConferenceSid=CONF)
+    assert len(mocked.calls) == 1 and events() == []  # nobody moved while undecided
+    callback("amd", tid, CallSid=AGENT, AnsweredBy="machine_start", attempt="0")
     [event] = events()
     assert (event["reason"], event["action"]) == ("voicemail", "resume")
     hangup = mocked.calls[-1]
@@ -358,29 +371,45 @@ def test_machine_answer_is_voicemail_not_success(rt: Runtime, store: Store, even
     assert all(c.request.url != call_url(CUSTOMER) for c in mocked.calls)  # never moved
 
 
-@pytest.mark.parametrize(("answered_by", "moved"), [("human", True), ("machine", False)])
-def test_join_before_the_answer_callback_asks_twilio_who_answered(
+@pytest.mark.parametrize("verdict_first", [False, True])
+@pytest.mark.parametrize(("answered_by", "moved"), [("human", True), ("unknown", True),
+                                                    ("fax", False),
+                                                    ("machine_end_beep", False)])
+def test_the_bridge_waits_for_both_the_join_and_the_verdict(
         rt: Runtime, events: Any, mocked: responses.RequestsMock, answered_by: str,
-        moved: bool) -> None:
+        moved: bool, verdict_first: bool) -> None:
     tid = start_detecting(mocked)
-    mocked.get(call_url(AGENT), json={"sid": AGENT, "status": "in-progress",
-                                      "answered_by": answered_by})
     mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
     mocked.post(call_url(AGENT), json={"sid": AGENT, "status": "completed"})
-    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT)
-    assert any(c.request.method == "GET" for c in mocked.calls)
+    join = {"StatusCallbackEvent": "participant-join", "CallSid": AGENT,
+            "ConferenceSid": CONF}
+    verdict = {"CallSid": AGENT, "AnsweredBy": answered_by, "attempt": "0"}
+    steps = [("amd", verdict), ("conference", join)]
+    for kind, params in (steps if verdict_first else steps[::-1]):
+        callback(kind, tid, **params)
     assert any(c.request.url == call_url(CUSTOMER) for c in mocked.calls) is moved
-    reasons = [e["reason"] for e in events()]
-    assert reasons == ([] if moved else ["voicemail"])
+    # Twilio is never asked who answered: the Call has AnsweredBy only once it has ended.
+    assert all(c.request.method == "POST" for c in mocked.calls)
+    assert [e["reason"] for e in events()] == ([] if moved else ["voicemail"])
+
+
+def test_a_verdict_about_an_earlier_destination_changes_nothing(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start_detecting(mocked)
+    callback("amd", tid, CallSid="CA" + "9" * 32, AnsweredBy="machine_start", attempt="0")
+    callback("amd", tid, CallSid=AGENT, AnsweredBy="machine_start", attempt="3")
+    assert events() == [] and len(mocked.calls) == 1
+    assert not store.get_transfer(tid).get("answered_by")  # type: ignore[union-attr]
 
 
 def test_without_detection_nothing_is_asked(rt: Runtime, mocked: responses.RequestsMock
                                             ) -> None:
     tid = start(rt, mocked)
     assert "MachineDetection" not in form(mocked.calls[0])
+    assert "AmdStatusCallback" not in form(mocked.calls[0])
     mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
     callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT)
-    assert all(c.request.method == "POST" for c in mocked.calls)
+    assert mocked.calls[-1].request.url == call_url(CUSTOMER)  # no verdict awaited
 
 
 def test_briefing_is_announced_to_the_human_before_the_customer_moves(
@@ -389,13 +418,18 @@ def test_briefing_is_announced_to_the_human_before_the_customer_moves(
                 json={"call_sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
     run(tasks.transfer_request, request=make_request(
         lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1", summary="Wants a refund"))
-    announce = f"{ACCOUNT}/Conferences/transfer-L1/Participants/{AGENT}.json"
+    # The participant UPDATE is addressed by the conference SID from the join callback
+    # (SDK participant.py: "conference_sid: The SID of the conference with the participant
+    # to update"); the friendly name there is a 404.
+    announce = f"{ACCOUNT}/Conferences/{CONF}/Participants/{AGENT}.json"
     mocked.post(announce, json={"call_sid": AGENT, "status": "connected"})
     mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
-    callback("conference", "tr_L1", StatusCallbackEvent="participant-join", CallSid=AGENT)
-    callback("conference", "tr_L1", StatusCallbackEvent="participant-join", CallSid=AGENT)
+    for _ in range(2):
+        callback("conference", "tr_L1", StatusCallbackEvent="participant-join",
+                 CallSid=AGENT, ConferenceSid=CONF, FriendlyName="transfer-L1")
     urls = [c.request.url for c in mocked.calls]
     assert urls.count(announce) == 1 and call_url(CUSTOMER) not in urls
+    assert not any("transfer-L1/Participants/" in u for u in urls)
     assert form(mocked.calls[-1])["AnnounceUrl"] == [
         "https://hooks.example.com/twilio/whisper?transfer_id=tr_L1"]
     callback("conference", "tr_L1", StatusCallbackEvent="announcement-end", CallSid=AGENT)
@@ -404,9 +438,36 @@ def test_briefing_is_announced_to_the_human_before_the_customer_moves(
     assert [e["type"] for e in events()] == ["transfer.succeeded"]
 
 
+def test_without_a_conference_sid_the_human_is_not_briefed_by_name(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), status=201,
+                json={"call_sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    run(tasks.transfer_request, request=make_request(
+        lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1", summary="Wants a refund"))
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    callback("conference", "tr_L1", StatusCallbackEvent="participant-join", CallSid=AGENT)
+    assert [c.request.url for c in mocked.calls][1:] == [call_url(CUSTOMER)]
+
+
 def test_whisper_twiml() -> None:
     from workers.providers.twilio import whisper_twiml
 
-    assert whisper_twiml({"summary": "Wants a refund"}) == (
-        "<Response><Say>Incoming transfer. Wants a refund</Say></Response>")
-    assert whisper_twiml(None) == "<Response />"
+    assert whisper_twiml("Wants a refund") == (
+        "<Response><Say>Incoming transfer. Note from the AI assistant: Wants a refund</Say>"
+        "</Response>")
+    assert whisper_twiml(None) == "<Response><Say>Incoming transfer.</Say></Response>"
+
+
+def test_at_the_deadline_a_joined_leg_awaiting_its_verdict_gets_one_grace(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start_detecting(mocked)
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ConferenceSid=CONF)
+    mocked.post(call_url(AGENT), json={"sid": AGENT, "status": "completed"})
+    run(tasks.expire, transfer_id=tid)
+    assert events() == []  # still waiting for the verdict
+    assert store.r.zscore(Store.DEADLINES, tid) is not None
+    run(tasks.expire, transfer_id=tid)  # the grace is over: timeout, the leg hung up
+    [event] = events()
+    assert event["reason"] == "timeout"
+    assert form(mocked.calls[-1])["Status"] == ["completed"]

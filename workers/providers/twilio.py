@@ -15,11 +15,18 @@ conference events are told apart by CallSid and ConferenceSid.
 Screening: the human's leg is placed with calls.create and our TwiML (/twilio/screen): a
 <Gather> speaks the briefing and waits for the key; pressing it answers with the
 <Dial><Conference> that joins them, anything else is `declined`.
+
+Briefing: an announcement to the human's participant, addressed by the ConferenceSid of
+their join callback (the participant UPDATE takes the SID, not the friendly name).
+Voicemail detection: the verdict comes to AmdStatusCallback (/twilio/amd), before or after
+the join; the customer moves only once both are in and the verdict is a person. With
+screening, detection is synchronous and the verdict arrives with the /twilio/screen request.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -52,8 +59,15 @@ CONFERENCE_PATH = "/twilio/conference"
 WHISPER_PATH = "/twilio/whisper"
 SCREEN_PATH = "/twilio/screen"
 SCREEN_RESULT_PATH = "/twilio/screen-result"
-# Twilio's refusals of a caller ID it will not present (not a Twilio or verified number).
-_CALLER_ID_REFUSED = frozenset({21210, 21212, 13214})
+AMD_PATH = "/twilio/amd"
+# Twilio's REST refusals of a caller ID it will not present (21210: not a Twilio or verified
+# number; 21212: invalid). 13214 is a <Dial> callerId warning, never a REST answer.
+_CALLER_ID_REFUSED = frozenset({21210, 21212})
+# What the human hears first (issue 20: the summary is the AI's note, not ours).
+BRIEFING_INTRO = "Incoming transfer."
+# Past the deadline, how long a joined leg's detection verdict is still awaited (Twilio's
+# MachineDetectionTimeout defaults to 30 s; docs: voice/answering-machine-detection).
+AMD_GRACE = 35.0
 
 # The human's call status -> the failure reason when it ends before joining.
 _AGENT_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
@@ -71,7 +85,7 @@ def warm_up() -> None:
     client.calls("warm-up")
 
 
-def _is_machine(answered_by: str) -> bool:
+def is_machine(answered_by: str) -> bool:
     return answered_by.startswith("machine") or answered_by == "fax"
 
 
@@ -111,11 +125,26 @@ def call_api(fn: Callable[[], T]) -> T:
 
 
 def _callback_url(settings: Settings, path: str, transfer: Mapping[str, str],
-                  attempt: str | None = None) -> str:
+                  attempt: str | None = None, extra: Mapping[str, str] | None = None) -> str:
     query = {"transfer_id": transfer["transfer_id"]}
     if attempt not in (None, "0"):
         query["attempt"] = str(attempt)  # which destination's leg a callback is about
+    query.update(extra or {})
     return settings.public_url(path) + "?" + urlencode(query)
+
+
+def screen_query(transfer: Mapping[str, str]) -> dict[str, str]:
+    """What /twilio/screen and /twilio/screen-result need besides the summary, carried in
+    the URLs we give Twilio so that they answer without Redis. Twilio signs the full URL,
+    so nobody without the auth token can alter it."""
+    return {"lead_id": transfer["lead_id"], "key": screening_key(transfer),
+            "timeout": transfer.get("screening_timeout") or "8"}
+
+
+def briefing(summary: str | None) -> str:
+    """The words spoken to the human before the customer joins."""
+    return f"{BRIEFING_INTRO} Note from the AI assistant: {summary}" if summary else \
+        BRIEFING_INTRO
 
 
 def agent_label(attempt: str) -> str:
@@ -123,22 +152,24 @@ def agent_label(attempt: str) -> str:
     return "agent" if attempt in ("", "0") else f"agent-{int(attempt) + 1}"
 
 
-def screen_twiml(settings: Settings, transfer: Mapping[str, str] | None, attempt: str,
-                 answered_by: str = "") -> str:
-    """What the screened human hears on answering: the briefing inside a <Gather> that
-    waits for the key. Nothing pending, or a machine: hang up."""
+def hangup_twiml() -> str:
     response = VoiceResponse()
-    if transfer is None or _is_machine(answered_by) or transfer.get("attempt", "0") != attempt:
-        response.hangup()
-        return str(response.to_xml(xml_declaration=False))
+    response.hangup()
+    return str(response.to_xml(xml_declaration=False))
+
+
+def screen_twiml(settings: Settings, screen: Mapping[str, str], attempt: str,
+                 summary: str | None) -> str:
+    """What the screened human hears on answering: the briefing inside a <Gather> that
+    waits for the key. `screen` is screen_query() plus transfer_id (from our own URL)."""
+    response = VoiceResponse()
     gather = response.gather(
-        input="dtmf", num_digits=1, timeout=int(transfer.get("screening_timeout") or 8),
-        method="POST",
-        action=_callback_url(settings, SCREEN_RESULT_PATH, transfer, attempt),
+        input="dtmf", num_digits=1, timeout=int(screen.get("timeout") or 8), method="POST",
+        action=_callback_url(settings, SCREEN_RESULT_PATH, screen, attempt,
+                             {k: screen[k] for k in ("lead_id", "key", "timeout")}),
         action_on_empty_result=True)
-    summary = transfer.get("summary")
-    gather.say(f"Incoming transfer. {summary}" if summary else "Incoming transfer.")
-    gather.say(key_prompt(transfer))
+    gather.say(briefing(summary))
+    gather.say(key_prompt({"screening_key": screen.get("key", "")}))
     return str(response.to_xml(xml_declaration=False))
 
 
@@ -162,11 +193,11 @@ def goodbye_twiml() -> str:
     return str(response.to_xml(xml_declaration=False))
 
 
-def whisper_twiml(transfer: Mapping[str, str] | None) -> str:
-    """The briefing the human hears before the customer joins."""
+def whisper_twiml(summary: str | None) -> str:
+    """The briefing announced to the human before the customer joins (the generic intro
+    when the summary cannot be read)."""
     response = VoiceResponse()
-    if transfer is not None and transfer.get("summary"):
-        response.say(f"Incoming transfer. {transfer['summary']}")
+    response.say(briefing(summary))
     return str(response.to_xml(xml_declaration=False))
 
 
@@ -243,21 +274,27 @@ class TwilioProvider:
     @staticmethod
     def _create_leg(settings: Settings, client: Client, transfer: Mapping[str, str],
                     attempt: str, number: str, caller: str) -> str:
-        # Answering-machine detection holds the human's leg until Twilio knows who answered;
-        # the answer is in the "answered" status callback (AnsweredBy).
-        amd: dict[str, str] = (
-            {"machine_detection": "Enable"} if transfer.get("voicemail_detection") else {})
         status = {"status_callback": _callback_url(settings, AGENT_STATUS_PATH, transfer,
                                                    attempt),
                   "status_callback_method": "POST",
                   "status_callback_event": ["initiated", "ringing", "answered", "completed"]}
+        detect = bool(transfer.get("voicemail_detection"))
         if transfer.get("screening"):
             # Our TwiML runs on the human's leg first: the key decides whether they join.
+            # Synchronous detection (no AsyncAmd): Twilio fetches the Url only once it knows
+            # who answered, with AnsweredBy in that request (see /twilio/screen).
             call: Any = call_api(lambda: client.calls.create(
                 to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
-                url=_callback_url(settings, SCREEN_PATH, transfer, attempt), method="POST",
-                **status, **amd))
+                url=_callback_url(settings, SCREEN_PATH, transfer, attempt,
+                                  screen_query(transfer)), method="POST",
+                **status, **({"machine_detection": "Enable"} if detect else {})))
             return str(call.sid)
+        # A participant's detection result goes only to AmdStatusCallback (without one,
+        # Twilio warns 21262 and the result is on the Call only once it has ended).
+        amd: dict[str, str] = {
+            "machine_detection": "Enable",
+            "amd_status_callback": _callback_url(settings, AMD_PATH, transfer, attempt),
+            "amd_status_callback_method": "POST"} if detect else {}
         participant: Any = call_api(lambda: client.conferences(conference_name(transfer))
                                     .participants.create(
             from_=caller,
@@ -327,14 +364,14 @@ class TwilioProvider:
     def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
         attempt = transfer.get("attempt", "0")
-        if kind in ("agent-status", "screen") and params.get("attempt", "0") != attempt:
+        if kind in ("agent-status", "screen", "amd") and params.get("attempt", "0") != attempt:
             # About the leg of a destination already left behind; make sure the current
             # one was dialed (this may be the retry of the task that moved on).
             rt.store.note(transfer["transfer_id"], f"{kind} callback of destination "
                           f"{int(params.get('attempt', '0')) + 1} ignored")
             self.ensure_dialed(rt, transfer["transfer_id"], task_id)
             return
-        if kind == "agent-status" and params.get("CallSid") and not transfer.get(
+        if kind in ("agent-status", "amd") and params.get("CallSid") and not transfer.get(
                 "agent_call_sid"):
             # The dial's own callback can come before the dialing worker recorded the sid.
             rt.store.set_fields(transfer["transfer_id"], agent_call_sid=params["CallSid"])
@@ -344,6 +381,8 @@ class TwilioProvider:
             self._agent_status(rt, transfer, params, task_id)
         elif kind == "conference":
             self._conference(rt, transfer, params, task_id)
+        elif kind == "amd":
+            self._amd(rt, transfer, params, task_id)
         elif kind == "screen" and params.get("Digits", "") != screening_key(transfer):
             # Our answer to the key (goodbye) hangs their leg up.
             self._not_reached(rt, transfer, "declined", "human agent did not accept the call "
@@ -357,19 +396,20 @@ class TwilioProvider:
             rt.store.set_fields(tid, agent_status=status)
             rt.store.note(tid, f"human agent {status}")
         elif status == "in-progress":
-            answered_by = params.get("AnsweredBy", "")
-            rt.store.set_fields(tid, agent_status=status, answered_by=answered_by)
-            if _is_machine(answered_by):
-                self._voicemail(rt, transfer, answered_by, task_id)
-                return
+            # Detection's verdict is not in this callback: it comes to /twilio/amd
+            # (participants) or with the screening TwiML request (calls.create).
+            rt.store.set_fields(tid, agent_status=status)
             rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent answered",
                                 from_states=(State.REQUESTED, State.DIALING))
         elif status in _AGENT_FAILURES:
             rt.store.set_fields(tid, agent_status=status)
             reason = _AGENT_FAILURES[status]
-            if reason == "agent_hung_up" and (rt.store.get_transfer(tid) or {}).get(
-                    "declined"):
-                reason = "declined"  # the screening answer hung up on them
+            if reason == "agent_hung_up":
+                current = rt.store.get_transfer(tid) or {}
+                if current.get("declined"):
+                    reason = "declined"  # the screening answer hung up on them
+                elif is_machine(current.get("answered_by", "")):
+                    reason = "voicemail"  # our TwiML hung up on a machine
             # Before the bridge the customer is still with the AI: the next destination,
             # or the AI just resumes.
             self._not_reached(rt, transfer, reason, f"human agent call {status}", task_id)
@@ -387,21 +427,27 @@ class TwilioProvider:
                 transfer.get("attempt", "0")))
         is_customer = bool(call_sid) and call_sid == transfer["call_id"]
         if event == "participant-join" and is_agent:
+            # The conference's SID: the participant update (the briefing) needs it.
             fields = {"conference_sid": params.get("ConferenceSid", "")}
             if not agent_sid:
                 # Known by its label before the dial's answer or status recorded its sid.
                 fields["agent_call_sid"] = agent_sid = call_sid
                 rt.store.index_call(self.name, call_sid, tid)
-                transfer = {**transfer, "agent_call_sid": call_sid}
             rt.store.set_fields(tid, **fields)
-            answered_by = self._answered_by(rt, transfer, call_sid)
-            if _is_machine(answered_by):
-                self._voicemail(rt, transfer, answered_by, task_id)
-                return
-            if (transfer.get("summary") and not transfer.get("screening")
-                    and self._brief(rt, transfer, call_sid, task_id)):
-                return  # the bridge follows the briefing's announcement-end
-            self._bridge(rt, transfer, task_id)
+            transfer = {**transfer, **fields}
+            if self._awaiting_detection(transfer):
+                # Twilio may put the leg in the conference before detection has answered:
+                # nobody is bridged to a machine, the verdict (/twilio/amd) decides.
+                current = rt.store.get_transfer(tid) or {}
+                answered_by = current.get("answered_by", "")
+                if not answered_by:
+                    rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent leg joined; "
+                                        "waiting for answering-machine detection",
+                                        from_states=(State.REQUESTED, State.DIALING))
+                    return
+                if is_machine(answered_by):
+                    return  # the verdict's own task hangs it up and moves on
+            self._joined(rt, transfer, agent_sid, task_id)
         elif event in ("announcement-end", "announcement-fail"):
             # The briefing is over (or could not play): now move the customer. Unless it
             # was the briefing of a human already left behind (a fallback moved on).
@@ -422,12 +468,53 @@ class TwilioProvider:
         else:
             rt.store.note(tid, f"conference {event}")
 
+    @staticmethod
+    def _awaiting_detection(transfer: Mapping[str, str]) -> bool:
+        """A conference join must wait for detection's verdict (a screened leg has had it
+        before our TwiML ran: synchronous detection on calls.create)."""
+        return bool(transfer.get("voicemail_detection")) and not transfer.get("screening")
+
+    def _joined(self, rt: Runtime, transfer: Mapping[str, str], agent_sid: str,
+                task_id: str) -> None:
+        """The current human is in the conference (and not a machine): brief, or bridge."""
+        if (transfer.get("summary") and not transfer.get("screening")
+                and self._brief(rt, transfer, agent_sid, task_id)):
+            return  # the bridge follows the briefing's announcement-end
+        self._bridge(rt, transfer, task_id)
+
+    def _amd(self, rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str],
+             task_id: str) -> None:
+        """Answering-machine detection's verdict on the current human leg (AmdStatusCallback
+        of a participant, or AnsweredBy of the screening TwiML request)."""
+        tid = transfer["transfer_id"]
+        answered_by = params.get("AnsweredBy", "")
+        call_sid = params.get("CallSid", "")
+        if call_sid and call_sid != transfer.get("agent_call_sid", call_sid):
+            rt.store.note(tid, "detection result of another leg ignored")
+            return
+        rt.store.set_fields(tid, answered_by=answered_by)
+        if is_machine(answered_by):
+            self._voicemail(rt, transfer, answered_by, task_id)
+            return
+        rt.store.note(tid, f"answering-machine detection: {answered_by or 'no verdict'}")
+        if not self._awaiting_detection(transfer):
+            return
+        # Written before read, as the join does: of the two, at least one sees both.
+        current = rt.store.get_transfer(tid) or {}
+        if current.get("conference_sid") and current.get("state") in _PRE_BRIDGE:
+            self._joined(rt, current, current.get("agent_call_sid", call_sid), task_id)
+
     def _brief(self, rt: Runtime, transfer: Mapping[str, str], agent_sid: str,
                task_id: str) -> bool:
         """Have Twilio speak the summary to the human alone (an announcement to that
         participant, before the customer is in the conference). True when it was asked."""
         tid = transfer["transfer_id"]
         attempt = transfer.get("attempt", "0")
+        conference_sid = transfer.get("conference_sid", "")
+        if not conference_sid.startswith("CF"):
+            # The participant update is addressed by the conference's SID, never its name.
+            rt.store.note(tid, "conference SID unknown; bridging without the briefing")
+            return False
         if not rt.store.claim_for(f"brief:{tid}:{attempt}", task_id):
             return True  # another delivery of this join already asked for it
         # Which leg's announcement ends the briefing (the state may be past "dialing").
@@ -437,25 +524,13 @@ class TwilioProvider:
         client = make_client(rt.settings, transfer)
         url = _callback_url(rt.settings, WHISPER_PATH, transfer)
         try:
-            call_api(lambda: client.conferences(conference_name(transfer))
+            call_api(lambda: client.conferences(conference_sid)
                      .participants(agent_sid).update(announce_url=url, announce_method="POST"))
         except PermanentProviderError as exc:
             rt.logger(transfer).warning("briefing refused; bridging without it",
                                         extra={"error": str(exc)})
             return False
         return True
-
-    def _answered_by(self, rt: Runtime, transfer: Mapping[str, str], call_sid: str) -> str:
-        """Who answered the human's leg, when detection is on: from its status callback,
-        or (that callback may come after the join) from Twilio."""
-        if not transfer.get("voicemail_detection"):
-            return ""
-        known = (rt.store.get_transfer(transfer["transfer_id"]) or {}).get("answered_by")
-        if known:
-            return known
-        client = make_client(rt.settings, transfer)
-        call: Any = call_api(lambda: client.calls(call_sid).fetch())
-        return str(call.answered_by or "")
 
     def _voicemail(self, rt: Runtime, transfer: Mapping[str, str], answered_by: str,
                    task_id: str) -> None:
@@ -497,11 +572,28 @@ class TwilioProvider:
         return False
 
     def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
-        return False  # every outcome arrives by callback; none came in time
+        """Every outcome arrives by callback. One exception is given more time: a human
+        who answered late and whose detection verdict is still to come (Twilio decides
+        within MachineDetectionTimeout, 30 s by default), once."""
+        if (self._awaiting_detection(transfer) and transfer.get("conference_sid")
+                and not transfer.get("answered_by")
+                and transfer.get("amd_grace") != transfer.get("attempt", "0")
+                and transfer.get("state") in _PRE_BRIDGE):
+            # Once per destination: the field names the attempt it was given to.
+            rt.store.set_fields(transfer["transfer_id"], amd_grace=transfer.get("attempt", "0"))
+            rt.store.extend_deadline(transfer["transfer_id"], time.time() + AMD_GRACE)
+            rt.store.note(transfer["transfer_id"], "deadline: waiting for the detection "
+                          "verdict of a human leg that has joined")
+            return True
+        return False
 
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
-        status = "canceled" if current.get("agent_status", "") in _RINGING else "completed"
+        # "canceled" ends only a call still ringing; a leg seen in the conference has been
+        # answered, whatever its status callbacks have said so far.
+        ringing = current.get("agent_status", "") in _RINGING and not current.get(
+            "conference_sid")
+        status = "canceled" if ringing else "completed"
         self._hang_up(rt, transfer, current.get("agent_call_sid", ""), status)
 
     def _hang_up(self, rt: Runtime, transfer: Mapping[str, str], call_sid: str,
