@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # Toll-fraud guard: where transfers may go. "" = the outbound number's own country;
     # "*" = anywhere; or "US,CA,+4420" (ISO country codes and "+" prefixes).
     transfer_allowed_destinations: str = ""
+    # The home country for the "" policy (ISO code, e.g. "US"); empty: the country of the
+    # directory number named by the request's lead.outbound_number_id.
+    transfer_home_country: str = ""
 
     # Bearer token for POST /transfers; the endpoint refuses everything while it is empty.
     api_token: str = ""

@@ -91,6 +91,8 @@ def _demo(port: int) -> int:
         settings = Settings.model_validate({k.lower(): v for k, v in stack.env.items()
                                             if k.lower() in Settings.model_fields})
         store = Store.from_settings(settings)
+        # Through the directory: it gives the toll-fraud guard its home country.
+        store.set_number("demo-line", OUTBOUND)
         client = TransferClient(settings, store=store)
         sandbox = stack.sandbox
 
@@ -121,7 +123,7 @@ def _demo(port: int) -> int:
             result = client.connect_to_live_agent({
                 "lead_id": lead, "provider": provider, "call_id": call_id,
                 "template": {"configurations": {"transfer_numbers": agents, **policies}},
-                "lead": {"outbound_number": OUTBOUND},
+                "lead": {"outbound_number_id": "demo-line"},
                 "summary": "Demo customer wants to talk to a person"})
             print(f"   tool result: {result['status']}  {result.get('transfer_id', '')}"
                   f"{result.get('error', '')}")

@@ -33,7 +33,8 @@ def test_up_runs_a_transfer_and_leaves_no_process_behind() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "up", "--port", str(port),
          "--sandbox-port", str(sandbox_port)],
-        cwd=ROOT, env=clean_env(API_TOKEN="up-test-token"), text=True,
+        cwd=ROOT, env=clean_env(API_TOKEN="up-test-token", TRANSFER_HOME_COUNTRY="US"),
+        text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = Output(proc)
     out.start()
