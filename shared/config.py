@@ -37,6 +37,9 @@ class Settings(BaseSettings):
 
     # Bearer token for POST /transfers; the endpoint refuses everything while it is empty.
     api_token: str = ""
+    # Bearer token for /metrics and /readyz's per-check detail. Empty: both open, for an app
+    # only a private network reaches (compose's proxy does not pass /metrics).
+    metrics_token: str = ""
 
     # Redis broker: a message whose worker died is delivered again after this long. Every
     # task and retry delay here is far shorter, so nothing runs twice for waiting alone.
