@@ -9,6 +9,7 @@ from typing import Any
 
 from celery import Celery
 
+import shared.redaction  # noqa: F401 - redacts every task's argsrepr/kwargsrepr
 from shared.config import Settings
 
 TRANSFERS_QUEUE = "transfers"
