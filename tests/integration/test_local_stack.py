@@ -134,12 +134,12 @@ def _procfile() -> dict[str, str]:
 def test_compose_file_is_valid_and_matches_the_procfile() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "web", "worker", "flower"}
+    assert set(services) == {"redis", "web", "worker", "flower", "proxy"}
     images = {services[name]["image"] for name in ("web", "worker", "flower")}
     assert len(images) == 1, "one image for every process"
     for name, service in services.items():
         assert "healthcheck" in service and service["healthcheck"]["test"], name
-        if name != "redis":
+        if name not in ("redis", "proxy"):
             assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
             assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     # One shared environment block (a YAML anchor), not three copies.
