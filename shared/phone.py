@@ -99,7 +99,8 @@ def destination_allowed(number: str, home: str | None, policy: str) -> bool:
             if ordinary:
                 return True
         elif item.startswith("+") and number.startswith(item) and (
-                ordinary or len(item) > len(country_code) or region == _NON_GEOGRAPHIC):
+                ordinary or len(item) > len(country_code)
+                or (region == _NON_GEOGRAPHIC and len(item) == len(country_code))):
             return True
     return False
 

@@ -83,6 +83,7 @@ def test_the_table_uses_the_packages_example_numbers(number: str, kind: int, reg
     (INTL_TOLL_FREE, "US", "+800", True),
     (INTL_PREMIUM, "US", "+800", False),
     (INTL_PREMIUM, "US", "+979", True),
+    (INTL_TOLL_FREE, "US", "+8", False),      # shorter than the code: names no range
 ])
 def test_destination_guard_table(case: tuple[str, int, str], home: str | None, policy: str,
                                  allowed: bool) -> None:
