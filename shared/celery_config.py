@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from celery import Celery
 
+import shared.redaction  # noqa: F401 - redacts every task's argsrepr/kwargsrepr
 from shared.config import Settings, parse_sentinel_url
 
 Role = Literal["producer", "worker"]

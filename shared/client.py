@@ -86,7 +86,8 @@ class TransferClient:
             request = {**request, "summary": summary}
         try:
             req = parse_request(request, self.store.get_number,
-                                allowed_destinations=self.settings.transfer_allowed_destinations)
+                                allowed_destinations=self.settings.transfer_allowed_destinations,
+                                home_country=self.settings.transfer_home_country)
         except RequestError as exc:
             log.info("transfer refused", extra={"error": exc.code.value,
                                                 "lead_id": _lead_of(request)})

@@ -70,9 +70,15 @@ class Settings(BaseSettings):
     # Toll-fraud guard: where transfers may go. "" = the outbound number's own country;
     # "*" = anywhere; or "US,CA,+4420" (ISO country codes and "+" prefixes).
     transfer_allowed_destinations: str = ""
+    # The home country for the "" policy (ISO code, e.g. "US"); empty: the country of the
+    # directory number named by the request's lead.outbound_number_id.
+    transfer_home_country: str = ""
 
     # Bearer token for POST /transfers; the endpoint refuses everything while it is empty.
     api_token: str = ""
+    # Bearer token for /metrics and /readyz's per-check detail. Empty: both open, for an app
+    # only a private network reaches (compose's proxy does not pass /metrics).
+    metrics_token: str = ""
 
     # The operations console (/console): the operator's token; the console is off (404)
     # while it is empty. Sessions are signed with CONSOLE_SESSION_SECRET, or with a key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -17,9 +18,18 @@ from shared.phone import (
     mask,
     mask_in_text,
     normalize_e164,
+    region_of,
 )
 
 MAX_DESTINATIONS = 5
+# Ids travel in callback URLs and Redis keys; every callback refuses longer ones.
+MAX_ID_LENGTH = 100
+# Our transfer ids: "tr_" and a uuid (hex, or a Celery task id), URL- and key-safe; what a
+# worker accepts from the request dict its producer (our client) wrote.
+TRANSFER_ID_FORMAT = re.compile(r"^tr_[A-Za-z0-9_.-]{1,97}$")
+# Characters no XML document may hold (C0 controls but tab/newline/CR, lone surrogates,
+# U+FFFE/U+FFFF), and the C1 controls: the summary goes into TwiML and Plivo XML.
+_NOT_SPEAKABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 HOLD_RINGBACK = "ringback"
 
 PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel")
@@ -57,7 +67,9 @@ TOOL_DECLARATION: dict[str, Any] = {
 class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     MISSING_LEAD_ID = "missing_lead_id"
+    INVALID_LEAD_ID = "invalid_lead_id"
     MISSING_CALL_ID = "missing_call_id"
+    INVALID_CALL_ID = "invalid_call_id"
     UNSUPPORTED_PROVIDER = "unsupported_provider"
     MISSING_TRANSFER_NUMBER = "missing_transfer_number"
     INVALID_TRANSFER_NUMBER = "invalid_transfer_number"
@@ -80,7 +92,9 @@ _CANT_CONNECT = (
 ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.INVALID_REQUEST: "The transfer request was malformed. " + _CANT_CONNECT,
     ErrorCode.MISSING_LEAD_ID: "The transfer request has no lead. " + _CANT_CONNECT,
+    ErrorCode.INVALID_LEAD_ID: "The transfer request's lead id is not valid. " + _CANT_CONNECT,
     ErrorCode.MISSING_CALL_ID: "The transfer request does not name the live call. " + _CANT_CONNECT,
+    ErrorCode.INVALID_CALL_ID: "The transfer request's call id is not valid. " + _CANT_CONNECT,
     ErrorCode.UNSUPPORTED_PROVIDER: "This call's phone provider cannot transfer calls. "
     + _CANT_CONNECT,
     ErrorCode.MISSING_TRANSFER_NUMBER: "No human agent number is configured for transfers. "
@@ -213,19 +227,28 @@ def parse_request(
     *,
     transfer_id: str | None = None,
     allowed_destinations: str = "",
+    home_country: str = "",
     now: datetime | None = None,
 ) -> TransferRequest:
     """Validate a raw request dict (the wire contract) into a TransferRequest.
 
     `resolve_outbound_number` maps `lead.outbound_number_id` to an E.164 number (the number
     directory); `allowed_destinations` is the toll-fraud policy (see
-    shared.phone.destination_allowed). Raises RequestError with a stable code.
+    shared.phone.destination_allowed), whose home country is `home_country` (a setting) or
+    else the directory number's country: never a number the request carries. `transfer_id`
+    is ours to give (a new one when None); a request's own "transfer_id" is ignored. Raises
+    RequestError with a stable code.
     """
+    if transfer_id is not None and not TRANSFER_ID_FORMAT.match(transfer_id):
+        raise RequestError(ErrorCode.INVALID_REQUEST, "transfer_id is not one of ours")
     if not isinstance(raw, Mapping):
         raise RequestError(ErrorCode.INVALID_REQUEST, "the request must be an object")
     lead_id = _text(raw.get("lead_id"))
     if lead_id is None:
         raise RequestError(ErrorCode.MISSING_LEAD_ID)
+    if not _id_ok(lead_id):
+        raise RequestError(ErrorCode.INVALID_LEAD_ID, f"at most {MAX_ID_LENGTH} printable "
+                                                      "characters")
     provider = raw.get("provider")
     if not isinstance(provider, str) or provider.strip().lower() not in PROVIDERS:
         raise RequestError(ErrorCode.UNSUPPORTED_PROVIDER, f"provider {provider!r}")
@@ -233,6 +256,9 @@ def parse_request(
     call_id = _text(raw.get("call_id"))
     if call_id is None:
         raise RequestError(ErrorCode.MISSING_CALL_ID)
+    if not _id_ok(call_id):
+        raise RequestError(ErrorCode.INVALID_CALL_ID, f"at most {MAX_ID_LENGTH} printable "
+                                                      "characters")
 
     template = raw.get("template")
     configurations = template.get("configurations") if isinstance(template, Mapping) else None
@@ -302,8 +328,12 @@ def parse_request(
     policies = _parse_policies(config, provider, lead)
     default_summary = config.get("summary")
 
+    # The home country: a setting, or the directory's number for the lead's outbound id.
+    home: str | None = home_country.strip().upper() or None
+    if home is None and outbound_number_id is not None:
+        home = region_of(resolve_outbound_number(outbound_number_id) or "")
     for number in destinations:
-        if not destination_allowed(number, outbound_number, allowed_destinations):
+        if not destination_allowed(number, home, allowed_destinations):
             raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
                                f"{mask(number)} is outside the allowed destinations")
 
@@ -320,9 +350,9 @@ def parse_request(
         transfer_number=transfer_number,
         outbound_number=outbound_number,
         outbound_number_id=outbound_number_id,
-        summary=(summary or "").strip()[:1000] or None,
+        summary=_speakable(summary or "")[:1000] or None,
         request_id=_text(request_id),
-        transfer_id=transfer_id or _text(raw.get("transfer_id")) or new_transfer_id(),
+        transfer_id=transfer_id or new_transfer_id(),
         destinations=destinations,
         ring_timeouts=ring_timeouts,
         **policies,
@@ -400,6 +430,15 @@ def _parse_policies(config: Mapping[str, Any], provider: str, lead: Mapping[str,
         _policy_available("hold_audio_url", provider, "a hold_audio URL")
     policies["hold_audio"] = hold
     return policies
+
+
+def _id_ok(value: str) -> bool:
+    return len(value) <= MAX_ID_LENGTH and value.isprintable()
+
+
+def _speakable(text: str) -> str:
+    """The summary without control characters (each becomes a space), trimmed."""
+    return " ".join(_NOT_SPEAKABLE.sub(" ", text).split())
 
 
 def _item_number(item: Any) -> Any:

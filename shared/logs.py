@@ -34,6 +34,27 @@ def get_logger(name: str) -> BoundLogger:
     return BoundLogger(logging.getLogger(name))
 
 
+# Fields never written, at any depth: secrets, and the summary (the customer's words).
+SECRET_KEYS = frozenset({"summary", "token", "auth_token", "api_token", "api_key", "password",
+                         "secret", "authorization", "signature", "basic_auth"})
+
+
+def scrub(value: Any, key: str = "") -> Any:
+    """A structured log field made safe: numbers masked in every string at any depth,
+    SECRET_KEYS' values replaced."""
+    if key.lower() in SECRET_KEYS and value not in (None, ""):
+        return "***"
+    if isinstance(value, str):
+        return mask_in_text(value)
+    if isinstance(value, Mapping):
+        return {str(k): scrub(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [scrub(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return mask_in_text(str(value))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -45,7 +66,7 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key in _STANDARD or key.startswith("_") or value is None:
                 continue
-            out[key] = mask_in_text(value) if isinstance(value, str) else value
+            out[key] = scrub(value, key)
         if record.exc_info:
             out["exc"] = mask_in_text(self.formatException(record.exc_info))
         return json.dumps(out, default=str)

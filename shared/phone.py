@@ -12,6 +12,30 @@ _E164_SHAPE = re.compile(r"^\+[1-9]\d{6,14}$")
 _NUMBER_IN_TEXT = re.compile(
     r"(?<![\w+])\+\d[\d\s().-]{5,18}\d(?!\w)|(?<![\w.-])\d{10,15}(?!\w|[.-]\d)"
 )
+# National forms people say and LLMs write: "415-555-0123", "(415) 555-0123", "415.555.0123".
+_NANP_IN_TEXT = re.compile(
+    r"(?<![\w.+-])(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w|[.-]?\d)")
+# A trunk "0" and ten digits, grouped ("020 7946 0000", "098765-43210"); 11 digits checked.
+_TRUNK_IN_TEXT = re.compile(
+    r"(?<![\w.+-])0\d{2,5}[ -]?\d{2,4}[ -]?\d{3,4}(?!\w|[.-]?\d)")
+# A card number: 13 to 19 digits, spaces or dashes between groups; masked when Luhn-valid.
+_CARD_IN_TEXT = re.compile(r"(?<![\w.+-])\d(?:[ -]?\d){12,18}(?!\w|[.-]?\d)")
+
+# Number types a transfer never goes to unless the allow-list names their range with a "+"
+# prefix: the callee's operator charges the caller (premium rate, shared cost), or the number
+# forwards anywhere at a price set by its owner (personal numbers, UAN), or it is not a
+# person at all (pagers, voicemail access). VoIP numbers are allowed: agents' desks often are.
+_RISKY_TYPES = frozenset({
+    phonenumbers.PhoneNumberType.PREMIUM_RATE,
+    phonenumbers.PhoneNumberType.SHARED_COST,
+    phonenumbers.PhoneNumberType.UAN,
+    phonenumbers.PhoneNumberType.PERSONAL_NUMBER,
+    phonenumbers.PhoneNumberType.PAGER,
+    phonenumbers.PhoneNumberType.VOICEMAIL,
+    phonenumbers.PhoneNumberType.UNKNOWN,
+})
+# region_code_for_number's answer for non-geographic codes (+800, +808, +870, +882, ...).
+_NON_GEOGRAPHIC = "001"
 
 
 class InvalidNumber(ValueError):
@@ -46,22 +70,47 @@ def region_of(e164: str) -> str | None:
         return None
 
 
-def destination_allowed(number: str, outbound_number: str, policy: str) -> bool:
-    """The toll-fraud guard. `policy` is "" (the outbound number's own country), "*" (any),
-    or a comma-separated list of ISO country codes ("US,CA") and "+" prefixes ("+4420")."""
+def destination_allowed(number: str, home: str | None, policy: str) -> bool:
+    """The toll-fraud guard. `home` is the home country (ISO code, or a number whose country
+    it is), taken from the number directory or a setting, never from the request.
+
+    `policy` is "" (the home country), "*" (any country), or a comma-separated list of ISO
+    country codes ("US,CA") and "+" prefixes ("+4420"). Countries (and "*", and a "+" prefix
+    that is only a country calling code, like "+1") allow ordinary numbers only: fixed,
+    mobile, toll-free, VoIP. Premium-rate, shared-cost, UAN, personal, pager, voicemail and
+    non-geographic (+800, +882, ...) numbers need a "+" prefix naming their range ("+1900",
+    "+4487", "+800")."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return False
+    region = phonenumbers.region_code_for_number(parsed) or None
+    ordinary = (region not in (None, _NON_GEOGRAPHIC)
+                and phonenumbers.number_type(parsed) not in _RISKY_TYPES)
+    country_code = f"+{parsed.country_code}"
     policy = policy.strip()
-    if policy == "*":
-        return True
     if not policy:
-        home = region_of(outbound_number)
-        return home is not None and region_of(number) == home
-    region = region_of(number)
+        home_region = region_of(home) if home and home.startswith("+") else home
+        return ordinary and home_region is not None and region == home_region.upper()
     for item in (p.strip() for p in policy.split(",")):
-        if item.startswith("+") and number.startswith(item):
-            return True
-        if item and not item.startswith("+") and region == item.upper():
+        if not item:
+            continue
+        if item == "*" or (not item.startswith("+") and region == item.upper()):
+            if ordinary:
+                return True
+        elif item.startswith("+") and number.startswith(item) and (
+                ordinary or len(item) > len(country_code)
+                or (region == _NON_GEOGRAPHIC and len(item) == len(country_code))):
             return True
     return False
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch) * (2 if i % 2 else 1)
+        total += d - 9 if d > 9 else d
+    return total % 10 == 0
 
 
 def mask(number: str | None) -> str:
@@ -77,7 +126,14 @@ def mask(number: str | None) -> str:
 
 
 def mask_in_text(text: str) -> str:
-    """Mask every phone-number-like run of digits in free text."""
+    """Mask every phone-number-like run of digits, and every card number, in free text."""
+    text = _CARD_IN_TEXT.sub(
+        lambda m: mask(m.group(0)) if _luhn_valid(re.sub(r"\D", "", m.group(0)))
+        else m.group(0), text)
+    text = _NANP_IN_TEXT.sub(lambda m: mask(m.group(0)), text)
+    text = _TRUNK_IN_TEXT.sub(
+        lambda m: mask(m.group(0)) if len(re.sub(r"\D", "", m.group(0))) == 11
+        else m.group(0), text)
     return _NUMBER_IN_TEXT.sub(lambda m: mask(m.group(0)), text)
 
 

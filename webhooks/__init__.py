@@ -11,6 +11,7 @@ from flask import Flask, Response, request
 from shared.config import Settings, get_settings
 from shared.logs import get_logger
 from webhooks.deps import Deps, deps, release_claim
+from webhooks.parsing import BoundedJSONProvider
 
 log = get_logger("webhooks")
 
@@ -25,6 +26,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     else:
         settings = get_settings().model_copy(update=dict(config))
     app = Flask(__name__)
+    app.json = BoundedJSONProvider(app)
     # Provider callbacks are small forms; anything larger is refused with 413.
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["warm_transfer"] = Deps.build(settings)

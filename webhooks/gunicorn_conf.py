@@ -8,9 +8,21 @@ import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads, not sync workers: a sync worker is held by one client for as long as that client
+# takes to send its request (gunicorn has no header-read timeout), so two slow sockets took
+# the app offline. gthread gives each worker $WEB_THREADS request threads and keeps idle
+# connections in its poller. A slow sender still holds a thread: production puts a
+# buffering proxy in front (compose's nginx, deploy/nginx), which is the actual defence.
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "8"))
 # Provider webhooks must be answered well inside their 15 s timeout.
 timeout = 20
 graceful_timeout = 10
+keepalive = 5
+# Requests larger than a provider callback's are refused before the app sees them.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
 accesslog = "-"
 access_log_format = '%(m)s %(U)s %(s)s %(M)sms'
 logconfig_dict = {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
+
 import redis
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, abort, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from webhooks.deps import deps
@@ -16,9 +18,23 @@ def healthz() -> Response:
     return jsonify({"status": "ok"})
 
 
+def _operator() -> bool:
+    """Whether the request may see operational detail: METRICS_TOKEN is unset (a private
+    deployment), or the request carries it as a bearer token."""
+    expected = deps().settings.metrics_token
+    if not expected:
+        return True
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
+                                                              expected.encode())
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
-    """Prometheus text format; the numbers of every process, kept in Redis."""
+    """Prometheus text format; the numbers of every process, kept in Redis. Volumes,
+    outcomes and signature failures are for operators: behind METRICS_TOKEN when set."""
+    if not _operator():
+        abort(401)
     try:
         body = deps().metrics.render()
     except redis.RedisError:
@@ -40,4 +56,5 @@ def readyz() -> tuple[Response, int]:
     except Exception:  # noqa: BLE001
         checks["broker"] = False
     ok = all(checks.values())
-    return jsonify({"status": "ready" if ok else "unavailable", **checks}), 200 if ok else 503
+    detail = checks if _operator() else {}
+    return jsonify({"status": "ready" if ok else "unavailable", **detail}), 200 if ok else 503

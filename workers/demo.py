@@ -247,6 +247,8 @@ def _settings_of(running: RunningStack) -> Settings:
 def _run(settings: Settings, public_base_url: str, sandbox_url: str,
          chosen: list[tuple[int, tuple[str, list[str], dict[str, Any], str]]]) -> int:
     store = Store.from_settings(settings)
+    # Through the directory: it gives the toll-fraud guard its home country.
+    store.set_number("demo-line", OUTBOUND)
     client = TransferClient(settings, store=store)
     sandbox = SandboxControl(sandbox_url)
 
@@ -277,7 +279,7 @@ def _run(settings: Settings, public_base_url: str, sandbox_url: str,
         result = client.connect_to_live_agent({
             "lead_id": lead, "provider": provider, "call_id": call_id,
             "template": {"configurations": {"transfer_numbers": agents, **policies}},
-            "lead": {"outbound_number": OUTBOUND},
+            "lead": {"outbound_number_id": "demo-line"},
             "summary": "Demo customer wants to talk to a person"})
         print(f"   tool result: {result['status']}  {result.get('transfer_id', '')}"
               f"{result.get('error', '')}")

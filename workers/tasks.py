@@ -75,7 +75,8 @@ def transfer_request(self: Task, request: dict[str, Any]) -> None:
     transfer_id = raw_id if isinstance(raw_id, str) and raw_id else f"tr_{self.request.id}"
     try:
         req = parse_request(request, rt.store.get_number, transfer_id=transfer_id,
-                            allowed_destinations=rt.settings.transfer_allowed_destinations)
+                            allowed_destinations=rt.settings.transfer_allowed_destinations,
+                            home_country=rt.settings.transfer_home_country)
     except RequestError as exc:
         _reject(rt, request, transfer_id, exc.code.value, ERROR_MESSAGES[exc.code])
         return

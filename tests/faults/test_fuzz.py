@@ -1,10 +1,12 @@
-"""Webhook fuzzing: random bodies, missing fields, wrong types, huge values. A request that
-is not authenticated gets 403 (401 on the producer API); an authenticated one that is
-malformed gets 400 (413 when too large). Never a 500, and nothing is ever enqueued."""
+"""Webhook fuzzing: random bodies, missing fields, wrong types, huge values, deep nesting,
+control characters. A request that is not authenticated gets 403 (401 on the producer API);
+an authenticated one that is malformed gets 400 (413 when too large). Never a 500, and
+nothing is ever enqueued; a summary of any text still gives well-formed briefing XML."""
 
 from __future__ import annotations
 
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -160,12 +162,83 @@ def test_exotel_with_token_but_no_call_sid_is_400(fuzz: Any, route: str,
     check(resp, {400}, broker)
 
 
+def signed_post(client: FlaskClient, cfg: Settings, path: str, form: dict[str, str]) -> Any:
+    """A POST signed as its provider signs it (Twilio or Plivo V3, by the path)."""
+    if path.startswith("/twilio/"):
+        sig = RequestValidator(cfg.twilio_auth_token).compute_signature(
+            cfg.public_base_url + path, form)
+        return client.post(path, data=form, headers={"X-Twilio-Signature": sig})
+    nonce = uuid.uuid4().hex
+    base = construct_post_url(cfg.public_base_url + path, dict(form))
+    sig = get_signature_v3(cfg.plivo_auth_token.encode(), base.decode(), nonce.encode())
+    return client.post(path, data=form, headers={"X-Plivo-Signature-V3": sig.decode(),
+                                                 "X-Plivo-Signature-V3-Nonce": nonce})
+
+
 @FUZZ
 @given(route=st.sampled_from(sorted({**TWILIO_ROUTES, **PLIVO_ROUTES})), value=huge)
 def test_huge_bodies_are_refused(fuzz: Any, route: str, value: str) -> None:
-    client, _, broker = fuzz
-    resp = client.post(route, data={"CallSid": value})
-    check(resp, {403, 413}, broker)
+    # Signed: an unsigned request is refused (403) before its size matters.
+    client, cfg, broker = fuzz
+    resp = signed_post(client, cfg, f"{route}?transfer_id=tr_1", {"CallSid": value})
+    check(resp, {413}, broker)
+
+
+# Control characters (C0, DEL, C1, the XML non-characters) mixed with ordinary text.
+CONTROL = [chr(c) for c in range(32)] + ["\x7f", "\x85", "\x9f", "\ufffe", "\uffff"]
+summaries = st.one_of(text, st.lists(st.sampled_from([*CONTROL, "a", "é", " ", "<", "&", "]]>"]),
+                                     max_size=30).map("".join))
+
+
+@pytest.fixture(scope="module")
+def briefing(faulty: Services) -> Iterator[tuple[FlaskClient, Settings, redis.Redis]]:
+    """An app on databases no worker reads: the transfers it accepts stay pending (their
+    deadlines unswept) and their tasks stay on the queue."""
+    base = faulty.settings.redis_url.rsplit("/", 1)[0]
+    cfg = faulty.settings.model_copy(update={"redis_url": f"{base}/8",
+                                             "celery_broker_url": f"{base}/9"})
+    broker = redis.Redis.from_url(cfg.celery_broker_url)
+    yield create_app(cfg).test_client(), cfg, broker
+    broker.flushdb()
+    redis.Redis.from_url(cfg.redis_url).flushdb()
+    broker.close()
+
+
+@FUZZ
+@given(summary=summaries, provider=st.sampled_from(["twilio", "plivo"]))
+def test_any_summary_gives_well_formed_briefing_xml(briefing: Any, summary: str,
+                                                    provider: str) -> None:
+    client, cfg, _ = briefing
+    resp = client.post("/transfers", headers={"Authorization": f"Bearer {cfg.api_token}"},
+                       json={"lead_id": f"fuzz-{uuid.uuid4().hex[:12]}", "provider": provider,
+                             "call_id": uuid.uuid4().hex,
+                             "template": {"configurations": {"transfer_number": "+14155550101",
+                                                             "screening": True}},
+                             "lead": {"outbound_number": "+14155550199"},
+                             "summary": summary})
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    tid = resp.json["transfer_id"]
+    routes = ([f"/twilio/whisper?transfer_id={tid}", f"/twilio/screen?transfer_id={tid}&attempt=0"]
+              if provider == "twilio" else [f"/plivo/whisper?transfer_id={tid}"])
+    for path in routes:
+        answer = signed_post(client, cfg, path, {"CallSid": "CA1", "CallUUID": "u1"})
+        assert answer.status_code == 200, (path, answer.get_data(as_text=True)[:200])
+        root = ET.fromstring(answer.data)  # well-formed, whatever the summary held
+        spoken = " ".join(el.text or "" for el in root.iter())
+        assert not any(c in spoken for c in CONTROL if c not in "\t\n\r")
+
+
+@FUZZ
+# Up to 12,000 levels: every body stays under the 64 KiB cap (over it is 413).
+@given(depth=st.integers(min_value=33, max_value=12_000), opener=st.sampled_from(["[", "{\"a\":"]),
+       route=st.sampled_from(["/transfers", "/exotel/status"]))
+def test_deeply_nested_json_is_400(fuzz: Any, depth: int, opener: str, route: str) -> None:
+    client, cfg, broker = fuzz
+    headers = {"Authorization": f"Bearer {cfg.api_token}"} if route == "/transfers" else {}
+    path = route if route == "/transfers" else f"{route}?token={cfg.exotel_webhook_token}"
+    resp = client.post(path, data=opener * depth, content_type="application/json",
+                       headers=headers)
+    check(resp, {400}, broker)
 
 
 @FUZZ

@@ -34,7 +34,8 @@ def _up(port: int, sandbox_port: int) -> tuple[subprocess.Popen[str], Output]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "up", "--port", str(port),
          "--sandbox-port", str(sandbox_port)],
-        cwd=ROOT, env=clean_env(API_TOKEN="up-test-token"), text=True,
+        cwd=ROOT, env=clean_env(API_TOKEN="up-test-token", TRANSFER_HOME_COUNTRY="US"),
+        text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = Output(proc)
     out.start()
@@ -193,12 +194,12 @@ def _procfile() -> dict[str, str]:
 def test_compose_file_is_valid_and_matches_the_procfile() -> None:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "web", "worker", "flower"}
+    assert set(services) == {"redis", "web", "worker", "flower", "proxy"}
     images = {services[name]["image"] for name in ("web", "worker", "flower")}
     assert len(images) == 1, "one image for every process"
     for name, service in services.items():
         assert "healthcheck" in service and service["healthcheck"]["test"], name
-        if name != "redis":
+        if name not in ("redis", "proxy"):
             assert service["environment"]["REDIS_URL"] == "redis://redis:6379/0"
             assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     # One shared environment block (a YAML anchor), not three copies.

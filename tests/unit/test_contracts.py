@@ -37,7 +37,8 @@ def test_valid_request_is_normalised() -> None:
 
 
 def test_explicit_outbound_number_wins_over_directory() -> None:
-    req = parse(make_request(outbound_number="+14155550142", outbound_number_id=None))
+    req = parse_request(make_request(outbound_number="+14155550142", outbound_number_id=None),
+                        DIRECTORY.get, home_country="US")
     assert req.outbound_number == "+14155550142"
 
 
@@ -280,3 +281,38 @@ def test_screening_key_and_timeout_are_validated() -> None:
     for timeout in (2, 61, "8", True):
         raw["template"]["configurations"]["screening_timeout"] = timeout
         assert code_of(raw) == "invalid_policy"
+
+
+@pytest.mark.parametrize(("raw", "spoken"), [
+    ("hi\u000b there", "hi there"),
+    ("a\x00b\x1fc\x7fd\x85e", "a b c d e"),
+    ("line one\r\nline two\tend", "line one line two end"),
+    ("lone \ud800 surrogate \ufffe", "lone surrogate"),
+    ("\u000b\u000c", None),
+])
+def test_control_characters_are_stripped_from_the_summary(raw: str, spoken: str | None
+                                                          ) -> None:
+    assert parse(make_request(summary=raw)).summary == spoken
+
+
+def test_the_callers_transfer_id_is_never_taken() -> None:
+    req = parse(make_request(transfer_id="tr_someone_elses"))
+    assert req.transfer_id != "tr_someone_elses" and req.transfer_id.startswith("tr_")
+    # A worker passes the id its producer gave; anything not of our form is refused.
+    assert parse_request(make_request(), DIRECTORY.get,
+                         transfer_id="tr_0123abcd").transfer_id == "tr_0123abcd"
+    for bad in ("x" * 5000, "tr_" + "a" * 98, "tr_a/b", "tr_a?b=c", "other"):
+        with pytest.raises(RequestError) as info:
+            parse_request(make_request(), DIRECTORY.get, transfer_id=bad)
+        assert info.value.code.value == "invalid_request"
+
+
+@pytest.mark.parametrize(("field", "value", "code"), [
+    ("lead_id", "L" * 101, "invalid_lead_id"),
+    ("lead_id", "L\u000b1", "invalid_lead_id"),
+    ("call_id", "C" * 101, "invalid_call_id"),
+    ("call_id", "CA\n1", "invalid_call_id"),
+])
+def test_ids_are_length_capped(field: str, value: str, code: str) -> None:
+    assert code_of({**make_request(), field: value}) == code
+    assert parse({**make_request(), field: value[:1] * 100})  # 100 is fine

@@ -166,7 +166,8 @@ def pending(store: Store) -> str:
 
     req = parse_request(make_request(lead_id="L1", call_id=CALL, provider="exotel",
                                      transfer_number="+919999900000",
-                                     outbound_number="+919999900001"), store.get_number)
+                                     outbound_number="+919999900001"), store.get_number,
+                        allowed_destinations="IN")
     store.begin(req)
     store.set_flag("L1", req.transfer_number)
     store.transition(req.transfer_id, State.DIALING, "ai told to leave")
@@ -293,7 +294,7 @@ def test_dial_up_with_fallback_destinations(make_app: AppFactory, store: Store) 
                        outbound_number="+919999900001")
     raw["template"]["configurations"] = {"transfer_numbers": ["+919999900000",
                                                               "+919999900002"]}
-    req = parse_request(raw, store.get_number)
+    req = parse_request(raw, store.get_number, allowed_destinations="IN")
     store.begin(req)
     store.set_flag("L1", req.transfer_number)
     store.transition(req.transfer_id, State.DIALING, "ai told to leave", fields={"attempt": ""})
