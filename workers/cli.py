@@ -35,8 +35,10 @@ def _settings() -> Settings:
           file=sys.stderr)
     broker = settings.celery_broker_url if os.environ.get("CELERY_BROKER_URL") \
         else running.celery_broker_url
+    home = settings.transfer_home_country or running.transfer_home_country
     return settings.model_copy(update={"redis_url": running.redis_url,
-                                       "celery_broker_url": broker})
+                                       "celery_broker_url": broker,
+                                       "transfer_home_country": home})
 
 
 def _store() -> Store:

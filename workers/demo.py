@@ -68,6 +68,9 @@ class RunningStack:
     # The sandbox's Exotel URLs carry it; only written when the stack uses the sandbox.
     exotel_webhook_token: str = ""
     agent_event_queue: str = "agent_events"
+    # The toll-fraud guard's home country the stack runs with (requests are checked
+    # client-side too, so a `request` against the stack needs the same).
+    transfer_home_country: str = ""
 
 
 def state_path(port: int) -> Path:
@@ -87,7 +90,8 @@ def write_up_state(stack: Stack, port: int) -> Path:
         celery_broker_url=env.get("CELERY_BROKER_URL") or stack.redis_url,
         sandbox_url=stack.sandbox_url,
         exotel_webhook_token=env.get("EXOTEL_WEBHOOK_TOKEN", "") if stack.sandbox_url else "",
-        agent_event_queue=env.get("AGENT_EVENT_QUEUE") or "agent_events")
+        agent_event_queue=env.get("AGENT_EVENT_QUEUE") or "agent_events",
+        transfer_home_country=env.get("TRANSFER_HOME_COUNTRY", ""))
     path = state_path(port)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     # Owner-only: it names the Redis URL (which may carry a password).
@@ -241,7 +245,8 @@ def _settings_of(running: RunningStack) -> Settings:
     return Settings(redis_url=running.redis_url, celery_broker_url=running.celery_broker_url,
                     public_base_url=running.public_base_url,
                     exotel_webhook_token=running.exotel_webhook_token,
-                    agent_event_queue=running.agent_event_queue)
+                    agent_event_queue=running.agent_event_queue,
+                    transfer_home_country=running.transfer_home_country)
 
 
 def _run(settings: Settings, public_base_url: str, sandbox_url: str,

@@ -139,7 +139,10 @@ def sandbox_env(sandbox: Sandbox, url: str) -> dict[str, str]:
             "EXOTEL_API_KEY": sandbox.exotel_api_key,
             "EXOTEL_API_TOKEN": sandbox.exotel_api_token,
             "EXOTEL_API_BASE_URL": url,
-            "EXOTEL_WEBHOOK_TOKEN": os.environ.get("EXOTEL_WEBHOOK_TOKEN") or "sandbox-webhook"}
+            "EXOTEL_WEBHOOK_TOKEN": os.environ.get("EXOTEL_WEBHOOK_TOKEN") or "sandbox-webhook",
+            # The toll-fraud guard's home country, where nothing else names one: the
+            # sandbox's own numbers are fictional US ones (`request --outbound-number` works).
+            "TRANSFER_HOME_COUNTRY": os.environ.get("TRANSFER_HOME_COUNTRY") or "US"}
 
 
 def redis_reachable(url: str) -> bool:
