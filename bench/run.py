@@ -433,7 +433,7 @@ def main() -> int:
         worker_peak.start()
         load = load_phase(b, args.rate, 4.0 if args.quick else 10.0)
         print("searching the highest rate with bridge p99 < 25 ms ...", flush=True)
-        ceiling = max_rate(b, [10, 20, 30] if args.quick else [10, 20, 30, 40, 50],
+        ceiling = max_rate(b, [5, 10, 20] if args.quick else [5, 10, 20, 30, 40],
                            2.0 if args.quick else 5.0)
         print("measuring scaling ...", flush=True)
         scale = scaling(b, [25, 50, 75, 100, 150, 200, 300] if not args.quick else [25, 50, 100],
