@@ -479,7 +479,7 @@ def with_bare_multiple(r: dict[str, Any], bare_ms: float) -> dict[str, Any]:
     net = {k: round(v, 2) for k, v in r.get("cpu_ms_per_transfer_net_of_idle", {}).items()}
     return {**r, "cpu_ms_per_transfer": cpu, "cpu_ms_per_transfer_net_of_idle": net,
             "cpu_in_bare_requests": {k: round(v / bare_ms, 1) for k, v in cpu.items()
-                                     if k != "sandbox"}}
+                                     if k not in ("sandbox", "redis")}}
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -536,8 +536,9 @@ def print_load(r: dict[str, Any], row: Callable[..., None]) -> None:
         print("idle CPU (ms/s): " + ", ".join(f"{k.removesuffix('_ms_per_s')} {v:.1f}"
                                               for k, v in idle.items()) + "\n")
     row("CPU ms per transfer (x bare request)", "web", "worker", "web + worker",
-        "web + worker net of idle", "sandbox", "requests to us", "machine busy", "ended")
-    row("---", "---", "---", "---", "---", "---", "---", "---", "---")
+        "web + worker net of idle", "sandbox", "redis", "requests to us",
+        "machine busy (ours)", "ended")
+    row("---", "---", "---", "---", "---", "---", "---", "---", "---", "---")
     for name, x in load.items():
         if not isinstance(x, dict) or "cpu_ms_per_transfer" not in x:
             continue
@@ -545,8 +546,9 @@ def print_load(r: dict[str, Any], row: Callable[..., None]) -> None:
         row(name, f"{c['web']:.1f} ({m['web']:.0f}x)", f"{c['worker']:.1f} ({m['worker']:.0f}x)",
             f"{c['web+worker']:.1f} ({m['web+worker']:.0f}x)",
             f"{x.get('cpu_ms_per_transfer_net_of_idle', {}).get('web+worker', 0):.1f}",
-            f"{c['sandbox']:.1f}",
-            f"{x['provider_requests_to_us_per_transfer']:.1f}", f"{x['machine_busy']:.0%}",
+            f"{c['sandbox']:.1f}", f"{c['redis']:.1f}",
+            f"{x['provider_requests_to_us_per_transfer']:.1f}",
+            f"{x['machine_busy']:.0%} ({x['stack_busy']:.0%})",
             " ".join(f"{k}:{v}" for k, v in sorted(x["states"].items())))
     x = load["twilio_bridged"]
     print()
