@@ -215,12 +215,14 @@ class Driver:
         deliveries = self.quiet(15.0)
         cpu = window.stop()
         counts = self.sb("GET", "/_sandbox/bench/counts")
-        states = Counter((b.store.get_transfer(t) or {}).get("state", "missing")
-                         for t in tids.values())
+        records = [b.store.get_transfer(t) or {} for t in tids.values()]
+        states = Counter(r.get("state", "missing") for r in records)
+        reasons = Counter(r.get("reason", "?") for r in records if r.get("state") == "failed")
         out: dict[str, Any] = {
             "provider": provider, "outcome": outcome, "offered_per_s": rate,
             "achieved_per_s": round(count / offered_s, 1) if offered_s else float(rate),
             "transfers": count, "driver_errors": errors, "states": dict(states),
+            "failure_reasons": dict(reasons),
             "provider_requests_to_us_per_transfer": round(deliveries / count, 2),
             "repeated_callbacks": counts["repeated"],
             "callback_statuses": counts["by_status"],
