@@ -6,6 +6,11 @@ Starts a real Redis, the provider sandbox (its own process), the webhook app und
 gunicorn, Celery workers, and the baselines (a no-op-plus-POST Celery task; a bare Flask
 route doing one Redis GET under the same gunicorn settings). Prints a table and writes
 bench/results.json. Not part of the test suite.
+
+The load phase (bench/load.py): N transfers/s per provider with every callback the sandbox
+sends, CPU per transfer per process tree, the bridge under load, and the highest rate with
+bridge p99 < 25 ms for 1, 2 and 4 worker processes. `--profile DIR` runs only the Twilio
+load under py-spy (bench/profile.py).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from twilio.request_validator import RequestValidator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.load import HANGUP_AFTER, RING, CpuWindow, load_phase, max_rate  # noqa: E402
 from sandbox import Sandbox  # noqa: E402
 from sandbox.redis_server import RedisServer, free_port  # noqa: E402
 from shared.client import TransferClient  # noqa: E402
@@ -82,6 +88,10 @@ def memory(proc: subprocess.Popen[bytes]) -> dict[str, int]:
             "total_mib": (rss_kib(proc.pid) + sum(rss_kib(k) for k in kids)) // 1024}
 
 
+def _pid(proc: subprocess.Popen[bytes]) -> Callable[[], int]:
+    return lambda: proc.pid
+
+
 def _fixed(proc: subprocess.Popen[bytes]) -> Callable[[], subprocess.Popen[bytes]]:
     return lambda: proc
 
@@ -102,7 +112,7 @@ class Peak(threading.Thread):
 
 
 class Bench:
-    def __init__(self, stack: ExitStack, quick: bool) -> None:
+    def __init__(self, stack: ExitStack, quick: bool, repeat_share: float = 0.1) -> None:
         self.stack, self.quick = stack, quick
         self.redis = stack.enter_context(RedisServer())
         self.sandbox_port, self.web_port, self.bare_port = free_port(), free_port(), free_port()
@@ -119,14 +129,19 @@ class Bench:
             "TWILIO_ACCOUNT_SID": sb.twilio_account_sid,
             "TWILIO_AUTH_TOKEN": sb.twilio_auth_token, "TWILIO_API_BASE_URL": self.sandbox_url,
             "PLIVO_AUTH_ID": sb.plivo_auth_id, "PLIVO_AUTH_TOKEN": sb.plivo_auth_token,
-            "PLIVO_API_BASE_URL": self.sandbox_url, "WEB_CONCURRENCY": "2"})
+            "PLIVO_API_BASE_URL": self.sandbox_url, "WEB_CONCURRENCY": "2",
+            "PLIVO_RESUME_URL": f"{self.sandbox_url}/_sandbox/plivo/resume",
+            "EXOTEL_ACCOUNT_SID": sb.exotel_account_sid, "EXOTEL_API_KEY": sb.exotel_api_key,
+            "EXOTEL_API_TOKEN": sb.exotel_api_token, "EXOTEL_API_BASE_URL": self.sandbox_url,
+            "EXOTEL_WEBHOOK_TOKEN": "bench-exotel-secret"})
         self.settings = Settings.model_validate(
             {k.lower(): v for k, v in self.env.items() if k.lower() in Settings.model_fields})
         self.store = Store.from_settings(self.settings)
         self.client = TransferClient(self.settings, store=self.store)
         self.http = requests.Session()
-        self.sandbox = self.spawn([sys.executable, "-m", "workers.cli", "sandbox", "--port",
-                                   str(self.sandbox_port)])
+        # The sandbox with a share of callbacks delivered twice (bench/sandbox_proc.py).
+        self.sandbox = self.spawn([sys.executable, str(ROOT / "bench" / "sandbox_proc.py"),
+                                   str(self.sandbox_port), str(repeat_share)])
         self.web = self.gunicorn("webhooks.wsgi:app", self.web_port)
         self.bare = self.gunicorn("bench.baseline:bare", self.bare_port)
         self.wait_http(f"{self.sandbox_url}/_sandbox/requests")
@@ -332,10 +347,14 @@ def throughput(b: Bench, n: int) -> dict[str, Any]:
         loadgen(base, reqs[: min(300, n)])  # warm up
         peak = Peak(_fixed(proc))
         peak.start()
+        window = CpuWindow({"server": _pid(proc)}).start()
         results[name] = loadgen(base, reqs)
+        cpu = window.stop()
         peak.done.set()
         peak.join()
         results[name]["memory_peak"] = peak.peak
+        # CPU of the server's process tree (gunicorn master + workers) per request.
+        results[name]["cpu_ms_per_request"] = cpu["cpu_s"]["server"] * 1000 / len(reqs)
     return results
 
 
@@ -385,12 +404,24 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer samples")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument("--rate", type=float, default=20.0,
+                        help="transfers/s of the load phase (default 20)")
+    parser.add_argument("--repeat-share", type=float, default=0.1,
+                        help="share of callbacks the sandbox delivers twice (default 0.1)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="only profile the web and worker processes with py-spy under the "
+                             "load phase; write the stacks and a summary to DIR")
     args = parser.parse_args()
     n = 100 if args.quick else 300
+    started = time.monotonic()
     with ExitStack() as stack:
         print("starting redis, sandbox, gunicorn (ours and bare), workers ...", flush=True)
-        b = Bench(stack, args.quick)
+        b = Bench(stack, args.quick, args.repeat_share)
         time.sleep(1)
+        if args.profile:
+            from bench.profile import profile
+
+            return profile(b, Path(args.profile), args.rate, 6.0 if args.quick else 15.0)
         idle = {"worker": memory(b.worker), "web": memory(b.web)}
         # Warm-up (connections, caches), not measured.
         measure_baseline(b, 20)
@@ -403,9 +434,14 @@ def main() -> int:
         bridge_floor = measure_bridge_floor(b, n)
         print("measuring webhook throughput ...", flush=True)
         tput = throughput(b, 2000 if args.quick else 6000)
-        print("measuring scaling ...", flush=True)
+        print(f"load phase: {args.rate:g} transfers/s with every callback ...", flush=True)
         worker_peak = Peak(lambda: b.worker)
         worker_peak.start()
+        load = load_phase(b, args.rate, 4.0 if args.quick else 10.0)
+        print("searching the highest rate with bridge p99 < 25 ms ...", flush=True)
+        ceiling = max_rate(b, [5, 10, 20] if args.quick else [5, 10, 20, 30, 40],
+                           2.0 if args.quick else 5.0)
+        print("measuring scaling ...", flush=True)
         scale = scaling(b, [25, 50, 75, 100, 150, 200, 300] if not args.quick else [25, 50, 100],
                         2.0 if args.quick else 4.0)
         worker_peak.done.set()
@@ -424,6 +460,14 @@ def main() -> int:
         "webhooks": {name: {**r, "rps_ratio_to_bare": r["rps"] / bare["rps"]}
                      for name, r in tput.items()},
         "scaling": scale,
+        "load": {"rate_per_s": args.rate, "repeat_share": args.repeat_share,
+                 "ring_s": RING, "hangup_after_s": HANGUP_AFTER,
+                 "web_worker_processes": {"gunicorn_workers": 2, "celery_concurrency": 2},
+                 "bare_route_cpu_ms_per_request": bare["cpu_ms_per_request"],
+                 **{name: with_bare_multiple(r, bare["cpu_ms_per_request"])
+                    for name, r in load.items()}},
+        "max_rate_bridge_p99_under_25ms": ceiling,
+        "bench_seconds": round(time.monotonic() - started),
         "memory_mib": {"idle": idle,
                        "web_under_load": tput["/plivo/dial-up"]["memory_peak"],
                        "worker_under_load": worker_peak.peak},
@@ -431,6 +475,17 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
     return 0
+
+
+def with_bare_multiple(r: dict[str, Any], bare_ms: float) -> dict[str, Any]:
+    """The step's CPU per transfer, also as a multiple of the bare route's CPU per request."""
+    if "cpu_ms_per_transfer" not in r:
+        return r
+    cpu = {k: round(v, 2) for k, v in r["cpu_ms_per_transfer"].items()}
+    net = {k: round(v, 2) for k, v in r.get("cpu_ms_per_transfer_net_of_idle", {}).items()}
+    return {**r, "cpu_ms_per_transfer": cpu, "cpu_ms_per_transfer_net_of_idle": net,
+            "cpu_in_bare_requests": {k: round(v / bare_ms, 1) for k, v in cpu.items()
+                                     if k not in ("sandbox", "redis")}}
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -462,6 +517,7 @@ def print_table(r: dict[str, Any]) -> None:
     row("---", "---")
     for c, x in r["scaling"].items():
         row(c, x["max_rate_p99_under_100ms"])
+    print_load(r, row)
     print()
     mem = r["memory_mib"]
     row("memory (MiB RSS)", "main", "largest child", "total")
@@ -470,6 +526,55 @@ def print_table(r: dict[str, Any]) -> None:
                      ("web under load", mem["web_under_load"]),
                      ("worker under load", mem["worker_under_load"])):
         row(label, x["main_mib"], x["child_mib"], x["total_mib"])
+
+
+
+def print_load(r: dict[str, Any], row: Callable[..., None]) -> None:
+    load = r.get("load")
+    if not load:
+        return
+    bare = load["bare_route_cpu_ms_per_request"]
+    print(f"\nload: {load['rate_per_s']:g} transfers/s, ring {load['ring_s']:g} s, "
+          f"{load['repeat_share']:.0%} of callbacks delivered twice, 2 gunicorn workers, "
+          f"2 worker processes; bare route {bare:.2f} ms CPU per request\n")
+    idle = load.get("idle_cpu", {})
+    if idle:
+        print("idle CPU (ms/s): " + ", ".join(f"{k.removesuffix('_ms_per_s')} {v:.1f}"
+                                              for k, v in idle.items()) + "\n")
+    row("CPU ms per transfer (x bare request)", "web", "worker", "web + worker",
+        "web + worker net of idle", "sandbox", "redis", "requests to us",
+        "machine busy (ours)", "ended")
+    row("---", "---", "---", "---", "---", "---", "---", "---", "---", "---")
+    for name, x in load.items():
+        if not isinstance(x, dict) or "cpu_ms_per_transfer" not in x:
+            continue
+        c, m = x["cpu_ms_per_transfer"], x["cpu_in_bare_requests"]
+        row(name, f"{c['web']:.1f} ({m['web']:.0f}x)", f"{c['worker']:.1f} ({m['worker']:.0f}x)",
+            f"{c['web+worker']:.1f} ({m['web+worker']:.0f}x)",
+            f"{x.get('cpu_ms_per_transfer_net_of_idle', {}).get('web+worker', 0):.1f}",
+            f"{c['sandbox']:.1f}", f"{c['redis']:.1f}",
+            f"{x['provider_requests_to_us_per_transfer']:.1f}",
+            f"{x['machine_busy']:.0%} ({x['stack_busy']:.0%})",
+            " ".join(f"{k}:{v}" for k, v in sorted(x["states"].items())))
+    x = load["twilio_bridged"]
+    print()
+    row(f"Twilio under load ({load['rate_per_s']:g}/s)", "p50 ms", "p95 ms", "p99 ms", "n")
+    row("---", "---", "---", "---", "---")
+    for label, key in (("bridge: join callback sent -> customer update", "bridge"),
+                       ("our answer to the join callback", "join_callback_answered"),
+                       ("handoff: request -> dial at the provider", "handoff")):
+        s = x.get(key, {})
+        if s.get("n"):
+            row(label, f"{s['p50_ms']:.1f}", f"{s['p95_ms']:.1f}", f"{s['p99_ms']:.1f}", s["n"])
+    print()
+    row("worker processes", "max transfers/s with bridge p99 < 25 ms",
+        "steps (rate: p99 ms, busy)")
+    row("---", "---", "---")
+    for c, x in r.get("max_rate_bridge_p99_under_25ms", {}).items():
+        row(c, x["max_rate_bridge_p99_under_25ms"],
+            ", ".join(f"{s['offered_per_s']:g}: {s['bridge_p99_ms']}"
+                      f" ({s['bridged']}/{s['transfers']} bridged, {s['machine_busy']:.0%})"
+                      for s in x["steps"]))
 
 
 if __name__ == "__main__":
