@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 
+import redis
 from flask import Response, abort, g, request
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 from twilio.request_validator import RequestValidator
@@ -40,16 +41,28 @@ def verify_twilio() -> None:
         g.release_on_failure = claim
 
 
-# How long a Plivo nonce is remembered: a replay inside this window is refused.
+# How long a Twilio idempotency token is remembered.
 NONCE_WINDOW = 15 * 60
 
 
-def verify_plivo(*, claim_nonce: bool = True) -> str:
+def plivo_nonce_ttl() -> int:
+    """How long a Plivo nonce is remembered: as long as the transfer records. V3 signs no
+    timestamp, so a captured request verifies for ever; a nonce forgotten before the
+    records (and the one-time claims, such as `ended:...`, kept as long) would let a replay
+    through once they are gone from the nonce set but not from the state it acts on."""
+    return deps().settings.transfer_record_ttl
+
+
+def verify_plivo(*, claim_nonce: bool = True, steering: bool = False) -> str:
     """403 unless X-Plivo-Signature-V3 matches (over the URL, the nonce and, for POST, the
     sorted params) and the nonce is new. The nonce is released again if the request is not
     accepted (a 503), so that Plivo's retry of it is not taken for a replay. With
     claim_nonce=False the caller claims the returned claim name itself (in its own Redis
-    round trip) and must refuse the request as a replay when that fails."""
+    round trip) and must refuse the request as a replay when that fails.
+
+    steering=True is for the routes whose XML answer steers the live call: with Redis
+    down the nonce is not checked (and the route answers from its signed URL), because a
+    replay there gets the very XML the original got, while a 503 would end the call."""
     signature = request.headers.get("X-Plivo-Signature-V3", "")
     nonce = request.headers.get("X-Plivo-Signature-V3-Nonce", "")
     token = deps().settings.plivo_auth_token
@@ -60,8 +73,16 @@ def verify_plivo(*, claim_nonce: bool = True) -> str:
     if not _plivo_v3_valid(method, public_url(), nonce, token, signature, params):
         _refuse("plivo", "bad signature")
     claim = f"nonce:plivo:{nonce}"
-    if claim_nonce and not deps().store.claim_once(claim, ttl=NONCE_WINDOW):
-        refuse_replay()
+    if claim_nonce:
+        try:
+            fresh = deps().store.claim_once(claim, ttl=plivo_nonce_ttl())
+        except redis.RedisError:
+            if not steering:
+                raise  # a status callback: 503, Plivo retries it
+            log.warning("redis unavailable; nonce not checked", extra={"path": request.path})
+            return claim
+        if not fresh:
+            refuse_replay()
     g.release_on_failure = claim
     return claim
 
