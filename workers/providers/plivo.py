@@ -288,7 +288,9 @@ def screened_out(transfer: Mapping[str, str], attempt: str, at: float) -> bool:
     picked = transfer.get(picked_up_field(attempt))
     if not picked:
         return True  # never picked up: nothing was bridged
-    return at < float(picked) + confirm_timeout(transfer)
+    # The grace: the Dial action of a dropped leg may travel slower than the confirmSound
+    # fetch that set `picked`.
+    return at < float(picked) + confirm_timeout(transfer) + CONFIRM_GRACE
 
 
 def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) -> str:
