@@ -412,7 +412,7 @@ class Store:
         return rec or None
 
     def serve_dial_up(self, transfer_id: str, note: str, *, claim: str | None = None,
-                      claim_ttl: int = 900, now: float | None = None
+                      claim_ttl: int | None = None, now: float | None = None
                       ) -> tuple[dict[str, str] | None, str | None]:
         """For a provider fetching whom to dial, in one round trip: take the request's replay
         claim (see claim_once), read the transfer record and the flag (the number), and
@@ -422,7 +422,8 @@ class Store:
         res = self._serve(keys=[self.record_key(transfer_id), self.timeline_key(transfer_id),
                                 f"wt:once:{claim}" if claim else ""],
                           args=[self._entry(now, None, note), self.settings.transfer_record_ttl,
-                                claim_ttl])
+                                # A replay claim (a nonce) lives as long as the records.
+                                claim_ttl or self.settings.transfer_record_ttl])
         if res[0] == "replay":
             raise Replay(claim or "")
         flat, number = res[0], res[1] or None
