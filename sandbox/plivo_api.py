@@ -106,7 +106,7 @@ class PlivoSim:
         # Direction, ALegUUID, ALegRequestUUID).
         return {"CallUUID": call.sid, "From": call.from_, "To": call.to,
                 "CallStatus": call.status, "Direction": "inbound",
-                "ALegUUID": call.sid, "RequestUUID": call.sid}
+                "ALegUUID": call.sid, "ALegRequestUUID": call.sid}
 
     # running XML on a call
     def fetch(self, call: SimCall, url: str, method: str = "POST") -> None:
@@ -123,6 +123,7 @@ class PlivoSim:
         try:
             root = ET.fromstring(xml_text)  # noqa: S314 - XML from the service under test
         except ET.ParseError:
+            # Invalid XML: the call ends (least convenient; xml/response-format is silent).
             call.spoken.append("[invalid XML]")
             self.sb._end_call(call.sid, "failed")
             return

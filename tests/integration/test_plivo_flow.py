@@ -308,3 +308,26 @@ def test_screening_key_from_the_template(stack: Stack) -> None:
     assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
     human = next(c for c in stack.sandbox.calls.values() if c.to == right)
     assert human.spoken[-1] == "Press 5 to take the call."
+
+
+def test_key_pressed_after_the_confirm_timeout_is_declined(stack: Stack) -> None:
+    # The other side of the sandbox's clock: a human who presses long after the prompt is
+    # dropped by Plivo at confirmTimeout, and the customer goes back to the AI.
+    number = fictional_number()
+    stack.sandbox.plivo.set_press_delay(number, 120.0)
+    lead = unique_lead()
+    call_id = stack.customer_call(lead, provider="plivo")
+    stack.sandbox.set_fate(number, "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=number,
+                           outbound_number=OUTBOUND, provider="plivo", summary="Billing")
+    request["template"]["configurations"].update(screening=True,
+                                                 screening_timeout=SCREENING_TIMEOUT)
+    tid = str(stack.client.connect_to_live_agent(request)["transfer_id"])
+    event = stack.terminal(tid, timeout=SCREENED_WAIT)
+    assert (event["type"], event["reason"], event["action"]) == (
+        "transfer.failed", "declined", "resume")
+    deadline = time.monotonic() + 5
+    while _resume_url(stack) not in stack.sandbox.calls[call_id].redirects:
+        assert time.monotonic() < deadline, "customer was not sent back to the AI"
+        time.sleep(0.05)
+    assert _human_leg(stack, number).spoken[-1] == "Press 1 to take the call."  # type: ignore[attr-defined]
