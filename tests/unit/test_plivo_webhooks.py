@@ -337,14 +337,15 @@ def test_a_context_we_did_not_sign_is_refused(client: FlaskClient, settings: Set
     assert drain_queue(celery_app, "transfers") == []
 
 
+@pytest.mark.parametrize("key", ["5", "0"])
 def test_redis_down_whisper_gives_a_generic_briefing(down: FlaskClient, settings: Settings,
-                                                     store: Store) -> None:
-    rec = record(store, screening=True, screening_key="5")
+                                                     store: Store, key: str) -> None:
+    rec = record(store, screening=True, screening_key=key)
     rec["summary"] = "Wants a refund"
     resp = post(down, settings, signed_path(settings, "/plivo/whisper", rec), {"CallUUID": "b"})
     assert resp.status_code == 200
     assert [e.text for e in ET.fromstring(resp.data)] == [
-        "Incoming transfer from the AI assistant.", "Press 5 to take the call."]
+        "Incoming transfer from the AI assistant.", f"Press {key} to take the call."]
 
 
 def test_redis_down_hold_plays_the_templates_audio(down: FlaskClient, settings: Settings,

@@ -149,8 +149,11 @@ def _mac(settings: Settings, path: str, transfer_id: str, attempt: str, payload:
 
 def dial_context(transfer: Mapping[str, str]) -> dict[str, str]:
     """The context of a transfer record (or of another context), for a signed URL."""
-    ctx = {k: str(transfer[k]) for k in CONTEXT_FIELDS
-           if transfer.get(k) and str(transfer[k]) not in ("0", "[]", "[0]")}
+    ctx = {k: str(transfer[k]) for k in CONTEXT_FIELDS if transfer.get(k)}
+    if ctx.get("attempt") == "0":
+        del ctx["attempt"]  # the defaults, left out to keep the URLs short
+    if ctx.get("ring_timeouts") in ("[]", "[0]"):
+        del ctx["ring_timeouts"]
     if not ctx.get("screening"):
         ctx.pop("screening_key", None)
         ctx.pop("screening_timeout", None)
