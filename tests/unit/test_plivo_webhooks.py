@@ -432,3 +432,14 @@ def test_replayed_request_refused_after_the_old_15_minute_window(
     assert post(client, settings, dial_up, {"CallUUID": "uuid-1"}, headers=headers
                 ).status_code == 200
     assert store.r.ttl("wt:once:nonce:plivo:dial-up-1") > settings.transfer_record_ttl - 60
+
+
+def test_whisper_with_control_characters_in_the_summary_is_xml(
+        client: FlaskClient, settings: Settings, store: Store) -> None:
+    rec = record(store, screening=True)
+    store.set_fields(rec["transfer_id"], summary="hi\u000b there\x00")
+    resp = post(client, settings, signed_path(settings, "/plivo/whisper", rec),
+                {"CallUUID": "b"})
+    assert resp.status_code == 200
+    assert [e.text for e in ET.fromstring(resp.data)][0] == (
+        "Incoming transfer. Note from the AI assistant: hi  there ")

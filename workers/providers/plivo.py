@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -238,6 +239,7 @@ def destination(transfer: Mapping[str, str]) -> str:
 # - 2 s before the first word: Plivo fetches the confirmSound from us after the answer and
 #   synthesises it.
 SPEECH_CHARS_PER_SECOND = 10.0
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 PAUSE_PER_SPEAK = 0.5
 CONFIRM_SOUND_LATENCY = 2.0
 # Plivo's own default confirmTimeout is 120 s; a 1000-character summary at the rate above
@@ -255,7 +257,10 @@ def briefing_texts(transfer: Mapping[str, str] | None) -> list[str]:
     if transfer is None:
         return texts
     if transfer.get("summary"):
-        texts.append(f"Incoming transfer. Note from the AI assistant: {transfer['summary']}")
+        # Control characters are not XML (the SDK's lxml raises on them): a whisper that
+        # answered 500 would leave the human's leg without its confirmSound.
+        summary = _CONTROL.sub(" ", transfer["summary"])
+        texts.append(f"Incoming transfer. Note from the AI assistant: {summary}")
     elif transfer.get("briefing"):
         # From a signed URL, Redis down: the summary could not be read.
         texts.append("Incoming transfer from the AI assistant.")
