@@ -441,5 +441,5 @@ def test_whisper_with_control_characters_in_the_summary_is_xml(
     resp = post(client, settings, signed_path(settings, "/plivo/whisper", rec),
                 {"CallUUID": "b"})
     assert resp.status_code == 200
-    assert [e.text for e in ET.fromstring(resp.data)][0] == (
+    assert ET.fromstring(resp.data).findtext("Speak") == (
         "Incoming transfer. Note from the AI assistant: hi  there ")
