@@ -17,7 +17,7 @@ from flask import Blueprint, Response, abort, request
 
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
 from shared.logs import get_logger
-from shared.store import TERMINAL_STATES, Replay
+from shared.store import TERMINAL_STATES, Replay, State
 from webhooks.deps import deps, enqueue
 from webhooks.parsing import require, transfer_id_arg
 from webhooks.security import plivo_nonce_ttl, refuse_replay, verify_plivo
@@ -170,6 +170,11 @@ def dial_action() -> Response:
                     transfer_id, int(params["attempt"]),
                     provider.failure_reason(transfer, status))
                 if outcome in ("next", "stale") and number:
+                    if outcome == "next" and transfer["state"] == State.HUMAN_ANSWERED:
+                        # A screened human who did not take it: ringing the next one.
+                        d.store.transition(transfer_id, State.DIALING,
+                                           "dialing the next destination",
+                                           from_states=(State.HUMAN_ANSWERED,))
                     # The store has recorded the step; the answer dials that destination.
                     return _xml(provider.dial_up_xml(
                         d.settings, {**transfer, "attempt": str(current)}, number))

@@ -403,10 +403,12 @@ def test_screened_dial_completed_before_the_confirm_window_dials_the_next(
     whisper = post(client, settings, signed_path(settings, "/plivo/whisper", rec),
                    {"CallUUID": "b"})
     assert whisper.status_code == 200 and store.get_transfer(tid)["picked_up_at_0"]  # type: ignore[index]
+    store.transition(tid, State.HUMAN_ANSWERED, "picked up")  # the worker, on the answer
     # The leg ended "completed" well inside confirmTimeout: dropped for want of the key.
     resp = post(client, settings, signed_path(settings, "/plivo/dial-action", rec),
                 {"DialStatus": "completed"})
     assert ET.fromstring(resp.data).findtext("Dial/Number") == "+14155550102"
+    assert store.get_transfer(tid)["state"] == "dialing"  # type: ignore[index]
     assert "destination 1 declined" in [e["note"] for e in store.timeline(tid)]
     assert drain_queue(celery_app, "transfers") == []
 
