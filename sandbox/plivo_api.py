@@ -220,6 +220,8 @@ class PlivoSim:
                 self.sb.scheduler.at(max(confirm_timeout - elapsed, 0.0), lambda: drop())
 
         def bridge() -> None:
+            # The key accepts the call: the legs are bridged (xml/dial, confirmKey). Plivo
+            # reports nothing for it that the docs name; nothing is sent.
             with self.sb.lock:
                 if call.dial is not None and bleg.status == "in-progress":
                     call.dial["bridged"] = "1"
@@ -303,7 +305,8 @@ class PlivoSim:
             self.sb.scheduler.at(0.01, lambda: self._callback(url, params))
 
     def human_hangs_up(self, call: SimCall) -> None:
-        """The human ends a bridged call: the Dial is over and its action decides."""
+        """The human ends a bridged call: the Dial is over and its action decides (the
+        callbackUrl's hangup event, then the action with DialStatus completed, xml/dial)."""
         with self.sb.scheduler.keyed(call.sid):
             self._human_hangs_up(call)
 
