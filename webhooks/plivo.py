@@ -17,7 +17,7 @@ from flask import Blueprint, Response, abort, request
 
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
 from shared.logs import get_logger
-from shared.store import TERMINAL_STATES, Replay, State
+from shared.store import TERMINAL_STATES, Replay
 from webhooks.deps import deps, enqueue
 from webhooks.parsing import require, transfer_id_arg
 from webhooks.security import plivo_nonce_ttl, refuse_replay, verify_plivo
@@ -155,43 +155,20 @@ def dial_action() -> Response:
     params["attempt"] = _attempt()
     # When it came: whether a screened human's leg outlived the confirm window.
     params["received_at"] = repr(time.time())
-    status = params["DialStatus"]
     d = deps()
     try:
-        transfer = d.store.get_transfer(transfer_id) \
-            if status != "completed" or ctx is None or ctx.get("screening") else None
-        if transfer is not None and transfer["state"] not in TERMINAL_STATES:
-            bridged = status == "completed" and not provider.screened_out(
-                transfer, params["attempt"], float(params["received_at"]))
-            if not bridged:
-                # Not reached: the next fallback destination, if the template has one (one
-                # atomic step in the store, answered at once: Plivo runs this answer).
-                outcome, current, number = d.store.advance_destination(
-                    transfer_id, int(params["attempt"]),
-                    provider.failure_reason(transfer, status))
-                if outcome in ("next", "stale") and number:
-                    if outcome == "next" and transfer["state"] == State.HUMAN_ANSWERED:
-                        # A screened human who did not take it: ringing the next one.
-                        d.store.transition(transfer_id, State.DIALING,
-                                           "dialing the next destination",
-                                           from_states=(State.HUMAN_ANSWERED,))
-                    # The store has recorded the step; the answer dials that destination.
-                    return _xml(provider.dial_up_xml(
-                        d.settings, {**transfer, "attempt": str(current)}, number))
-        elif transfer is not None:
-            bridged = transfer["state"] == "succeeded" and status == "completed"
-        else:
-            bridged = status == "completed" and not (ctx or {}).get("screening")
+        answer, hand_over = provider.answer_dial_action(d.store, d.settings, transfer_id,
+                                                        params, ctx)
     except redis.RedisError:
-        # Back to the AI (or, after a bridge we can vouch for, the end of the call). No
-        # fallback destination: the store could not record the step, and a Dial it does not
-        # know of would have its outcome dropped. The outcome is recorded by the task below
-        # once Redis is back, or by the deadline sweep.
+        # The outcome is recorded by the task below once Redis is back, or by the deadline
+        # sweep.
         log.warning("redis unavailable; dial action answered from its signed URL")
-        bridged = status == "completed" and ctx is not None and not ctx.get("screening")
-    _try_enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-action",
-                 transfer_id=transfer_id, params=params)
-    return _xml(provider.dial_action_xml(d.settings, bridged))
+        answer, hand_over = provider.degraded_dial_action(d.settings, params["DialStatus"],
+                                                          ctx), True
+    if hand_over:
+        _try_enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-action",
+                     transfer_id=transfer_id, params=params)
+    return _xml(answer)
 
 
 @bp.post("/dial-callback")

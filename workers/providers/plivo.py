@@ -47,6 +47,7 @@ from workers.providers.base import (
 )
 
 if TYPE_CHECKING:
+    from shared.store import Store
     from workers.runtime import Runtime
 
 T = TypeVar("T")
@@ -382,6 +383,49 @@ def dial_action_xml(settings: Settings, bridged: bool) -> str:
         response.add(plivoxml.HangupElement())
         return str(response.to_string(False))
     return resume_xml(settings)
+
+
+def answer_dial_action(store: Store, settings: Settings, transfer_id: str,
+                       params: Mapping[str, str], ctx: Mapping[str, str] | None
+                       ) -> tuple[str, bool]:
+    """The XML that answers a Dial action, and whether the action is still to be handed to
+    the worker (False when the answer dials the next destination: the store has recorded
+    that step). Raises redis.RedisError; the caller then answers dial_action_xml from the
+    signed context alone (see degraded_dial_action)."""
+    status, attempt = params["DialStatus"], params["attempt"]
+    # A completed Dial without screening was a bridge: nothing to read.
+    transfer = store.get_transfer(transfer_id) \
+        if status != "completed" or ctx is None or ctx.get("screening") else None
+    if transfer is None:
+        bridged = status == "completed" and not (ctx or {}).get("screening")
+    elif transfer["state"] in TERMINAL_STATES:
+        bridged = transfer["state"] == State.SUCCEEDED and status == "completed"
+    else:
+        bridged = status == "completed" and not screened_out(
+            transfer, attempt, float(params["received_at"]))
+        if not bridged:
+            # Not reached: the next fallback destination, if the template has one (one
+            # atomic step in the store, answered at once: Plivo runs this answer).
+            outcome, current, number = store.advance_destination(
+                transfer_id, int(attempt), failure_reason(transfer, status))
+            if outcome in ("next", "stale") and number:
+                if outcome == "next" and transfer["state"] == State.HUMAN_ANSWERED:
+                    # A screened human who did not take it: ringing the next one.
+                    store.transition(transfer_id, State.DIALING,
+                                     "dialing the next destination",
+                                     from_states=(State.HUMAN_ANSWERED,))
+                return dial_up_xml(settings, {**transfer, "attempt": str(current)},
+                                   number), False
+    return dial_action_xml(settings, bridged), True
+
+
+def degraded_dial_action(settings: Settings, status: str, ctx: Mapping[str, str] | None
+                         ) -> str:
+    """The Dial action's answer with Redis down: back to the AI, or the end of the call
+    after a bridge we can vouch for (no screening). No next destination: the store could
+    not record the step, and a Dial it does not know of would have its outcome dropped."""
+    bridged = status == "completed" and ctx is not None and not ctx.get("screening")
+    return dial_action_xml(settings, bridged)
 
 
 class PlivoProvider:
