@@ -320,7 +320,11 @@ def throughput(b: Bench, n: int) -> dict[str, Any]:
     time.sleep(1.0)
     token = b.settings.plivo_auth_token.encode()
     dial_up = []
-    path = f"/plivo/dial-up?transfer_id={tid}"
+    # The aleg_url the worker gave Plivo (its signed context included), as Plivo fetches it.
+    recorded = b.http.get(f"{b.sandbox_url}/_sandbox/requests", timeout=5).json()
+    aleg = next((r["json"]["aleg_url"] for r in recorded
+                 if call_id in r["path"] and (r.get("json") or {}).get("aleg_url")), "")
+    path = aleg.removeprefix(b.web_url) or f"/plivo/dial-up?transfer_id={tid}"
     form = {"CallUUID": call_id, "From": "+14155550150", "To": "+14155550151",
             "CallStatus": "in-progress", "Direction": "inbound"}
     body = urlencode(form)

@@ -258,6 +258,7 @@ class Sandbox:
             self.conferences.clear()
             self.repeat_callbacks = 1
             self.exotel.drop_status_callbacks = False
+            self.plivo.press_delays.clear()
 
     def create_customer_call(self, *, to: str, from_: str, status_callback: str | None,
                              provider: str = "twilio", **flow: Any) -> str:

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     plivo_auth_token: str = ""
     plivo_api_base_url: str = "https://api.plivo.com"
     plivo_resume_url: str = ""
+    # Signs the context our Plivo URLs carry (whom to dial, hold audio...), so that the XML
+    # routes can answer from the URL when Redis is down. Empty: derived from PLIVO_AUTH_TOKEN.
+    webhook_hmac_key: str = ""
 
     exotel_account_sid: str = ""
     exotel_api_key: str = ""

@@ -487,7 +487,7 @@ class Store:
         return rec or None
 
     def serve_dial_up(self, transfer_id: str, note: str, *, claim: str | None = None,
-                      claim_ttl: int = 900, now: float | None = None
+                      claim_ttl: int | None = None, now: float | None = None
                       ) -> tuple[dict[str, str] | None, str | None]:
         """For a provider fetching whom to dial, in one round trip: take the request's replay
         claim (see claim_once), read the transfer record and the flag (the number), and
@@ -495,7 +495,9 @@ class Store:
         Returns (record or None, number or None); raises Replay if the claim was taken."""
         now = time.time() if now is None else now
         # The claim is its own key (any slot): taken first, as before the record is read.
-        if claim and not self.claim_once(claim, ttl=claim_ttl):
+        # A replay claim (a nonce) lives as long as the records.
+        if claim and not self.claim_once(
+                claim, ttl=claim_ttl or self.settings.transfer_record_ttl):
             raise Replay(claim)
         lead = self._lead_of(transfer_id)
         if lead is None:
@@ -503,6 +505,7 @@ class Store:
         res = self._serve(keys=[self.record_key(transfer_id, lead),
                                 self.timeline_key(transfer_id, lead), flag_key(lead)],
                           args=[self._entry(now, None, note), self.settings.transfer_record_ttl])
+
         flat, number = res[0], res[1] or None
         rec = {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat), 2)}
         if not rec:

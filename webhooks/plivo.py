@@ -1,38 +1,82 @@
 """Plivo callbacks. Verify, parse, enqueue, answer; the XML comes from workers.providers.plivo
-because Plivo acts on the answer (the customer's call runs it)."""
+because Plivo acts on the answer (the customer's call runs it).
+
+The routes whose answer steers the live call (dial-up, dial-action, whisper, hold) answer
+even with Redis or the broker down, from the context their signed URL carries: a 503 there
+would leave Plivo with no XML to run, and Plivo ends the call. Only the pure status
+callbacks (dial-callback, status) answer 503, which Plivo retries.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+import time
+from typing import Any
 
-from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
+import redis
+from flask import Blueprint, Response, abort, request
+
+from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
+from shared.logs import get_logger
 from shared.store import TERMINAL_STATES, Replay
 from webhooks.deps import deps, enqueue
 from webhooks.parsing import require, transfer_id_arg
-from webhooks.security import NONCE_WINDOW, refuse_replay, verify_plivo
+from webhooks.security import plivo_nonce_ttl, refuse_replay, verify_plivo
 from workers.providers import plivo as provider
 
 bp = Blueprint("plivo", __name__, url_prefix="/plivo")
+log = get_logger("webhooks.plivo")
 
 _ENDED = frozenset({"completed", "busy", "failed", "timeout", "no-answer", "cancel", "hangup"})
 
 
 def _params(*required: str) -> dict[str, str]:
     source = request.form if request.method == "POST" else request.args
-    params = {k: v for k, v in source.items() if k != "transfer_id"}
+    params = {k: v for k, v in source.items() if k not in ("transfer_id", "t")}
     require(params, *required)
     return params
+
+
+def _attempt() -> str:
+    attempt = request.args.get("attempt", "0")
+    return attempt if attempt.isdigit() and len(attempt) < 4 else "0"
 
 
 def _xml(body: str) -> Response:
     return Response(body, status=200, mimetype="application/xml")
 
 
+def _context(path: str, transfer_id: str) -> dict[str, str] | None:
+    """The signed context of this URL; 403 for one we did not sign (Plivo signs whatever URL
+    it is given, so its signature alone does not make the URL's content ours)."""
+    try:
+        return provider.read_context(deps().settings, path, transfer_id, _attempt(),
+                                     request.args.get("t", ""))
+    except provider.BadContext:
+        log.warning("webhook refused", extra={"provider": "plivo", "path": request.path,
+                                              "why": "bad URL context"})
+        deps().metrics.inc("warm_transfer_signature_failures", provider="plivo")
+        abort(403)
+
+
+def _try_enqueue(task: str, **kwargs: Any) -> bool:
+    """Publish, or log and go on: on a steering route the XML answer matters more than the
+    task, whose outcome the deadline sweep settles if it never runs."""
+    try:
+        deps().celery.send_task(task, kwargs=kwargs, queue=TRANSFERS_QUEUE)
+        return True
+    except Exception:  # noqa: BLE001 - any broker failure; the answer must still go out
+        log.warning("could not enqueue; the deadline sweep will settle the transfer",
+                    extra={"task": task, "path": request.path})
+        return False
+
+
 @bp.route("/dial-up", methods=["GET", "POST"])
 def dial_up() -> Response:
-    """The XML for the customer's leg: dial the human, from the pending transfer's flag."""
+    """The XML for the customer's leg: dial the human, from the pending transfer's flag (or,
+    with Redis down, from the signed URL)."""
     claim = verify_plivo(claim_nonce=False)
     transfer_id = transfer_id_arg()
+    ctx = _context(provider.DIAL_UP_PATH, transfer_id)
     params = _params()
     d = deps()
     # The hot path: one round trip claims the nonce, reads the transfer and its flag, and
@@ -40,15 +84,24 @@ def dial_up() -> Response:
     try:
         transfer, number = d.store.serve_dial_up(
             transfer_id, "dial-up XML served; dialing the human agent", claim=claim,
-            claim_ttl=NONCE_WINDOW)
+            claim_ttl=plivo_nonce_ttl())
     except Replay:
         refuse_replay()
         raise  # unreachable: refuse_replay aborts
+    except redis.RedisError:
+        # No replay check: a replay gets the XML the original got. The worker's recovery
+        # path (dial_up_served) does not apply while Redis is down anyway.
+        number = provider.destination(ctx) if ctx else ""
+        log.warning("redis unavailable; dial-up answered from its signed URL",
+                    extra={"answered": bool(number)})
+        if ctx is None or not number:
+            return _xml(provider.resume_xml(d.settings))
+        return _xml(provider.dial_up_xml(d.settings, ctx, number))
     if transfer is None or transfer["state"] in TERMINAL_STATES or not number:
         # Never strand the customer: back to the AI, or an apology.
         if transfer is not None:
-            enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-up-missing",
-                    transfer_id=transfer_id, params=params)
+            _try_enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-up-missing",
+                         transfer_id=transfer_id, params=params)
         return _xml(provider.resume_xml(d.settings))
     return _xml(provider.dial_up_xml(d.settings, transfer, number))
 
@@ -56,57 +109,80 @@ def dial_up() -> Response:
 @bp.post("/whisper")
 def whisper() -> Response:
     """Plivo's confirmSound: fetched when the human answers; played to them alone."""
-    verify_plivo()
+    verify_plivo(steering=True)
     transfer_id = transfer_id_arg()
+    ctx = _context(provider.WHISPER_PATH, transfer_id)
+    attempt = _attempt()
     store = deps().store
-    transfer = store.get_transfer(transfer_id)
-    if transfer is not None and transfer["state"] not in TERMINAL_STATES:
-        # Recorded for the outcome: a screened human who picked up but did not press the
-        # key declined, rather than did not answer.
-        store.set_fields(transfer_id, human_picked_up="1")
-        store.note(transfer_id, "human agent picked up; briefing played")
+    transfer: dict[str, str] | None
+    try:
+        transfer = store.get_transfer(transfer_id)
+        if transfer is not None and transfer["state"] not in TERMINAL_STATES \
+                and not transfer.get(provider.picked_up_field(attempt)):
+            # When the confirm window started (see screened_out); and a screened human
+            # who picked up but did not press the key declined, rather than did not answer.
+            store.set_fields(transfer_id, **{provider.picked_up_field(attempt):
+                                             repr(time.time()), "human_picked_up": "1"})
+            store.note(transfer_id, "human agent picked up; briefing played")
+    except redis.RedisError:
+        log.warning("redis unavailable; generic briefing from the signed URL")
+        transfer = ctx
     return _xml(provider.whisper_xml(transfer))
 
 
 @bp.post("/hold")
 def hold() -> Response:
     """Plivo's dialMusic: what the customer hears while the human is being reached."""
-    verify_plivo()
-    return _xml(provider.hold_xml(deps().store.get_transfer(transfer_id_arg())))
+    verify_plivo(steering=True)
+    transfer_id = transfer_id_arg()
+    ctx = _context(provider.HOLD_PATH, transfer_id)
+    if ctx is not None:
+        return _xml(provider.hold_xml(ctx))  # all it needs is in the URL
+    try:
+        transfer = deps().store.get_transfer(transfer_id)
+    except redis.RedisError:
+        transfer = None  # a ringing tone's worth of waiting, never an error
+    return _xml(provider.hold_xml(transfer))
 
 
 @bp.post("/dial-action")
 def dial_action() -> Response:
     """The Dial is over; the answer decides what the customer's call does next."""
-    verify_plivo()
+    verify_plivo(steering=True)
     transfer_id = transfer_id_arg()
+    ctx = _context(provider.DIAL_ACTION_PATH, transfer_id)
     params = _params("DialStatus")
-    attempt = request.args.get("attempt", "0")
-    params["attempt"] = attempt if attempt.isdigit() else "0"
+    params["attempt"] = _attempt()
+    # When it came: whether a screened human's leg outlived the confirm window.
+    params["received_at"] = repr(time.time())
     d = deps()
-    transfer = d.store.get_transfer(transfer_id) if params["DialStatus"] != "completed" \
-        else None
-    if transfer is not None:
-        # Not reached: the next fallback destination, if the template has one (one atomic
-        # step in the store, answered at once: Plivo runs this answer on the call).
-        outcome, current, number = d.store.advance_destination(
-            transfer_id, int(params["attempt"]),
-            provider.failure_reason(transfer, params["DialStatus"]))
-        if outcome in ("next", "stale") and number:
-            # The store has recorded the step; the answer dials the current destination.
-            return _xml(provider.dial_up_xml(d.settings, {**transfer, "attempt": str(current)},
-                                             number))
-    enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-action",
-            transfer_id=transfer_id, params=params)
-    return _xml(provider.dial_action_xml(d.settings, params["DialStatus"]))
+    try:
+        answer, hand_over = provider.answer_dial_action(d.store, d.settings, transfer_id,
+                                                        params, ctx)
+    except redis.RedisError:
+        # The outcome is recorded by the task below once Redis is back, or by the deadline
+        # sweep.
+        log.warning("redis unavailable; dial action answered from its signed URL")
+        answer, hand_over = provider.degraded_dial_action(d.settings, params["DialStatus"],
+                                                          ctx), True
+    if hand_over:
+        _try_enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-action",
+                     transfer_id=transfer_id, params=params)
+    return _xml(answer)
 
 
 @bp.post("/dial-callback")
 def dial_callback() -> Response:
-    """Dial events of the human's leg (DialAnswer, DialHangup)."""
+    """Dial events of the human's leg (answer, hangup): a pure status callback."""
     verify_plivo()
     transfer_id = transfer_id_arg()
-    params = _params("Event")
+    params = _params()
+    # The event's name: `Event` (DialAnswer, DialHangup) or `DialAction` (answer, hangup,
+    # digits): Plivo's docs and integrations disagree, so either is taken.
+    if not (params.get("Event") or params.get("DialAction")):
+        abort(400, "missing one of Event, DialAction")
+    params["attempt"] = _attempt()
+    params["received_at"] = repr(time.time())
     enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-callback",
             transfer_id=transfer_id, params=params)
     return Response(status=200)

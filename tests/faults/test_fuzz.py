@@ -30,7 +30,8 @@ TWILIO_ROUTES = {"/twilio/status": ("CallSid", "CallStatus"),
                  "/twilio/conference": ("StatusCallbackEvent",),
                  "/twilio/screen-result": ("CallSid",),
                  "/twilio/amd": ("CallSid", "AnsweredBy")}
-PLIVO_ROUTES = {"/plivo/dial-action": ("DialStatus",), "/plivo/dial-callback": ("Event",),
+PLIVO_ROUTES = {"/plivo/dial-action": ("DialStatus",),
+                "/plivo/dial-callback": ("Event", "DialAction"),
                 "/plivo/status": ("CallUUID",)}
 # Routes that answer XML to an authenticated request whatever its fields.
 XML_ROUTES = ("/twilio/screen", "/twilio/whisper", "/plivo/hold", "/plivo/whisper")

@@ -113,15 +113,23 @@ def test_duplicate_callbacks_one_outcome(stack: Stack) -> None:
                 if e["type"] == "transfer.disconnect_ai"]) == 1
 
 
-def _screened(stack: Stack, fate: str) -> tuple[str, str, str]:
+# With screening, a transfer succeeds once the human's leg has outlived confirmTimeout
+# (which includes the briefing's speech): these tests take that long. The shortest
+# screening timeout keeps them short.
+SCREENING_TIMEOUT = 3
+SCREENED_WAIT = 60.0
+
+
+def _screened(stack: Stack, fate: str, summary: str = "Customer wants to change a delivery "
+              "address") -> tuple[str, str, str]:
     lead = unique_lead()
     call_id = stack.customer_call(lead, provider="plivo")
     number = fictional_number()
     stack.sandbox.set_fate(number, fate)
     request = make_request(lead_id=lead, call_id=call_id, transfer_number=number,
-                           outbound_number=OUTBOUND, provider="plivo",
-                           summary="Customer wants to change a delivery address")
-    request["template"]["configurations"]["screening"] = True
+                           outbound_number=OUTBOUND, provider="plivo", summary=summary)
+    request["template"]["configurations"].update(screening=True,
+                                                 screening_timeout=SCREENING_TIMEOUT)
     result = stack.client.connect_to_live_agent(request)
     return lead, number, str(result["transfer_id"])
 
@@ -132,16 +140,40 @@ def _human_leg(stack: Stack, number: str) -> object:
 
 def test_briefing_then_screening_accepted(stack: Stack) -> None:
     _, number, tid = _screened(stack, "answer")
-    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    assert stack.terminal(tid, timeout=SCREENED_WAIT)["type"] == "transfer.succeeded"
     human = _human_leg(stack, number)
     assert human.spoken == [  # type: ignore[attr-defined]
-        "Incoming transfer. Customer wants to change a delivery address",
-        "Press 1 to take the call."]
+        "Incoming transfer. Note from the AI assistant: Customer wants to change a delivery "
+        "address", "Press 1 to take the call."]
+
+
+def test_long_briefing_then_key_within_the_screening_timeout_is_success(stack: Stack) -> None:
+    # Plivo's confirmTimeout starts at the answer: a long briefing eats into it. The human
+    # presses 2 s after the prompt (inside the 3 s screening timeout), once the sandbox has
+    # spoken all of it at 150 words a minute (about 16 s here).
+    summary = ("Customer wants to move the delivery of order 5521 from Tuesday to Friday "
+               "afternoon and asks whether the courier can leave it with the neighbour.")
+    number = fictional_number()
+    stack.sandbox.plivo.set_press_delay(number, 2.0)
+    lead = unique_lead()
+    call_id = stack.customer_call(lead, provider="plivo")
+    stack.sandbox.set_fate(number, "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=number,
+                           outbound_number=OUTBOUND, provider="plivo", summary=summary)
+    request["template"]["configurations"].update(screening=True,
+                                                 screening_timeout=SCREENING_TIMEOUT)
+    tid = str(stack.client.connect_to_live_agent(request)["transfer_id"])
+    event = stack.terminal(tid, timeout=SCREENED_WAIT)
+    assert event["type"] == "transfer.succeeded", event
+    human = _human_leg(stack, number)
+    assert human.spoken[0].endswith(summary)  # type: ignore[attr-defined]
+    assert stack.sandbox.calls[call_id].redirects == []  # never sent back to the AI
+    assert stack.sandbox.calls[call_id].dial["bridged"] == "1"  # type: ignore[index]
 
 
 def test_screening_declined_sends_customer_back(stack: Stack) -> None:
     _, number, tid = _screened(stack, "decline")
-    event = stack.terminal(tid)
+    event = stack.terminal(tid, timeout=SCREENED_WAIT)
     assert (event["reason"], event["action"]) == ("declined", "resume")
     assert _human_leg(stack, number).spoken  # type: ignore[attr-defined]
 
@@ -156,7 +188,8 @@ def _fallback(stack: Stack, fates: list[str], screening: bool = False) -> tuple[
     request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
                            outbound_number=OUTBOUND, provider="plivo", summary="Billing")
     request["template"]["configurations"] = {"transfer_numbers": numbers,
-                                             "screening": screening}
+                                             "screening": screening,
+                                             "screening_timeout": SCREENING_TIMEOUT}
     result = stack.client.connect_to_live_agent(request)
     assert result["status"] == "transfer_requested", result
     return lead, numbers, call_id, str(result["transfer_id"])
@@ -176,9 +209,10 @@ def test_first_destination_busy_then_second_answers(stack: Stack) -> None:
 
 def test_screening_declined_then_fallback_answers(stack: Stack) -> None:
     _, numbers, _, tid = _fallback(stack, ["decline", "answer"], screening=True)
-    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    assert stack.terminal(tid, timeout=SCREENED_WAIT)["type"] == "transfer.succeeded"
     first = next(c for c in stack.sandbox.calls.values() if c.to == numbers[0])
-    assert first.spoken == ["Incoming transfer. Billing", "Press 1 to take the call."]
+    assert first.spoken == ["Incoming transfer. Note from the AI assistant: Billing",
+                            "Press 1 to take the call."]
 
 
 def test_every_destination_unreached_resumes_the_ai(stack: Stack) -> None:
@@ -245,7 +279,7 @@ def test_outside_hours_nothing_is_dialed(stack: Stack, provider: str) -> None:
 
 def test_screening_keeps_a_voicemail_from_taking_the_call(stack: Stack) -> None:
     *_, tid = _fallback(stack, ["machine", "answer"], screening=True)
-    event = stack.terminal(tid)
+    event = stack.terminal(tid, timeout=SCREENED_WAIT)
     assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
     assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
 
@@ -267,9 +301,33 @@ def test_screening_key_from_the_template(stack: Stack) -> None:
     request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
                            outbound_number=OUTBOUND, provider="plivo")
     request["template"]["configurations"] = {"transfer_numbers": [wrong, right],
-                                             "screening": True, "screening_key": "5"}
+                                             "screening": True, "screening_key": "5",
+                                             "screening_timeout": SCREENING_TIMEOUT}
     result = stack.client.connect_to_live_agent(request)
-    event = stack.terminal(str(result["transfer_id"]))
+    event = stack.terminal(str(result["transfer_id"]), timeout=SCREENED_WAIT)
     assert [a["outcome"] for a in event["attempts"]] == ["declined", "answered"]
     human = next(c for c in stack.sandbox.calls.values() if c.to == right)
     assert human.spoken[-1] == "Press 5 to take the call."
+
+
+def test_key_pressed_after_the_confirm_timeout_is_declined(stack: Stack) -> None:
+    # The other side of the sandbox's clock: a human who presses long after the prompt is
+    # dropped by Plivo at confirmTimeout, and the customer goes back to the AI.
+    number = fictional_number()
+    stack.sandbox.plivo.set_press_delay(number, 120.0)
+    lead = unique_lead()
+    call_id = stack.customer_call(lead, provider="plivo")
+    stack.sandbox.set_fate(number, "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=number,
+                           outbound_number=OUTBOUND, provider="plivo", summary="Billing")
+    request["template"]["configurations"].update(screening=True,
+                                                 screening_timeout=SCREENING_TIMEOUT)
+    tid = str(stack.client.connect_to_live_agent(request)["transfer_id"])
+    event = stack.terminal(tid, timeout=SCREENED_WAIT)
+    assert (event["type"], event["reason"], event["action"]) == (
+        "transfer.failed", "declined", "resume")
+    deadline = time.monotonic() + 5
+    while _resume_url(stack) not in stack.sandbox.calls[call_id].redirects:
+        assert time.monotonic() < deadline, "customer was not sent back to the AI"
+        time.sleep(0.05)
+    assert _human_leg(stack, number).spoken[-1] == "Press 1 to take the call."  # type: ignore[attr-defined]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 import xml.etree.ElementTree as ET
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import responses
@@ -39,6 +42,21 @@ def callback(kind: str, tid: str, **params: str) -> None:
     run(tasks.provider_callback, provider="plivo", kind=kind, transfer_id=tid, params=params)
 
 
+def bare(url: str | None) -> str:
+    """A steering URL without its signed context (checked on its own)."""
+    parts = urlsplit(url or "")
+    query = {k: v for k, v in parse_qs(parts.query).items() if k != "t"}
+    return f"{parts.scheme}://{parts.netloc}{parts.path}?" + "&".join(
+        f"{k}={v[0]}" for k, v in query.items())
+
+
+def context_of(settings: Settings, url: str | None) -> dict[str, str] | None:
+    parts = urlsplit(url or "")
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    return plivo.read_context(settings, parts.path, query["transfer_id"],
+                              query.get("attempt", "0"), query.get("t", ""))
+
+
 def test_transfer_request_and_disconnect(rt: Runtime, store: Store, events: Any,
                                          mocked: responses.RequestsMock) -> None:
     tid = start(mocked)
@@ -46,9 +64,14 @@ def test_transfer_request_and_disconnect(rt: Runtime, store: Store, events: Any,
     assert call.request.method == "POST"
     assert call.request.url == TRANSFER_URL
     body = json.loads(call.request.body)
-    assert body == {"call_uuid": CUSTOMER, "legs": "aleg",
-                    "aleg_url": f"https://hooks.example.com/plivo/dial-up?transfer_id={tid}",
-                    "aleg_method": "POST"}
+    aleg_url = body.pop("aleg_url")
+    assert body == {"call_uuid": CUSTOMER, "legs": "aleg", "aleg_method": "POST"}
+    assert bare(aleg_url) == f"https://hooks.example.com/plivo/dial-up?transfer_id={tid}"
+    # Whom to dial travels in the URL, signed, for a dial-up answered with Redis down.
+    ctx = context_of(rt.settings, aleg_url)
+    assert ctx is not None
+    assert json.loads(ctx["destinations"]) == ["+14155550101"]
+    assert ctx["outbound_number"] == "+14155550199"
     assert store.get_transfer(tid)["state"] == "dialing"  # type: ignore[index]
     assert store.get_flag("L1") == "+14155550101"
     [event] = events()
@@ -63,7 +86,8 @@ def test_dial_up_xml(settings: Settings) -> None:
     assert dial.tag == "Dial"
     assert dial.get("callerId") == "+14155550199"
     assert dial.get("timeout") == "30"
-    assert dial.get("action") == "https://hooks.example.com/plivo/dial-action?transfer_id=tr_1"
+    assert bare(dial.get("action")) == (
+        "https://hooks.example.com/plivo/dial-action?transfer_id=tr_1")
     assert dial.get("callbackUrl") == (
         "https://hooks.example.com/plivo/dial-callback?transfer_id=tr_1")
     assert dial.get("method") == "POST" and dial.get("callbackMethod") == "POST"
@@ -72,13 +96,13 @@ def test_dial_up_xml(settings: Settings) -> None:
 
 
 def test_resume_xml_redirects_to_the_ai_or_apologises(settings: Settings) -> None:
-    root = ET.fromstring(plivo.dial_action_xml(settings, "busy"))
+    root = ET.fromstring(plivo.dial_action_xml(settings, bridged=False))
     [redirect] = list(root)
     assert (redirect.tag, redirect.text) == ("Redirect", RESUME_URL)
     bare = settings.model_copy(update={"plivo_resume_url": ""})
     tags = [e.tag for e in ET.fromstring(plivo.resume_xml(bare))]
     assert tags == ["Speak", "Hangup"]
-    assert [e.tag for e in ET.fromstring(plivo.dial_action_xml(settings, "completed"))] == [
+    assert [e.tag for e in ET.fromstring(plivo.dial_action_xml(settings, bridged=True))] == [
         "Hangup"]
 
 
@@ -159,10 +183,12 @@ def test_briefing_and_screening_in_the_dial(settings: Settings) -> None:
     transfer = {"transfer_id": "tr_1", "outbound_number": "+14155550199",
                 "summary": "Wants a refund", "screening": "1"}
     dial = ET.fromstring(plivo.dial_up_xml(settings, transfer, "+14155550101"))[0]
-    assert dial.get("confirmSound") == "https://hooks.example.com/plivo/whisper?transfer_id=tr_1"
+    assert bare(dial.get("confirmSound")) == (
+        "https://hooks.example.com/plivo/whisper?transfer_id=tr_1")
     assert dial.get("confirmKey") == "1"
     spoken = [e.text for e in ET.fromstring(plivo.whisper_xml(transfer))]
-    assert spoken == ["Incoming transfer. Wants a refund", "Press 1 to take the call."]
+    assert spoken == ["Incoming transfer. Note from the AI assistant: Wants a refund",
+                      "Press 1 to take the call."]
     plain = {"transfer_id": "tr_2", "outbound_number": "+14155550199"}
     dial = ET.fromstring(plivo.dial_up_xml(settings, plain, "+14155550101"))[0]
     assert dial.get("confirmSound") is None and dial.get("confirmKey") is None
@@ -177,3 +203,80 @@ def test_screened_human_who_did_not_press_declined(rt: Runtime, store: Store, ev
     store.set_fields("tr_L1", human_picked_up="1")  # as /plivo/whisper records it
     callback("dial-action", "tr_L1", DialStatus="no-answer")
     assert [e["reason"] for e in events() if e["type"] == "transfer.failed"] == ["declined"]
+
+
+LONG_SUMMARY = ("Customer Maria wants to move her delivery of order 5521 from Tuesday to "
+                "Friday afternoon, asks whether the courier can leave it with the neighbour "
+                "at number 12, and is unhappy that the last two deliveries were late.")
+
+
+def test_confirm_timeout_leaves_the_whole_screening_timeout_after_the_prompt(
+        settings: Settings) -> None:
+    transfer = {"transfer_id": "tr_1", "outbound_number": "+14155550199",
+                "summary": LONG_SUMMARY, "screening": "1", "screening_timeout": "8"}
+    spoken = "".join(plivo.briefing_texts(transfer))
+    assert len(spoken) == 47 + len(LONG_SUMMARY) + 25 == 287
+    # 2 s to fetch and synthesise, 10 characters a second, 0.5 s per Speak, then the 8 s.
+    expected = math.ceil(2 + len(spoken) / 10 + 2 * 0.5) + 8
+    assert plivo.confirm_timeout(transfer) == expected == 40
+    dial = ET.fromstring(plivo.dial_up_xml(settings, transfer, "+14155550101"))[0]
+    assert dial.get("confirmTimeout") == "40"
+    # The estimate is slower than speech (150 words a minute is 2.5 words a second): the
+    # human has at least the screening timeout once the prompt has ended.
+    words = sum(len(t.split()) for t in plivo.briefing_texts(transfer))
+    assert plivo.confirm_timeout(transfer) - words / 2.5 - 2 >= 8
+    # A very long summary is capped.
+    huge = {**transfer, "summary": "word " * 400, "screening_timeout": "60"}
+    assert plivo.confirm_timeout(huge) == plivo.MAX_CONFIRM_TIMEOUT
+
+
+def screened(mocked: responses.RequestsMock) -> str:
+    mocked.post(TRANSFER_URL, status=202, json={"message": "call transferred", "api_id": "x"})
+    req = make_request(lead_id="L1", call_id=CUSTOMER, provider="plivo", transfer_id="tr_L1",
+                       summary="Wants a refund")
+    req["template"]["configurations"].update(screening=True, screening_timeout=5)
+    run(tasks.transfer_request, request=req)
+    return "tr_L1"
+
+
+def test_screened_answer_callback_is_not_success_before_the_confirm_window(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = screened(mocked)
+    picked = time.time()
+    callback("dial-callback", tid, DialAction="answer", received_at=repr(picked))
+    record = store.get_transfer(tid) or {}
+    assert record["state"] == "human_answered"
+    assert [e["type"] for e in events()] == ["transfer.disconnect_ai"]  # and no success
+    window = plivo.confirm_timeout(record)
+    # The deadline waits for the window (the key may still not come).
+    assert store.r.zscore(store.DEADLINES, tid) == pytest.approx(
+        picked + window + plivo.CONFIRM_GRACE)
+    # At the deadline, before the window is over (a sweep too early): still waiting.
+    run(tasks.expire, transfer_id=tid)
+    assert events() == []
+    assert (store.get_transfer(tid) or {})["state"] == "human_answered"
+    # Once it has passed with the Dial still up, the key was pressed: success.
+    store.set_fields(tid, picked_up_at_0=repr(picked - window - 3))
+    run(tasks.expire, transfer_id=tid)
+    assert [e["type"] for e in events()] == ["transfer.succeeded"]
+
+
+def test_screened_dial_completed_inside_the_window_is_declined(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = screened(mocked)
+    picked = time.time()
+    callback("dial-callback", tid, Event="DialAnswer", received_at=repr(picked))
+    # Plivo dropped the leg for want of the key; the docs do not say which DialStatus that
+    # gets, so "completed" must not pass for a bridge.
+    callback("dial-action", tid, DialStatus="completed", received_at=repr(picked + 4))
+    failed = [e for e in events() if e["type"] == "transfer.failed"]
+    assert [(e["reason"], e["action"]) for e in failed] == [("declined", "resume")]
+
+
+def test_screened_dial_completed_after_the_window_is_success(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = screened(mocked)
+    picked = time.time() - 600
+    callback("dial-callback", tid, DialAction="answer", received_at=repr(picked))
+    callback("dial-action", tid, DialStatus="completed")
+    assert [e["type"] for e in events()][-1] == "transfer.succeeded"
