@@ -18,6 +18,11 @@ Same family upstream: celery/kombu#970 and #582 (`conninfo.hostname` on a closed
 connection), celery/celery#10205 and #10302 (a Redis worker that does not recover after a
 connection reset; still reported against kombu 5.6). No released kombu fixes this path.
 
+A second path ends the worker the same way: a BRPOP read that fails with a connection
+error calls `self.client.connection.disconnect()` on a client whose connection redis-py has
+already released (None): `'NoneType' object has no attribute 'disconnect'` (seen in the
+fault suite's Redis restart).
+
 The fix: a channel whose connection is gone does not try to restore its unacknowledged
 messages. Nothing is lost: they are still in the broker's `unacked` hash, and the
 visibility-timeout sweep (`restore_visible`, run by every worker) puts them back on their
@@ -73,6 +78,24 @@ def apply() -> bool:
             raise redis.ConnectionError("kombu channel used after its connection closed")
         return original_connparams(self, asynchronous=asynchronous)  # type: ignore[no-untyped-call]
 
+    original_brpop_read = kombu_redis.Channel._brpop_read
+
+    def _brpop_read(self: Any, **options: Any) -> Any:
+        # Second path, same cause: the BRPOP read fails with a connection error and kombu
+        # calls `self.client.connection.disconnect()`, but the client's connection was
+        # already released (redis-py's close() sets it to None), so an AttributeError
+        # replaces the connection error and ends the worker. Give kombu back the
+        # connection error it meant to raise.
+        try:
+            return original_brpop_read(self, **options)  # type: ignore[no-untyped-call]
+        except AttributeError as exc:
+            if getattr(self.client, "connection", None) is not None:
+                raise
+            import redis
+
+            raise redis.ConnectionError("kombu BRPOP read on a released connection") from exc
+
+    kombu_redis.Channel._brpop_read = _brpop_read  # type: ignore[method-assign]
     kombu_redis.QoS.restore_unacked_once = restore_unacked_once  # type: ignore[method-assign]
     kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
     _APPLIED = True

@@ -42,7 +42,8 @@ def browser_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services
         pytest.skip(reason)
     with Services.running(tmp_path_factory.mktemp("browser"), console_token=CONSOLE_TOKEN,
                           transfer_ring_timeout=RING_TIMEOUT,
-                          transfer_deadline_margin=5) as running:
+                          transfer_deadline_margin=5,
+                          transfer_allowed_destinations="US") as running:
         yield running
 
 
