@@ -672,6 +672,29 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
     )
 
 
+# The models a request field's value is itself a part of.
+_PARTS: dict[type[BaseModel], dict[str, type[BaseModel]]] = {
+    TransferRequestBody: {"template": Template, "lead": Lead},
+    Template: {"configurations": Configurations},
+}
+
+
+def wire_request(raw: Mapping[str, Any], model: type[BaseModel] = TransferRequestBody
+                 ) -> dict[str, Any]:
+    """The fields of the contract a request carries, with the values as the producer sent
+    them: what goes into the Celery message, so the worker parses what the client parsed.
+    Keys the contract does not name (the rest of the agent's template) stay behind."""
+    parts = _PARTS.get(model, {})
+    out: dict[str, Any] = {}
+    for name in model.model_fields:
+        if name in raw:
+            value = raw[name]
+            part = parts.get(name)
+            out[name] = wire_request(value, part) if part and isinstance(value, Mapping) \
+                else value
+    return out
+
+
 def _speakable(text: str) -> str:
     """The summary without control characters (each becomes a space), trimmed."""
     return " ".join(_NOT_SPEAKABLE.sub(" ", text).split())
