@@ -18,6 +18,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -165,14 +166,19 @@ FAILURE_MESSAGES: dict[str, str] = {
 
 
 class ToolResult(BaseModel):
-    """What `connect_to_live_agent` returns to the LLM."""
+    """What `connect_to_live_agent` returns to the LLM (and `POST /transfers` answers)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # As a dict it leaves out the fields that are None: the schema says so.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "if": {"properties": {"status": {"const": "error"}}},
+        "then": {"required": ["error"]}, "else": {"required": ["transfer_id"]}})
 
     status: Literal["transfer_requested", "transfer_in_progress", "error"]
-    transfer_id: str | None = None
-    error: str | None = None
-    message: str
+    transfer_id: Annotated[str | None, WithJsonSchema({"type": "string"})] = None
+    error: Annotated[str | None, WithJsonSchema({
+        "type": "string", "enum": [c.value for c in ErrorCode],
+        "description": "a stable code, with status error"})] = None
+    message: str = Field(description="for the LLM: what to tell the customer and do next")
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -425,10 +431,10 @@ class Configurations(BaseModel):
     transfer_number: Annotated[Any, WithJsonSchema(_NUMBER)] = None
     ring_timeout: _RING = None
     # Checked with transfer_number (fields validate in order; it sees the two above).
-    transfer_numbers: Annotated[Any, WithJsonSchema({
-        "type": "array", "minItems": 1, "maxItems": MAX_DESTINATIONS,
-        "items": {"anyOf": [_NUMBER, {"$ref": "#/$defs/Destination"}]},
-        "description": "Fallback destinations, tried in order (transfer_number first)."})] = \
+    # Fallback destinations, tried in order (transfer_number first); the validator below
+    # replaces the type's own (which only describes the items).
+    transfer_numbers: Annotated[list[Annotated[str, WithJsonSchema(_NUMBER)] | Destination]
+                                | None, Field(min_length=1, max_length=MAX_DESTINATIONS)] = \
         Field(None, validate_default=True)
     hours: Annotated[Any, WithJsonSchema({"type": "object", "properties": {
         "timezone": {"type": "string"}, "weekly": {"type": "object", "additionalProperties": {
@@ -436,8 +442,8 @@ class Configurations(BaseModel):
         "required": ["timezone", "weekly"]})] = None
     voicemail_detection: Annotated[bool, BeforeValidator(_flag(70, "voicemail_detection"))] = False
     screening: Annotated[bool, BeforeValidator(_flag(72, "screening"))] = False
-    screening_key: Annotated[str, BeforeValidator(_screening_key),
-                             Field(pattern=r"^[0-9*#]$")] = "1"
+    screening_key: Annotated[str, BeforeValidator(_screening_key), WithJsonSchema(
+        {"type": "string", "pattern": r"^[0-9*#]$"})] = "1"
     screening_timeout: Annotated[int | None, BeforeValidator(
         _seconds(75, "screening_timeout", 3, 60)),
         WithJsonSchema({"type": "integer", "minimum": 3, "maximum": 60})] = None
@@ -448,9 +454,10 @@ class Configurations(BaseModel):
                                              "maxLength": 500}]})] = HOLD_RINGBACK
     summary: Annotated[Any, WithJsonSchema({"type": "string"})] = None
 
-    @field_validator("transfer_numbers", mode="before")
+    @field_validator("transfer_numbers", mode="wrap")
     @classmethod
-    def _destinations(cls, raw_list: Any, info: ValidationInfo) -> _Destinations | None:
+    def _destinations(cls, raw_list: Any, _handler: ValidatorFunctionWrapHandler,
+                      info: ValidationInfo) -> _Destinations | None:
         if "transfer_number" not in info.data:
             return None
         raw_number = info.data["transfer_number"]
@@ -553,7 +560,8 @@ class TransferRequestBody(BaseModel):
                                                       ErrorCode.INVALID_LEAD_ID, 10)),
                        WithJsonSchema(_ID)]
     provider: Annotated[str, BeforeValidator(_provider),
-                        WithJsonSchema({"type": "string", "enum": list(PROVIDERS)})]
+                        WithJsonSchema({"type": "string", "enum": list(PROVIDERS), "description": (
+                            "in lower case (the parser forgives case and spaces)")})]
     call_id: Annotated[str, BeforeValidator(_id_field(ErrorCode.MISSING_CALL_ID,
                                                       ErrorCode.INVALID_CALL_ID, 30)),
                        WithJsonSchema(_ID | {"description": "the customer's live call"})]
@@ -734,7 +742,9 @@ class Attempt(BaseModel):
 class TransferEvent(BaseModel):
     """One event to the agent platform (keyword argument `event` of `agent.transfer_event`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every field is in the event (None as null): required in the schemas.
+    model_config = ConfigDict(extra="forbid", frozen=True,
+                              json_schema_serialization_defaults_required=True)
 
     event_id: str = Field(default_factory=lambda: "ev_" + uuid.uuid4().hex)
     type: EventType
@@ -773,3 +783,73 @@ class TransferEvent(BaseModel):
                    message=mask_in_text(message or FAILURE_MESSAGES.get(
                        reason, FAILURE_MESSAGES["failed"])),
                    action=Action.RESUME, attempts=attempts)
+
+
+# One model per event type, narrowing the fields that type always has: the JSON Schemas of
+# the events (schemas/events/) and the check that an event sent is one of them.
+class SucceededEvent(TransferEvent):
+    """`transfer.succeeded`: the customer is with the human; the AI ends its conversation."""
+
+    type: Literal[EventType.SUCCEEDED]
+    transfer_id: str
+    call_id: str
+    action: Literal[Action.END_CONVERSATION]
+
+
+class FailedEvent(TransferEvent):
+    """`transfer.failed`: the customer stays with the AI, which resumes and says `message`."""
+
+    type: Literal[EventType.FAILED]
+    reason: str = Field(description="a failure reason, or the error code of a request the "
+                                    "worker refused")
+    message: str
+    action: Literal[Action.RESUME]
+
+
+class DisconnectAiEvent(TransferEvent):
+    """`transfer.disconnect_ai`: the AI must leave the call now (the bridge needs it off)."""
+
+    type: Literal[EventType.DISCONNECT_AI]
+    transfer_id: str
+    action: Literal[Action.DISCONNECT]
+
+
+class CallEndedEvent(TransferEvent):
+    """`call.ended`: the customer's call is over, by a transfer or not."""
+
+    type: Literal[EventType.CALL_ENDED]
+    transferred: bool
+
+
+EVENT_MODELS: dict[EventType, type[TransferEvent]] = {
+    EventType.SUCCEEDED: SucceededEvent,
+    EventType.FAILED: FailedEvent,
+    EventType.DISCONNECT_AI: DisconnectAiEvent,
+    EventType.CALL_ENDED: CallEndedEvent,
+}
+
+
+class TimelineEntry(BaseModel):
+    """One step of a transfer, as operators see it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: str
+    note: str
+    state: str | None = None
+
+
+class LeadReport(BaseModel):
+    """`GET /transfers/leads/{lead_id}`: the lead's transfer status, its latest transfer's
+    timeline, and the terminal event once it has ended."""
+
+    model_config = ConfigDict(extra="allow")
+
+    lead_id: str
+    status: str
+    transfer_id: str | None = None
+    call_id: str | None = None
+    provider: str | None = None
+    updated_at: str | None = None
+    timeline: list[TimelineEntry]
+    event: TransferEvent | None
