@@ -85,7 +85,7 @@ def test_the_matcher_reads_patterns_as_docker_does() -> None:
 
 def test_the_image_has_every_module_the_processes_import() -> None:
     missing = []
-    for name, file in _production_modules().items():
+    for file in _production_modules().values():
         path = Path(file).resolve() if file else None
         if path is None or not path.is_relative_to(ROOT) or ".venv" in path.parts:
             continue  # the standard library and installed dependencies
