@@ -277,6 +277,9 @@ def policy_refusal(provider: str, policy: str) -> str | None:
 # carries a rank, its place in the order the codes have always been decided in, so a request
 # with several faults is refused for the first of them. Checks that need the number directory,
 # the clock or the provider's capabilities take them from the validation context.
+# Ranks: 10 lead_id, 20 provider, 30 call_id, 40-45 the transfer numbers and ring timeouts,
+# 50-52 the outbound number, 60-61 hours, 70-79.5 the policies; once all of these pass,
+# `_accept` checks the destinations' countries, the summary and the request id.
 
 @dataclass(frozen=True)
 class _Context:
@@ -571,7 +574,9 @@ class TransferRequestBody(BaseModel):
         "What the human hears before the bridge (at most 1000 characters are kept).")})] = None
     request_id: Annotated[Any, WithJsonSchema(_ID | {"description": "idempotency key"})] = None
     transfer_id: Annotated[Any, WithJsonSchema({
-        "type": "string", "description": "set by our client; ignored from anyone else"})] = None
+        "type": "string", "pattern": TRANSFER_ID_FORMAT.pattern, "description": (
+            "Celery producers only: the transfer's id (else the task's id makes one); "
+            "connect_to_live_agent and POST /transfers give their own")})] = None
 
 
 # Required fields missing from the dict: the same codes as empty ones.
