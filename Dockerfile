@@ -1,11 +1,12 @@
 # One image for every process: web, worker and Flower (see compose.yaml and the Procfile).
+# Production code only: the sandbox, `up` and the demo stay out (.dockerignore; a unit test
+# checks that the web and worker processes import nothing the image leaves out).
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY workers ./workers
 COPY webhooks ./webhooks
-COPY sandbox ./sandbox
 COPY Procfile ./
 RUN pip install --no-cache-dir ".[monitor]" && useradd --system --no-create-home app
 USER app

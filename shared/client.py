@@ -19,6 +19,7 @@ from shared.contracts import (
     ToolResult,
     TransferRequest,
     parse_request,
+    wire_request,
 )
 from shared.logs import get_logger
 from shared.store import State, Store
@@ -37,29 +38,10 @@ _MSG_IN_PROGRESS = (
 )
 
 
-def request_payload(req: TransferRequest) -> dict[str, Any]:
-    """The wire form (DESIGN's request dict) of a validated request."""
-    payload: dict[str, Any] = {
-        "lead_id": req.lead_id,
-        "provider": req.provider,
-        "call_id": req.call_id,
-        "template": {"configurations": {"transfer_number": req.transfer_number}},
-        "lead": {"outbound_number": req.outbound_number},
-        "transfer_id": req.transfer_id,
-    }
-    if req.outbound_number_id:
-        payload["lead"]["outbound_number_id"] = req.outbound_number_id
-    if req.voicemail_detection:
-        payload["template"]["configurations"]["voicemail_detection"] = True
-    if req.screening:
-        payload["template"]["configurations"]["screening"] = True
-    if len(req.destinations) > 1:
-        payload["template"]["configurations"]["transfer_numbers"] = list(req.destinations)
-    if req.summary:
-        payload["summary"] = req.summary
-    if req.request_id:
-        payload["request_id"] = req.request_id
-    return payload
+def request_payload(request: Mapping[str, Any], req: TransferRequest) -> dict[str, Any]:
+    """The Celery message's request: the producer's own request (every contract field as it
+    was sent, so the worker parses exactly what we accepted) with our transfer id."""
+    return {**wire_request(request), "transfer_id": req.transfer_id}
 
 
 class TransferClient:
@@ -113,7 +95,7 @@ class TransferClient:
                               message=_MSG_REQUESTED)
 
         try:
-            self.celery.send_task(TASK_REQUEST, kwargs={"request": request_payload(req)},
+            self.celery.send_task(TASK_REQUEST, kwargs={"request": request_payload(request, req)},
                                   queue=TRANSFERS_QUEUE, task_id=req.transfer_id)
         except Exception:  # noqa: BLE001 - any publish failure means the request is not accepted
             bound.exception("could not enqueue the transfer")

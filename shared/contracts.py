@@ -5,11 +5,25 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from shared.hours import InvalidHours, parse_hours
 from shared.phone import (
@@ -31,8 +45,6 @@ TRANSFER_ID_FORMAT = re.compile(r"^tr_[A-Za-z0-9_.-]{1,97}$")
 # U+FFFE/U+FFFF), and the C1 controls: the summary goes into TwiML and Plivo XML.
 _NOT_SPEAKABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 HOLD_RINGBACK = "ringback"
-
-PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel")
 
 TOOL_NAME = "connect_to_live_agent"
 
@@ -154,14 +166,19 @@ FAILURE_MESSAGES: dict[str, str] = {
 
 
 class ToolResult(BaseModel):
-    """What `connect_to_live_agent` returns to the LLM."""
+    """What `connect_to_live_agent` returns to the LLM (and `POST /transfers` answers)."""
 
-    model_config = ConfigDict(extra="forbid")
+    # As a dict it leaves out the fields that are None: the schema says so.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "if": {"properties": {"status": {"const": "error"}}},
+        "then": {"required": ["error"]}, "else": {"required": ["transfer_id"]}})
 
     status: Literal["transfer_requested", "transfer_in_progress", "error"]
-    transfer_id: str | None = None
-    error: str | None = None
-    message: str
+    transfer_id: Annotated[str | None, WithJsonSchema({"type": "string"})] = None
+    error: Annotated[str | None, WithJsonSchema({
+        "type": "string", "enum": [c.value for c in ErrorCode],
+        "description": "a stable code, with status error"})] = None
+    message: str = Field(description="for the LLM: what to tell the customer and do next")
 
     def as_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
@@ -180,7 +197,7 @@ class TransferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lead_id: str
-    provider: Literal["twilio", "plivo", "exotel"]
+    provider: str
     call_id: str
     transfer_number: str
     outbound_number: str
@@ -213,12 +230,378 @@ class RequestError(Exception):
         self.detail = detail
 
 
+# ---- Provider capabilities: the one place contracts learn what a provider can do ----------
+
+PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel")
+
+# Which policy each provider's flow can carry out (see the README's policy table).
+_POLICY_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "voicemail_detection": ("twilio",),
+    "screening": ("twilio", "plivo"),
+    "caller_id_customer": ("twilio", "plivo"),
+    "hold_audio_url": ("twilio", "plivo"),
+    # Exotel's Connect takes one ringing duration for the whole list.
+    "ring_timeout_per_destination": ("twilio", "plivo"),
+}
+
+# What to use instead, where a provider has another way to the same end.
+_POLICY_HINTS: dict[tuple[str, str], str] = {
+    ("voicemail_detection", "plivo"): "its Dial has no machine detection; turn on screening "
+                                      "instead: a voicemail cannot press the key",
+}
+
+# How a refusal names the policy to the AI.
+_POLICY_LABELS: dict[str, str] = {
+    "caller_id_customer": "caller_id 'customer'",
+    "hold_audio_url": "a hold_audio URL",
+    "ring_timeout_per_destination": "a ring_timeout per destination",
+}
+
+
+def known_providers() -> tuple[str, ...]:
+    """The provider names a request may carry."""
+    return PROVIDERS
+
+
+def policy_refusal(provider: str, policy: str) -> str | None:
+    """None when `provider` can carry out `policy`, else why not (for the AI, with a hint)."""
+    if provider in _POLICY_PROVIDERS[policy]:
+        return None
+    hint = _POLICY_HINTS.get((policy, provider))
+    return (f"{_POLICY_LABELS.get(policy, policy)} is not available on {provider}"
+            + (f" ({hint})" if hint else ""))
+
+
+# ---- The request on the wire ----------------------------------------------------------------
+# Pydantic models of the request dict. Their validators raise our stable codes; each check
+# carries a rank, its place in the order the codes have always been decided in, so a request
+# with several faults is refused for the first of them. Checks that need the number directory,
+# the clock or the provider's capabilities take them from the validation context.
+# Ranks: 10 lead_id, 20 provider, 30 call_id, 40-45 the transfer numbers and ring timeouts,
+# 50-52 the outbound number, 60-61 hours, 70-79.5 the policies; once all of these pass,
+# `_accept` checks the destinations' countries, the summary and the request id.
+
+@dataclass(frozen=True)
+class _Context:
+    resolve: Callable[[str], str | None]
+    now: datetime
+    home_country: str
+    allowed_destinations: str
+    # The request's provider (None when it names none we know: refused for that first) and
+    # the customer's number: the policies in the template are checked against them.
+    provider: str | None
+    customer_phone: Any
+
+
+def _refusal(rank: float, code: ErrorCode, detail: str | None = None) -> PydanticCustomError:
+    return PydanticCustomError(code.value, "{detail}", {"detail": detail or "", "rank": rank})
+
+
+def _context(info: ValidationInfo) -> _Context | None:
+    ctx = info.context.get("request") if isinstance(info.context, dict) else None
+    return ctx if isinstance(ctx, _Context) else None
+
+
 def _text(value: Any) -> str | None:
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None
+
+
+def _id_ok(value: str) -> bool:
+    return len(value) <= MAX_ID_LENGTH and value.isprintable()
+
+
+def _id_field(missing: ErrorCode, invalid: ErrorCode, rank: int) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = _text(value)
+        if text is None:
+            raise _refusal(rank, missing)
+        if not _id_ok(text):
+            raise _refusal(rank + 1, invalid, f"at most {MAX_ID_LENGTH} printable characters")
+        return text
+    return check
+
+
+def _object(value: Any) -> Any:
+    """Where the request has no object, it has an empty one (and its own checks say what
+    is missing)."""
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _seconds(rank: int, name: str, low: int, high: int) -> Callable[[Any], int | None]:
+    def check(value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _refusal(rank, ErrorCode.INVALID_POLICY,
+                           f"{name} must be {low} to {high} seconds")
+        return value
+    return check
+
+
+def _capable(rank: float, policy: str, info: ValidationInfo) -> None:
+    ctx = _context(info)
+    refusal = policy_refusal(ctx.provider, policy) if ctx and ctx.provider else None
+    if refusal is not None:
+        raise _refusal(rank, ErrorCode.UNSUPPORTED_POLICY, refusal)
+
+
+def _flag(rank: int, name: str) -> Callable[[Any, ValidationInfo], bool]:
+    def check(value: Any, info: ValidationInfo) -> bool:
+        if not isinstance(value, bool):
+            raise _refusal(rank, ErrorCode.INVALID_POLICY, f"{name} must be true or false")
+        if value:
+            _capable(rank + 1, name, info)
+        return value
+    return check
+
+
+def _screening_key(value: Any) -> str:
+    if not isinstance(value, str) or len(value) != 1 or value not in "0123456789*#":
+        raise _refusal(74, ErrorCode.INVALID_POLICY, "screening_key must be one of 0-9, * or #")
+    return value
+
+
+def _caller_id(value: Any, info: ValidationInfo) -> str:
+    if value not in ("outbound", "customer"):
+        raise _refusal(76, ErrorCode.INVALID_POLICY, "caller_id must be 'outbound' or 'customer'")
+    if value == "customer":
+        _capable(77, "caller_id_customer", info)
+        ctx = _context(info)
+        if ctx is not None:
+            try:
+                _customer_number(ctx.customer_phone)
+            except RequestError as exc:
+                raise _refusal(78, exc.code, exc.detail) from None
+    return str(value)
+
+
+def _customer_number(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise RequestError(ErrorCode.INVALID_POLICY, "caller_id 'customer' needs the "
+                                                     "customer's lead.phone_number")
+    try:
+        return normalize_e164(raw)
+    except InvalidNumber as exc:
+        raise RequestError(ErrorCode.INVALID_POLICY, f"lead.phone_number: {exc}") from None
+
+
+def _hold_audio(value: Any, info: ValidationInfo) -> str:
+    if not isinstance(value, str) or not (
+            value == HOLD_RINGBACK or (value.startswith("https://") and len(value) <= 500)):
+        raise _refusal(79, ErrorCode.INVALID_POLICY,
+                       "hold_audio must be 'ringback' or an https:// URL of an audio file")
+    if value != HOLD_RINGBACK:
+        _capable(79.5, "hold_audio_url", info)
+    return value
+
+
+def _item_number(item: Any) -> Any:
+    """A transfer_numbers item: the number, or {"number": ..., "ring_timeout": ...}."""
+    return item.get("number") if isinstance(item, Mapping) else item
+
+
+_NUMBER = {"type": "string", "description": "E.164, with its + (spaces and dashes allowed)"}
+_RING = Annotated[int | None, BeforeValidator(_seconds(42, "ring_timeout", 5, 120)),
+                  WithJsonSchema({"type": "integer", "minimum": 5, "maximum": 120})]
+
+
+class Destination(BaseModel):
+    """A transfer number with its own ringing time."""
+
+    model_config = ConfigDict(extra="allow")
+
+    number: Annotated[Any, WithJsonSchema(_NUMBER)]
+    ring_timeout: Annotated[int | None, WithJsonSchema(
+        {"type": "integer", "minimum": 5, "maximum": 120})] = None
+
+
+class _Destinations(BaseModel):
+    """The destinations a template names, normalised (not part of the wire form)."""
+
+    numbers: tuple[str, ...]
+    ring_timeouts: tuple[int | None, ...]
+
+
+class Configurations(BaseModel):
+    """`template.configurations`: where and how to transfer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    transfer_number: Annotated[Any, WithJsonSchema(_NUMBER)] = None
+    ring_timeout: _RING = None
+    # Checked with transfer_number (fields validate in order; it sees the two above).
+    # Fallback destinations, tried in order (transfer_number first); the validator below
+    # replaces the type's own (which only describes the items).
+    transfer_numbers: Annotated[list[Annotated[str, WithJsonSchema(_NUMBER)] | Destination]
+                                | None, Field(min_length=1, max_length=MAX_DESTINATIONS)] = \
+        Field(None, validate_default=True)
+    hours: Annotated[Any, WithJsonSchema({"type": "object", "properties": {
+        "timezone": {"type": "string"}, "weekly": {"type": "object", "additionalProperties": {
+            "type": "array", "items": {"type": "string", "pattern": r"^\d\d:\d\d-\d\d:\d\d$"}}}},
+        "required": ["timezone", "weekly"]})] = None
+    voicemail_detection: Annotated[bool, BeforeValidator(_flag(70, "voicemail_detection"))] = False
+    screening: Annotated[bool, BeforeValidator(_flag(72, "screening"))] = False
+    screening_key: Annotated[str, BeforeValidator(_screening_key), WithJsonSchema(
+        {"type": "string", "pattern": r"^[0-9*#]$"})] = "1"
+    screening_timeout: Annotated[int | None, BeforeValidator(
+        _seconds(75, "screening_timeout", 3, 60)),
+        WithJsonSchema({"type": "integer", "minimum": 3, "maximum": 60})] = None
+    caller_id: Annotated[Literal["outbound", "customer"], BeforeValidator(_caller_id)] = \
+        "outbound"
+    hold_audio: Annotated[str, BeforeValidator(_hold_audio), WithJsonSchema({
+        "anyOf": [{"const": HOLD_RINGBACK}, {"type": "string", "pattern": "^https://",
+                                             "maxLength": 500}]})] = HOLD_RINGBACK
+    summary: Annotated[Any, WithJsonSchema({"type": "string"})] = None
+
+    @field_validator("transfer_numbers", mode="wrap")
+    @classmethod
+    def _destinations(cls, raw_list: Any, _handler: ValidatorFunctionWrapHandler,
+                      info: ValidationInfo) -> _Destinations | None:
+        if "transfer_number" not in info.data:
+            return None
+        raw_number = info.data["transfer_number"]
+        if raw_list is not None:
+            # Fallback destinations, tried one after another.
+            if not isinstance(raw_list, list) or not raw_list:
+                raise _refusal(40, ErrorCode.INVALID_TRANSFER_NUMBER,
+                               f"transfer_numbers must list 1 to {MAX_DESTINATIONS} numbers")
+            if raw_number is not None and raw_number != _item_number(raw_list[0]):
+                raw_list = [raw_number, *raw_list]
+            if len(raw_list) > MAX_DESTINATIONS:
+                raise _refusal(40, ErrorCode.INVALID_TRANSFER_NUMBER,
+                               f"at most {MAX_DESTINATIONS} transfer numbers")
+            raw_number = _item_number(raw_list[0])
+        if raw_number is None or (isinstance(raw_number, str) and not raw_number.strip()):
+            raise _refusal(41, ErrorCode.MISSING_TRANSFER_NUMBER)
+        if "ring_timeout" not in info.data:
+            return None  # refused for its ring_timeout, the earlier check
+        items = raw_list or [raw_number]
+        try:
+            numbers = tuple(normalize_e164(_item_number(n)) for n in items)
+        except InvalidNumber as exc:
+            raise _refusal(43, ErrorCode.INVALID_TRANSFER_NUMBER, str(exc)) from None
+        ring = _seconds(44, "transfer_numbers[].ring_timeout", 5, 120)
+        rings = tuple(ring(n.get("ring_timeout")) if isinstance(n, Mapping) else None
+                      for n in items)
+        if any(r is not None for r in rings):
+            _capable(45, "ring_timeout_per_destination", info)
+        return _Destinations(numbers=numbers, ring_timeouts=rings)
+
+    @field_validator("hours", mode="before")
+    @classmethod
+    def _open(cls, raw: Any, info: ValidationInfo) -> Any:
+        if raw is None:
+            return None
+        try:
+            hours = parse_hours(raw)
+        except InvalidHours as exc:
+            raise _refusal(60, ErrorCode.INVALID_HOURS, str(exc)) from None
+        ctx = _context(info)
+        if ctx is not None and not hours.is_open(ctx.now):
+            raise _refusal(61, ErrorCode.OUTSIDE_HOURS, f"open {hours.text}")
+        return raw
+
+
+class Template(BaseModel):
+    """The agent's template; only its configurations matter here."""
+
+    model_config = ConfigDict(extra="allow")
+
+    configurations: Annotated[Configurations, BeforeValidator(_object)] = \
+        Field(None, validate_default=True)
+
+
+class Lead(BaseModel):
+    """The lead: which of the account's numbers calls the human, and the customer's number."""
+
+    model_config = ConfigDict(extra="allow")
+
+    outbound_number_id: Annotated[str | None, BeforeValidator(_text),
+                                  WithJsonSchema({"type": ["string", "integer"]})] = None
+    outbound_number: Annotated[Any, WithJsonSchema(_NUMBER)] = None
+    # The customer's number: needed for caller_id "customer".
+    phone_number: Annotated[Any, WithJsonSchema(_NUMBER)] = None
+    _outbound: str = PrivateAttr("")
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> Lead:
+        raw = self.outbound_number
+        if not (isinstance(raw, str) and raw.strip()):
+            if self.outbound_number_id is None:
+                raise _refusal(50, ErrorCode.MISSING_OUTBOUND_NUMBER_ID)
+            ctx = _context(info)
+            raw = ctx.resolve(self.outbound_number_id) if ctx is not None else None
+            if raw is None:
+                raise _refusal(51, ErrorCode.UNKNOWN_OUTBOUND_NUMBER_ID,
+                               f"outbound_number_id {self.outbound_number_id!r}")
+        try:
+            self._outbound = normalize_e164(raw)
+        except InvalidNumber as exc:
+            raise _refusal(52, ErrorCode.INVALID_OUTBOUND_NUMBER, str(exc)) from None
+        return self
+
+
+def _provider(value: Any) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in known_providers():
+        raise _refusal(20, ErrorCode.UNSUPPORTED_PROVIDER, f"provider {value!r}")
+    return value.strip().lower()
+
+
+_ID = {"type": ["string", "integer"], "maxLength": MAX_ID_LENGTH}
+
+
+class TransferRequestBody(BaseModel):
+    """The request dict (DESIGN's wire contract), as a producer sends it."""
+
+    model_config = ConfigDict(extra="allow", title="TransferRequest")
+
+    lead_id: Annotated[str, BeforeValidator(_id_field(ErrorCode.MISSING_LEAD_ID,
+                                                      ErrorCode.INVALID_LEAD_ID, 10)),
+                       WithJsonSchema(_ID)]
+    provider: Annotated[str, BeforeValidator(_provider),
+                        WithJsonSchema({"type": "string", "enum": list(PROVIDERS), "description": (
+                            "in lower case (the parser forgives case and spaces)")})]
+    call_id: Annotated[str, BeforeValidator(_id_field(ErrorCode.MISSING_CALL_ID,
+                                                      ErrorCode.INVALID_CALL_ID, 30)),
+                       WithJsonSchema(_ID | {"description": "the customer's live call"})]
+    template: Annotated[Template, BeforeValidator(_object)] = Field(None, validate_default=True)
+    lead: Annotated[Lead, BeforeValidator(_object)] = Field(None, validate_default=True)
+    summary: Annotated[Any, WithJsonSchema({"type": "string", "description": (
+        "What the human hears before the bridge (at most 1000 characters are kept).")})] = None
+    request_id: Annotated[Any, WithJsonSchema(_ID | {"description": "idempotency key"})] = None
+    transfer_id: Annotated[Any, WithJsonSchema({
+        "type": "string", "pattern": TRANSFER_ID_FORMAT.pattern, "description": (
+            "Celery producers only: the transfer's id (else the task's id makes one); "
+            "connect_to_live_agent and POST /transfers give their own")})] = None
+
+
+# Required fields missing from the dict: the same codes as empty ones.
+_MISSING_FIELD = {"lead_id": (10, ErrorCode.MISSING_LEAD_ID),
+                  "provider": (20, ErrorCode.UNSUPPORTED_PROVIDER),
+                  "call_id": (30, ErrorCode.MISSING_CALL_ID)}
+
+
+def _first_refusal(exc: ValidationError) -> RequestError:
+    ranked: list[tuple[int, RequestError]] = []
+    for error in exc.errors(include_url=False):
+        ctx = error.get("ctx") or {}
+        if "rank" in ctx:
+            ranked.append((ctx["rank"], RequestError(ErrorCode(error["type"]),
+                                                     ctx["detail"] or None)))
+        elif error["type"] == "missing" and error["loc"][0] in _MISSING_FIELD:
+            rank, code = _MISSING_FIELD[str(error["loc"][0])]
+            detail = "provider None" if code is ErrorCode.UNSUPPORTED_PROVIDER else None
+            ranked.append((rank, RequestError(code, detail)))
+        elif not error["loc"]:
+            ranked.append((0, RequestError(ErrorCode.INVALID_REQUEST,
+                                           "the request must be an object")))
+        else:  # no model here should produce one; refuse rather than guess
+            ranked.append((99, RequestError(ErrorCode.INVALID_REQUEST, error["msg"])))
+    return min(ranked, key=lambda r: r[0])[1]
 
 
 def parse_request(
@@ -243,219 +626,91 @@ def parse_request(
         raise RequestError(ErrorCode.INVALID_REQUEST, "transfer_id is not one of ours")
     if not isinstance(raw, Mapping):
         raise RequestError(ErrorCode.INVALID_REQUEST, "the request must be an object")
-    lead_id = _text(raw.get("lead_id"))
-    if lead_id is None:
-        raise RequestError(ErrorCode.MISSING_LEAD_ID)
-    if not _id_ok(lead_id):
-        raise RequestError(ErrorCode.INVALID_LEAD_ID, f"at most {MAX_ID_LENGTH} printable "
-                                                      "characters")
-    provider = raw.get("provider")
-    if not isinstance(provider, str) or provider.strip().lower() not in PROVIDERS:
-        raise RequestError(ErrorCode.UNSUPPORTED_PROVIDER, f"provider {provider!r}")
-    provider = provider.strip().lower()
-    call_id = _text(raw.get("call_id"))
-    if call_id is None:
-        raise RequestError(ErrorCode.MISSING_CALL_ID)
-    if not _id_ok(call_id):
-        raise RequestError(ErrorCode.INVALID_CALL_ID, f"at most {MAX_ID_LENGTH} printable "
-                                                      "characters")
-
-    template = raw.get("template")
-    configurations = template.get("configurations") if isinstance(template, Mapping) else None
-    raw_number = (
-        configurations.get("transfer_number") if isinstance(configurations, Mapping) else None
-    )
-    raw_list = configurations.get("transfer_numbers") if isinstance(
-        configurations, Mapping) else None
-    if raw_list is not None:
-        # Fallback destinations, tried one after another.
-        if not isinstance(raw_list, list) or not raw_list:
-            raise RequestError(ErrorCode.INVALID_TRANSFER_NUMBER,
-                               f"transfer_numbers must list 1 to {MAX_DESTINATIONS} numbers")
-        if raw_number is not None and raw_number != _item_number(raw_list[0]):
-            raw_list = [raw_number, *raw_list]
-        if len(raw_list) > MAX_DESTINATIONS:
-            raise RequestError(ErrorCode.INVALID_TRANSFER_NUMBER,
-                               f"at most {MAX_DESTINATIONS} transfer numbers")
-        raw_number = _item_number(raw_list[0])
-    if raw_number is None or (isinstance(raw_number, str) and not raw_number.strip()):
-        raise RequestError(ErrorCode.MISSING_TRANSFER_NUMBER)
-    config_ring = _ring_seconds(configurations.get("ring_timeout") if isinstance(
-        configurations, Mapping) else None, "ring_timeout")
     try:
-        transfer_number = normalize_e164(raw_number)
-        destinations = tuple(normalize_e164(_item_number(n)) for n in (raw_list or [raw_number]))
-    except InvalidNumber as exc:
-        raise RequestError(ErrorCode.INVALID_TRANSFER_NUMBER, str(exc)) from None
-    per_destination = tuple(
-        _ring_seconds(n.get("ring_timeout"), "transfer_numbers[].ring_timeout")
-        if isinstance(n, Mapping) else None for n in (raw_list or [raw_number]))
-    if any(r is not None for r in per_destination) and provider == "exotel":
-        # Exotel's Connect takes one ringing duration for the whole list.
-        raise RequestError(ErrorCode.UNSUPPORTED_POLICY, "a ring_timeout per destination is "
-                                                         "not available on exotel")
-    ring_timeouts = tuple(r or config_ring or 0 for r in per_destination)
-
+        provider: str | None = _provider(raw.get("provider"))
+    except PydanticCustomError:
+        provider = None
     lead = raw.get("lead")
-    lead = lead if isinstance(lead, Mapping) else {}
-    outbound_number_id = _text(lead.get("outbound_number_id"))
-    raw_outbound = lead.get("outbound_number")
-    if raw_outbound is not None and not (isinstance(raw_outbound, str) and raw_outbound.strip()):
-        raw_outbound = None
-    if raw_outbound is None:
-        if outbound_number_id is None:
-            raise RequestError(ErrorCode.MISSING_OUTBOUND_NUMBER_ID)
-        raw_outbound = resolve_outbound_number(outbound_number_id)
-        if raw_outbound is None:
-            raise RequestError(
-                ErrorCode.UNKNOWN_OUTBOUND_NUMBER_ID, f"outbound_number_id {outbound_number_id!r}"
-            )
+    ctx = _Context(resolve_outbound_number, now or datetime.now(UTC), home_country,
+                   allowed_destinations, provider,
+                   lead.get("phone_number") if isinstance(lead, Mapping) else None)
     try:
-        outbound_number = normalize_e164(raw_outbound)
-    except InvalidNumber as exc:
-        raise RequestError(ErrorCode.INVALID_OUTBOUND_NUMBER, str(exc)) from None
+        body = TransferRequestBody.model_validate(dict(raw), context={"request": ctx})
+    except ValidationError as exc:
+        raise _first_refusal(exc) from None
+    return _accept(body, ctx, transfer_id or new_transfer_id())
 
-    raw_hours = configurations.get("hours") if isinstance(configurations, Mapping) else None
-    if raw_hours is not None:
-        try:
-            hours = parse_hours(raw_hours)
-        except InvalidHours as exc:
-            raise RequestError(ErrorCode.INVALID_HOURS, str(exc)) from None
-        if not hours.is_open(now or datetime.now(UTC)):
-            raise RequestError(ErrorCode.OUTSIDE_HOURS, f"open {hours.text}")
 
-    config: Mapping[str, Any] = configurations if isinstance(configurations, Mapping) else {}
-    policies = _parse_policies(config, provider, lead)
-    default_summary = config.get("summary")
+def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> TransferRequest:
+    """The last checks, which come after every other (in the order the codes have always
+    been decided in), and the validated request."""
+    config = body.template.configurations
+    dests = config.transfer_numbers
+    assert isinstance(dests, _Destinations)
 
     # The home country: a setting, or the directory's number for the lead's outbound id.
-    home: str | None = home_country.strip().upper() or None
-    if home is None and outbound_number_id is not None:
-        home = region_of(resolve_outbound_number(outbound_number_id) or "")
-    for number in destinations:
-        if not destination_allowed(number, home, allowed_destinations):
+    home: str | None = ctx.home_country.strip().upper() or None
+    if home is None and body.lead.outbound_number_id is not None:
+        home = region_of(ctx.resolve(body.lead.outbound_number_id) or "")
+    for number in dests.numbers:
+        if not destination_allowed(number, home, ctx.allowed_destinations):
             raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
                                f"{mask(number)} is outside the allowed destinations")
 
-    summary = raw.get("summary") or default_summary
+    summary = body.summary or config.summary
     if summary is not None and not isinstance(summary, str):
         raise RequestError(ErrorCode.INVALID_REQUEST, "summary must be a string")
-    request_id = raw.get("request_id")
-    if request_id is not None and _text(request_id) is None:
+    if body.request_id is not None and _text(body.request_id) is None:
         raise RequestError(ErrorCode.INVALID_REQUEST, "request_id must be a non-empty string")
     return TransferRequest(
-        lead_id=lead_id,
-        provider=provider,  # type: ignore[arg-type]
-        call_id=call_id,
-        transfer_number=transfer_number,
-        outbound_number=outbound_number,
-        outbound_number_id=outbound_number_id,
+        lead_id=body.lead_id,
+        provider=body.provider,
+        call_id=body.call_id,
+        transfer_number=dests.numbers[0],
+        outbound_number=body.lead._outbound,
+        outbound_number_id=body.lead.outbound_number_id,
         summary=_speakable(summary or "")[:1000] or None,
-        request_id=_text(request_id),
-        transfer_id=transfer_id or new_transfer_id(),
-        destinations=destinations,
-        ring_timeouts=ring_timeouts,
-        **policies,
+        request_id=_text(body.request_id),
+        transfer_id=transfer_id,
+        destinations=dests.numbers,
+        ring_timeouts=tuple(r or config.ring_timeout or 0 for r in dests.ring_timeouts),
+        voicemail_detection=config.voicemail_detection,
+        screening=config.screening,
+        screening_key=config.screening_key,
+        screening_timeout=config.screening_timeout or 8,
+        caller_id=config.caller_id,
+        customer_number=(_customer_number(body.lead.phone_number)
+                         if config.caller_id == "customer" else None),
+        hold_audio=config.hold_audio,
     )
 
 
-# Which policy each provider's flow can carry out (see the README's policy table).
-_POLICY_PROVIDERS: dict[str, tuple[str, ...]] = {
-    "voicemail_detection": ("twilio",),
-    "screening": ("twilio", "plivo"),
-    "caller_id_customer": ("twilio", "plivo"),
-    "hold_audio_url": ("twilio", "plivo"),
+# The models a request field's value is itself a part of.
+_PARTS: dict[type[BaseModel], dict[str, type[BaseModel]]] = {
+    TransferRequestBody: {"template": Template, "lead": Lead},
+    Template: {"configurations": Configurations},
 }
 
 
-# What to use instead, where a provider has another way to the same end.
-_POLICY_HINTS: dict[tuple[str, str], str] = {
-    ("voicemail_detection", "plivo"): "its Dial has no machine detection; turn on screening "
-                                      "instead: a voicemail cannot press the key",
-}
-
-
-def _policy_available(policy: str, provider: str, label: str) -> None:
-    if provider not in _POLICY_PROVIDERS[policy]:
-        hint = _POLICY_HINTS.get((policy, provider))
-        raise RequestError(ErrorCode.UNSUPPORTED_POLICY, f"{label} is not available on "
-                                                         f"{provider}" + (f" ({hint})" if hint
-                                                                          else ""))
-
-
-def _flag(config: Mapping[str, Any], name: str, provider: str) -> bool:
-    value = config.get(name, False)
-    if not isinstance(value, bool):
-        raise RequestError(ErrorCode.INVALID_POLICY, f"{name} must be true or false")
-    if value:
-        _policy_available(name, provider, name)
-    return value
-
-
-def _parse_policies(config: Mapping[str, Any], provider: str, lead: Mapping[str, Any]
-                    ) -> dict[str, Any]:
-    """The template's transfer policies, validated for the provider."""
-    policies: dict[str, Any] = {
-        "voicemail_detection": _flag(config, "voicemail_detection", provider),
-        "screening": _flag(config, "screening", provider),
-    }
-    key = config.get("screening_key", "1")
-    if not isinstance(key, str) or len(key) != 1 or key not in "0123456789*#":
-        raise RequestError(ErrorCode.INVALID_POLICY, "screening_key must be one of 0-9, * or #")
-    policies["screening_key"] = key
-    policies["screening_timeout"] = _seconds(config.get("screening_timeout"),
-                                             "screening_timeout", 3, 60) or 8
-    caller_id = config.get("caller_id", "outbound")
-    if caller_id not in ("outbound", "customer"):
-        raise RequestError(ErrorCode.INVALID_POLICY,
-                           "caller_id must be 'outbound' or 'customer'")
-    if caller_id == "customer":
-        _policy_available("caller_id_customer", provider, "caller_id 'customer'")
-        raw_customer = lead.get("phone_number")
-        if not isinstance(raw_customer, str) or not raw_customer.strip():
-            raise RequestError(ErrorCode.INVALID_POLICY, "caller_id 'customer' needs the "
-                                                         "customer's lead.phone_number")
-        try:
-            policies["customer_number"] = normalize_e164(raw_customer)
-        except InvalidNumber as exc:
-            raise RequestError(ErrorCode.INVALID_POLICY,
-                               f"lead.phone_number: {exc}") from None
-    policies["caller_id"] = caller_id
-    hold = config.get("hold_audio", HOLD_RINGBACK)
-    if not isinstance(hold, str) or not (
-            hold == HOLD_RINGBACK or (hold.startswith("https://") and len(hold) <= 500)):
-        raise RequestError(ErrorCode.INVALID_POLICY,
-                           "hold_audio must be 'ringback' or an https:// URL of an audio file")
-    if hold != HOLD_RINGBACK:
-        _policy_available("hold_audio_url", provider, "a hold_audio URL")
-    policies["hold_audio"] = hold
-    return policies
-
-
-def _id_ok(value: str) -> bool:
-    return len(value) <= MAX_ID_LENGTH and value.isprintable()
+def wire_request(raw: Mapping[str, Any], model: type[BaseModel] = TransferRequestBody
+                 ) -> dict[str, Any]:
+    """The fields of the contract a request carries, with the values as the producer sent
+    them: what goes into the Celery message, so the worker parses what the client parsed.
+    Keys the contract does not name (the rest of the agent's template) stay behind."""
+    parts = _PARTS.get(model, {})
+    out: dict[str, Any] = {}
+    for name in model.model_fields:
+        if name in raw:
+            value = raw[name]
+            part = parts.get(name)
+            out[name] = wire_request(value, part) if part and isinstance(value, Mapping) \
+                else value
+    return out
 
 
 def _speakable(text: str) -> str:
     """The summary without control characters (each becomes a space), trimmed."""
     return " ".join(_NOT_SPEAKABLE.sub(" ", text).split())
-
-
-def _item_number(item: Any) -> Any:
-    """A transfer_numbers item: the number, or {"number": ..., "ring_timeout": ...}."""
-    return item.get("number") if isinstance(item, Mapping) else item
-
-
-def _ring_seconds(value: Any, name: str) -> int | None:
-    return _seconds(value, name, 5, 120)
-
-
-def _seconds(value: Any, name: str, low: int, high: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise RequestError(ErrorCode.INVALID_POLICY, f"{name} must be {low} to {high} seconds")
-    return value
 
 
 def new_transfer_id() -> str:
@@ -492,7 +747,9 @@ class Attempt(BaseModel):
 class TransferEvent(BaseModel):
     """One event to the agent platform (keyword argument `event` of `agent.transfer_event`)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every field is in the event (None as null): required in the schemas.
+    model_config = ConfigDict(extra="forbid", frozen=True,
+                              json_schema_serialization_defaults_required=True)
 
     event_id: str = Field(default_factory=lambda: "ev_" + uuid.uuid4().hex)
     type: EventType
@@ -531,3 +788,73 @@ class TransferEvent(BaseModel):
                    message=mask_in_text(message or FAILURE_MESSAGES.get(
                        reason, FAILURE_MESSAGES["failed"])),
                    action=Action.RESUME, attempts=attempts)
+
+
+# One model per event type, narrowing the fields that type always has: the JSON Schemas of
+# the events (schemas/events/) and the check that an event sent is one of them.
+class SucceededEvent(TransferEvent):
+    """`transfer.succeeded`: the customer is with the human; the AI ends its conversation."""
+
+    type: Literal[EventType.SUCCEEDED]
+    transfer_id: str
+    call_id: str
+    action: Literal[Action.END_CONVERSATION]
+
+
+class FailedEvent(TransferEvent):
+    """`transfer.failed`: the customer stays with the AI, which resumes and says `message`."""
+
+    type: Literal[EventType.FAILED]
+    reason: str = Field(description="a failure reason, or the error code of a request the "
+                                    "worker refused")
+    message: str
+    action: Literal[Action.RESUME]
+
+
+class DisconnectAiEvent(TransferEvent):
+    """`transfer.disconnect_ai`: the AI must leave the call now (the bridge needs it off)."""
+
+    type: Literal[EventType.DISCONNECT_AI]
+    transfer_id: str
+    action: Literal[Action.DISCONNECT]
+
+
+class CallEndedEvent(TransferEvent):
+    """`call.ended`: the customer's call is over, by a transfer or not."""
+
+    type: Literal[EventType.CALL_ENDED]
+    transferred: bool
+
+
+EVENT_MODELS: dict[EventType, type[TransferEvent]] = {
+    EventType.SUCCEEDED: SucceededEvent,
+    EventType.FAILED: FailedEvent,
+    EventType.DISCONNECT_AI: DisconnectAiEvent,
+    EventType.CALL_ENDED: CallEndedEvent,
+}
+
+
+class TimelineEntry(BaseModel):
+    """One step of a transfer, as operators see it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: str
+    note: str
+    state: str | None = None
+
+
+class LeadReport(BaseModel):
+    """`GET /transfers/leads/{lead_id}`: the lead's transfer status, its latest transfer's
+    timeline, and the terminal event once it has ended."""
+
+    model_config = ConfigDict(extra="allow")
+
+    lead_id: str
+    status: str
+    transfer_id: str | None = None
+    call_id: str | None = None
+    provider: str | None = None
+    updated_at: str | None = None
+    timeline: list[TimelineEntry]
+    event: TransferEvent | None

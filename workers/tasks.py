@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
@@ -16,9 +17,11 @@ from shared.celery_config import (
 from shared.config import get_settings
 from shared.contracts import (
     ERROR_MESSAGES,
+    TRANSFER_ID_FORMAT,
     FailureReason,
     RequestError,
     TransferEvent,
+    TransferRequest,
     parse_request,
 )
 from shared.store import TERMINAL_STATES, State, Store
@@ -68,15 +71,30 @@ def _provider_step(task: Task, rt: Runtime, provider: Provider, transfer: Mappin
             provider.cleanup(rt, transfer)
 
 
+def parse_message(rt: Runtime, request: Any, transfer_id: str) -> TransferRequest:
+    """The request in a task message, validated again as the client validated it.
+
+    The hours are judged at the moment the request was accepted: our client writes the
+    record (with its start time) before it sends the task, so a queue that is slow to drain
+    does not turn an accepted transfer away at closing time. A producer that sends the task
+    itself has no record yet: judged now.
+    """
+    record = rt.store.get_transfer(transfer_id) if TRANSFER_ID_FORMAT.match(transfer_id) \
+        else None
+    started = record.get("started_at") if record else None
+    accepted_at = datetime.fromtimestamp(float(started), UTC) if started else None
+    return parse_request(request, rt.store.get_number, transfer_id=transfer_id,
+                         allowed_destinations=rt.settings.transfer_allowed_destinations,
+                         home_country=rt.settings.transfer_home_country, now=accepted_at)
+
+
 @app.task(name=TASK_REQUEST, bind=True)
 def transfer_request(self: Task, request: dict[str, Any]) -> None:
     rt = runtime()
     raw_id = request.get("transfer_id") if isinstance(request, Mapping) else None
     transfer_id = raw_id if isinstance(raw_id, str) and raw_id else f"tr_{self.request.id}"
     try:
-        req = parse_request(request, rt.store.get_number, transfer_id=transfer_id,
-                            allowed_destinations=rt.settings.transfer_allowed_destinations,
-                            home_country=rt.settings.transfer_home_country)
+        req = parse_message(rt, request, transfer_id)
     except RequestError as exc:
         _reject(rt, request, transfer_id, exc.code.value, ERROR_MESSAGES[exc.code])
         return

@@ -23,7 +23,7 @@ def test_valid_request_is_enqueued_once(settings: Settings, store: Store,
     sent = msgs[0]["kwargs"]["request"]
     assert sent["transfer_id"] == result["transfer_id"] == msgs[0]["id"]
     assert sent["template"]["configurations"]["transfer_number"] == "+14155550101"
-    assert sent["lead"] == {"outbound_number": "+14155550199", "outbound_number_id": "main-line"}
+    assert sent["lead"] == {"outbound_number_id": "main-line"}  # as sent: the worker resolves it
     assert sent["summary"] == "wants a refund"
     assert store.lead_status("L1")["status"] == "requested"  # type: ignore[index]
 
