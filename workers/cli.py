@@ -26,7 +26,10 @@ def _settings() -> Settings:
     settings = get_settings()
     if os.environ.get("REDIS_URL"):
         return settings
-    from workers.demo import find_running_stack
+    try:
+        from workers.demo import find_running_stack
+    except ImportError:  # the production image leaves the dev tools out
+        return settings
 
     running = find_running_stack(int(os.environ.get("PORT") or 8000))
     if running is None:
