@@ -174,7 +174,7 @@ class Bench:
         # The same settings for ours and the baseline.
         return self.spawn([sys.executable, "-m", "gunicorn", "-c",
                            "python:webhooks.gunicorn_conf", "--bind", f"127.0.0.1:{port}",
-                           "--workers", "2", "--access-logfile", "/dev/null", app])
+                           "--workers", "2", app])
 
     def start_worker(self, concurrency: int) -> subprocess.Popen[bytes]:
         proc = self.spawn([sys.executable, "-m", "celery", "-A", "workers.celery_app",
