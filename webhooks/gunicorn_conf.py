@@ -1,7 +1,7 @@
 """gunicorn settings for the web process: `gunicorn -c python:webhooks.gunicorn_conf ...`.
 
-Binds $PORT, runs $WEB_CONCURRENCY workers, and logs (the access log with WEB_ACCESS_LOG=1) as JSON lines
-through the same formatter as the rest of the service, phone numbers masked.
+Binds $PORT, runs $WEB_CONCURRENCY workers, and logs (the access log with WEB_ACCESS_LOG=1) as
+JSON lines through the same formatter as the rest of the service, phone numbers masked.
 """
 
 import os
