@@ -196,8 +196,8 @@ class Sandbox:
                  exotel_api_key: str = "sandbox-exotel-key",
                  exotel_api_token: str = "sandbox-exotel-token",  # noqa: S107 - a fake's token
                  ) -> None:
-        from sandbox.exotel_api import ExotelSim
-        from sandbox.plivo_api import PlivoSim
+        from providers.exotel.sandbox import ExotelSim
+        from providers.plivo.sandbox import PlivoSim
 
         self.twilio_account_sid = twilio_account_sid
         self.twilio_auth_token = twilio_auth_token
@@ -585,7 +585,7 @@ class Sandbox:
                              "Sandbox injected fault")
 
     def _make_app(self) -> Flask:
-        from sandbox.twilio_api import register as register_twilio
+        from providers.twilio.sandbox import register as register_twilio
 
         app = Flask("sandbox")
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from celery import Task
 
+from providers import get_provider
+from providers.base import PermanentProviderError, Provider, TransientProviderError
 from shared.celery_config import (
     TASK_CALL_STATUS,
     TASK_EXPIRE,
@@ -23,8 +25,6 @@ from shared.contracts import (
 )
 from shared.store import TERMINAL_STATES, State, Store
 from workers.celery_app import app
-from workers.providers import get_provider
-from workers.providers.base import PermanentProviderError, Provider, TransientProviderError
 from workers.runtime import Runtime
 
 # Statuses that mean the customer's call is over, across providers.

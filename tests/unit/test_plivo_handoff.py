@@ -12,12 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
+from providers.plivo import handoff as plivo
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import make_request
 from tests.unit.conftest import PLIVO_API, PLIVO_ID, RESUME_URL
 from workers import tasks
-from workers.providers import plivo
 from workers.runtime import Runtime
 
 CUSTOMER = "9b2e6a3c-1111-4c6f-9d7e-000000000001"

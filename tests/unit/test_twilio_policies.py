@@ -7,6 +7,7 @@ from typing import Any
 
 import responses
 
+from providers.twilio import handoff as provider
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import make_request
@@ -22,7 +23,6 @@ from tests.unit.test_twilio_handoff import (
     run,
 )
 from workers import tasks
-from workers.providers import twilio as provider
 from workers.runtime import Runtime
 
 SECOND = "CA" + "b" * 32

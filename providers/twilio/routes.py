@@ -18,13 +18,13 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, abort, g, request
 
+from providers.twilio import handoff as provider
+from providers.twilio.signature import NONCE_WINDOW, verify_twilio
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
 from shared.logs import get_logger
 from shared.store import TERMINAL_STATES
 from webhooks.deps import deps, enqueue, try_enqueue
 from webhooks.parsing import require, transfer_id_arg
-from webhooks.security import NONCE_WINDOW, verify_twilio
-from workers.providers import twilio as provider
 
 bp = Blueprint("twilio", __name__, url_prefix="/twilio")
 log = get_logger("webhooks.twilio")

@@ -24,15 +24,15 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.config import Settings
-from shared.phone import from_provider, region_of
-from shared.store import State, ring_timeout
-from workers.providers.base import (
+from providers.base import (
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
     cached_client,
 )
+from shared.config import Settings
+from shared.phone import from_provider, region_of
+from shared.store import State, ring_timeout
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime

@@ -1,4 +1,4 @@
-"""Plivo callbacks. Verify, parse, enqueue, answer; the XML comes from workers.providers.plivo
+"""Plivo callbacks. Verify, parse, enqueue, answer; the XML comes from providers.plivo.handoff
 because Plivo acts on the answer (the customer's call runs it).
 
 The routes whose answer steers the live call (dial-up, dial-action, whisper, hold) answer
@@ -15,13 +15,13 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, abort, request
 
+from providers.plivo import handoff as provider
+from providers.plivo.signature import plivo_nonce_ttl, refuse_replay, verify_plivo
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
 from shared.logs import get_logger
 from shared.store import TERMINAL_STATES, Replay
 from webhooks.deps import deps, enqueue
 from webhooks.parsing import require, transfer_id_arg
-from webhooks.security import plivo_nonce_ttl, refuse_replay, verify_plivo
-from workers.providers import plivo as provider
 
 bp = Blueprint("plivo", __name__, url_prefix="/plivo")
 log = get_logger("webhooks.plivo")

@@ -38,9 +38,7 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from shared.config import Settings
-from shared.store import State, ring_timeout
-from workers.providers.base import (
+from providers.base import (
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
@@ -48,6 +46,8 @@ from workers.providers.base import (
     key_prompt,
     screening_key,
 )
+from shared.config import Settings
+from shared.store import State, ring_timeout
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime

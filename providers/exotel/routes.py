@@ -9,12 +9,12 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, abort, request
 
+from providers.exotel import handoff as provider
+from providers.exotel.signature import verify_exotel
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
 from shared.logs import get_logger
 from shared.store import TERMINAL_STATES, Store
 from webhooks.deps import Deps, deps, enqueue
-from webhooks.security import verify_exotel
-from workers.providers import exotel as provider
 
 bp = Blueprint("exotel", __name__, url_prefix="/exotel")
 log = get_logger("webhooks.exotel")

@@ -35,9 +35,7 @@ import requests
 from plivo import plivoxml
 from plivo.exceptions import PlivoRestError
 
-from shared.config import Settings
-from shared.store import TERMINAL_STATES, State, ring_timeout
-from workers.providers.base import (
+from providers.base import (
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
@@ -45,6 +43,8 @@ from workers.providers.base import (
     key_prompt,
     screening_key,
 )
+from shared.config import Settings
+from shared.store import TERMINAL_STATES, State, ring_timeout
 
 if TYPE_CHECKING:
     from shared.store import Store
