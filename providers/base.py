@@ -19,6 +19,7 @@ import requests
 
 if TYPE_CHECKING:
     from shared.config import Settings
+    from shared.model import CallbackKind
     from workers.runtime import Runtime
 
 T = TypeVar("T")
@@ -175,6 +176,8 @@ class ProviderSpec:
     capabilities: Mapping[str, Capability]
     # Whether the settings carry this provider's credentials.
     configured: Callable[[Settings], bool]
+    # The callback kinds its routes hand to the worker; any other is logged as an error.
+    callback_kinds: frozenset[CallbackKind] = frozenset()
     # Record fields of a destination's leg, cleared when the transfer moves on to the next.
     leg_fields: tuple[str, ...] = ()
     # Called once at worker start (SDKs' lazy first-use costs).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from providers.base import ProviderSpec
 from providers.exotel.capabilities import CAPABILITIES
-from providers.exotel.handoff import ExotelProvider
+from providers.exotel.handoff import CALLBACK_KINDS, ExotelProvider
 from shared.config import Settings
 
 
@@ -15,4 +15,5 @@ def configured(settings: Settings) -> bool:
 
 PROVIDER = ProviderSpec(
     name="exotel", handoff=ExotelProvider(), routes="providers.exotel.routes",
-    sandbox="providers.exotel.sandbox", capabilities=CAPABILITIES, configured=configured)
+    sandbox="providers.exotel.sandbox", capabilities=CAPABILITIES, configured=configured,
+    callback_kinds=CALLBACK_KINDS)

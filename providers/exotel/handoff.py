@@ -31,12 +31,15 @@ from providers.base import (
     cached_client,
 )
 from shared.config import Settings
+from shared.model import CallbackKind
 from shared.phone import from_provider, region_of
 from shared.store import State, ring_timeout
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
 
+# The callbacks our routes hand to the worker.
+CALLBACK_KINDS = frozenset({CallbackKind.PASSTHRU, CallbackKind.DIAL_UP_MISSING})
 # Leg 2 (the human) status -> failure reason.
 LEG_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
                 "canceled": "failed"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from providers.base import ProviderSpec
 from providers.plivo.capabilities import CAPABILITIES
-from providers.plivo.handoff import PlivoProvider
+from providers.plivo.handoff import CALLBACK_KINDS, PlivoProvider
 from shared.config import Settings
 
 
@@ -14,4 +14,5 @@ def configured(settings: Settings) -> bool:
 
 PROVIDER = ProviderSpec(
     name="plivo", handoff=PlivoProvider(), routes="providers.plivo.routes",
-    sandbox="providers.plivo.sandbox", capabilities=CAPABILITIES, configured=configured)
+    sandbox="providers.plivo.sandbox", capabilities=CAPABILITIES, configured=configured,
+    callback_kinds=CALLBACK_KINDS)

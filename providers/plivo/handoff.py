@@ -44,6 +44,7 @@ from providers.base import (
     screening_key,
 )
 from shared.config import Settings
+from shared.model import CallbackKind
 from shared.store import TERMINAL_STATES, State, ring_timeout
 
 if TYPE_CHECKING:
@@ -64,6 +65,9 @@ DIAL_FAILURES = {"busy": "busy", "no-answer": "no_answer", "timeout": "no_answer
 # After an interrupted transfer call, how long to wait for Plivo to fetch the dial-up before
 # concluding that the transfer never happened.
 DIAL_UP_GRACE = 3.0
+# The callbacks our routes hand to the worker.
+CALLBACK_KINDS = frozenset({CallbackKind.DIAL_CALLBACK, CallbackKind.DIAL_ACTION,
+                            CallbackKind.DIAL_UP_MISSING})
 APOLOGY = "Sorry, we could not connect you to an agent right now. Please call again later."
 
 _sdk_lock = threading.Lock()

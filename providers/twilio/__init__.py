@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from providers.base import ProviderSpec
 from providers.twilio.capabilities import CAPABILITIES
-from providers.twilio.handoff import TwilioProvider, warm_up
+from providers.twilio.handoff import CALLBACK_KINDS, LEG_FIELDS, TwilioProvider, warm_up
 from shared.config import Settings
 
 
@@ -15,4 +15,4 @@ def configured(settings: Settings) -> bool:
 PROVIDER = ProviderSpec(
     name="twilio", handoff=TwilioProvider(), routes="providers.twilio.routes",
     sandbox="providers.twilio.sandbox", capabilities=CAPABILITIES, configured=configured,
-    leg_fields=("conference_sid",), warm_up=warm_up)
+    callback_kinds=CALLBACK_KINDS, leg_fields=LEG_FIELDS, warm_up=warm_up)

@@ -47,6 +47,7 @@ from providers.base import (
     screening_key,
 )
 from shared.config import Settings
+from shared.model import CallbackKind
 from shared.store import State, ring_timeout
 
 if TYPE_CHECKING:
@@ -76,6 +77,11 @@ _PRE_BRIDGE = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
 # A human leg that ended like this, before the bridge, moves on to the next destination.
 _MOVE_ON = frozenset({"busy", "no_answer", "failed", "voicemail", "declined", "agent_hung_up"})
 _RINGING = {"", "queued", "initiated", "ringing"}
+# Fields of a human leg, besides the store's, cleared when moving to the next destination.
+LEG_FIELDS = ("conference_sid",)
+# The callbacks our routes hand to the worker.
+CALLBACK_KINDS = frozenset({CallbackKind.AGENT_STATUS, CallbackKind.CONFERENCE,
+                            CallbackKind.AMD, CallbackKind.SCREEN})
 
 
 def warm_up() -> None:
@@ -348,7 +354,8 @@ class TwilioProvider:
         tid = transfer["transfer_id"]
         attempt = transfer.get("attempt", "0")
         if reason in _MOVE_ON and transfer.get("state") in _PRE_BRIDGE:
-            outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason)
+            outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason,
+                                                         leg_fields=LEG_FIELDS)
             if outcome in ("next", "stale"):
                 if hang_up and outcome == "next":
                     self._hang_up(rt, transfer, transfer.get("agent_call_sid", ""),
