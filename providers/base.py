@@ -58,11 +58,13 @@ def sort_http_failure(provider: str, status: int, message: str, *,
                status=status, code=code)
 
 
-def unreachable(provider: str, exc: requests.RequestException) -> TransientProviderError:
+def unreachable(provider: str, exc: requests.RequestException, *, read_only: bool = False
+                ) -> TransientProviderError:
     """No answer came back: transient. Unless the connection was never made (a connect
-    timeout), the provider may have acted on the request."""
-    return TransientProviderError(f"{provider} unreachable: {type(exc).__name__}",
-                                  outcome_unknown=not isinstance(exc, requests.ConnectTimeout))
+    timeout) or the request only read, the provider may have acted on it."""
+    return TransientProviderError(
+        f"{provider} unreachable: {type(exc).__name__}",
+        outcome_unknown=not read_only and not isinstance(exc, requests.ConnectTimeout))
 
 
 # The connection failures every provider's REST call sorts as transient.

@@ -25,10 +25,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from providers.base import (
+    NETWORK_ERRORS,
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
     cached_client,
+    sort_http_failure,
+    unreachable,
 )
 from shared.config import Settings
 from shared.model import CallbackKind
@@ -72,13 +75,10 @@ class ExotelClient:
         try:
             resp = self.session.get(f"{self.base}/Calls/{call_sid}.json",
                                     params={"details": "true"}, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientProviderError(f"exotel unreachable: {type(exc).__name__}") from exc
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise TransientProviderError(f"exotel {resp.status_code}", status=resp.status_code)
+        except NETWORK_ERRORS as exc:
+            raise unreachable("exotel", exc, read_only=True) from exc
         if resp.status_code != 200:
-            raise PermanentProviderError(f"exotel {resp.status_code}: {resp.text[:200]}",
-                                         status=resp.status_code)
+            raise sort_http_failure("exotel", resp.status_code, resp.text[:200])
         try:
             call = resp.json()["Call"]
         except (ValueError, KeyError, TypeError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import NoReturn
 from urllib.parse import parse_qs, urlparse, urlunparse
 
 import redis
@@ -94,5 +95,5 @@ def plivo_v3_base(method: str, url: str, params: dict[str, str]) -> str:
     return base
 
 
-def refuse_replay() -> None:
+def refuse_replay() -> NoReturn:
     refuse("plivo", "replayed nonce")

@@ -31,18 +31,20 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from providers.base import (
+    NETWORK_ERRORS,
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
     cached_client,
     callback_url,
     screening_key,
+    sort_http_failure,
+    unreachable,
 )
 from providers.twilio.callbacks import is_machine
 from providers.twilio.markup import (
@@ -119,14 +121,10 @@ def call_api(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except TwilioRestException as exc:
-        cls = TransientProviderError if exc.status >= 500 or exc.status == 429 else \
-            PermanentProviderError
-        raise cls(f"twilio {exc.status} {exc.code}: {exc.msg}", status=exc.status,
-                  code=exc.code if isinstance(exc.code, int) else None) from exc
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TransientProviderError(f"twilio unreachable: {type(exc).__name__}",
-                                     outcome_unknown=not isinstance(exc, requests.ConnectTimeout)
-                                     ) from exc
+        raise sort_http_failure("twilio", exc.status, str(exc.msg),
+                                code=exc.code if isinstance(exc.code, int) else None) from exc
+    except NETWORK_ERRORS as exc:
+        raise unreachable("twilio", exc) from exc
 
 
 class TwilioProvider:

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
-from providers.plivo import handoff as plivo
+from providers.plivo import markup as plivo
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import make_request

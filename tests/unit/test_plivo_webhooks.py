@@ -14,7 +14,7 @@ from celery import Celery
 from flask.testing import FlaskClient
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 
-from providers.plivo import handoff as plivo
+from providers.plivo import markup as plivo
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.contracts import parse_request
