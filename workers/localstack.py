@@ -128,18 +128,8 @@ class Stack:
 
 
 def sandbox_env(sandbox: Sandbox, url: str) -> dict[str, str]:
-    return {"TWILIO_ACCOUNT_SID": sandbox.twilio_account_sid,
-            "TWILIO_AUTH_TOKEN": sandbox.twilio_auth_token,
-            "TWILIO_API_BASE_URL": url,
-            "PLIVO_AUTH_ID": sandbox.plivo_auth_id,
-            "PLIVO_AUTH_TOKEN": sandbox.plivo_auth_token,
-            "PLIVO_API_BASE_URL": url,
-            "PLIVO_RESUME_URL": f"{url}/_sandbox/plivo/resume",
-            "EXOTEL_ACCOUNT_SID": sandbox.exotel_account_sid,
-            "EXOTEL_API_KEY": sandbox.exotel_api_key,
-            "EXOTEL_API_TOKEN": sandbox.exotel_api_token,
-            "EXOTEL_API_BASE_URL": url,
-            "EXOTEL_WEBHOOK_TOKEN": os.environ.get("EXOTEL_WEBHOOK_TOKEN") or "sandbox-webhook",
+    """Every registered provider pointed at the sandbox (each model gives its variables)."""
+    return {**sandbox.env(url),
             # The toll-fraud guard's home country, where nothing else names one: the
             # sandbox's own numbers are fictional US ones (`request --outbound-number` works).
             "TRANSFER_HOME_COUNTRY": os.environ.get("TRANSFER_HOME_COUNTRY") or "US"}

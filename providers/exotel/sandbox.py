@@ -8,7 +8,9 @@ behaviour, and says so next to it."""
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -214,7 +216,28 @@ class ExotelSim:
             call.flow["leg2"] = "completed"
         self._after_connect(call, "completed")
 
-    def ended(self, call: SimCall, status: str) -> None:
+    def reset(self) -> None:
+        self.drop_status_callbacks = False
+
+    def new_sid(self) -> str:
+        # CallSids are 32 hex digits ("b6cfaf5f5cef3ca0fc937749ef960e25",
+        # developer.exotel.com/api/call-details).
+        return uuid.uuid4().hex
+
+    def env(self, url: str) -> dict[str, str]:
+        return {"EXOTEL_ACCOUNT_SID": self.sb.exotel_account_sid,
+                "EXOTEL_API_KEY": self.sb.exotel_api_key,
+                "EXOTEL_API_TOKEN": self.sb.exotel_api_token,
+                "EXOTEL_API_BASE_URL": url,
+                # Exotel signs nothing: its URLs carry this secret (the operator's, if set).
+                "EXOTEL_WEBHOOK_TOKEN": os.environ.get("EXOTEL_WEBHOOK_TOKEN")
+                or "sandbox-webhook"}
+
+    def ended(self, call: SimCall, status: str) -> bool:
+        self._ended(call, status)
+        return True
+
+    def _ended(self, call: SimCall, status: str) -> None:
         """The customer's call is over: the human's leg with it, then the callbacks. A caller
         who hangs up ends the flow, so no Passthru runs after it (undocumented; the least
         convenient)."""
@@ -304,3 +327,6 @@ class ExotelSim:
         def exotel_drop() -> Response:
             self.drop_status_callbacks = bool((request.get_json(silent=True) or {}).get("drop"))
             return jsonify({"drop": self.drop_status_callbacks})
+
+
+Model = ExotelSim
