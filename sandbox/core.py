@@ -17,7 +17,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -184,6 +184,22 @@ class Scheduler(threading.Thread):
             lane = self._lanes[zlib.crc32(key.encode()) % self.LANES]
             with contextlib.suppress(RuntimeError):  # shut down while stopping
                 lane.submit(self._run_step, key, fn)
+
+
+@dataclass(frozen=True)
+class DemoScript:
+    """What `warm-transfer demo` plays on a provider (`DEMO` in its sandbox module)."""
+
+    # (the fate of each destination in order, template policies, what happens)
+    scenarios: tuple[tuple[tuple[str, ...], dict[str, Any], str], ...]
+    # Environment variables the demo's calls need from the stack (e.g. a URL secret).
+    settings: tuple[str, ...] = ()
+    # The customer call's status callback query and sandbox flow fields, from the
+    # settings above: (extra query, flow).
+    call_flow: Callable[[str, Mapping[str, str]], tuple[str, dict[str, Any]]] | None = None
+    # Where the outcome is known only when the call ends: the customer talks this long
+    # after the AI's stream closed, then hangs up.
+    talk_seconds: float | None = None
 
 
 class SandboxModel(Protocol):

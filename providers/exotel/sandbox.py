@@ -11,11 +11,14 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import requests
 from flask import Flask, Response, jsonify, request
+
+from sandbox.core import DemoScript
 
 if TYPE_CHECKING:
     from sandbox.core import Sandbox, SimCall
@@ -330,3 +333,18 @@ class ExotelSim:
 
 
 Model = ExotelSim
+
+
+def _demo_flow(public_base_url: str, settings: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """Exotel signs nothing: its URLs carry the secret token; the flow's Connect applet
+    asks our dial-up whom to dial."""
+    token = settings.get("EXOTEL_WEBHOOK_TOKEN", "")
+    return f"&token={token}", {"dial_whom_url": f"{public_base_url}/exotel/dial-up?token={token}"}
+
+
+# What `warm-transfer demo` plays on Exotel. It reports the outcome when the call ends: the
+# demo's customer talks a little, then hangs up.
+DEMO = DemoScript(scenarios=(
+    (("answer-after:1",), {}, "the human answers; they talk, then hang up"),
+    (("busy",), {}, "the human's line is busy"),
+), settings=("EXOTEL_WEBHOOK_TOKEN",), call_flow=_demo_flow, talk_seconds=2.0)

@@ -20,6 +20,8 @@ import requests
 from flask import Flask, Response, jsonify, request
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 
+from sandbox.core import DemoScript
+
 if TYPE_CHECKING:
     from sandbox.core import Sandbox, SimCall
 
@@ -380,3 +382,10 @@ class PlivoSim:
 
 
 Model = PlivoSim
+
+# What `warm-transfer demo` plays on Plivo.
+DEMO = DemoScript(scenarios=(
+    (("answer-after:1",), {}, "the human answers"),
+    (("no-answer:2",), {}, "nobody answers; the customer goes back to the AI"),
+    (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
+))

@@ -10,6 +10,8 @@ import requests
 from flask import Flask, Response, jsonify, request
 from twilio.request_validator import RequestValidator
 
+from sandbox.core import DemoScript
+
 if TYPE_CHECKING:
     from sandbox.core import Sandbox, SimCall
 
@@ -206,6 +208,17 @@ def register(app: Flask, sb: Sandbox) -> None:
                     return _twilio_error(400, 12100, "Document parse failure")
                 sb.join_conference_node(call, root.find("./Dial/Conference"), 0.02)
             return call_json(call)
+
+
+# What `warm-transfer demo` plays on Twilio.
+DEMO = DemoScript(scenarios=(
+    (("answer-after:1",), {}, "the human answers"),
+    (("busy",), {}, "the human's line is busy"),
+    (("decline-after:1", "answer-after:1"), {"screening": True},
+     "screening: the first human declines, the second presses 1"),
+    (("machine", "answer-after:1"), {"voicemail_detection": True},
+     "voicemail on the first line, the second answers"),
+))
 
 
 class Model:
