@@ -28,6 +28,7 @@ from typing import IO, Any
 import redis
 import requests
 
+import providers
 from sandbox import Sandbox
 from sandbox.redis_server import RedisServer, free_port
 from sandbox.server import ThreadedServer
@@ -236,8 +237,7 @@ def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool 
         sandbox: Sandbox | None = None
         sandbox_url: str | None = None
         if use_sandbox is None:
-            use_sandbox = not any((base.twilio_auth_token, base.plivo_auth_token,
-                                   base.exotel_api_token))
+            use_sandbox = not any(spec.configured(base) for spec in providers.specs())
         if use_sandbox:
             sandbox = Sandbox()
             stack.callback(sandbox.stop)
@@ -246,8 +246,6 @@ def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool 
             sandbox_url = sb_server.url
             # Every provider goes to the sandbox: nothing may reach a real provider by halves.
             env.update(sandbox_env(sandbox, sandbox_url))
-            env.pop("TWILIO_EDGE", None)
-            env.pop("TWILIO_REGION", None)
             log(f"sandbox    {sandbox_url} (fake provider APIs; control API under /_sandbox)")
 
         def logfile(name: str) -> Path | None:

@@ -244,4 +244,7 @@ class Model:
     def env(self, url: str) -> dict[str, str]:
         return {"TWILIO_ACCOUNT_SID": self.sb.twilio_account_sid,
                 "TWILIO_AUTH_TOKEN": self.sb.twilio_auth_token,
-                "TWILIO_API_BASE_URL": url}
+                "TWILIO_API_BASE_URL": url,
+                # Empty: the SDK would send a real edge or region to twilio.com, not here
+                # (twilio/base/client_base.py reads them with `or`, so "" means none).
+                "TWILIO_EDGE": "", "TWILIO_REGION": ""}
