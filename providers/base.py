@@ -187,6 +187,10 @@ class ProviderSpec:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def refusal(self, policy: str) -> str | None:
-        """Why this provider cannot carry `policy` out, or None when it can."""
+        """Why this provider cannot carry `policy` out ("" when it has no more to say), or
+        None when it can. A policy it does not declare is refused: a new policy is
+        unavailable until each provider says how it carries it out."""
         capability = self.capabilities.get(policy)
+        if capability is None:
+            return ""
         return capability.why if isinstance(capability, Refused) else None

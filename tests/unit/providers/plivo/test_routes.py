@@ -21,7 +21,7 @@ from shared.contracts import parse_request
 from shared.store import State, Store
 from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import RESUME_URL, AppFactory
-from tests.unit.test_plivo_handoff import bare
+from tests.unit.providers.plivo.test_handoff import bare
 from webhooks import create_app
 from webhooks.deps import Deps
 

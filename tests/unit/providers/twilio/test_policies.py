@@ -12,7 +12,7 @@ from shared.config import Settings
 from shared.store import Store
 from tests.helpers import make_request
 from tests.unit.conftest import TWILIO_SID
-from tests.unit.test_twilio_handoff import (
+from tests.unit.providers.twilio.test_handoff import (
     ACCOUNT,
     AGENT,
     CUSTOMER,
