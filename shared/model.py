@@ -12,10 +12,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from shared.contracts import FailureReason
 
-__all__ = ["TERMINAL_STATES", "CallbackKind", "FailureReason", "State", "Transfer"]
+__all__ = ["TERMINAL_STATES", "Advance", "AdvanceOutcome", "CallbackKind", "FailureReason",
+           "State", "Transfer", "Transition"]
 
 
 class State(StrEnum):
@@ -45,6 +47,36 @@ class CallbackKind(StrEnum):
     PASSTHRU = "passthru"
     # Plivo and Exotel: the provider fetched the dial-up with no transfer pending.
     DIAL_UP_MISSING = "dial-up-missing"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A state change asked of the store: whether it happened, and the state it found
+    ("" when the transfer is unknown)."""
+
+    ok: bool
+    previous: str
+
+    @property
+    def previous_state(self) -> State | None:
+        return State(self.previous) if self.previous else None
+
+
+class AdvanceOutcome(StrEnum):
+    """What moving on from a destination that was not reached did."""
+
+    NEXT = "next"  # the next destination is now the current one
+    LAST = "last"  # none left (or no time to ring another): the transfer fails
+    STALE = "stale"  # that destination was already moved past
+    FINAL = "final"  # the transfer is over
+
+
+class Advance(NamedTuple):
+    """The store's answer to `advance_destination` (a tuple: unpacks as before)."""
+
+    outcome: AdvanceOutcome
+    attempt: int
+    number: str
 
 
 # The record's fields with a type of their own; every other field stays a string in

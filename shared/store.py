@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -48,8 +47,10 @@ from shared.contracts import TransferRequest
 
 # Re-exported: the states were defined here before shared.model.
 from shared.model import TERMINAL_STATES as TERMINAL_STATES
+from shared.model import Advance, AdvanceOutcome
 from shared.model import State as State
-from shared.model import Transfer
+from shared.model import Transfer as Transfer
+from shared.model import Transition as Transition
 
 # The fields of a destination's leg, cleared when the transfer moves on to the next one;
 # a provider adds its own (`ProviderSpec.leg_fields`).
@@ -234,12 +235,6 @@ class Replay(Exception):
     """A one-shot claim (a nonce) was already taken."""
 
 
-@dataclass(frozen=True)
-class Transition:
-    ok: bool
-    previous: str
-
-
 class Store:
     """All Redis access of the service. Takes a client built with decode_responses=True."""
 
@@ -416,7 +411,7 @@ class Store:
 
     def advance_destination(self, transfer_id: str, seen_attempt: int, outcome: str,
                             now: float | None = None, leg_fields: Sequence[str] = ()
-                            ) -> tuple[str, int, str]:
+                            ) -> Advance:
         """The destination of attempt `seen_attempt` was not reached (`outcome`: busy,
         no_answer, declined...): move to the next one, atomically, recording the outcome.
         Returns (outcome, attempt, number): ('next', k+1, number), ('last', k, '') when none
@@ -427,7 +422,7 @@ class Store:
         now = time.time() if now is None else now
         lead = self._lead_of(transfer_id)
         if lead is None:
-            return "final", -1, ""
+            return Advance(AdvanceOutcome.FINAL, -1, "")
         started_at, rings = self.r.hmget(self.record_key(transfer_id, lead),
                                          ["started_at", "ring_timeouts"])
         started = float(started_at or now)
@@ -442,11 +437,11 @@ class Store:
                             args=[seen_attempt, self._entry(now, None, note), "",
                                   outcome, "1" if room else "0",
                                   *dict.fromkeys((*LEG_FIELDS, *leg_fields))])
-        outcome = str(res[0])
-        if outcome == "next":
+        outcome = AdvanceOutcome(str(res[0]))
+        if outcome is AdvanceOutcome.NEXT:
             # Should this write be lost, the earlier deadline fires and `expire` reconciles.
             self.r.zadd(self.DEADLINES, {transfer_id: deadline}, xx=True)
-        return outcome, int(res[1]) if res[1] else -1, str(res[2] or "")
+        return Advance(outcome, int(res[1]) if res[1] else -1, str(res[2] or ""))
 
     def destinations_tried(self, transfer_id: str
                            ) -> tuple[int | None, list[str], list[str]]:
