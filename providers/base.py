@@ -19,7 +19,6 @@ import requests
 
 if TYPE_CHECKING:
     from shared.config import Settings
-    from shared.model import CallbackKind
     from workers.runtime import Runtime
 
 T = TypeVar("T")
@@ -178,8 +177,9 @@ class ProviderSpec:
     capabilities: Mapping[str, Capability]
     # Whether the settings carry this provider's credentials.
     configured: Callable[[Settings], bool]
-    # The callback kinds its routes hand to the worker; any other is logged as an error.
-    callback_kinds: frozenset[CallbackKind] = frozenset()
+    # The callback kinds its routes hand to the worker (`shared.model.CallbackKind`, or a
+    # str enum of the provider's own); any other is logged as an error.
+    callback_kinds: frozenset[str] = frozenset()
     # Record fields of a destination's leg, cleared when the transfer moves on to the next.
     leg_fields: tuple[str, ...] = ()
     # Called once at worker start (SDKs' lazy first-use costs).
