@@ -4,6 +4,8 @@ declarations say what the request contracts enforce."""
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
@@ -61,3 +63,26 @@ def test_configured_reads_each_providers_credentials(settings: Settings) -> None
     bare = settings.model_copy(update={"twilio_auth_token": "", "plivo_auth_id": "",
                                        "exotel_api_key": ""})
     assert not any(spec.configured(bare) for spec in providers.specs())
+
+
+def _modules_after(code: str) -> set[str]:
+    script = code + "\nimport sys\nprint(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return set(out.stdout.split())
+
+
+def test_the_worker_imports_no_web_app_and_no_sandbox() -> None:
+    """Routes and sandbox models are module paths in the registry, imported only by who
+    needs them: a worker loads neither Flask nor any provider's sandbox model."""
+    loaded = _modules_after("import workers.tasks")
+    assert {"flask", "sandbox", "sandbox.core"} & loaded == set()
+    assert {f"providers.{n}.{part}" for n in providers.names()
+            for part in ("routes", "sandbox")} & loaded == set()
+
+
+def test_the_web_app_imports_no_sandbox() -> None:
+    loaded = _modules_after("from webhooks import create_app\n"
+                            "create_app({'public_base_url': 'https://hooks.example.com'})")
+    assert {f"providers.{n}.sandbox" for n in providers.names()} & loaded == set()
+    assert {"sandbox", "sandbox.core", "workers.demo"} & loaded == set()
