@@ -14,16 +14,16 @@ from celery import Celery
 from flask.testing import FlaskClient
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 
+from providers.plivo import markup as plivo
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.contracts import parse_request
 from shared.store import State, Store
 from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import RESUME_URL, AppFactory
-from tests.unit.test_plivo_handoff import bare
+from tests.unit.providers.plivo.test_handoff import bare
 from webhooks import create_app
 from webhooks.deps import Deps
-from workers.providers import plivo
 
 BASE = "https://hooks.example.com"
 

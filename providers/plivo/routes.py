@@ -1,4 +1,5 @@
-"""Plivo callbacks. Verify, parse, enqueue, answer; the XML comes from workers.providers.plivo
+"""Plivo callbacks. Verify, parse, call one provider function (`callbacks`, or the worker
+through a task), answer; the XML comes from providers.plivo.markup
 because Plivo acts on the answer (the customer's call runs it).
 
 The routes whose answer steers the live call (dial-up, dial-action, whisper, hold) answer
@@ -15,13 +16,13 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, abort, request
 
+from providers.plivo import callbacks, markup
+from providers.plivo.signature import plivo_nonce_ttl, refuse_replay, verify_plivo
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
 from shared.logs import get_logger
-from shared.store import TERMINAL_STATES, Replay
+from shared.store import Replay
 from webhooks.deps import deps, enqueue
 from webhooks.parsing import require, transfer_id_arg
-from webhooks.security import plivo_nonce_ttl, refuse_replay, verify_plivo
-from workers.providers import plivo as provider
 
 bp = Blueprint("plivo", __name__, url_prefix="/plivo")
 log = get_logger("webhooks.plivo")
@@ -49,9 +50,9 @@ def _context(path: str, transfer_id: str) -> dict[str, str] | None:
     """The signed context of this URL; 403 for one we did not sign (Plivo signs whatever URL
     it is given, so its signature alone does not make the URL's content ours)."""
     try:
-        return provider.read_context(deps().settings, path, transfer_id, _attempt(),
+        return markup.read_context(deps().settings, path, transfer_id, _attempt(),
                                      request.args.get("t", ""))
-    except provider.BadContext:
+    except markup.BadContext:
         log.warning("webhook refused", extra={"provider": "plivo", "path": request.path,
                                               "why": "bad URL context"})
         deps().metrics.inc("warm_transfer_signature_failures", provider="plivo")
@@ -76,34 +77,23 @@ def dial_up() -> Response:
     with Redis down, from the signed URL)."""
     claim = verify_plivo(claim_nonce=False)
     transfer_id = transfer_id_arg()
-    ctx = _context(provider.DIAL_UP_PATH, transfer_id)
+    ctx = _context(markup.DIAL_UP_PATH, transfer_id)
     params = _params()
     d = deps()
-    # The hot path: one round trip claims the nonce, reads the transfer and its flag, and
-    # marks the dial-up served.
     try:
-        transfer, number = d.store.serve_dial_up(
-            transfer_id, "dial-up XML served; dialing the human agent", claim=claim,
-            claim_ttl=plivo_nonce_ttl())
+        xml, missing = callbacks.serve_dial_up(d.store, d.settings, transfer_id, claim,
+                                               plivo_nonce_ttl())
     except Replay:
         refuse_replay()
-        raise  # unreachable: refuse_replay aborts
     except redis.RedisError:
-        # No replay check: a replay gets the XML the original got. The worker's recovery
-        # path (dial_up_served) does not apply while Redis is down anyway.
-        number = provider.destination(ctx) if ctx else ""
+        # The worker's recovery path (dial_up_served) does not apply while Redis is down.
         log.warning("redis unavailable; dial-up answered from its signed URL",
-                    extra={"answered": bool(number)})
-        if ctx is None or not number:
-            return _xml(provider.resume_xml(d.settings))
-        return _xml(provider.dial_up_xml(d.settings, ctx, number))
-    if transfer is None or transfer["state"] in TERMINAL_STATES or not number:
-        # Never strand the customer: back to the AI, or an apology.
-        if transfer is not None:
-            _try_enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-up-missing",
-                         transfer_id=transfer_id, params=params)
-        return _xml(provider.resume_xml(d.settings))
-    return _xml(provider.dial_up_xml(d.settings, transfer, number))
+                    extra={"answered": bool(ctx and markup.destination(ctx))})
+        return _xml(callbacks.degraded_dial_up(d.settings, ctx))
+    if missing:
+        _try_enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-up-missing",
+                     transfer_id=transfer_id, params=params)
+    return _xml(xml)
 
 
 @bp.post("/whisper")
@@ -111,23 +101,12 @@ def whisper() -> Response:
     """Plivo's confirmSound: fetched when the human answers; played to them alone."""
     verify_plivo(steering=True)
     transfer_id = transfer_id_arg()
-    ctx = _context(provider.WHISPER_PATH, transfer_id)
-    attempt = _attempt()
-    store = deps().store
-    transfer: dict[str, str] | None
+    ctx = _context(markup.WHISPER_PATH, transfer_id)
     try:
-        transfer = store.get_transfer(transfer_id)
-        if transfer is not None and transfer["state"] not in TERMINAL_STATES \
-                and not transfer.get(provider.picked_up_field(attempt)):
-            # When the confirm window started (see screened_out); and a screened human
-            # who picked up but did not press the key declined, rather than did not answer.
-            store.set_fields(transfer_id, **{provider.picked_up_field(attempt):
-                                             repr(time.time()), "human_picked_up": "1"})
-            store.note(transfer_id, "human agent picked up; briefing played")
+        return _xml(callbacks.answer_whisper(deps().store, transfer_id, _attempt()))
     except redis.RedisError:
         log.warning("redis unavailable; generic briefing from the signed URL")
-        transfer = ctx
-    return _xml(provider.whisper_xml(transfer))
+        return _xml(markup.whisper_xml(ctx))
 
 
 @bp.post("/hold")
@@ -135,14 +114,14 @@ def hold() -> Response:
     """Plivo's dialMusic: what the customer hears while the human is being reached."""
     verify_plivo(steering=True)
     transfer_id = transfer_id_arg()
-    ctx = _context(provider.HOLD_PATH, transfer_id)
+    ctx = _context(markup.HOLD_PATH, transfer_id)
     if ctx is not None:
-        return _xml(provider.hold_xml(ctx))  # all it needs is in the URL
+        return _xml(markup.hold_xml(ctx))  # all it needs is in the URL
     try:
         transfer = deps().store.get_transfer(transfer_id)
     except redis.RedisError:
         transfer = None  # a ringing tone's worth of waiting, never an error
-    return _xml(provider.hold_xml(transfer))
+    return _xml(markup.hold_xml(transfer))
 
 
 @bp.post("/dial-action")
@@ -150,20 +129,20 @@ def dial_action() -> Response:
     """The Dial is over; the answer decides what the customer's call does next."""
     verify_plivo(steering=True)
     transfer_id = transfer_id_arg()
-    ctx = _context(provider.DIAL_ACTION_PATH, transfer_id)
+    ctx = _context(markup.DIAL_ACTION_PATH, transfer_id)
     params = _params("DialStatus")
     params["attempt"] = _attempt()
     # When it came: whether a screened human's leg outlived the confirm window.
     params["received_at"] = repr(time.time())
     d = deps()
     try:
-        answer, hand_over = provider.answer_dial_action(d.store, d.settings, transfer_id,
+        answer, hand_over = callbacks.answer_dial_action(d.store, d.settings, transfer_id,
                                                         params, ctx)
     except redis.RedisError:
         # The outcome is recorded by the task below once Redis is back, or by the deadline
         # sweep.
         log.warning("redis unavailable; dial action answered from its signed URL")
-        answer, hand_over = provider.degraded_dial_action(d.settings, params["DialStatus"],
+        answer, hand_over = callbacks.degraded_dial_action(d.settings, params["DialStatus"],
                                                           ctx), True
     if hand_over:
         _try_enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-action",

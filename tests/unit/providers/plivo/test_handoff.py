@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import xml.etree.ElementTree as ET
@@ -12,12 +13,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import responses
 
+from providers.plivo import markup as plivo
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import make_request
 from tests.unit.conftest import PLIVO_API, PLIVO_ID, RESUME_URL
 from workers import tasks
-from workers.providers import plivo
 from workers.runtime import Runtime
 
 CUSTOMER = "9b2e6a3c-1111-4c6f-9d7e-000000000001"
@@ -109,7 +110,6 @@ def test_resume_xml_redirects_to_the_ai_or_apologises(settings: Settings) -> Non
 def test_dial_answer_is_success(rt: Runtime, store: Store, events: Any,
                                 mocked: responses.RequestsMock) -> None:
     tid = start(mocked)
-    callback("dial-up", tid)
     callback("dial-callback", tid, Event="DialAnswer", DialBLegUUID="b")
     callback("dial-callback", tid, Event="DialAnswer", DialBLegUUID="b")
     callback("dial-action", tid, DialStatus="completed")
@@ -117,6 +117,22 @@ def test_dial_answer_is_success(rt: Runtime, store: Store, events: Any,
     assert types == ["transfer.disconnect_ai", "transfer.succeeded"]
     assert store.get_flag("L1") is None
     assert store.lead_status("L1")["status"] == "succeeded"  # type: ignore[index]
+
+
+def test_an_unknown_callback_kind_is_logged_as_an_error(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """No handler knows "dial-up" (the webhook serves it; it is no worker callback): it
+    changes nothing, and says so as an error instead of being dropped silently."""
+    tid = start(mocked)
+    before = store.get_transfer(tid)
+    with caplog.at_level(logging.ERROR):
+        callback("dial-up", tid)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records
+            if r.getMessage() == "unknown callback kind"] == [(logging.ERROR,
+                                                               "unknown callback kind")]
+    assert store.get_transfer(tid) == before
+    assert [e["type"] for e in events()] == ["transfer.disconnect_ai"]
 
 
 def test_completed_dial_counts_as_answered_when_answer_callback_was_lost(

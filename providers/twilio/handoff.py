@@ -30,41 +30,46 @@ import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlencode
 
-import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
-from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from shared.config import Settings
-from shared.store import State, ring_timeout
-from workers.providers.base import (
+from providers.base import (
+    NETWORK_ERRORS,
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
     cached_client,
-    key_prompt,
+    callback_url,
     screening_key,
+    sort_http_failure,
+    unreachable,
 )
+from providers.twilio.callbacks import is_machine
+from providers.twilio.markup import (
+    AGENT_STATUS_PATH,
+    AMD_PATH,
+    CONFERENCE_PATH,
+    SCREEN_PATH,
+    WHISPER_PATH,
+    agent_label,
+    conference_name,
+    customer_twiml,
+    screen_query,
+)
+from shared.config import Settings
+from shared.model import CallbackKind
+from shared.store import State, ring_timeout
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
 
 T = TypeVar("T")
 
-AGENT_STATUS_PATH = "/twilio/agent-status"
-CONFERENCE_PATH = "/twilio/conference"
-WHISPER_PATH = "/twilio/whisper"
-SCREEN_PATH = "/twilio/screen"
-SCREEN_RESULT_PATH = "/twilio/screen-result"
-AMD_PATH = "/twilio/amd"
 # Twilio's REST refusals of a caller ID it will not present (21210: not a Twilio or verified
 # number; 21212: invalid). 13214 is a <Dial> callerId warning, never a REST answer.
 _CALLER_ID_REFUSED = frozenset({21210, 21212})
-# What the human hears first (issue 20: the summary is the AI's note, not ours).
-BRIEFING_INTRO = "Incoming transfer."
 # Past the deadline, how long a joined leg's detection verdict is still awaited (Twilio's
 # MachineDetectionTimeout defaults to 30 s; docs: voice/answering-machine-detection).
 AMD_GRACE = 35.0
@@ -76,6 +81,16 @@ _PRE_BRIDGE = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
 # A human leg that ended like this, before the bridge, moves on to the next destination.
 _MOVE_ON = frozenset({"busy", "no_answer", "failed", "voicemail", "declined", "agent_hung_up"})
 _RINGING = {"", "queued", "initiated", "ringing"}
+# Fields of a human leg, besides the store's, cleared when moving to the next destination.
+LEG_FIELDS = ("conference_sid",)
+# The callbacks our routes hand to the worker.
+CALLBACK_KINDS = frozenset({CallbackKind.AGENT_STATUS, CallbackKind.CONFERENCE,
+                            CallbackKind.AMD, CallbackKind.SCREEN})
+
+
+def _url(settings: Settings, path: str, transfer: Mapping[str, str],
+         attempt: str | None = None, extra: Mapping[str, str] | None = None) -> str:
+    return callback_url(settings, path, transfer["transfer_id"], attempt, extra)
 
 
 def warm_up() -> None:
@@ -83,14 +98,6 @@ def warm_up() -> None:
     client = Client("AC" + "0" * 32, "warm-up")
     client.conferences("warm-up").participants  # noqa: B018 - the access is the point
     client.calls("warm-up")
-
-
-def is_machine(answered_by: str) -> bool:
-    return answered_by.startswith("machine") or answered_by == "fax"
-
-
-def conference_name(transfer: Mapping[str, str]) -> str:
-    return f"transfer-{transfer['lead_id']}"
 
 
 def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
@@ -114,109 +121,10 @@ def call_api(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except TwilioRestException as exc:
-        cls = TransientProviderError if exc.status >= 500 or exc.status == 429 else \
-            PermanentProviderError
-        raise cls(f"twilio {exc.status} {exc.code}: {exc.msg}", status=exc.status,
-                  code=exc.code if isinstance(exc.code, int) else None) from exc
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise TransientProviderError(f"twilio unreachable: {type(exc).__name__}",
-                                     outcome_unknown=not isinstance(exc, requests.ConnectTimeout)
-                                     ) from exc
-
-
-def _callback_url(settings: Settings, path: str, transfer: Mapping[str, str],
-                  attempt: str | None = None, extra: Mapping[str, str] | None = None) -> str:
-    query = {"transfer_id": transfer["transfer_id"]}
-    if attempt not in (None, "0"):
-        query["attempt"] = str(attempt)  # which destination's leg a callback is about
-    query.update(extra or {})
-    return settings.public_url(path) + "?" + urlencode(query)
-
-
-def screen_query(transfer: Mapping[str, str]) -> dict[str, str]:
-    """What /twilio/screen and /twilio/screen-result need besides the summary, carried in
-    the URLs we give Twilio so that they answer without Redis. Twilio signs the full URL,
-    so nobody without the auth token can alter it."""
-    return {"lead_id": transfer["lead_id"], "key": screening_key(transfer),
-            "timeout": transfer.get("screening_timeout") or "8"}
-
-
-def briefing(summary: str | None) -> str:
-    """The words spoken to the human before the customer joins."""
-    return f"{BRIEFING_INTRO} Note from the AI assistant: {summary}" if summary else \
-        BRIEFING_INTRO
-
-
-def agent_label(attempt: str) -> str:
-    """The conference label of the human leg of an attempt (the first is "agent")."""
-    return "agent" if attempt in ("", "0") else f"agent-{int(attempt) + 1}"
-
-
-def hangup_twiml() -> str:
-    response = VoiceResponse()
-    response.hangup()
-    return str(response.to_xml(xml_declaration=False))
-
-
-def screen_twiml(settings: Settings, screen: Mapping[str, str], attempt: str,
-                 summary: str | None) -> str:
-    """What the screened human hears on answering: the briefing inside a <Gather> that
-    waits for the key. `screen` is screen_query() plus transfer_id (from our own URL)."""
-    response = VoiceResponse()
-    gather = response.gather(
-        input="dtmf", num_digits=1, timeout=int(screen.get("timeout") or 8), method="POST",
-        action=_callback_url(settings, SCREEN_RESULT_PATH, screen, attempt,
-                             {k: screen[k] for k in ("lead_id", "key", "timeout")}),
-        action_on_empty_result=True)
-    gather.say(briefing(summary))
-    gather.say(key_prompt({"screening_key": screen.get("key", "")}))
-    return str(response.to_xml(xml_declaration=False))
-
-
-def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: str) -> str:
-    """The screened human accepted: into the conference, as the Participants API would."""
-    response = VoiceResponse()
-    dial = Dial()
-    dial.conference(
-        conference_name(transfer), start_conference_on_enter=True,
-        end_conference_on_exit=True, beep=False, participant_label=agent_label(attempt),
-        status_callback=_callback_url(settings, CONFERENCE_PATH, transfer),
-        status_callback_method="POST", status_callback_event="start end join leave")
-    response.append(dial)
-    return str(response.to_xml(xml_declaration=False))
-
-
-def goodbye_twiml() -> str:
-    response = VoiceResponse()
-    response.say("Okay, the call will not be connected. Goodbye.")
-    response.hangup()
-    return str(response.to_xml(xml_declaration=False))
-
-
-def whisper_twiml(summary: str | None) -> str:
-    """The briefing announced to the human before the customer joins (the generic intro
-    when the summary cannot be read)."""
-    response = VoiceResponse()
-    response.say(briefing(summary))
-    return str(response.to_xml(xml_declaration=False))
-
-
-def customer_twiml(settings: Settings, transfer: Mapping[str, str]) -> str:
-    response = VoiceResponse()
-    dial = Dial()
-    dial.conference(
-        conference_name(transfer),
-        start_conference_on_enter=True,
-        end_conference_on_exit=True,
-        beep=False,
-        participant_label="customer",
-        status_callback=_callback_url(settings, CONFERENCE_PATH, transfer),
-        status_callback_method="POST",
-        # One space-separated string: a list would render as "['join', ...]".
-        status_callback_event="start end join leave",
-    )
-    response.append(dial)
-    return str(response.to_xml(xml_declaration=False))
+        raise sort_http_failure("twilio", exc.status, str(exc.msg),
+                                code=exc.code if isinstance(exc.code, int) else None) from exc
+    except NETWORK_ERRORS as exc:
+        raise unreachable("twilio", exc) from exc
 
 
 class TwilioProvider:
@@ -274,7 +182,7 @@ class TwilioProvider:
     @staticmethod
     def _create_leg(settings: Settings, client: Client, transfer: Mapping[str, str],
                     attempt: str, number: str, caller: str) -> str:
-        status = {"status_callback": _callback_url(settings, AGENT_STATUS_PATH, transfer,
+        status = {"status_callback": _url(settings, AGENT_STATUS_PATH, transfer,
                                                    attempt),
                   "status_callback_method": "POST",
                   "status_callback_event": ["initiated", "ringing", "answered", "completed"]}
@@ -285,7 +193,7 @@ class TwilioProvider:
             # who answered, with AnsweredBy in that request (see /twilio/screen).
             call: Any = call_api(lambda: client.calls.create(
                 to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
-                url=_callback_url(settings, SCREEN_PATH, transfer, attempt,
+                url=_url(settings, SCREEN_PATH, transfer, attempt,
                                   screen_query(transfer)), method="POST",
                 **status, **({"machine_detection": "Enable"} if detect else {})))
             return str(call.sid)
@@ -293,7 +201,7 @@ class TwilioProvider:
         # Twilio warns 21262 and the result is on the Call only once it has ended).
         amd: dict[str, str] = {
             "machine_detection": "Enable",
-            "amd_status_callback": _callback_url(settings, AMD_PATH, transfer, attempt),
+            "amd_status_callback": _url(settings, AMD_PATH, transfer, attempt),
             "amd_status_callback_method": "POST"} if detect else {}
         participant: Any = call_api(lambda: client.conferences(conference_name(transfer))
                                     .participants.create(
@@ -306,7 +214,7 @@ class TwilioProvider:
             start_conference_on_enter=True,
             # The human leaving ends the conference, so nobody waits in an empty room.
             end_conference_on_exit=True,
-            conference_status_callback=_callback_url(settings, CONFERENCE_PATH, transfer),
+            conference_status_callback=_url(settings, CONFERENCE_PATH, transfer),
             conference_status_callback_method="POST",
             conference_status_callback_event=["start", "end", "join", "leave",
                                               "announcement"],
@@ -348,7 +256,8 @@ class TwilioProvider:
         tid = transfer["transfer_id"]
         attempt = transfer.get("attempt", "0")
         if reason in _MOVE_ON and transfer.get("state") in _PRE_BRIDGE:
-            outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason)
+            outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason,
+                                                         leg_fields=LEG_FIELDS)
             if outcome in ("next", "stale"):
                 if hang_up and outcome == "next":
                     self._hang_up(rt, transfer, transfer.get("agent_call_sid", ""),
@@ -522,7 +431,7 @@ class TwilioProvider:
         rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent joined; briefing them",
                             from_states=(State.REQUESTED, State.DIALING))
         client = make_client(rt.settings, transfer)
-        url = _callback_url(rt.settings, WHISPER_PATH, transfer)
+        url = _url(rt.settings, WHISPER_PATH, transfer)
         try:
             call_api(lambda: client.conferences(conference_sid)
                      .participants(agent_sid).update(announce_url=url, announce_method="POST"))

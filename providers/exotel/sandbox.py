@@ -8,12 +8,17 @@ behaviour, and says so next to it."""
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import requests
 from flask import Flask, Response, jsonify, request
+
+from sandbox.core import DemoScript
 
 if TYPE_CHECKING:
     from sandbox.core import Sandbox, SimCall
@@ -214,7 +219,28 @@ class ExotelSim:
             call.flow["leg2"] = "completed"
         self._after_connect(call, "completed")
 
-    def ended(self, call: SimCall, status: str) -> None:
+    def reset(self) -> None:
+        self.drop_status_callbacks = False
+
+    def new_sid(self) -> str:
+        # CallSids are 32 hex digits ("b6cfaf5f5cef3ca0fc937749ef960e25",
+        # developer.exotel.com/api/call-details).
+        return uuid.uuid4().hex
+
+    def env(self, url: str) -> dict[str, str]:
+        return {"EXOTEL_ACCOUNT_SID": self.sb.exotel_account_sid,
+                "EXOTEL_API_KEY": self.sb.exotel_api_key,
+                "EXOTEL_API_TOKEN": self.sb.exotel_api_token,
+                "EXOTEL_API_BASE_URL": url,
+                # Exotel signs nothing: its URLs carry this secret (the operator's, if set).
+                "EXOTEL_WEBHOOK_TOKEN": os.environ.get("EXOTEL_WEBHOOK_TOKEN")
+                or "sandbox-webhook"}
+
+    def ended(self, call: SimCall, status: str) -> bool:
+        self._ended(call, status)
+        return True
+
+    def _ended(self, call: SimCall, status: str) -> None:
         """The customer's call is over: the human's leg with it, then the callbacks. A caller
         who hangs up ends the flow, so no Passthru runs after it (undocumented; the least
         convenient)."""
@@ -304,3 +330,21 @@ class ExotelSim:
         def exotel_drop() -> Response:
             self.drop_status_callbacks = bool((request.get_json(silent=True) or {}).get("drop"))
             return jsonify({"drop": self.drop_status_callbacks})
+
+
+Model = ExotelSim
+
+
+def _demo_flow(public_base_url: str, settings: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """Exotel signs nothing: its URLs carry the secret token; the flow's Connect applet
+    asks our dial-up whom to dial."""
+    token = settings.get("EXOTEL_WEBHOOK_TOKEN", "")
+    return f"&token={token}", {"dial_whom_url": f"{public_base_url}/exotel/dial-up?token={token}"}
+
+
+# What `warm-transfer demo` plays on Exotel. It reports the outcome when the call ends: the
+# demo's customer talks a little, then hangs up.
+DEMO = DemoScript(scenarios=(
+    (("answer-after:1",), {}, "the human answers; they talk, then hang up"),
+    (("busy",), {}, "the human's line is busy"),
+), settings=("EXOTEL_WEBHOOK_TOKEN",), call_flow=_demo_flow, talk_seconds=2.0)

@@ -7,11 +7,12 @@ from typing import Any
 
 import responses
 
+from providers.twilio import markup
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import make_request
 from tests.unit.conftest import TWILIO_SID
-from tests.unit.test_twilio_handoff import (
+from tests.unit.providers.twilio.test_handoff import (
     ACCOUNT,
     AGENT,
     CUSTOMER,
@@ -22,7 +23,6 @@ from tests.unit.test_twilio_handoff import (
     run,
 )
 from workers import tasks
-from workers.providers import twilio as provider
 from workers.runtime import Runtime
 
 SECOND = "CA" + "b" * 32
@@ -148,7 +148,7 @@ def test_screening_places_the_leg_with_our_twiml(rt: Runtime, store: Store,
 
 def test_screen_twiml_gathers_the_key_after_the_briefing(settings: Settings) -> None:
     screen = {"transfer_id": "tr_1", "lead_id": "L1", "key": "1", "timeout": "8"}
-    root = ET.fromstring(provider.screen_twiml(settings, screen, "1", "Wants a refund"))
+    root = ET.fromstring(markup.screen_twiml(settings, screen, "1", "Wants a refund"))
     gather = root.find("Gather")
     assert gather is not None and gather.get("numDigits") == "1"
     assert gather.get("actionOnEmptyResult") == "true" and gather.get("timeout") == "8"
@@ -158,7 +158,7 @@ def test_screen_twiml_gathers_the_key_after_the_briefing(settings: Settings) -> 
         "Incoming transfer. Note from the AI assistant: Wants a refund",
         "Press 1 to take the call."]
     custom = {**screen, "key": "#", "timeout": "15"}
-    gather = ET.fromstring(provider.screen_twiml(settings, custom, "1", None)).find("Gather")
+    gather = ET.fromstring(markup.screen_twiml(settings, custom, "1", None)).find("Gather")
     assert gather is not None and gather.get("timeout") == "15"
     assert [s.text for s in gather.findall("Say")] == [
         "Incoming transfer.", "Press the pound key to take the call."]

@@ -450,7 +450,7 @@ def test_without_a_conference_sid_the_human_is_not_briefed_by_name(
 
 
 def test_whisper_twiml() -> None:
-    from workers.providers.twilio import whisper_twiml
+    from providers.twilio.markup import whisper_twiml
 
     assert whisper_twiml("Wants a refund") == (
         "<Response><Say>Incoming transfer. Note from the AI assistant: Wants a refund</Say>"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url
 
-from webhooks.security import plivo_v3_base
+from providers.plivo.signature import plivo_v3_base
 
 URLS = [
     "https://hooks.example.com/plivo/dial-up",

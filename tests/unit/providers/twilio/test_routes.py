@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from twilio.request_validator import HMAC_SHA256, RequestValidator
 from werkzeug.datastructures import MultiDict
 
+from providers.twilio.signature import twilio_signature_valid
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.contracts import parse_request
@@ -24,7 +25,6 @@ from shared.store import State, Store
 from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import AppFactory
 from webhooks.deps import Deps
-from webhooks.security import twilio_signature_valid
 
 BASE = "https://hooks.example.com"
 AGENT = "CA" + "a" * 32

@@ -24,19 +24,25 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from shared.config import Settings
-from shared.phone import from_provider, region_of
-from shared.store import State, ring_timeout
-from workers.providers.base import (
+from providers.base import (
+    NETWORK_ERRORS,
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
     cached_client,
+    sort_http_failure,
+    unreachable,
 )
+from shared.config import Settings
+from shared.model import CallbackKind
+from shared.phone import from_provider, region_of
+from shared.store import State
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
 
+# The callbacks our routes hand to the worker.
+CALLBACK_KINDS = frozenset({CallbackKind.PASSTHRU, CallbackKind.DIAL_UP_MISSING})
 # Leg 2 (the human) status -> failure reason.
 LEG_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
                 "canceled": "failed"}
@@ -69,13 +75,10 @@ class ExotelClient:
         try:
             resp = self.session.get(f"{self.base}/Calls/{call_sid}.json",
                                     params={"details": "true"}, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientProviderError(f"exotel unreachable: {type(exc).__name__}") from exc
-        if resp.status_code >= 500 or resp.status_code == 429:
-            raise TransientProviderError(f"exotel {resp.status_code}", status=resp.status_code)
+        except NETWORK_ERRORS as exc:
+            raise unreachable("exotel", exc, read_only=True) from exc
         if resp.status_code != 200:
-            raise PermanentProviderError(f"exotel {resp.status_code}: {resp.text[:200]}",
-                                         status=resp.status_code)
+            raise sort_http_failure("exotel", resp.status_code, resp.text[:200])
         try:
             call = resp.json()["Call"]
         except (ValueError, KeyError, TypeError) as exc:
@@ -88,39 +91,6 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> ExotelClient
     return cached_client(("exotel", settings.exotel_account_sid, settings.exotel_api_key,
                           settings.exotel_api_token, settings.exotel_api_base_url,
                           str(settings.provider_http_timeout)), lambda: ExotelClient(settings))
-
-
-def programmable_connect(settings: Settings, exotel_version: str | None) -> bool:
-    """Whether this dial-up request comes from the Connect applet's dynamic URL (programmable
-    connect), which sends an `Exotel-Version` header and validates a JSON answer against that
-    version; the "Dial whom" URL sends no such header and dials the number it reads.
-    Source: support.exotel.com/support/solutions/articles/3000096873 (Header: Exotel-Version,
-    "Current Version: 1.0"); .../3000088074 (Dial whom: "a URL from where you can get a
-    number to be dialed")."""
-    if settings.exotel_dial_up_format != "auto":
-        return settings.exotel_dial_up_format == "json"
-    return bool((exotel_version or "").strip())
-
-
-def dial_up_body(settings: Settings, transfer: Mapping[str, str], number: str,
-                 programmable: bool) -> tuple[str, str]:
-    """What the Connect applet gets from /exotel/dial-up: (body, mimetype).
-
-    Programmable connect: JSON with every fallback destination in order (Exotel's Connect
-    dials `destination.numbers` one after another, at once only where the account has
-    parallel ringing). The "Dial whom" URL: the one number being dialed, as text; Exotel
-    documents "a number", so a list is not relied on there."""
-    if not programmable:
-        return number, "text/plain"
-    numbers = [number]
-    listed = json.loads(transfer.get("destinations") or "[]")
-    if len(listed) > 1 and listed[0] == number:
-        numbers = [str(n) for n in listed]
-    body = {"destination": {"numbers": numbers},
-            "outgoing_phone_number": transfer["outbound_number"],
-            "max_ringing_duration": ring_timeout(settings, transfer, 0),
-            "record": False}
-    return json.dumps(body), "application/json"
 
 
 def normalise_status(raw: Mapping[str, Any]) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Twilio callbacks. Verify, parse, enqueue, answer: the logic lives in workers/.
+"""Twilio callbacks. Verify, parse, call one provider function (`callbacks`, or the
+worker through a task), answer.
 
 Two kinds of route. Status callbacks (/status, /agent-status, /conference, /amd) enqueue
 and answer 204; a repeated idempotency token is not enqueued again, and with Redis or the
@@ -18,13 +19,13 @@ from typing import Any
 import redis
 from flask import Blueprint, Response, abort, g, request
 
+from providers.twilio import callbacks, markup
+from providers.twilio.signature import NONCE_WINDOW, verify_twilio
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
 from shared.logs import get_logger
-from shared.store import TERMINAL_STATES
+from shared.store import Store
 from webhooks.deps import deps, enqueue, try_enqueue
 from webhooks.parsing import require, transfer_id_arg
-from webhooks.security import NONCE_WINDOW, verify_twilio
-from workers.providers import twilio as provider
 
 bp = Blueprint("twilio", __name__, url_prefix="/twilio")
 log = get_logger("webhooks.twilio")
@@ -85,26 +86,12 @@ def _screen(transfer_id: str, record: _Record) -> dict[str, str]:
         abort(503)
     if transfer is None:
         return {}
-    return {"transfer_id": transfer_id, **provider.screen_query(transfer)}
+    return {"transfer_id": transfer_id, **markup.screen_query(transfer)}
 
 
-def _pending(record: _Record, attempt: str) -> bool:
-    """Whether the leg of `attempt` may still join; unknown (Redis down) counts as yes:
-    a human kept out by our outage would be a transfer lost for nothing."""
-    transfer, readable = record
-    if not readable:
-        return True
-    return (transfer is not None and transfer["state"] not in TERMINAL_STATES
-            and transfer.get("attempt", "0") == attempt)
-
-
-def _best_effort(transfer_id: str, **fields: str) -> None:
-    if g.get("redis_down"):
-        return
-    try:
-        deps().store.set_fields(transfer_id, **fields)
-    except redis.RedisError:
-        log.warning("could not record on the transfer", extra={"fields": sorted(fields)})
+def _store() -> Store | None:
+    """The store, or None once this request found Redis down."""
+    return None if g.get("redis_down") else deps().store
 
 
 def _enqueue_once(scope: str, **kwargs: Any) -> None:
@@ -142,7 +129,7 @@ def whisper() -> Response:
     """The briefing TwiML Twilio fetches to announce to the human alone."""
     verify_twilio(dedupe=False)
     transfer, _ = _record(transfer_id_arg())
-    return _twiml(provider.whisper_twiml((transfer or {}).get("summary")))
+    return _twiml(markup.whisper_twiml((transfer or {}).get("summary")))
 
 
 @bp.post("/screen")
@@ -153,20 +140,21 @@ def screen() -> Response:
     transfer_id = transfer_id_arg()
     attempt = _attempt()
     answered_by = request.form.get("AnsweredBy", "")
-    if provider.is_machine(answered_by):
-        # Hang up on the machine; the worker moves on (its "completed" callback says
-        # voicemail from the field, the task below says it sooner).
-        _best_effort(transfer_id, answered_by=answered_by)
-        _enqueue_once("screen", kind="amd", transfer_id=transfer_id,
-                      params={"CallSid": request.form.get("CallSid", ""),
-                              "AnsweredBy": answered_by, "attempt": attempt})
-        return _twiml(provider.hangup_twiml())
-    record = _record(transfer_id)
-    context = _screen(transfer_id, record)
-    if not context or not _pending(record, attempt):
-        return _twiml(provider.hangup_twiml())
-    return _twiml(provider.screen_twiml(deps().settings, context, attempt,
-                                        (record[0] or {}).get("summary")))
+    if callbacks.is_machine(answered_by):
+        answer = callbacks.machine_answered(_store(), transfer_id, attempt,
+                                            request.form.get("CallSid", ""), answered_by)
+    else:
+        record, readable = _record(transfer_id)
+        answer = callbacks.screen(deps().settings, _screen(transfer_id, (record, readable)),
+                                  record, readable, attempt)
+    return _answer("screen", transfer_id, answer)
+
+
+def _answer(scope: str, transfer_id: str, answer: callbacks.Answer) -> Response:
+    if answer.kind is not None:
+        _enqueue_once(scope, kind=str(answer.kind), transfer_id=transfer_id,
+                      params=dict(answer.params))
+    return _twiml(answer.twiml)
 
 
 @bp.post("/screen-result")
@@ -178,16 +166,10 @@ def screen_result() -> Response:
     params = _form("CallSid")
     attempt = _attempt()
     params["attempt"] = attempt
-    record = _record(transfer_id)
-    context = _screen(transfer_id, record)
-    pending = bool(context) and _pending(record, attempt)
-    if pending and params.get("Digits") == context["key"]:
-        return _twiml(provider.agent_join_twiml(deps().settings, context, attempt))
-    if pending:
-        # Read by the leg's "completed" callback, which may come before the task below.
-        _best_effort(transfer_id, declined="1")
-    _enqueue_once("screen-result", kind="screen", transfer_id=transfer_id, params=params)
-    return _twiml(provider.goodbye_twiml())
+    record, readable = _record(transfer_id)
+    context = _screen(transfer_id, (record, readable))
+    return _answer("screen-result", transfer_id, callbacks.screen_result(
+        _store(), deps().settings, context, record, readable, params))
 
 
 @bp.post("/agent-status")

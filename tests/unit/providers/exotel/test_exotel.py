@@ -13,12 +13,12 @@ import responses
 from celery import Celery
 from flask.testing import FlaskClient
 
+from providers.exotel import handoff as exotel
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import EXOTEL_API, EXOTEL_SID, AppFactory
 from workers import tasks
-from workers.providers import exotel
 from workers.runtime import Runtime
 
 CALL = "c0ffee00c0ffee00c0ffee00c0ffee00"

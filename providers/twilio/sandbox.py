@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
 
@@ -9,8 +10,10 @@ import requests
 from flask import Flask, Response, jsonify, request
 from twilio.request_validator import RequestValidator
 
+from sandbox.core import DemoScript
+
 if TYPE_CHECKING:
-    from sandbox.core import Sandbox
+    from sandbox.core import Sandbox, SimCall
 
 _BASE = "/2010-04-01/Accounts/<account>"
 _ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
@@ -205,3 +208,43 @@ def register(app: Flask, sb: Sandbox) -> None:
                     return _twilio_error(400, 12100, "Document parse failure")
                 sb.join_conference_node(call, root.find("./Dial/Conference"), 0.02)
             return call_json(call)
+
+
+# What `warm-transfer demo` plays on Twilio.
+DEMO = DemoScript(scenarios=(
+    (("answer-after:1",), {}, "the human answers"),
+    (("busy",), {}, "the human's line is busy"),
+    (("decline-after:1", "answer-after:1"), {"screening": True},
+     "screening: the first human declines, the second presses 1"),
+    (("machine", "answer-after:1"), {"voicemail_detection": True},
+     "voicemail on the first line, the second answers"),
+))
+
+
+class Model:
+    """Twilio in the sandbox: its REST API here; its calls, conferences and TwiML run in the
+    shared call engine (sandbox.core), which was written around them."""
+
+    def __init__(self, sb: Sandbox) -> None:
+        self.sb = sb
+
+    def register(self, app: Flask) -> None:
+        register(app, self.sb)
+
+    def ended(self, call: SimCall, status: str) -> bool:
+        return False  # the shared engine plays Twilio's call and conference events
+
+    def reset(self) -> None:
+        pass
+
+    def new_sid(self) -> str:
+        # Call SIDs: "CA" and 32 hex digits (docs/voice/api/call-resource).
+        return "CA" + uuid.uuid4().hex
+
+    def env(self, url: str) -> dict[str, str]:
+        return {"TWILIO_ACCOUNT_SID": self.sb.twilio_account_sid,
+                "TWILIO_AUTH_TOKEN": self.sb.twilio_auth_token,
+                "TWILIO_API_BASE_URL": url,
+                # Empty: the SDK would send a real edge or region to twilio.com, not here
+                # (twilio/base/client_base.py reads them with `or`, so "" means none).
+                "TWILIO_EDGE": "", "TWILIO_REGION": ""}

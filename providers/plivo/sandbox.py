@@ -20,6 +20,8 @@ import requests
 from flask import Flask, Response, jsonify, request
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 
+from sandbox.core import DemoScript
+
 if TYPE_CHECKING:
     from sandbox.core import Sandbox, SimCall
 
@@ -286,7 +288,24 @@ class PlivoSim:
             call.spoken.append(f"[fetch of {action} failed: {code}]")
             self.sb._end_call(call.sid, "completed")
 
-    def ended(self, call: SimCall, status: str) -> None:
+    def reset(self) -> None:
+        self.press_delays.clear()
+
+    def new_sid(self) -> str:
+        # CallUUIDs are UUIDs (api/call: "call_uuid").
+        return str(uuid.uuid4())
+
+    def env(self, url: str) -> dict[str, str]:
+        return {"PLIVO_AUTH_ID": self.sb.plivo_auth_id,
+                "PLIVO_AUTH_TOKEN": self.sb.plivo_auth_token,
+                "PLIVO_API_BASE_URL": url,
+                "PLIVO_RESUME_URL": f"{url}/_sandbox/plivo/resume"}
+
+    def ended(self, call: SimCall, status: str) -> bool:
+        self._ended(call, status)
+        return True
+
+    def _ended(self, call: SimCall, status: str) -> None:
         """A customer call (A leg) ended: end its Dial, then its hangup URL (hangup_url:
         "notified when the call is hung up", api/call/make-a-call; parameters xml/request)."""
         if call.dial:
@@ -360,3 +379,13 @@ class PlivoSim:
             # Stands for the platform's resume URL: the customer is back with the AI.
             return Response('<Response><Wait length="3600"/></Response>',
                             mimetype="application/xml")
+
+
+Model = PlivoSim
+
+# What `warm-transfer demo` plays on Plivo.
+DEMO = DemoScript(scenarios=(
+    (("answer-after:1",), {}, "the human answers"),
+    (("no-answer:2",), {}, "nobody answers; the customer goes back to the AI"),
+    (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
+))
