@@ -6,13 +6,14 @@ the request contracts) reads this registry and names no provider.
 
 from __future__ import annotations
 
-from providers import exotel, plivo, twilio
+from providers import exotel, plivo, telnyx, twilio
 from providers.base import Provider, ProviderSpec
 
 REGISTRY: dict[str, ProviderSpec] = {p.name: p for p in (
     twilio.PROVIDER,
     plivo.PROVIDER,
     exotel.PROVIDER,
+    telnyx.PROVIDER,
 )}
 
 

@@ -32,7 +32,7 @@ TRANSFER_ID_FORMAT = re.compile(r"^tr_[A-Za-z0-9_.-]{1,97}$")
 _NOT_SPEAKABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 HOLD_RINGBACK = "ringback"
 
-PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel")
+PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 
 TOOL_NAME = "connect_to_live_agent"
 
@@ -180,7 +180,7 @@ class TransferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     lead_id: str
-    provider: Literal["twilio", "plivo", "exotel"]
+    provider: Literal["twilio", "plivo", "exotel", "telnyx"]
     call_id: str
     transfer_number: str
     outbound_number: str
@@ -361,10 +361,10 @@ def parse_request(
 
 # Which policy each provider's flow can carry out (see the README's policy table).
 _POLICY_PROVIDERS: dict[str, tuple[str, ...]] = {
-    "voicemail_detection": ("twilio",),
-    "screening": ("twilio", "plivo"),
-    "caller_id_customer": ("twilio", "plivo"),
-    "hold_audio_url": ("twilio", "plivo"),
+    "voicemail_detection": ("twilio", "telnyx"),
+    "screening": ("twilio", "plivo", "telnyx"),
+    "caller_id_customer": ("twilio", "plivo", "telnyx"),
+    "hold_audio_url": ("twilio", "plivo", "telnyx"),
 }
 
 

@@ -61,7 +61,7 @@ def test_per_destination_ring_timeouts_are_refused_where_the_contracts_refuse_th
 def test_configured_reads_each_providers_credentials(settings: Settings) -> None:
     assert all(spec.configured(settings) for spec in providers.specs())
     bare = settings.model_copy(update={"twilio_auth_token": "", "plivo_auth_id": "",
-                                       "exotel_api_key": ""})
+                                       "exotel_api_key": "", "telnyx_api_key": ""})
     assert not any(spec.configured(bare) for spec in providers.specs())
 
 
