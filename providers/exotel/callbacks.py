@@ -1,23 +1,108 @@
-"""Exotel's part of the state machine that the web app runs: whom the Connect applet dials
-(the dial-up), and which lead a customer's status callback may speak for. The worker's part
-(passthru, the customer's hangup, the deadline) is `ExotelProvider` in `handoff`.
+"""Exotel's part of the state machine. The worker's: the Passthru and the customer's hangup
+(`ExotelProvider` in `handoff` delegates here; it keeps the REST calls). The web app's: whom
+the Connect applet dials (the dial-up), and which lead a customer's status callback may
+speak for.
 
 The routes verify and parse; these functions decide, record and return the answer.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from providers.exotel.markup import dial_up_body, programmable_connect
 from shared.config import Settings
 from shared.logs import get_logger
-from shared.model import TERMINAL_STATES
+from shared.model import TERMINAL_STATES, State
+from shared.phone import from_provider, region_of
 from shared.store import Store
+
+if TYPE_CHECKING:
+    from providers.exotel.handoff import ExotelProvider
+    from workers.runtime import Runtime
 
 log = get_logger("webhooks.exotel")
 MAX_ID = 100
+# Leg 2 (the human) status -> failure reason.
+LEG_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
+                "canceled": "failed"}
+ANSWERED = frozenset({"completed", "in-progress", "answered"})
+
+# A Passthru after Connect says how the Connect went in CallType ("Call conversation
+# happened" / "Connect applet, no agent picked up" / "Client hung up during connect applet");
+# it carries no DialCallStatus. Source: support.exotel.com/support/solutions/articles/48283.
+PASSTHRU_CALL_TYPES = {"completed": (True, ""), "incomplete": (False, "no_answer"),
+                       "client-hangup": (False, "customer_hung_up")}
+
+
+def human_outcome(status: Mapping[str, str]) -> tuple[bool | None, str]:
+    """(answered?, reason if not). None when the data cannot tell."""
+    if status.get("CallType") in PASSTHRU_CALL_TYPES:
+        return PASSTHRU_CALL_TYPES[status["CallType"]]
+    dial = status.get("DialCallStatus", "")
+    leg2 = status.get("Leg2Status", "") or dial
+    try:
+        talked = float(status.get("Leg2Duration", "0") or 0) > 0
+    except ValueError:
+        talked = False
+    if talked or leg2 in ANSWERED:
+        return True, ""
+    if leg2 in LEG_FAILURES:
+        return False, LEG_FAILURES[leg2]
+    return None, ""
+
+
+# --- the worker's part: the Passthru and the customer's hangup --------------------------
+
+def handle_callback(p: ExotelProvider, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                    params: Mapping[str, str], task_id: str) -> None:
+    pending = (State.REQUESTED, State.DIALING)
+    if kind == "dial-up-missing":
+        rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
+                from_states=pending)
+    elif kind == "passthru":
+        answered, reason = human_outcome(params)
+        if answered is not None:
+            _record_destination(rt, transfer, params.get("DialWhomNumber", ""))
+        how = params.get("CallType") or params.get("DialCallStatus") or "unknown"
+        if answered is False and not transfer.get("dial_up_served"):
+            # Connect never got a number from us (e.g. Redis was down): nobody was rung.
+            reason, how = "timeout", f"{how}, with no dial-up served"
+        if answered:
+            rt.succeed(transfer, "human agent answered (passthru)", from_states=pending)
+        elif answered is False:
+            rt.fail(transfer, reason, f"connect ended: {how}", from_states=pending)
+
+
+def _record_destination(rt: Runtime, transfer: Mapping[str, str], number: str) -> None:
+    """Exotel names the number it dialed last (DialWhomNumber): the one that answered, or
+    the last one tried. It reports Indian numbers in national format ("0" + ten digits),
+    so the number is read in the ExoPhone's country before it is compared with ours."""
+    listed = [from_provider(str(n), None) for n in
+              json.loads(transfer.get("destinations") or "[]")]
+    dialed = from_provider(number, region_of(transfer.get("outbound_number", "")) or "IN")
+    if dialed and dialed in listed:
+        rt.store.set_fields(transfer["transfer_id"], attempt=str(listed.index(dialed)))
+
+
+def customer_call_ended(p: ExotelProvider, rt: Runtime, transfer: Mapping[str, str],
+                        params: Mapping[str, str]) -> bool:
+    answered, reason = human_outcome(params)
+    pending = (State.REQUESTED, State.DIALING)
+    if answered:
+        rt.succeed(transfer, "human agent answered (status callback)", from_states=pending)
+    else:
+        rt.fail(transfer, reason or "customer_hung_up",
+                f"call ended {params.get('Status', '')}; human leg "
+                f"{params.get('Leg2Status') or 'not reached'}", from_states=pending)
+    # The AI left the call for the transfer; its end is part of the transfer.
+    return transfer["state"] != State.REQUESTED
+
+
+# --- the web app's part: the dial-up ------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,10 @@ from providers.base import (
     sort_http_failure,
     unreachable,
 )
+from providers.exotel import callbacks
+from providers.exotel.callbacks import human_outcome
 from shared.config import Settings
 from shared.model import CallbackKind
-from shared.phone import from_provider, region_of
 from shared.store import State
 
 if TYPE_CHECKING:
@@ -43,10 +44,6 @@ if TYPE_CHECKING:
 
 # The callbacks our routes hand to the worker.
 CALLBACK_KINDS = frozenset({CallbackKind.PASSTHRU, CallbackKind.DIAL_UP_MISSING})
-# Leg 2 (the human) status -> failure reason.
-LEG_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
-                "canceled": "failed"}
-ANSWERED = frozenset({"completed", "in-progress", "answered"})
 # While the call details API cannot tell yet, look again this often, until the flag's TTL.
 RECHECK_SECONDS = 10.0
 
@@ -117,30 +114,6 @@ def normalise_status(raw: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-# A Passthru after Connect says how the Connect went in CallType ("Call conversation
-# happened" / "Connect applet, no agent picked up" / "Client hung up during connect applet");
-# it carries no DialCallStatus. Source: support.exotel.com/support/solutions/articles/48283.
-PASSTHRU_CALL_TYPES = {"completed": (True, ""), "incomplete": (False, "no_answer"),
-                       "client-hangup": (False, "customer_hung_up")}
-
-
-def human_outcome(status: Mapping[str, str]) -> tuple[bool | None, str]:
-    """(answered?, reason if not). None when the data cannot tell."""
-    if status.get("CallType") in PASSTHRU_CALL_TYPES:
-        return PASSTHRU_CALL_TYPES[status["CallType"]]
-    dial = status.get("DialCallStatus", "")
-    leg2 = status.get("Leg2Status", "") or dial
-    try:
-        talked = float(status.get("Leg2Duration", "0") or 0) > 0
-    except ValueError:
-        talked = False
-    if talked or leg2 in ANSWERED:
-        return True, ""
-    if leg2 in LEG_FAILURES:
-        return False, LEG_FAILURES[leg2]
-    return None, ""
-
-
 class ExotelProvider:
     name = "exotel"
 
@@ -155,49 +128,6 @@ class ExotelProvider:
         rt.store.transition(transfer["transfer_id"], State.DIALING,
                             "AI told to disconnect; waiting for the Connect applet",
                             from_states=(State.REQUESTED,), fields=unknown)
-
-    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
-                        params: Mapping[str, str], task_id: str) -> None:
-        pending = (State.REQUESTED, State.DIALING)
-        if kind == "dial-up-missing":
-            rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
-                    from_states=pending)
-        elif kind == "passthru":
-            answered, reason = human_outcome(params)
-            if answered is not None:
-                self._record_destination(rt, transfer, params.get("DialWhomNumber", ""))
-            how = params.get("CallType") or params.get("DialCallStatus") or "unknown"
-            if answered is False and not transfer.get("dial_up_served"):
-                # Connect never got a number from us (e.g. Redis was down): nobody was rung.
-                reason, how = "timeout", f"{how}, with no dial-up served"
-            if answered:
-                rt.succeed(transfer, "human agent answered (passthru)", from_states=pending)
-            elif answered is False:
-                rt.fail(transfer, reason, f"connect ended: {how}", from_states=pending)
-
-    @staticmethod
-    def _record_destination(rt: Runtime, transfer: Mapping[str, str], number: str) -> None:
-        """Exotel names the number it dialed last (DialWhomNumber): the one that answered, or
-        the last one tried. It reports Indian numbers in national format ("0" + ten digits),
-        so the number is read in the ExoPhone's country before it is compared with ours."""
-        listed = [from_provider(str(n), None) for n in
-                  json.loads(transfer.get("destinations") or "[]")]
-        dialed = from_provider(number, region_of(transfer.get("outbound_number", "")) or "IN")
-        if dialed and dialed in listed:
-            rt.store.set_fields(transfer["transfer_id"], attempt=str(listed.index(dialed)))
-
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
-                            params: Mapping[str, str]) -> bool:
-        answered, reason = human_outcome(params)
-        pending = (State.REQUESTED, State.DIALING)
-        if answered:
-            rt.succeed(transfer, "human agent answered (status callback)", from_states=pending)
-        else:
-            rt.fail(transfer, reason or "customer_hung_up",
-                    f"call ended {params.get('Status', '')}; human leg "
-                    f"{params.get('Leg2Status') or 'not reached'}", from_states=pending)
-        # The AI left the call for the transfer; its end is part of the transfer.
-        return transfer["state"] != State.REQUESTED
 
     def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
         tid = transfer["transfer_id"]
@@ -244,3 +174,11 @@ class ExotelProvider:
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         # The flow owns the call from here on; there is nothing of ours to release.
         return None
+
+    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                        params: Mapping[str, str], task_id: str) -> None:
+        callbacks.handle_callback(self, rt, transfer, kind, params, task_id)
+
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+                            params: Mapping[str, str]) -> bool:
+        return callbacks.customer_call_ended(self, rt, transfer, params)

@@ -1,6 +1,7 @@
-"""Plivo's part of the state machine that the web app runs: the decisions behind the routes
-whose XML answer steers the live call (dial-up, confirmSound, Dial action). The worker's
-part (Dial callbacks, the customer's hangup, the deadline) is `PlivoProvider` in `handoff`.
+"""Plivo's part of the state machine. The worker's: Dial callbacks, the customer's hangup,
+the deadline (`PlivoProvider` in `handoff` delegates here; it keeps the REST calls). The web
+app's: the decisions behind the routes whose XML answer steers the live call (dial-up,
+confirmSound, Dial action).
 
 The routes verify and parse; these functions decide, record and return the XML.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from providers.plivo.markup import (
     CONFIRM_GRACE,
@@ -22,6 +24,10 @@ from providers.plivo.markup import (
 from shared.config import Settings
 from shared.model import TERMINAL_STATES, State
 from shared.store import Store
+
+if TYPE_CHECKING:
+    from providers.plivo.handoff import PlivoProvider
+    from workers.runtime import Runtime
 
 # Dial action DialStatus -> failure reason.
 DIAL_FAILURES = {"busy": "busy", "no-answer": "no_answer", "timeout": "no_answer",
@@ -110,6 +116,89 @@ def degraded_dial_action(settings: Settings, status: str, ctx: Mapping[str, str]
 
 
 
+
+# --- the worker's part: Dial callbacks, the customer's hangup, the deadline ---------------
+
+def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                    params: Mapping[str, str], task_id: str) -> None:
+    tid = transfer["transfer_id"]
+    pending = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
+    if kind == "dial-up-missing":
+        rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
+                from_states=pending)
+    elif kind == "dial-callback":
+        event = params.get("Event") or params.get("DialAction", "")
+        if event not in ("DialAnswer", "answer"):
+            rt.store.note(tid, f"dial {event}")
+        elif transfer.get("screening"):
+            _picked_up(rt, transfer, params)
+        else:
+            rt.succeed(transfer, "human agent answered", from_states=pending)
+    elif kind == "dial-action":
+        status = params.get("DialStatus", "")
+        attempt = params.get("attempt", "0")
+        current = rt.store.get_transfer(tid) or {}
+        if attempt != current.get("attempt", "0"):
+            return  # about a destination already moved past
+        at = float(params.get("received_at") or time.time())
+        if status == "completed" and not screened_out(current, attempt, at):
+            # The answer callback may have been lost; a completed Dial was bridged.
+            rt.succeed(transfer, "dial completed", from_states=pending)
+        else:
+            rt.fail(transfer, failure_reason(current, status),
+                    f"dial ended {status}; customer sent back", from_states=pending)
+
+
+def _picked_up(rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str]
+               ) -> None:
+    """A screened human picked up. Plivo's docs leave open whether this callback comes
+    before or after the key press, so it proves nothing about the key: the transfer
+    waits for the confirm window to pass with the Dial still up (see screened_out),
+    checked by the deadline (reconcile)."""
+    tid = transfer["transfer_id"]
+    attempt = params.get("attempt", "0")
+    field = picked_up_field(attempt)
+    current = rt.store.get_transfer(tid) or {}
+    if current.get("attempt", "0") != attempt:
+        return
+    picked = current.get(field)
+    if not picked:
+        picked = params.get("received_at") or repr(time.time())
+        rt.store.set_fields(tid, **{field: picked, "human_picked_up": "1"})
+    moved = rt.store.transition(tid, State.HUMAN_ANSWERED,
+                                "human agent picked up; waiting for the screening key",
+                                from_states=(State.REQUESTED, State.DIALING))
+    if moved.ok or moved.previous == State.HUMAN_ANSWERED:
+        rt.store.extend_deadline(tid, float(picked) + confirm_timeout(current)
+                                 + CONFIRM_GRACE)
+
+
+def customer_call_ended(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
+                        params: Mapping[str, str]) -> bool:
+    # Once the transfer was initiated the AI has left: the hangup is part of the transfer.
+    left_ai = transfer["state"] != State.REQUESTED
+    rt.fail(transfer, "customer_hung_up", "customer hung up before the human answered",
+            from_states=(State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED))
+    return left_ai
+
+
+def reconcile(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+    """At the deadline. A screened human who picked up and whose leg is still up once
+    the confirm window has passed pressed the key: Plivo would have dropped the leg
+    (and posted the Dial action) otherwise."""
+    attempt = transfer.get("attempt", "0")
+    picked = transfer.get(picked_up_field(attempt))
+    if not transfer.get("screening") or not picked or transfer["state"] in TERMINAL_STATES:
+        return False  # every other outcome arrives by callback; none came in time
+    bridged_at = float(picked) + confirm_timeout(transfer) + CONFIRM_GRACE
+    if time.time() < bridged_at:
+        rt.store.extend_deadline(transfer["transfer_id"], bridged_at)
+        return True
+    return rt.succeed(transfer, "still on the line after the confirm window: key pressed",
+                      from_states=(State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED))
+
+
+# --- the web app's part: the routes that answer the live call ------------------------------
 
 def serve_dial_up(store: Store, settings: Settings, transfer_id: str, claim: str,
                   claim_ttl: int) -> tuple[str, bool]:

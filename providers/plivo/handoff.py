@@ -34,11 +34,11 @@ from providers.base import (
     sort_http_failure,
     unreachable,
 )
-from providers.plivo.callbacks import failure_reason, picked_up_field, screened_out
-from providers.plivo.markup import CONFIRM_GRACE, DIAL_UP_PATH, confirm_timeout, steering_url
+from providers.plivo import callbacks
+from providers.plivo.markup import DIAL_UP_PATH, steering_url
 from shared.config import Settings
 from shared.model import CallbackKind
-from shared.store import TERMINAL_STATES, State
+from shared.store import State
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
@@ -147,84 +147,18 @@ class PlivoProvider:
             # Plivo has replaced the call's XML: the stream closing is a transfer.
             rt.emit_disconnect(transfer)
 
-    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
-                        params: Mapping[str, str], task_id: str) -> None:
-        tid = transfer["transfer_id"]
-        pending = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
-        if kind == "dial-up-missing":
-            rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
-                    from_states=pending)
-        elif kind == "dial-callback":
-            event = params.get("Event") or params.get("DialAction", "")
-            if event not in ("DialAnswer", "answer"):
-                rt.store.note(tid, f"dial {event}")
-            elif transfer.get("screening"):
-                self._picked_up(rt, transfer, params)
-            else:
-                rt.succeed(transfer, "human agent answered", from_states=pending)
-        elif kind == "dial-action":
-            status = params.get("DialStatus", "")
-            attempt = params.get("attempt", "0")
-            current = rt.store.get_transfer(tid) or {}
-            if attempt != current.get("attempt", "0"):
-                return  # about a destination already moved past
-            at = float(params.get("received_at") or time.time())
-            if status == "completed" and not screened_out(current, attempt, at):
-                # The answer callback may have been lost; a completed Dial was bridged.
-                rt.succeed(transfer, "dial completed", from_states=pending)
-            else:
-                rt.fail(transfer, failure_reason(current, status),
-                        f"dial ended {status}; customer sent back", from_states=pending)
-
-    @staticmethod
-    def _picked_up(rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str]
-                   ) -> None:
-        """A screened human picked up. Plivo's docs leave open whether this callback comes
-        before or after the key press, so it proves nothing about the key: the transfer
-        waits for the confirm window to pass with the Dial still up (see screened_out),
-        checked by the deadline (reconcile)."""
-        tid = transfer["transfer_id"]
-        attempt = params.get("attempt", "0")
-        field = picked_up_field(attempt)
-        current = rt.store.get_transfer(tid) or {}
-        if current.get("attempt", "0") != attempt:
-            return
-        picked = current.get(field)
-        if not picked:
-            picked = params.get("received_at") or repr(time.time())
-            rt.store.set_fields(tid, **{field: picked, "human_picked_up": "1"})
-        moved = rt.store.transition(tid, State.HUMAN_ANSWERED,
-                                    "human agent picked up; waiting for the screening key",
-                                    from_states=(State.REQUESTED, State.DIALING))
-        if moved.ok or moved.previous == State.HUMAN_ANSWERED:
-            rt.store.extend_deadline(tid, float(picked) + confirm_timeout(current)
-                                     + CONFIRM_GRACE)
-
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
-                            params: Mapping[str, str]) -> bool:
-        # Once the transfer was initiated the AI has left: the hangup is part of the transfer.
-        left_ai = transfer["state"] != State.REQUESTED
-        rt.fail(transfer, "customer_hung_up", "customer hung up before the human answered",
-                from_states=(State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED))
-        return left_ai
-
-    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
-        """At the deadline. A screened human who picked up and whose leg is still up once
-        the confirm window has passed pressed the key: Plivo would have dropped the leg
-        (and posted the Dial action) otherwise."""
-        attempt = transfer.get("attempt", "0")
-        picked = transfer.get(picked_up_field(attempt))
-        if not transfer.get("screening") or not picked or transfer["state"] in TERMINAL_STATES:
-            return False  # every other outcome arrives by callback; none came in time
-        bridged_at = float(picked) + confirm_timeout(transfer) + CONFIRM_GRACE
-        if time.time() < bridged_at:
-            rt.store.extend_deadline(transfer["transfer_id"], bridged_at)
-            return True
-        return rt.succeed(transfer, "still on the line after the confirm window: key pressed",
-                          from_states=(State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED))
-
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         # Nothing to release: the Dial's own timeout ends the human's leg, and its action URL
         # sends the customer back to the AI.
         return None
 
+    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                        params: Mapping[str, str], task_id: str) -> None:
+        callbacks.handle_callback(self, rt, transfer, kind, params, task_id)
+
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+                            params: Mapping[str, str]) -> bool:
+        return callbacks.customer_call_ended(self, rt, transfer, params)
+
+    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        return callbacks.reconcile(self, rt, transfer)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from providers.base import ProviderSpec
+from providers.twilio.callbacks import LEG_FIELDS
 from providers.twilio.capabilities import CAPABILITIES
-from providers.twilio.handoff import CALLBACK_KINDS, LEG_FIELDS, TwilioProvider, warm_up
+from providers.twilio.handoff import CALLBACK_KINDS, TwilioProvider, warm_up
 from shared.config import Settings
 
 

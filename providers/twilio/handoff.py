@@ -26,7 +26,6 @@ screening, detection is synchronous and the verdict arrives with the /twilio/scr
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,11 +41,11 @@ from providers.base import (
     TransientProviderError,
     cached_client,
     callback_url,
-    screening_key,
     sort_http_failure,
     unreachable,
 )
-from providers.twilio.callbacks import is_machine
+from providers.twilio import callbacks
+from providers.twilio.callbacks import PRE_BRIDGE, RINGING
 from providers.twilio.markup import (
     AGENT_STATUS_PATH,
     AMD_PATH,
@@ -70,19 +69,6 @@ T = TypeVar("T")
 # Twilio's REST refusals of a caller ID it will not present (21210: not a Twilio or verified
 # number; 21212: invalid). 13214 is a <Dial> callerId warning, never a REST answer.
 _CALLER_ID_REFUSED = frozenset({21210, 21212})
-# Past the deadline, how long a joined leg's detection verdict is still awaited (Twilio's
-# MachineDetectionTimeout defaults to 30 s; docs: voice/answering-machine-detection).
-AMD_GRACE = 35.0
-
-# The human's call status -> the failure reason when it ends before joining.
-_AGENT_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
-                   "canceled": "failed", "completed": "agent_hung_up"}
-_PRE_BRIDGE = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
-# A human leg that ended like this, before the bridge, moves on to the next destination.
-_MOVE_ON = frozenset({"busy", "no_answer", "failed", "voicemail", "declined", "agent_hung_up"})
-_RINGING = {"", "queued", "initiated", "ringing"}
-# Fields of a human leg, besides the store's, cleared when moving to the next destination.
-LEG_FIELDS = ("conference_sid",)
 # The callbacks our routes hand to the worker.
 CALLBACK_KINDS = frozenset({CallbackKind.AGENT_STATUS, CallbackKind.CONFERENCE,
                             CallbackKind.AMD, CallbackKind.SCREEN})
@@ -139,7 +125,7 @@ class TwilioProvider:
         settings = rt.settings
         client = make_client(settings, transfer)
         tid = transfer["transfer_id"]
-        from_states = (State.REQUESTED,) if attempt == "0" else _PRE_BRIDGE
+        from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
         note = "dialing the human agent" if attempt == "0" else \
             f"dialing destination {int(attempt) + 1}"
         if transfer.get("dial_attempted") == attempt:
@@ -240,7 +226,7 @@ class TwilioProvider:
         or redelivered task arrives here after the step it repeats). One task places it:
         a duplicate callback's task, running at the same time, leaves it to that one."""
         current = rt.store.get_transfer(transfer_id)
-        if current is None or current["state"] not in _PRE_BRIDGE:
+        if current is None or current["state"] not in PRE_BRIDGE:
             return
         attempt = current.get("attempt", "0")
         if current.get("placed") == attempt or not rt.store.claim_for(
@@ -250,171 +236,8 @@ class TwilioProvider:
         if int(attempt) < len(numbers):
             self._place(rt, current, attempt, numbers[int(attempt)])
 
-    def _not_reached(self, rt: Runtime, transfer: Mapping[str, str], reason: str,
-                     note: str, task_id: str, *, hang_up: bool = False) -> None:
-        """The current destination will not take the call: the next one, or the end."""
-        tid = transfer["transfer_id"]
-        attempt = transfer.get("attempt", "0")
-        if reason in _MOVE_ON and transfer.get("state") in _PRE_BRIDGE:
-            outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason,
-                                                         leg_fields=LEG_FIELDS)
-            if outcome in ("next", "stale"):
-                if hang_up and outcome == "next":
-                    self._hang_up(rt, transfer, transfer.get("agent_call_sid", ""),
-                                  "completed")
-                self.ensure_dialed(rt, tid, task_id)
-                return
-            if outcome == "final":
-                return
-        if rt.fail(transfer, reason, note, from_states=(*_PRE_BRIDGE, State.BRIDGING)) \
-                and hang_up:
-            self.cleanup(rt, {**transfer, "agent_status": "in-progress"})
-
-    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
-                        params: Mapping[str, str], task_id: str) -> None:
-        attempt = transfer.get("attempt", "0")
-        if kind in ("agent-status", "screen", "amd") and params.get("attempt", "0") != attempt:
-            # About the leg of a destination already left behind; make sure the current
-            # one was dialed (this may be the retry of the task that moved on).
-            rt.store.note(transfer["transfer_id"], f"{kind} callback of destination "
-                          f"{int(params.get('attempt', '0')) + 1} ignored")
-            self.ensure_dialed(rt, transfer["transfer_id"], task_id)
-            return
-        if kind in ("agent-status", "amd") and params.get("CallSid") and not transfer.get(
-                "agent_call_sid"):
-            # The dial's own callback can come before the dialing worker recorded the sid.
-            rt.store.set_fields(transfer["transfer_id"], agent_call_sid=params["CallSid"])
-            rt.store.index_call(self.name, params["CallSid"], transfer["transfer_id"])
-            transfer = {**transfer, "agent_call_sid": params["CallSid"]}
-        if kind == "agent-status":
-            self._agent_status(rt, transfer, params, task_id)
-        elif kind == "conference":
-            self._conference(rt, transfer, params, task_id)
-        elif kind == "amd":
-            self._amd(rt, transfer, params, task_id)
-        elif kind == "screen" and params.get("Digits", "") != screening_key(transfer):
-            # Our answer to the key (goodbye) hangs their leg up.
-            self._not_reached(rt, transfer, "declined", "human agent did not accept the call "
-                              "(screening)", task_id)
-
-    def _agent_status(self, rt: Runtime, transfer: Mapping[str, str],
-                      params: Mapping[str, str], task_id: str) -> None:
-        status = params.get("CallStatus", "")
-        tid = transfer["transfer_id"]
-        if status in ("queued", "initiated", "ringing"):
-            rt.store.set_fields(tid, agent_status=status)
-            rt.store.note(tid, f"human agent {status}")
-        elif status == "in-progress":
-            # Detection's verdict is not in this callback: it comes to /twilio/amd
-            # (participants) or with the screening TwiML request (calls.create).
-            rt.store.set_fields(tid, agent_status=status)
-            rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent answered",
-                                from_states=(State.REQUESTED, State.DIALING))
-        elif status in _AGENT_FAILURES:
-            rt.store.set_fields(tid, agent_status=status)
-            reason = _AGENT_FAILURES[status]
-            if reason == "agent_hung_up":
-                current = rt.store.get_transfer(tid) or {}
-                if current.get("declined"):
-                    reason = "declined"  # the screening answer hung up on them
-                elif is_machine(current.get("answered_by", "")):
-                    reason = "voicemail"  # our TwiML hung up on a machine
-            # Before the bridge the customer is still with the AI: the next destination,
-            # or the AI just resumes.
-            self._not_reached(rt, transfer, reason, f"human agent call {status}", task_id)
-
-    def _conference(self, rt: Runtime, transfer: Mapping[str, str],
-                    params: Mapping[str, str], task_id: str) -> None:
-        event = params.get("StatusCallbackEvent", "")
-        call_sid = params.get("CallSid", "")
-        tid = transfer["transfer_id"]
-        agent_sid = transfer.get("agent_call_sid", "")
-        # By CallSid, or by the label of the current attempt's leg when its sid is not known
-        # yet: an earlier destination's leg is neither.
-        is_agent = (bool(call_sid) and call_sid == agent_sid) or (
-            not agent_sid and params.get("ParticipantLabel") == agent_label(
-                transfer.get("attempt", "0")))
-        is_customer = bool(call_sid) and call_sid == transfer["call_id"]
-        if event == "participant-join" and is_agent:
-            # The conference's SID: the participant update (the briefing) needs it.
-            fields = {"conference_sid": params.get("ConferenceSid", "")}
-            if not agent_sid:
-                # Known by its label before the dial's answer or status recorded its sid.
-                fields["agent_call_sid"] = agent_sid = call_sid
-                rt.store.index_call(self.name, call_sid, tid)
-            rt.store.set_fields(tid, **fields)
-            transfer = {**transfer, **fields}
-            if self._awaiting_detection(transfer):
-                # Twilio may put the leg in the conference before detection has answered:
-                # nobody is bridged to a machine, the verdict (/twilio/amd) decides.
-                current = rt.store.get_transfer(tid) or {}
-                answered_by = current.get("answered_by", "")
-                if not answered_by:
-                    rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent leg joined; "
-                                        "waiting for answering-machine detection",
-                                        from_states=(State.REQUESTED, State.DIALING))
-                    return
-                if is_machine(answered_by):
-                    return  # the verdict's own task hangs it up and moves on
-            self._joined(rt, transfer, agent_sid, task_id)
-        elif event in ("announcement-end", "announcement-fail"):
-            # The briefing is over (or could not play): now move the customer. Unless it
-            # was the briefing of a human already left behind (a fallback moved on).
-            briefed = transfer.get("briefed_sid", "")
-            if briefed and briefed == agent_sid and call_sid in ("", agent_sid):
-                self._bridge(rt, transfer, task_id)
-            else:
-                rt.store.note(tid, f"conference {event} of an earlier destination ignored")
-        elif event == "participant-join" and is_customer:
-            rt.succeed(transfer, "customer joined the human agent", from_states=(State.BRIDGING,))
-        elif (event == "participant-leave" and is_agent) or (
-                event == "conference-end" and params.get("ConferenceSid")
-                and params.get("ConferenceSid") == transfer.get("conference_sid")):
-            # Before the bridge the customer is still with the AI: the next destination, or
-            # the AI resumes. (A conference an earlier destination's leg ended is not ours.)
-            self._not_reached(rt, transfer, "agent_hung_up", f"human agent left ({event})",
-                              task_id)
-        else:
-            rt.store.note(tid, f"conference {event}")
-
-    @staticmethod
-    def _awaiting_detection(transfer: Mapping[str, str]) -> bool:
-        """A conference join must wait for detection's verdict (a screened leg has had it
-        before our TwiML ran: synchronous detection on calls.create)."""
-        return bool(transfer.get("voicemail_detection")) and not transfer.get("screening")
-
-    def _joined(self, rt: Runtime, transfer: Mapping[str, str], agent_sid: str,
-                task_id: str) -> None:
-        """The current human is in the conference (and not a machine): brief, or bridge."""
-        if (transfer.get("summary") and not transfer.get("screening")
-                and self._brief(rt, transfer, agent_sid, task_id)):
-            return  # the bridge follows the briefing's announcement-end
-        self._bridge(rt, transfer, task_id)
-
-    def _amd(self, rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str],
-             task_id: str) -> None:
-        """Answering-machine detection's verdict on the current human leg (AmdStatusCallback
-        of a participant, or AnsweredBy of the screening TwiML request)."""
-        tid = transfer["transfer_id"]
-        answered_by = params.get("AnsweredBy", "")
-        call_sid = params.get("CallSid", "")
-        if call_sid and call_sid != transfer.get("agent_call_sid", call_sid):
-            rt.store.note(tid, "detection result of another leg ignored")
-            return
-        rt.store.set_fields(tid, answered_by=answered_by)
-        if is_machine(answered_by):
-            self._voicemail(rt, transfer, answered_by, task_id)
-            return
-        rt.store.note(tid, f"answering-machine detection: {answered_by or 'no verdict'}")
-        if not self._awaiting_detection(transfer):
-            return
-        # Written before read, as the join does: of the two, at least one sees both.
-        current = rt.store.get_transfer(tid) or {}
-        if current.get("conference_sid") and current.get("state") in _PRE_BRIDGE:
-            self._joined(rt, current, current.get("agent_call_sid", call_sid), task_id)
-
-    def _brief(self, rt: Runtime, transfer: Mapping[str, str], agent_sid: str,
-               task_id: str) -> bool:
+    def brief(self, rt: Runtime, transfer: Mapping[str, str], agent_sid: str,
+              task_id: str) -> bool:
         """Have Twilio speak the summary to the human alone (an announcement to that
         participant, before the customer is in the conference). True when it was asked."""
         tid = transfer["transfer_id"]
@@ -441,15 +264,10 @@ class TwilioProvider:
             return False
         return True
 
-    def _voicemail(self, rt: Runtime, transfer: Mapping[str, str], answered_by: str,
-                   task_id: str) -> None:
-        self._not_reached(rt, transfer, "voicemail", f"answering machine ({answered_by}) on "
-                          "the human's leg", task_id, hang_up=True)
-
-    def _bridge(self, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
+    def bridge(self, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
         tid = transfer["transfer_id"]
         moved = rt.store.transition(tid, State.BRIDGING, "human agent joined; moving the customer",
-                                    from_states=_PRE_BRIDGE, fields={"bridge_task": task_id})
+                                    from_states=PRE_BRIDGE, fields={"bridge_task": task_id})
         if not moved.ok:
             current = rt.store.get_transfer(tid) or {}
             # Only the task that started the bridge (or its retry) may finish it.
@@ -472,41 +290,17 @@ class TwilioProvider:
         rt.store.set_fields(tid, customer_moved="1")
         rt.store.note(tid, "customer moved into the conference")
 
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
-                            params: Mapping[str, str]) -> bool:
-        # The AI holds the customer until the bridge, so their hanging up ends the transfer.
-        if rt.fail(transfer, "customer_hung_up", "customer hung up before the bridge",
-                   from_states=(*_PRE_BRIDGE, State.BRIDGING)):
-            self.cleanup(rt, transfer)
-        return False
-
-    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
-        """Every outcome arrives by callback. One exception is given more time: a human
-        who answered late and whose detection verdict is still to come (Twilio decides
-        within MachineDetectionTimeout, 30 s by default), once."""
-        if (self._awaiting_detection(transfer) and transfer.get("conference_sid")
-                and not transfer.get("answered_by")
-                and transfer.get("amd_grace") != transfer.get("attempt", "0")
-                and transfer.get("state") in _PRE_BRIDGE):
-            # Once per destination: the field names the attempt it was given to.
-            rt.store.set_fields(transfer["transfer_id"], amd_grace=transfer.get("attempt", "0"))
-            rt.store.extend_deadline(transfer["transfer_id"], time.time() + AMD_GRACE)
-            rt.store.note(transfer["transfer_id"], "deadline: waiting for the detection "
-                          "verdict of a human leg that has joined")
-            return True
-        return False
-
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
         # "canceled" ends only a call still ringing; a leg seen in the conference has been
         # answered, whatever its status callbacks have said so far.
-        ringing = current.get("agent_status", "") in _RINGING and not current.get(
+        ringing = current.get("agent_status", "") in RINGING and not current.get(
             "conference_sid")
         status = "canceled" if ringing else "completed"
-        self._hang_up(rt, transfer, current.get("agent_call_sid", ""), status)
+        self.hang_up(rt, transfer, current.get("agent_call_sid", ""), status)
 
-    def _hang_up(self, rt: Runtime, transfer: Mapping[str, str], call_sid: str,
-                 status: str) -> None:
+    def hang_up(self, rt: Runtime, transfer: Mapping[str, str], call_sid: str,
+                status: str) -> None:
         """Best effort: end a human leg (`canceled` while it rings, else `completed`)."""
         if not call_sid:
             return
@@ -518,3 +312,14 @@ class TwilioProvider:
                                         extra={"error": str(exc)})
             return
         rt.store.note(transfer["transfer_id"], f"human agent leg {status}")
+
+    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                        params: Mapping[str, str], task_id: str) -> None:
+        callbacks.handle_callback(self, rt, transfer, kind, params, task_id)
+
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+                            params: Mapping[str, str]) -> bool:
+        return callbacks.customer_call_ended(self, rt, transfer, params)
+
+    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        return callbacks.reconcile(self, rt, transfer)
