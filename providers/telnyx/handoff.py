@@ -91,13 +91,13 @@ class TelnyxClient:
 
     def action(self, ccid: str, action: str, body: Mapping[str, Any]) -> None:
         """POST /v2/calls/{call_control_id}/actions/{action}."""
-        self._send("POST", f"/v2/calls/{quote(ccid, safe='')}/actions/"
+        self._send("POST", f"/v2/calls/{quote(ccid, safe=':')}/actions/"
                    f"{action}", body)
 
     def status(self, ccid: str) -> Mapping[str, Any]:
         """GET /v2/calls/{call_control_id}: is_alive... (call-information/retrieve-a-call-
         status)."""
-        data = self._send("GET", f"/v2/calls/{quote(ccid, safe='')}")
+        data = self._send("GET", f"/v2/calls/{quote(ccid, safe=':')}")
         return data.get("data") or {}
 
 

@@ -125,7 +125,7 @@ def test_screening_declined_resumes_the_ai(stack: Stack) -> None:
 
 
 def test_screening_accepted_bridges(stack: Stack) -> None:
-    _, call_id, [number], tid = _transfer(stack, ["answer"], screening=True)
+    _, call_id, _, tid = _transfer(stack, ["answer"], screening=True)
     assert stack.terminal(tid, timeout=20)["type"] == "transfer.succeeded"
     assert len(_bridges(stack, call_id)) == 1
 
