@@ -163,7 +163,6 @@ class TelnyxProvider:
             "timeout_secs": ring_timeout(settings, transfer, attempt),
             "client_state": encode_state(tid, attempt),
             "webhook_url": settings.public_url(WEBHOOK_PATH),
-            "webhook_url_method": "POST",
             "command_id": f"{tid}:{attempt}:dial",
         }
         if transfer.get("voicemail_detection"):

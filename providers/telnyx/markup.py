@@ -13,9 +13,11 @@ from typing import Any
 
 from providers.base import key_prompt
 
-# "voice ... Possible values: [male, female]" (gather-using-speak).
+# "For service_level basic, you may define the gender of the speaker (male or female)";
+# basic allows "only the en-US language and payload type text" (call-commands/speak-text).
 VOICE = "female"
 LANGUAGE = "en-US"
+SERVICE_LEVEL = "basic"
 GENERIC_INTRO = "You have a transfer from the AI assistant."
 ALL_KEYS = "0123456789*#"
 
@@ -24,7 +26,8 @@ def briefing(transfer: Mapping[str, str], client_state: str, command_id: str
              ) -> dict[str, Any]:
     """The `speak` body: the summary, to the human alone (the customer is not bridged yet)."""
     return {"payload": transfer.get("summary") or GENERIC_INTRO, "voice": VOICE,
-            "language": LANGUAGE, "client_state": client_state, "command_id": command_id}
+            "language": LANGUAGE, "service_level": SERVICE_LEVEL, "client_state": client_state,
+            "command_id": command_id}
 
 
 def screening(transfer: Mapping[str, str], client_state: str, command_id: str
@@ -34,6 +37,7 @@ def screening(transfer: Mapping[str, str], client_state: str, command_id: str
     replaying the prompt."""
     timeout = int(transfer.get("screening_timeout") or 8)
     return {"payload": f"{transfer.get('summary') or GENERIC_INTRO} {key_prompt(transfer)}",
-            "voice": VOICE, "language": LANGUAGE, "minimum_digits": 1, "maximum_digits": 1,
+            "voice": VOICE, "language": LANGUAGE, "service_level": SERVICE_LEVEL,
+            "minimum_digits": 1, "maximum_digits": 1,
             "valid_digits": ALL_KEYS, "timeout_millis": timeout * 1000,
             "client_state": client_state, "command_id": command_id}

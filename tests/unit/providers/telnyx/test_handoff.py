@@ -69,7 +69,7 @@ def test_the_human_is_dialed_with_our_client_state(rt: Runtime, store: Store,
         "connection_id": "telnyx-test-app", "to": "+14155550101", "from": "+14155550199",
         "timeout_secs": 30, "client_state": sent["client_state"],
         "webhook_url": "https://hooks.example.com/telnyx/webhook",
-        "webhook_url_method": "POST", "command_id": f"{tid}:0:dial"}
+        "command_id": f"{tid}:0:dial"}
     assert json.loads(base64.b64decode(sent["client_state"])) == {"wt": tid, "a": "0"}
     rec = store.get_transfer(tid)
     assert rec is not None and rec["state"] == "dialing" and rec["agent_call_sid"] == AGENT
@@ -91,7 +91,8 @@ def test_briefing_then_bridge_then_stream_stopped_then_success(
     speak = body(mocked.calls[-1])
     assert mocked.calls[-1].request.url == f"{API}/calls/{AGENT}/actions/speak"
     assert speak == {"payload": "Wants a refund", "voice": "female", "language": "en-US",
-                     "client_state": speak["client_state"], "command_id": f"{tid}:0:speak"}
+                     "service_level": "basic", "client_state": speak["client_state"],
+                     "command_id": f"{tid}:0:speak"}
     assert store.get_transfer(tid)["state"] == "human_answered"  # type: ignore[index]
 
     action(mocked, CUSTOMER, "bridge")
