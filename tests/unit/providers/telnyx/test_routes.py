@@ -107,3 +107,14 @@ def test_malformed_signed_bodies_get_400(client: FlaskClient, celery_app: Celery
 def test_no_public_key_refuses_everything(make_app: AppFactory) -> None:
     client = make_app(telnyx_public_key="").test_client()
     assert post(client, event("call.answered")).status_code == 403
+
+
+def test_broker_down_answers_503_and_the_retry_is_accepted(
+        make_app: AppFactory, dead_celery: Celery, celery_app: Celery) -> None:
+    body = event("call.answered", "evt-retry", client_state=encode_state("tr_1", "0"))
+    down = make_app(celery=dead_celery, telnyx_public_key=PUBLIC).test_client()
+    assert post(down, body).status_code == 503  # Telnyx retries what did not get a 200
+    up = make_app(telnyx_public_key=PUBLIC).test_client()
+    assert post(up, body).status_code == 200
+    [task] = drain_queue(celery_app, "transfers")
+    assert task["kwargs"]["params"]["event_id"] == "evt-retry"
