@@ -179,3 +179,17 @@ def test_every_webhook_delivered_twice_still_one_bridge_and_one_outcome(stack: S
                 and json.loads(base64.b64decode(d["client_state"]))["wt"] == tid]) == 2
     time.sleep(0.5)
     assert stack.terminal_count(tid) == 1
+
+
+def test_shuffled_webhooks_still_one_outcome(stack: Stack) -> None:
+    # Telnyx "does not enforce the order in which webhooks are delivered" (receiving-webhooks).
+    stack.sandbox.callback_jitter = 0.4
+    try:
+        _, call_id, _, tid = _transfer(stack, ["busy", "answer"], voicemail_detection=True)
+        event = stack.terminal(tid, timeout=20)
+    finally:
+        stack.sandbox.callback_jitter = 0.0
+    assert event["type"] == "transfer.succeeded", event
+    assert len(_bridges(stack, call_id)) == 1
+    time.sleep(0.5)
+    assert stack.terminal_count(tid) == 1
