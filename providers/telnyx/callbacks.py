@@ -133,7 +133,8 @@ def failure_reason(params: Mapping[str, str], *, answered: bool) -> str:
                     "agent_hung_up" if answered else "failed")
 
 
-# call.machine.detection.ended's result: human, machine, not_sure (callbacks/
-# call-machine-detection-ended). not_sure is not treated as a machine: a person may be there.
+# call.machine.detection.ended's result: human, machine, not_sure (team-telnyx/telnyx-java
+# docs/CallMachineDetectionEndedPayload.md, ResultEnum). not_sure is not treated as a
+# machine: a person may be there.
 def is_machine(result: str) -> bool:
     return result == "machine"
