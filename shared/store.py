@@ -339,26 +339,19 @@ class Store:
         holds the lead, ('duplicate', transfer_id) when the request id was seen before.
         """
         now = time.time() if now is None else now
-        record = {
-            "transfer_id": req.transfer_id,
-            "lead_id": req.lead_id,
-            "provider": req.provider,
-            "call_id": req.call_id,
-            "transfer_number": req.transfer_number,
-            "outbound_number": req.outbound_number,
-            "summary": req.summary or "",
-            "request_id": req.request_id or "",
-            "started_at": repr(now),
-            "voicemail_detection": "1" if req.voicemail_detection else "",
-            "screening": "1" if req.screening else "",
-            "screening_key": req.screening_key,
-            "screening_timeout": str(req.screening_timeout),
-            "destinations": json.dumps(list(req.destinations or (req.transfer_number,))),
-            "attempt": "0",
-            "ring_timeouts": json.dumps(list(req.ring_timeouts)),
-            "caller_number": req.customer_number if req.caller_id == "customer" else "",
-            "hold_audio": req.hold_audio,
-        }
+        record = Transfer(
+            transfer_id=req.transfer_id, lead_id=req.lead_id, provider=req.provider,
+            call_id=req.call_id, state=State.REQUESTED, transfer_number=req.transfer_number,
+            outbound_number=req.outbound_number, summary=req.summary or "",
+            request_id=req.request_id or "", started_at=now,
+            voicemail_detection=req.voicemail_detection, screening=req.screening,
+            screening_key=req.screening_key, screening_timeout=req.screening_timeout,
+            destinations=tuple(req.destinations or (req.transfer_number,)),
+            ring_timeouts=tuple(req.ring_timeouts),
+            caller_number=(req.customer_number or "") if req.caller_id == "customer" else "",
+            hold_audio=req.hold_audio).to_hash()
+        # The state is set by the script, with the claim (see _BEGIN).
+        del record["state"]
         entry = self._entry(now, State.REQUESTED, "transfer requested")
         tid, lead, ttl = req.transfer_id, req.lead_id, self.settings.transfer_record_ttl
         deadline = now + self.settings.deadline_for(ring_timeout(self.settings, record, 0))
