@@ -5,6 +5,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY shared ./shared
+COPY providers ./providers
 COPY workers ./workers
 COPY webhooks ./webhooks
 COPY Procfile ./

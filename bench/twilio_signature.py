@@ -1,5 +1,5 @@
 """µs per Twilio signature check: the SDK's RequestValidator.validate (what the webhooks
-used before) against webhooks.security.twilio_signature_valid, on a typical call-progress
+used before) against providers.twilio.signature.twilio_signature_valid, on a typical call-progress
 callback. Run: .venv/bin/python bench/twilio_signature.py"""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import timeit
 
 from twilio.request_validator import HMAC_SHA256, RequestValidator
 
-from webhooks.security import twilio_signature_valid
+from providers.twilio.signature import twilio_signature_valid
 
 PARAMS = {"AccountSid": "AC" + "a" * 32, "ApiVersion": "2010-04-01", "CallSid": "CA" + "b" * 32,
           "CallStatus": "in-progress", "Called": "+14155550101", "To": "+14155550101",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import importlib
 import itertools
 import random
 import socket
@@ -16,11 +17,11 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from flask import Flask, Response, abort, jsonify, request
@@ -185,8 +186,60 @@ class Scheduler(threading.Thread):
                 lane.submit(self._run_step, key, fn)
 
 
+@dataclass(frozen=True)
+class DemoScript:
+    """What `warm-transfer demo` plays on a provider (`DEMO` in its sandbox module)."""
+
+    # (the fate of each destination in order, template policies, what happens)
+    scenarios: tuple[tuple[tuple[str, ...], dict[str, Any], str], ...]
+    # Environment variables the demo's calls need from the stack (e.g. a URL secret).
+    settings: tuple[str, ...] = ()
+    # The customer call's status callback query and sandbox flow fields, from the
+    # settings above: (extra query, flow).
+    call_flow: Callable[[str, Mapping[str, str]], tuple[str, dict[str, Any]]] | None = None
+    # Where the outcome is known only when the call ends: the customer talks this long
+    # after the AI's stream closed, then hangs up.
+    talk_seconds: float | None = None
+
+
+class SandboxModel(Protocol):
+    """One provider's model in the sandbox: `providers/<name>/sandbox.py` defines it as
+    `Model`, and the sandbox finds it through the provider registry."""
+
+    def register(self, app: Flask) -> None:
+        """Add the provider's fake REST API (and its own control routes) to the app."""
+
+    def ended(self, call: SimCall, status: str) -> bool:
+        """A customer call of this provider ended: play what follows; True when handled,
+        False to leave it to the shared call engine."""
+
+    def reset(self) -> None:
+        """Forget per-test settings (POST /_sandbox/reset)."""
+
+    def new_sid(self) -> str:
+        """A new customer call's id, shaped as the provider shapes it."""
+
+    def env(self, url: str) -> dict[str, str]:
+        """The service's environment for this provider pointed at the sandbox at `url`
+        (credentials, API base URL...): read by the local stack and the test stack."""
+
+
 class Sandbox:
     """Fake provider APIs with a control API under /_sandbox."""
+
+    def __getattr__(self, name: str) -> Any:
+        # `sandbox.plivo`, `sandbox.exotel`: a provider's model by its name.
+        models = self.__dict__.get("models") or {}
+        if name in models:
+            return models[name]
+        raise AttributeError(name)
+
+    def env(self, url: str) -> dict[str, str]:
+        """Every registered provider's environment pointed at this sandbox at `url`."""
+        env: dict[str, str] = {}
+        for model in self.models.values():
+            env.update(model.env(url))
+        return env
 
     def __init__(self, *, twilio_account_sid: str = "AC" + "0" * 32,
                  twilio_auth_token: str = "sandbox-twilio-token",  # noqa: S107 - a fake's token
@@ -196,18 +249,19 @@ class Sandbox:
                  exotel_api_key: str = "sandbox-exotel-key",
                  exotel_api_token: str = "sandbox-exotel-token",  # noqa: S107 - a fake's token
                  ) -> None:
-        from sandbox.exotel_api import ExotelSim
-        from sandbox.plivo_api import PlivoSim
+        import providers
 
         self.twilio_account_sid = twilio_account_sid
         self.twilio_auth_token = twilio_auth_token
         self.plivo_auth_id = plivo_auth_id
         self.plivo_auth_token = plivo_auth_token
-        self.plivo = PlivoSim(self)
         self.exotel_account_sid = exotel_account_sid
         self.exotel_api_key = exotel_api_key
         self.exotel_api_token = exotel_api_token
-        self.exotel = ExotelSim(self)
+        # Each registered provider's model (`providers/<name>/sandbox.py`, class `Model`).
+        self.models: dict[str, SandboxModel] = {
+            spec.name: importlib.import_module(spec.sandbox).Model(self)
+            for spec in providers.specs()}
         self.lock = threading.RLock()
         self.requests: list[Recorded] = []
         self.deliveries: list[Delivery] = []
@@ -257,8 +311,8 @@ class Sandbox:
             self.calls.clear()
             self.conferences.clear()
             self.repeat_callbacks = 1
-            self.exotel.drop_status_callbacks = False
-            self.plivo.press_delays.clear()
+            for model in self.models.values():
+                model.reset()
 
     def create_customer_call(self, *, to: str, from_: str, status_callback: str | None,
                              provider: str = "twilio", **flow: Any) -> str:
@@ -271,10 +325,7 @@ class Sandbox:
         or "json"). An Exotel status_callback means the call was placed through the API:
         calls that come in to a flow have none (Exotel documents StatusCallback for API calls
         only)."""
-        # Exotel CallSids are 32 hex digits ("b6cfaf5f5cef3ca0fc937749ef960e25",
-        # developer.exotel.com/api/call-details).
-        sid = {"plivo": lambda: str(uuid.uuid4()), "exotel": lambda: uuid.uuid4().hex
-               }.get(provider, lambda: _sid("CA"))()
+        sid = self.models[provider].new_sid()
         with self.lock:
             self.calls[sid] = SimCall(sid, to, from_, "in-progress", status_callback,
                                       ("completed",), provider=provider,
@@ -405,11 +456,8 @@ class Sandbox:
                                                "canceled"):
                 return
             call.status = status
-            if call.provider == "plivo":
-                self.plivo.ended(call, status)
-                return
-            if call.provider == "exotel":
-                self.exotel.ended(call, status)
+            model = self.models.get(call.provider)
+            if model is not None and model.ended(call, status):
                 return
             self._call_event(call, status, delay)
             conf = self.conferences.get(call.conference or "")
@@ -585,8 +633,6 @@ class Sandbox:
                              "Sandbox injected fault")
 
     def _make_app(self) -> Flask:
-        from sandbox.twilio_api import register as register_twilio
-
         app = Flask("sandbox")
 
         @app.before_request
@@ -649,9 +695,8 @@ class Sandbox:
             self.reset()
             return jsonify({"ok": True})
 
-        register_twilio(app, self)
-        self.plivo.register(app)
-        self.exotel.register(app)
+        for model in self.models.values():
+            model.register(app)
         return app
 
 

@@ -109,6 +109,13 @@ class Settings(BaseSettings):
     # routes can answer from the URL when Redis is down. Empty: derived from PLIVO_AUTH_TOKEN.
     webhook_hmac_key: str = ""
 
+    telnyx_api_key: str = ""
+    # The account's Ed25519 webhook public key (base64), from the Mission Control Portal.
+    telnyx_public_key: str = ""
+    # The Call Control application (connection) that places the human's call.
+    telnyx_connection_id: str = ""
+    telnyx_api_base_url: str = "https://api.telnyx.com"
+
     exotel_account_sid: str = ""
     exotel_api_key: str = ""
     exotel_api_token: str = ""

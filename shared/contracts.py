@@ -232,23 +232,13 @@ class RequestError(Exception):
 
 # ---- Provider capabilities: the one place contracts learn what a provider can do ----------
 
-PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel")
+# The names a request may carry: the provider registry's (providers/__init__.py; a test keeps
+# the two equal). Written out because the registry imports the store, which imports this.
+PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 
-# Which policy each provider's flow can carry out (see the README's policy table).
-_POLICY_PROVIDERS: dict[str, tuple[str, ...]] = {
-    "voicemail_detection": ("twilio",),
-    "screening": ("twilio", "plivo"),
-    "caller_id_customer": ("twilio", "plivo"),
-    "hold_audio_url": ("twilio", "plivo"),
-    # Exotel's Connect takes one ringing duration for the whole list.
-    "ring_timeout_per_destination": ("twilio", "plivo"),
-}
-
-# What to use instead, where a provider has another way to the same end.
-_POLICY_HINTS: dict[tuple[str, str], str] = {
-    ("voicemail_detection", "plivo"): "its Dial has no machine detection; turn on screening "
-                                      "instead: a voicemail cannot press the key",
-}
+# The policies a provider declares it carries out or not (providers/<name>/capabilities.py).
+POLICIES: tuple[str, ...] = ("voicemail_detection", "screening", "caller_id_customer",
+                             "hold_audio_url", "ring_timeout_per_destination")
 
 # How a refusal names the policy to the AI.
 _POLICY_LABELS: dict[str, str] = {
@@ -264,12 +254,15 @@ def known_providers() -> tuple[str, ...]:
 
 
 def policy_refusal(provider: str, policy: str) -> str | None:
-    """None when `provider` can carry out `policy`, else why not (for the AI, with a hint)."""
-    if provider in _POLICY_PROVIDERS[policy]:
+    """None when `provider` can carry out `policy`, else why not (for the AI, with the
+    provider's hint). Each provider's package declares what it can do."""
+    import providers  # here: the registry imports the store, which imports this module
+
+    why = providers.refusal(provider, policy)
+    if why is None:
         return None
-    hint = _POLICY_HINTS.get((policy, provider))
     return (f"{_POLICY_LABELS.get(policy, policy)} is not available on {provider}"
-            + (f" ({hint})" if hint else ""))
+            + (f" ({why})" if why else ""))
 
 
 # ---- The request on the wire ----------------------------------------------------------------

@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, cast
 
 import redis
@@ -47,17 +45,16 @@ from redis.retry import Retry
 from shared.config import Settings
 from shared.contracts import TransferRequest
 
+# Re-exported: the states were defined here before shared.model.
+from shared.model import TERMINAL_STATES as TERMINAL_STATES
+from shared.model import Advance, AdvanceOutcome
+from shared.model import State as State
+from shared.model import Transfer as Transfer
+from shared.model import Transition as Transition
 
-class State(StrEnum):
-    REQUESTED = "requested"
-    DIALING = "dialing"
-    HUMAN_ANSWERED = "human_answered"
-    BRIDGING = "bridging"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED})
+# The fields of a destination's leg, cleared when the transfer moves on to the next one;
+# a provider adds its own (`ProviderSpec.leg_fields`).
+LEG_FIELDS = ("human_picked_up", "declined", "agent_call_sid", "agent_status", "answered_by")
 
 
 def flag_key(lead_id: str) -> str:
@@ -179,7 +176,7 @@ return {rec, number}
 
 _ADVANCE = """
 -- KEYS (one lead's slot): record, timeline, flag   ARGV: seen attempt, entry, (unused),
---                                                       outcome, room
+--                                                       outcome, room, leg fields...
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'succeeded' or state == 'failed' then return {'final', '', ''} end
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
@@ -194,8 +191,7 @@ attempt = attempt + 1
 local number = dests[attempt + 1]
 redis.call('HSET', KEYS[1], 'attempt', attempt)
 -- What belonged to the destination left behind.
-redis.call('HDEL', KEYS[1], 'human_picked_up', 'declined', 'agent_call_sid', 'agent_status',
-           'answered_by', 'conference_sid')
+for i = 6, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
 redis.call('SET', KEYS[3], number, 'KEEPTTL')
 redis.call('RPUSH', KEYS[2], ARGV[2])
 return {'next', tostring(attempt), number}
@@ -237,12 +233,6 @@ def redis_client(settings: Settings, **overrides: Any) -> Any:
 
 class Replay(Exception):
     """A one-shot claim (a nonce) was already taken."""
-
-
-@dataclass(frozen=True)
-class Transition:
-    ok: bool
-    previous: str
 
 
 class Store:
@@ -349,26 +339,19 @@ class Store:
         holds the lead, ('duplicate', transfer_id) when the request id was seen before.
         """
         now = time.time() if now is None else now
-        record = {
-            "transfer_id": req.transfer_id,
-            "lead_id": req.lead_id,
-            "provider": req.provider,
-            "call_id": req.call_id,
-            "transfer_number": req.transfer_number,
-            "outbound_number": req.outbound_number,
-            "summary": req.summary or "",
-            "request_id": req.request_id or "",
-            "started_at": repr(now),
-            "voicemail_detection": "1" if req.voicemail_detection else "",
-            "screening": "1" if req.screening else "",
-            "screening_key": req.screening_key,
-            "screening_timeout": str(req.screening_timeout),
-            "destinations": json.dumps(list(req.destinations or (req.transfer_number,))),
-            "attempt": "0",
-            "ring_timeouts": json.dumps(list(req.ring_timeouts)),
-            "caller_number": req.customer_number if req.caller_id == "customer" else "",
-            "hold_audio": req.hold_audio,
-        }
+        record = Transfer(
+            transfer_id=req.transfer_id, lead_id=req.lead_id, provider=req.provider,
+            call_id=req.call_id, state=State.REQUESTED, transfer_number=req.transfer_number,
+            outbound_number=req.outbound_number, summary=req.summary or "",
+            request_id=req.request_id or "", started_at=now,
+            voicemail_detection=req.voicemail_detection, screening=req.screening,
+            screening_key=req.screening_key, screening_timeout=req.screening_timeout,
+            destinations=tuple(req.destinations or (req.transfer_number,)),
+            ring_timeouts=tuple(req.ring_timeouts),
+            caller_number=(req.customer_number or "") if req.caller_id == "customer" else "",
+            hold_audio=req.hold_audio).to_hash()
+        # The state is set by the script, with the claim (see _BEGIN).
+        del record["state"]
         entry = self._entry(now, State.REQUESTED, "transfer requested")
         tid, lead, ttl = req.transfer_id, req.lead_id, self.settings.transfer_record_ttl
         deadline = now + self.settings.deadline_for(ring_timeout(self.settings, record, 0))
@@ -420,17 +403,19 @@ class Store:
         return moved
 
     def advance_destination(self, transfer_id: str, seen_attempt: int, outcome: str,
-                            now: float | None = None) -> tuple[str, int, str]:
+                            now: float | None = None, leg_fields: Sequence[str] = ()
+                            ) -> Advance:
         """The destination of attempt `seen_attempt` was not reached (`outcome`: busy,
         no_answer, declined...): move to the next one, atomically, recording the outcome.
         Returns (outcome, attempt, number): ('next', k+1, number), ('last', k, '') when none
         is left (or no time), ('stale', current, number) when this attempt was already moved
         past, ('final', -1, '') when the transfer is over. The flag takes the number with
-        its TTL kept; the deadline moves to a full ring from now, inside that TTL."""
+        its TTL kept; the deadline moves to a full ring from now, inside that TTL. The fields
+        of the leg left behind (LEG_FIELDS and the provider's `leg_fields`) are cleared."""
         now = time.time() if now is None else now
         lead = self._lead_of(transfer_id)
         if lead is None:
-            return "final", -1, ""
+            return Advance(AdvanceOutcome.FINAL, -1, "")
         started_at, rings = self.r.hmget(self.record_key(transfer_id, lead),
                                          ["started_at", "ring_timeouts"])
         started = float(started_at or now)
@@ -443,12 +428,13 @@ class Store:
         res = self._advance(keys=[self.record_key(transfer_id, lead),
                                   self.timeline_key(transfer_id, lead), flag_key(lead)],
                             args=[seen_attempt, self._entry(now, None, note), "",
-                                  outcome, "1" if room else "0"])
-        outcome = str(res[0])
-        if outcome == "next":
+                                  outcome, "1" if room else "0",
+                                  *dict.fromkeys((*LEG_FIELDS, *leg_fields))])
+        outcome = AdvanceOutcome(str(res[0]))
+        if outcome is AdvanceOutcome.NEXT:
             # Should this write be lost, the earlier deadline fires and `expire` reconciles.
             self.r.zadd(self.DEADLINES, {transfer_id: deadline}, xx=True)
-        return outcome, int(res[1]) if res[1] else -1, str(res[2] or "")
+        return Advance(outcome, int(res[1]) if res[1] else -1, str(res[2] or ""))
 
     def destinations_tried(self, transfer_id: str
                            ) -> tuple[int | None, list[str], list[str]]:
@@ -479,6 +465,11 @@ class Store:
 
     def set_fields(self, transfer_id: str, **fields: str) -> None:
         self.r.hset(self.record_key(transfer_id), mapping=dict(fields.items()))
+
+    def get_record(self, transfer_id: str) -> Transfer | None:
+        """The transfer as a typed record (`get_transfer` gives the raw hash)."""
+        raw = self.get_transfer(transfer_id)
+        return Transfer.from_hash(raw) if raw else None
 
     def get_transfer(self, transfer_id: str) -> dict[str, str] | None:
         rec = cast(dict[str, str], self.r.hgetall(self.record_key(transfer_id)))

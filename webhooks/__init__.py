@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,12 +32,10 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["warm_transfer"] = Deps.build(settings)
 
+    import providers
     from webhooks.console import bp as console_bp
-    from webhooks.exotel import bp as exotel_bp
     from webhooks.health import bp as health_bp
-    from webhooks.plivo import bp as plivo_bp
     from webhooks.transfers import bp as transfers_bp
-    from webhooks.twilio import bp as twilio_bp
 
     @app.after_request
     def _count(response: Response) -> Response:
@@ -56,8 +55,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(health_bp)
     app.register_blueprint(transfers_bp)
-    app.register_blueprint(twilio_bp)
-    app.register_blueprint(plivo_bp)
-    app.register_blueprint(exotel_bp)
+    for spec in providers.specs():
+        # Each provider's routes live in its package (a blueprint `bp` at /<name>).
+        app.register_blueprint(importlib.import_module(spec.routes).bp)
     app.register_blueprint(console_bp)  # 404 unless CONSOLE_TOKEN is set
     return app

@@ -30,6 +30,7 @@ from flask import Blueprint, Response, abort, jsonify, redirect, render_template
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from werkzeug.wrappers import Response as BaseResponse
 
+import providers as registry
 from shared.config import Settings
 from shared.contracts import FailureReason
 from shared.phone import mask, mask_in_text
@@ -486,7 +487,7 @@ def recent() -> str:
     reason = request.args.get("reason", "")
     now = time.time()
     rows = ended_transfers(deps().store, now - WINDOWS[window], now)
-    providers = sorted({r["provider"] for r in rows} | {"twilio", "plivo", "exotel"})
+    providers = sorted({r["provider"] for r in rows} | set(registry.names()))
     reasons = sorted({r["reason"] for r in rows if r["reason"]} | {r.value for r in
                                                                   FailureReason})
     chosen = [r for r in rows

@@ -56,7 +56,7 @@ def _json_logs(**_: Any) -> None:
 @worker_init.connect
 def _warm_up(**_: Any) -> None:
     # In the main process, before the pool forks: every child starts warm.
-    from workers.providers import warm_up
+    from providers import warm_up
 
     warm_up()
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+import providers
 from shared.config import Settings, get_settings
 from shared.phone import InvalidNumber, normalize_e164
 from shared.store import Store
@@ -84,9 +85,10 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     sb = Sandbox()
     server = ThreadedServer(sb.app, host=args.host, port=args.port)
     print(f"sandbox listening on http://{args.host}:{server.port}")
-    print(f"  twilio: TWILIO_ACCOUNT_SID={sb.twilio_account_sid} "
-          f"TWILIO_AUTH_TOKEN={sb.twilio_auth_token}")
-    print(f"  plivo:  PLIVO_AUTH_ID={sb.plivo_auth_id} PLIVO_AUTH_TOKEN={sb.plivo_auth_token}")
+    for name, model in sb.models.items():
+        # The sandbox's own fake credentials, to point the service at it.
+        print(f"  {name}: " + " ".join(f"{k}={v}" for k, v in model.env(
+            f"http://{args.host}:{server.port}").items()))
     print("  control API: see the README (PUT /_sandbox/fates/<number>, POST /_sandbox/calls)")
     try:
         server.server.serve_forever()
@@ -193,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sandbox", help="run the provider sandbox on its own",
-                       description="Serve the fake provider APIs (Twilio, Plivo) with their "
-                                   "control API, for developing a platform without phones.")
+                       description="Serve the fake APIs of every registered provider with "
+                                   "their control API, for developing a platform without phones.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8010, help="port (default 8010)")
     p.set_defaults(func=cmd_sandbox)
@@ -226,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validate and enqueue a transfer, as the agent's tool "
                                    "handler would; prints the tool result.")
     p.add_argument("--lead-id", required=True)
-    p.add_argument("--provider", required=True, help="twilio, plivo or exotel")
+    p.add_argument("--provider", required=True, help=", ".join(providers.names()))
     p.add_argument("--call-id", required=True, help="the customer's live call id")
     p.add_argument("--transfer-number", required=True, action="append",
                    help="the human agent, E.164; repeat it for fallback destinations")

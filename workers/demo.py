@@ -9,6 +9,7 @@ where it runs through a small state file (see `write_up_state`), which `request`
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -17,34 +18,35 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import requests
 from celery import Celery
 
+import providers
+from sandbox.core import DemoScript
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.store import Store
 from workers.localstack import Stack, running_stack
 
-# (provider, the fate of each destination in order, template policies, what happens)
-SCENARIOS: list[tuple[str, list[str], dict[str, Any], str]] = [
-    ("twilio", ["answer-after:1"], {}, "the human answers"),
-    ("twilio", ["busy"], {}, "the human's line is busy"),
-    ("twilio", ["decline-after:1", "answer-after:1"], {"screening": True},
-     "screening: the first human declines, the second presses 1"),
-    ("twilio", ["machine", "answer-after:1"], {"voicemail_detection": True},
-     "voicemail on the first line, the second answers"),
-    ("plivo", ["answer-after:1"], {}, "the human answers"),
-    ("plivo", ["no-answer:2"], {}, "nobody answers; the customer goes back to the AI"),
-    ("plivo", ["busy", "answer-after:1"], {}, "the first line is busy, the second answers"),
-    ("exotel", ["answer-after:1"], {}, "the human answers; they talk, then hang up"),
-    ("exotel", ["busy"], {}, "the human's line is busy"),
-]
-# Exotel reports the outcome when the call ends: the demo's customer talks this long.
-EXOTEL_TALK_SECONDS = 2.0
+
+def _scripts() -> dict[str, DemoScript]:
+    """Each registered provider's demo script (its sandbox module's DEMO)."""
+    return {spec.name: importlib.import_module(spec.sandbox).DEMO
+            for spec in providers.specs()}
+
+
+def scenarios() -> list[tuple[str, list[str], dict[str, Any], str]]:
+    """(provider, the fate of each destination in order, template policies, what happens),
+    every registered provider's in registration order."""
+    return [(name, list(fates), policies, what) for name, script in _scripts().items()
+            for fates, policies, what in script.scenarios]
+
+
 CUSTOMER = "+14155550150"
 AI_NUMBER = "+14155550151"
 OUTBOUND = "+14155550199"
@@ -65,8 +67,9 @@ class RunningStack:
     redis_url: str
     celery_broker_url: str
     sandbox_url: str | None
-    # The sandbox's Exotel URLs carry it; only written when the stack uses the sandbox.
-    exotel_webhook_token: str = ""
+    # What the providers' demo calls need from the stack's environment (e.g. a secret their
+    # URLs carry); only written when the stack uses the sandbox.
+    demo_env: dict[str, str] = field(default_factory=dict)
     agent_event_queue: str = "agent_events"
     # The toll-fraud guard's home country the stack runs with (requests are checked
     # client-side too, so a `request` against the stack needs the same).
@@ -89,7 +92,8 @@ def write_up_state(stack: Stack, port: int) -> Path:
         redis_url=stack.redis_url,
         celery_broker_url=env.get("CELERY_BROKER_URL") or stack.redis_url,
         sandbox_url=stack.sandbox_url,
-        exotel_webhook_token=env.get("EXOTEL_WEBHOOK_TOKEN", "") if stack.sandbox_url else "",
+        demo_env={name: env.get(name, "") for script in _scripts().values()
+                  for name in script.settings} if stack.sandbox_url else {},
         agent_event_queue=env.get("AGENT_EVENT_QUEUE") or "agent_events",
         transfer_home_country=env.get("TRANSFER_HOME_COUNTRY", ""))
     path = state_path(port)
@@ -213,10 +217,11 @@ def _terminate(_signum: int, _frame: Any) -> None:
 def demo(port: int = 8000, only: list[int] | None = None) -> int:
     """Run the scenarios (all, or the 1-based numbers in `only`)."""
     signal.signal(signal.SIGTERM, _terminate)
-    chosen = [(i, SCENARIOS[i - 1]) for i in (only or range(1, len(SCENARIOS) + 1))
-              if 1 <= i <= len(SCENARIOS)]
+    every = scenarios()
+    chosen = [(i, every[i - 1]) for i in (only or range(1, len(every) + 1))
+              if 1 <= i <= len(every)]
     if not chosen:
-        print(f"warm-transfer demo: scenarios are numbered 1 to {len(SCENARIOS)}",
+        print(f"warm-transfer demo: scenarios are numbered 1 to {len(every)}",
               file=sys.stderr)
         return 2
     try:
@@ -229,13 +234,13 @@ def demo(port: int = 8000, only: list[int] | None = None) -> int:
                     "--port)")
             print(f"using the running `warm-transfer up` at {running.web_url} "
                   f"(sandbox {running.sandbox_url})", flush=True)
-            return _run(_settings_of(running), running.public_base_url, running.sandbox_url,
-                        chosen)
+            return _run(_settings_of(running), running.demo_env, running.public_base_url,
+                        running.sandbox_url, chosen)
         with running_stack(port=port, use_sandbox=True, quiet_children=True) as stack:
             assert stack.sandbox_url is not None
             settings = Settings.model_validate({k.lower(): v for k, v in stack.env.items()
                                                 if k.lower() in Settings.model_fields})
-            return _run(settings, stack.public_base_url, stack.sandbox_url, chosen)
+            return _run(settings, stack.env, stack.public_base_url, stack.sandbox_url, chosen)
     except RuntimeError as exc:
         print(f"warm-transfer demo: {exc}", file=sys.stderr)
         return 1
@@ -244,12 +249,11 @@ def demo(port: int = 8000, only: list[int] | None = None) -> int:
 def _settings_of(running: RunningStack) -> Settings:
     return Settings(redis_url=running.redis_url, celery_broker_url=running.celery_broker_url,
                     public_base_url=running.public_base_url,
-                    exotel_webhook_token=running.exotel_webhook_token,
                     agent_event_queue=running.agent_event_queue,
                     transfer_home_country=running.transfer_home_country)
 
 
-def _run(settings: Settings, public_base_url: str, sandbox_url: str,
+def _run(settings: Settings, env: Mapping[str, str], public_base_url: str, sandbox_url: str,
          chosen: list[tuple[int, tuple[str, list[str], dict[str, Any], str]]]) -> int:
     store = Store.from_settings(settings)
     # Through the directory: it gives the toll-fraud guard its home country.
@@ -257,11 +261,13 @@ def _run(settings: Settings, public_base_url: str, sandbox_url: str,
     client = TransferClient(settings, store=store)
     sandbox = SandboxControl(sandbox_url)
 
+    scripts = _scripts()
+
     def close_stream(event: dict[str, Any]) -> None:
-        if event["provider"] == "exotel":
+        talk = scripts[event["provider"]].talk_seconds
+        if talk is not None:
             sandbox.disconnect_ai(event["call_id"])
-            threading.Timer(EXOTEL_TALK_SECONDS + 1,
-                            lambda: sandbox.hangup(event["call_id"])).start()
+            threading.Timer(talk + 1, lambda: sandbox.hangup(event["call_id"])).start()
 
     reader = EventReader(settings, on_disconnect=close_stream)
     reader.start()
@@ -273,11 +279,11 @@ def _run(settings: Settings, public_base_url: str, sandbox_url: str,
         for agent, fate in zip(agents, fates, strict=True):
             sandbox.set_fate(agent, fate)
         status_url = f"{public_base_url}/{provider}/status?lead_id={lead}"
-        flow = {}
-        if provider == "exotel":
-            token = settings.exotel_webhook_token
-            status_url += f"&token={token}"
-            flow["dial_whom_url"] = f"{public_base_url}/exotel/dial-up?token={token}"
+        flow: dict[str, Any] = {}
+        call_flow = scripts[provider].call_flow
+        if call_flow is not None:
+            query, flow = call_flow(public_base_url, env)
+            status_url += query
         call_id = sandbox.create_customer_call(provider=provider, status_callback=status_url,
                                                **flow)
         print(f"\n== {i}. {provider}: {what} (lead {lead})", flush=True)

@@ -28,6 +28,7 @@ from typing import IO, Any
 import redis
 import requests
 
+import providers
 from sandbox import Sandbox
 from sandbox.redis_server import RedisServer, free_port
 from sandbox.server import ThreadedServer
@@ -128,18 +129,8 @@ class Stack:
 
 
 def sandbox_env(sandbox: Sandbox, url: str) -> dict[str, str]:
-    return {"TWILIO_ACCOUNT_SID": sandbox.twilio_account_sid,
-            "TWILIO_AUTH_TOKEN": sandbox.twilio_auth_token,
-            "TWILIO_API_BASE_URL": url,
-            "PLIVO_AUTH_ID": sandbox.plivo_auth_id,
-            "PLIVO_AUTH_TOKEN": sandbox.plivo_auth_token,
-            "PLIVO_API_BASE_URL": url,
-            "PLIVO_RESUME_URL": f"{url}/_sandbox/plivo/resume",
-            "EXOTEL_ACCOUNT_SID": sandbox.exotel_account_sid,
-            "EXOTEL_API_KEY": sandbox.exotel_api_key,
-            "EXOTEL_API_TOKEN": sandbox.exotel_api_token,
-            "EXOTEL_API_BASE_URL": url,
-            "EXOTEL_WEBHOOK_TOKEN": os.environ.get("EXOTEL_WEBHOOK_TOKEN") or "sandbox-webhook",
+    """Every registered provider pointed at the sandbox (each model gives its variables)."""
+    return {**sandbox.env(url),
             # The toll-fraud guard's home country, where nothing else names one: the
             # sandbox's own numbers are fictional US ones (`request --outbound-number` works).
             "TRANSFER_HOME_COUNTRY": os.environ.get("TRANSFER_HOME_COUNTRY") or "US"}
@@ -246,8 +237,7 @@ def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool 
         sandbox: Sandbox | None = None
         sandbox_url: str | None = None
         if use_sandbox is None:
-            use_sandbox = not any((base.twilio_auth_token, base.plivo_auth_token,
-                                   base.exotel_api_token))
+            use_sandbox = not any(spec.configured(base) for spec in providers.specs())
         if use_sandbox:
             sandbox = Sandbox()
             stack.callback(sandbox.stop)
@@ -256,8 +246,6 @@ def running_stack(*, port: int = 8000, sandbox_port: int = 0, use_sandbox: bool 
             sandbox_url = sb_server.url
             # Every provider goes to the sandbox: nothing may reach a real provider by halves.
             env.update(sandbox_env(sandbox, sandbox_url))
-            env.pop("TWILIO_EDGE", None)
-            env.pop("TWILIO_REGION", None)
             log(f"sandbox    {sandbox_url} (fake provider APIs; control API under /_sandbox)")
 
         def logfile(name: str) -> Path | None:

@@ -8,6 +8,9 @@ from typing import Any
 
 from celery import Task
 
+import providers
+from providers import get_provider
+from providers.base import PermanentProviderError, Provider, TransientProviderError
 from shared.celery_config import (
     TASK_CALL_STATUS,
     TASK_EXPIRE,
@@ -26,8 +29,6 @@ from shared.contracts import (
 )
 from shared.store import TERMINAL_STATES, State, Store
 from workers.celery_app import app
-from workers.providers import get_provider
-from workers.providers.base import PermanentProviderError, Provider, TransientProviderError
 from workers.runtime import Runtime
 
 # Statuses that mean the customer's call is over, across providers.
@@ -161,8 +162,14 @@ def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
     if not transfer_id and call_id:
         transfer_id = rt.store.transfer_for_call(provider, call_id) or ""
     transfer = rt.store.get_transfer(transfer_id) if transfer_id else None
-    impl = get_provider(provider)
-    if transfer is None or impl is None:
+    spec = providers.get(provider)
+    if spec is None or kind not in spec.callback_kinds:
+        # A webhook and its worker disagree (or a bug): nothing handles it, so say so loudly.
+        rt.logger(None, transfer_id=transfer_id).error(
+            "unknown callback kind", extra={"kind": kind, "provider": provider})
+        return
+    impl = spec.handoff
+    if transfer is None:
         rt.logger(None, transfer_id=transfer_id).warning(
             "callback for an unknown transfer", extra={"kind": kind})
         return

@@ -46,6 +46,9 @@ def settings() -> Settings:
         exotel_api_token="exo-token",
         exotel_api_base_url=EXOTEL_API,
         exotel_webhook_token="exo-webhook-secret",
+        telnyx_api_key="telnyx-test-key",
+        telnyx_connection_id="telnyx-test-app",
+        telnyx_api_base_url="https://telnyx.test",
         provider_retry_delays=[0.01, 0.01, 0.01],
         api_token="api-test-token",
         # The directory's "main-line" is a US number; the Exotel tests dial India.

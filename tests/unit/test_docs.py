@@ -22,10 +22,10 @@ def test_readme_opens_with_the_two_commands() -> None:
 
 
 def test_every_error_code_failure_reason_and_policy_is_documented() -> None:
-    from shared.contracts import _POLICY_PROVIDERS, ErrorCode, FailureReason, TransferEvent
+    from shared.contracts import POLICIES, ErrorCode, FailureReason, TransferEvent
 
     names = [f"`{c.value}`" for c in ErrorCode] + [f"`{r.value}`" for r in FailureReason]
     names += [f"`{field}`" for field in TransferEvent.model_fields]
     names += [f"`{policy.removesuffix('_customer').removesuffix('_url')}`"
-              for policy in _POLICY_PROVIDERS]
+              for policy in POLICIES]
     assert [n for n in names if n not in README] == []

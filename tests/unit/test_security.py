@@ -13,7 +13,7 @@ from plivo.utils.signature_v3 import (
     validate_v3_signature,
 )
 
-from webhooks.security import _plivo_v3_valid
+from providers.plivo.signature import _plivo_v3_valid
 
 ascii_text = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=20)
 forms = st.dictionaries(ascii_text.filter(bool), ascii_text, max_size=5)

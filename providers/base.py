@@ -1,0 +1,196 @@
+"""What every provider package implements, and the mechanics they share.
+
+A provider is a package `providers/<name>/` with the same parts: `handoff` (REST calls),
+`callbacks` (its part of the state machine), `markup` (what it serves the provider),
+`routes` (its Flask blueprint), `signature` (its webhook check), `sandbox` (its model in the
+development sandbox) and `capabilities` (which policies it carries out). Its `__init__`
+exports `PROVIDER`, a `ProviderSpec`; `providers/__init__.py` lists them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from urllib.parse import urlencode
+
+import requests
+
+if TYPE_CHECKING:
+    from shared.config import Settings
+    from workers.runtime import Runtime
+
+T = TypeVar("T")
+
+
+class ProviderError(Exception):
+    """A provider API call failed."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None,
+                 outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        # No answer came back (timeout, reset): the provider may have acted on the request.
+        self.outcome_unknown = outcome_unknown
+
+
+class TransientProviderError(ProviderError):
+    """Worth retrying: 5xx, 429, timeouts, connection errors."""
+
+
+class PermanentProviderError(ProviderError):
+    """Retrying cannot help: 4xx, bad credentials, a call that no longer exists."""
+
+
+class ProviderNotConfigured(PermanentProviderError):
+    pass
+
+
+def sort_http_failure(provider: str, status: int, message: str, *,
+                      code: int | None = None) -> ProviderError:
+    """The error for a provider's HTTP refusal: 5xx and 429 are worth retrying, the rest
+    (4xx: bad request, bad credentials, a call that no longer exists) are not."""
+    cls = TransientProviderError if status >= 500 or status == 429 else PermanentProviderError
+    return cls(f"{provider} {status}{f' {code}' if code is not None else ''}: {message}",
+               status=status, code=code)
+
+
+def unreachable(provider: str, exc: requests.RequestException, *, read_only: bool = False
+                ) -> TransientProviderError:
+    """No answer came back: transient. Unless the connection was never made (a connect
+    timeout) or the request only read, the provider may have acted on it."""
+    return TransientProviderError(
+        f"{provider} unreachable: {type(exc).__name__}",
+        outcome_unknown=not read_only and not isinstance(exc, requests.ConnectTimeout))
+
+
+# The connection failures every provider's REST call sorts as transient.
+NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout)
+
+
+def callback_url(settings: Settings, path: str, transfer_id: str, attempt: str | int | None = None,
+                 extra: Mapping[str, str] | None = None) -> str:
+    """One of our callback URLs: the transfer it is about and, past the first destination,
+    which destination's leg (so that callbacks of a leg left behind can be told apart)."""
+    query = {"transfer_id": transfer_id}
+    if attempt is not None and str(attempt) not in ("", "0"):
+        query["attempt"] = str(attempt)
+    query.update(extra or {})
+    return settings.public_url(path) + "?" + urlencode(query)
+
+
+def dial_attempted(transfer: Mapping[str, str], attempt: str) -> bool:
+    """The look-before-dial marker: a dial of `attempt` may already have been placed (by a
+    worker that died before recording it), so look for the leg before dialing again."""
+    return transfer.get("dial_attempted") == attempt
+
+
+_clients = threading.local()
+
+
+def cached_client(key: tuple[str, ...], build: Callable[[], T]) -> T:
+    """One API client per credentials and host, per thread: its HTTP connection is kept
+    alive from one transfer to the next instead of being opened for each."""
+    cache: dict[tuple[str, ...], Any] = getattr(_clients, "cache", None) or {}
+    _clients.cache = cache
+    if key not in cache:
+        cache[key] = build()
+    return cast(T, cache[key])
+
+
+def screening_key(transfer: Mapping[str, str]) -> str:
+    """The key a screened human presses to take the call (the template's, default 1)."""
+    return transfer.get("screening_key") or "1"
+
+
+def key_prompt(transfer: Mapping[str, str]) -> str:
+    key = screening_key(transfer)
+    name = {"*": "the star key", "#": "the pound key"}.get(key, key)
+    return f"Press {name} to take the call."
+
+
+class Provider(Protocol):
+    """One provider's handoff.
+
+    Methods receive the transfer record (a dict of strings, see shared.store) and raise
+    TransientProviderError for what a retry may fix; the tasks own retries and outcomes.
+    """
+
+    name: str
+
+    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        """Place the handoff with the provider's REST API."""
+
+    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                        params: Mapping[str, str], task_id: str) -> None:
+        """Advance the transfer from one of our own leg/conference callbacks."""
+
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+                            params: Mapping[str, str]) -> bool:
+        """The customer's call ended while the transfer was not final: settle the transfer
+        and tell whether the call ended as a transfer (`call.ended.transferred`). `params`
+        is what the provider's status callback said (normalised strings)."""
+
+    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        """The deadline has come with no outcome. Ask the provider what happened; settle the
+        transfer or push its deadline back and return True, or return False to have it fail
+        with `timeout`."""
+
+    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        """Best effort: release provider resources of a transfer that failed or expired
+        (e.g. hang up a human leg still ringing)."""
+
+
+@dataclass(frozen=True)
+class Supported:
+    """The provider carries the policy out; `how` says how, in a few words."""
+
+    how: str = ""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The provider cannot carry the policy out; `why` is the error's explanation."""
+
+    why: str
+
+
+Capability = Supported | Refused
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """Everything the rest of the service needs to know of one provider.
+
+    Module paths are strings, imported only by who needs them: the web app imports
+    `routes`, the development sandbox imports `sandbox`; the workers import neither."""
+
+    name: str
+    handoff: Provider
+    # Module holding `bp`, the provider's Flask blueprint (mounted at /<name>).
+    routes: str
+    # Module holding the sandbox model (`MODEL`, see sandbox.core).
+    sandbox: str
+    # Policy name (the request field, e.g. "screening") -> Supported or Refused.
+    capabilities: Mapping[str, Capability]
+    # Whether the settings carry this provider's credentials.
+    configured: Callable[[Settings], bool]
+    # The callback kinds its routes hand to the worker (`shared.model.CallbackKind`, or a
+    # str enum of the provider's own); any other is logged as an error.
+    callback_kinds: frozenset[str] = frozenset()
+    # Record fields of a destination's leg, cleared when the transfer moves on to the next.
+    leg_fields: tuple[str, ...] = ()
+    # Called once at worker start (SDKs' lazy first-use costs).
+    warm_up: Callable[[], None] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def refusal(self, policy: str) -> str | None:
+        """Why this provider cannot carry `policy` out ("" when it has no more to say), or
+        None when it can. A policy it does not declare is refused: a new policy is
+        unavailable until each provider says how it carries it out."""
+        capability = self.capabilities.get(policy)
+        if capability is None:
+            return ""
+        return capability.why if isinstance(capability, Refused) else None

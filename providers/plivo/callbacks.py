@@ -1,0 +1,238 @@
+"""Plivo's part of the state machine. The worker's: Dial callbacks, the customer's hangup,
+the deadline (`PlivoProvider` in `handoff` delegates here; it keeps the REST calls). The web
+app's: the decisions behind the routes whose XML answer steers the live call (dial-up,
+confirmSound, Dial action).
+
+The routes verify and parse; these functions decide, record and return the XML.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from providers.plivo.markup import (
+    CONFIRM_GRACE,
+    confirm_timeout,
+    destination,
+    dial_action_xml,
+    dial_up_xml,
+    resume_xml,
+    whisper_xml,
+)
+from shared.config import Settings
+from shared.model import TERMINAL_STATES, State
+from shared.store import Store
+
+if TYPE_CHECKING:
+    from providers.plivo.handoff import PlivoProvider
+    from workers.runtime import Runtime
+
+# Dial action DialStatus -> failure reason.
+DIAL_FAILURES = {"busy": "busy", "no-answer": "no_answer", "timeout": "no_answer",
+                 "failed": "failed", "cancel": "failed"}
+
+
+def picked_up_field(attempt: str | int) -> str:
+    """The record field holding when the human of destination `attempt` picked up (per
+    destination, so that a pick-up on one never counts for the next)."""
+    return f"picked_up_at_{int(attempt or 0)}"
+
+
+def screened_out(transfer: Mapping[str, str], attempt: str, at: float) -> bool:
+    """For a Dial that ended `completed` at `at`: was the human's leg dropped for not
+    pressing the key, rather than bridged?
+
+    Plivo's docs do not say whether the Dial's answer callback comes when the human picks
+    up or once they have pressed the confirm key, nor what DialStatus a leg dropped for no
+    key gets. What they do say: confirmTimeout starts at the answer and the human must
+    press within it, else the leg is not bridged. So a leg still up when confirmTimeout has
+    passed was bridged; a Dial that ended earlier is taken as not accepted (a human who
+    took the call and hung up within that window counts as declined: the customer goes
+    back to the AI, never hung up on)."""
+    if not transfer.get("screening") or transfer.get("state") == State.SUCCEEDED:
+        return False
+    picked = transfer.get(picked_up_field(attempt))
+    if not picked:
+        return True  # never picked up: nothing was bridged
+    # The grace: the Dial action of a dropped leg may travel slower than the confirmSound
+    # fetch that set `picked`.
+    return at < float(picked) + confirm_timeout(transfer) + CONFIRM_GRACE
+
+
+
+def failure_reason(transfer: Mapping[str, str], dial_status: str) -> str:
+    """Why a Dial ended without the human: a screened human who picked up (heard the
+    briefing) but did not press the key declined; else the DialStatus says."""
+    if transfer.get("screening") and (transfer.get("human_picked_up") or
+                                      dial_status == "completed"):
+        return "declined"
+    return DIAL_FAILURES.get(dial_status, "failed")
+
+
+
+def answer_dial_action(store: Store, settings: Settings, transfer_id: str,
+                       params: Mapping[str, str], ctx: Mapping[str, str] | None
+                       ) -> tuple[str, bool]:
+    """The XML that answers a Dial action, and whether the action is still to be handed to
+    the worker (False when the answer dials the next destination: the store has recorded
+    that step). Raises redis.RedisError; the caller then answers dial_action_xml from the
+    signed context alone (see degraded_dial_action)."""
+    status, attempt = params["DialStatus"], params["attempt"]
+    # A completed Dial without screening was a bridge: nothing to read.
+    transfer = store.get_transfer(transfer_id) \
+        if status != "completed" or ctx is None or ctx.get("screening") else None
+    if transfer is None:
+        bridged = status == "completed" and not (ctx or {}).get("screening")
+    elif transfer["state"] in TERMINAL_STATES:
+        bridged = transfer["state"] == State.SUCCEEDED and status == "completed"
+    else:
+        bridged = status == "completed" and not screened_out(
+            transfer, attempt, float(params["received_at"]))
+        if not bridged:
+            # Not reached: the next fallback destination, if the template has one (one
+            # atomic step in the store, answered at once: Plivo runs this answer).
+            outcome, current, number = store.advance_destination(
+                transfer_id, int(attempt), failure_reason(transfer, status))
+            if outcome in ("next", "stale") and number:
+                if outcome == "next" and transfer["state"] == State.HUMAN_ANSWERED:
+                    # A screened human who did not take it: ringing the next one.
+                    store.transition(transfer_id, State.DIALING,
+                                     "dialing the next destination",
+                                     from_states=(State.HUMAN_ANSWERED,))
+                return dial_up_xml(settings, {**transfer, "attempt": str(current)},
+                                   number), False
+    return dial_action_xml(settings, bridged), True
+
+
+def degraded_dial_action(settings: Settings, status: str, ctx: Mapping[str, str] | None
+                         ) -> str:
+    """The Dial action's answer with Redis down: back to the AI, or the end of the call
+    after a bridge we can vouch for (no screening). No next destination: the store could
+    not record the step, and a Dial it does not know of would have its outcome dropped."""
+    bridged = status == "completed" and ctx is not None and not ctx.get("screening")
+    return dial_action_xml(settings, bridged)
+
+
+
+
+# --- the worker's part: Dial callbacks, the customer's hangup, the deadline ---------------
+
+def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                    params: Mapping[str, str], task_id: str) -> None:
+    tid = transfer["transfer_id"]
+    pending = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
+    if kind == "dial-up-missing":
+        rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
+                from_states=pending)
+    elif kind == "dial-callback":
+        event = params.get("Event") or params.get("DialAction", "")
+        if event not in ("DialAnswer", "answer"):
+            rt.store.note(tid, f"dial {event}")
+        elif transfer.get("screening"):
+            _picked_up(rt, transfer, params)
+        else:
+            rt.succeed(transfer, "human agent answered", from_states=pending)
+    elif kind == "dial-action":
+        status = params.get("DialStatus", "")
+        attempt = params.get("attempt", "0")
+        current = rt.store.get_transfer(tid) or {}
+        if attempt != current.get("attempt", "0"):
+            return  # about a destination already moved past
+        at = float(params.get("received_at") or time.time())
+        if status == "completed" and not screened_out(current, attempt, at):
+            # The answer callback may have been lost; a completed Dial was bridged.
+            rt.succeed(transfer, "dial completed", from_states=pending)
+        else:
+            rt.fail(transfer, failure_reason(current, status),
+                    f"dial ended {status}; customer sent back", from_states=pending)
+
+
+def _picked_up(rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str]
+               ) -> None:
+    """A screened human picked up. Plivo's docs leave open whether this callback comes
+    before or after the key press, so it proves nothing about the key: the transfer
+    waits for the confirm window to pass with the Dial still up (see screened_out),
+    checked by the deadline (reconcile)."""
+    tid = transfer["transfer_id"]
+    attempt = params.get("attempt", "0")
+    field = picked_up_field(attempt)
+    current = rt.store.get_transfer(tid) or {}
+    if current.get("attempt", "0") != attempt:
+        return
+    picked = current.get(field)
+    if not picked:
+        picked = params.get("received_at") or repr(time.time())
+        rt.store.set_fields(tid, **{field: picked, "human_picked_up": "1"})
+    moved = rt.store.transition(tid, State.HUMAN_ANSWERED,
+                                "human agent picked up; waiting for the screening key",
+                                from_states=(State.REQUESTED, State.DIALING))
+    if moved.ok or moved.previous == State.HUMAN_ANSWERED:
+        rt.store.extend_deadline(tid, float(picked) + confirm_timeout(current)
+                                 + CONFIRM_GRACE)
+
+
+def customer_call_ended(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
+                        params: Mapping[str, str]) -> bool:
+    # Once the transfer was initiated the AI has left: the hangup is part of the transfer.
+    left_ai = transfer["state"] != State.REQUESTED
+    rt.fail(transfer, "customer_hung_up", "customer hung up before the human answered",
+            from_states=(State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED))
+    return left_ai
+
+
+def reconcile(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+    """At the deadline. A screened human who picked up and whose leg is still up once
+    the confirm window has passed pressed the key: Plivo would have dropped the leg
+    (and posted the Dial action) otherwise."""
+    attempt = transfer.get("attempt", "0")
+    picked = transfer.get(picked_up_field(attempt))
+    if not transfer.get("screening") or not picked or transfer["state"] in TERMINAL_STATES:
+        return False  # every other outcome arrives by callback; none came in time
+    bridged_at = float(picked) + confirm_timeout(transfer) + CONFIRM_GRACE
+    if time.time() < bridged_at:
+        rt.store.extend_deadline(transfer["transfer_id"], bridged_at)
+        return True
+    return rt.succeed(transfer, "still on the line after the confirm window: key pressed",
+                      from_states=(State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED))
+
+
+# --- the web app's part: the routes that answer the live call ------------------------------
+
+def serve_dial_up(store: Store, settings: Settings, transfer_id: str, claim: str,
+                  claim_ttl: int) -> tuple[str, bool]:
+    """The dial-up XML from the pending transfer and its flag, in one Redis round trip that
+    also claims the nonce and marks the dial-up served; and whether the worker is to hear
+    that the dial-up came with nothing pending (`dial-up-missing`). Raises Replay and
+    redis.RedisError (the route then answers from the signed URL: `degraded_dial_up`)."""
+    transfer, number = store.serve_dial_up(
+        transfer_id, "dial-up XML served; dialing the human agent", claim=claim,
+        claim_ttl=claim_ttl)
+    if transfer is None or transfer["state"] in TERMINAL_STATES or not number:
+        # Never strand the customer: back to the AI, or an apology.
+        return resume_xml(settings), transfer is not None
+    return dial_up_xml(settings, transfer, number), False
+
+
+def degraded_dial_up(settings: Settings, ctx: Mapping[str, str] | None) -> str:
+    """The dial-up with Redis down: from the signed URL alone (no replay check: a replay
+    gets the XML the original got)."""
+    number = destination(ctx) if ctx else ""
+    if ctx is None or not number:
+        return resume_xml(settings)
+    return dial_up_xml(settings, ctx, number)
+
+
+def answer_whisper(store: Store, transfer_id: str, attempt: str) -> str:
+    """The confirmSound, fetched when the human answers: record when (the confirm window
+    starts; see screened_out) and that they picked up (a screened human who picked up but
+    did not press the key declined, rather than did not answer). Raises redis.RedisError
+    (the route then answers the generic briefing from its signed URL)."""
+    transfer = store.get_transfer(transfer_id)
+    if transfer is not None and transfer["state"] not in TERMINAL_STATES \
+            and not transfer.get(picked_up_field(attempt)):
+        store.set_fields(transfer_id, **{picked_up_field(attempt): repr(time.time()),
+                                         "human_picked_up": "1"})
+        store.note(transfer_id, "human agent picked up; briefing played")
+    return whisper_xml(transfer)

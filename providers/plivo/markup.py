@@ -1,0 +1,252 @@
+"""What Plivo is served: the dial-up, confirmSound (briefing), dialMusic (hold) and Dial
+action XML, and the signed URL contexts that let those routes answer with Redis down."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from urllib.parse import quote
+from xml.sax.saxutils import escape, quoteattr
+
+from plivo import plivoxml
+
+from providers.base import callback_url, key_prompt, screening_key
+from shared.config import Settings
+from shared.store import ring_timeout
+
+DIAL_UP_PATH = "/plivo/dial-up"
+DIAL_ACTION_PATH = "/plivo/dial-action"
+DIAL_CALLBACK_PATH = "/plivo/dial-callback"
+WHISPER_PATH = "/plivo/whisper"
+HOLD_PATH = "/plivo/hold"
+
+APOLOGY = "Sorry, we could not connect you to an agent right now. Please call again later."
+
+# What a steering URL carries (record field names, so the XML builders take either the
+# record or the context): all the dial-up, the dial action, the confirmSound and the
+# dialMusic need to answer without Redis. Never the summary (the human gets a generic
+# briefing while Redis is down) and never anything secret.
+CONTEXT_FIELDS = ("destinations", "attempt", "outbound_number", "caller_number",
+                  "ring_timeouts", "screening", "screening_key", "screening_timeout",
+                  "hold_audio", "confirm_timeout", "briefing")
+
+
+@lru_cache(maxsize=8)
+def _context_key(secret: str) -> bytes:
+    # A key of its own, derived, so that the MAC never doubles as a Plivo signature.
+    return hmac.new(secret.encode(), b"warm-transfer plivo url context v1",
+                    hashlib.sha256).digest()
+
+
+def _mac(settings: Settings, path: str, transfer_id: str, attempt: str, payload: str) -> str:
+    key = _context_key(settings.webhook_hmac_key or settings.plivo_auth_token)
+    message = f"{path}\n{transfer_id}\n{attempt}\n{payload}".encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()[:16]  # 128 bits
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def dial_context(transfer: Mapping[str, str]) -> dict[str, str]:
+    """The context of a transfer record (or of another context), for a signed URL."""
+    ctx = {k: str(transfer[k]) for k in CONTEXT_FIELDS if transfer.get(k)}
+    if ctx.get("attempt") == "0":
+        del ctx["attempt"]  # the defaults, left out to keep the URLs short
+    if ctx.get("ring_timeouts") in ("[]", "[0]"):
+        del ctx["ring_timeouts"]
+    if not ctx.get("screening"):
+        ctx.pop("screening_key", None)
+        ctx.pop("screening_timeout", None)
+    if transfer.get("summary"):
+        ctx["briefing"] = "1"
+    if ctx.get("screening") or ctx.get("briefing"):
+        ctx["confirm_timeout"] = str(confirm_timeout(transfer))
+    return ctx
+
+
+def _payload(transfer: Mapping[str, str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(
+        dial_context(transfer), separators=(",", ":"), sort_keys=True).encode()
+    ).rstrip(b"=").decode()
+
+
+def signed_query(settings: Settings, path: str, transfer: Mapping[str, str],
+                 payload: str | None = None) -> str:
+    """`transfer_id`, `attempt` and the signed context `t`, for one of our steering URLs
+    (`payload`: the transfer's context already encoded, when several URLs share it)."""
+    attempt = str(transfer.get("attempt") or "0")
+    payload = payload or _payload(transfer)
+    tid = transfer["transfer_id"]
+    query = f"transfer_id={quote(tid, safe='')}"
+    if attempt != "0":
+        query += f"&attempt={attempt}"
+    return f"{query}&t={payload}.{_mac(settings, path, tid, attempt, payload)}"
+
+
+class BadContext(ValueError):
+    """A signed context that does not verify: not a URL we made."""
+
+
+def read_context(settings: Settings, path: str, transfer_id: str, attempt: str,
+                 token: str) -> dict[str, str] | None:
+    """The context a steering URL carries (None when it carries none: a URL made before
+    contexts existed); BadContext when its MAC does not match."""
+    if not token:
+        return None
+    payload, _, mac = token.partition(".")
+    if not hmac.compare_digest(mac.encode(), _mac(settings, path, transfer_id, attempt or "0",
+                                                  payload).encode()):
+        raise BadContext("context MAC mismatch")
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError as exc:
+        raise BadContext("context not decodable") from exc
+    if not isinstance(raw, dict):
+        raise BadContext("context not an object")
+    return {**{str(k): str(v) for k, v in raw.items()}, "transfer_id": transfer_id}
+
+
+def _url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
+    """A status callback URL: the transfer and destination it is about, nothing to sign."""
+    return callback_url(settings, path, transfer["transfer_id"], transfer.get("attempt"))
+
+
+def steering_url(settings: Settings, path: str, transfer: Mapping[str, str],
+                 payload: str | None = None) -> str:
+    return settings.public_url(path) + "?" + signed_query(settings, path, transfer, payload)
+
+
+def destination(transfer: Mapping[str, str]) -> str:
+    """The number of the transfer's current attempt ('' when there is none)."""
+    numbers = json.loads(transfer.get("destinations") or "[]")
+    index = int(transfer.get("attempt") or 0)
+    return str(numbers[index]) if 0 <= index < len(numbers) else ""
+
+
+# How long the confirmSound takes to speak, estimated on the slow side. Plivo starts
+# confirmTimeout when the human answers ("Timeout starts after the call is answered",
+# plivo.com/docs/voice/xml/dial), so the briefing and the prompt are spoken inside it; the
+# human must still have the whole screening_timeout once the prompt has ended.
+# - 10 characters a second is about 105 words a minute (5.7 characters a word, spaces
+#   included): slower than the ~150 words a minute of conversational English and of the
+#   Amazon Polly voices behind <Speak> (plivo.com/docs/voice/concepts/ssml), so a slow
+#   voice or a slow reading of numbers still fits.
+# - Half a second per <Speak> for the pause around each one.
+# - 2 s before the first word: Plivo fetches the confirmSound from us after the answer and
+#   synthesises it.
+SPEECH_CHARS_PER_SECOND = 10.0
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+PAUSE_PER_SPEAK = 0.5
+CONFIRM_SOUND_LATENCY = 2.0
+# Plivo's own default confirmTimeout is 120 s; a 1000-character summary at the rate above
+# with a 60 s screening timeout needs 165. Past 180 s nobody is listening any more.
+MAX_CONFIRM_TIMEOUT = 180
+# After confirmTimeout, how long before a still-standing Dial is taken as bridged: Plivo
+# ending the human's leg and posting the Dial action takes a moment.
+CONFIRM_GRACE = 2.0
+
+
+def briefing_texts(transfer: Mapping[str, str] | None) -> list[str]:
+    """The <Speak>s of the confirmSound: the briefing (the summary is the AI's note, not
+    ours to vouch for), then the screening prompt."""
+    texts: list[str] = []
+    if transfer is None:
+        return texts
+    if transfer.get("summary"):
+        # Control characters are not XML (the SDK's lxml raises on them): a whisper that
+        # answered 500 would leave the human's leg without its confirmSound.
+        summary = _CONTROL.sub(" ", transfer["summary"])
+        texts.append(f"Incoming transfer. Note from the AI assistant: {summary}")
+    elif transfer.get("briefing"):
+        # From a signed URL, Redis down: the summary could not be read.
+        texts.append("Incoming transfer from the AI assistant.")
+    if transfer.get("screening"):
+        texts.append(key_prompt(transfer))
+    return texts
+
+
+def confirm_timeout(transfer: Mapping[str, str]) -> int:
+    """Plivo's confirmTimeout for this transfer: the time to speak the confirmSound,
+    estimated slowly (see SPEECH_CHARS_PER_SECOND), plus the whole screening timeout."""
+    if transfer.get("confirm_timeout"):
+        return int(transfer["confirm_timeout"])  # computed when the summary was known
+    texts = briefing_texts(transfer)
+    speech = (CONFIRM_SOUND_LATENCY + sum(len(t) for t in texts) / SPEECH_CHARS_PER_SECOND
+              + PAUSE_PER_SPEAK * len(texts))
+    window = math.ceil(speech) + int(transfer.get("screening_timeout") or 8)
+    return min(window, MAX_CONFIRM_TIMEOUT)
+
+
+
+def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) -> str:
+    """The XML Plivo runs on the customer's leg: dial the human. `transfer` is the record
+    or a signed context. (Written out rather than through plivoxml: this is the hot path
+    of the dial-up, and the SDK's element validation cost more than the rest of it.)"""
+    payload = _payload(transfer)
+    attrs = [("action", steering_url(settings, DIAL_ACTION_PATH, transfer, payload)),
+             ("method", "POST"),
+             ("timeout", str(ring_timeout(settings, transfer, transfer.get("attempt", "0")))),
+             ("callerId", transfer.get("caller_number") or transfer["outbound_number"])]
+    if transfer.get("summary") or transfer.get("briefing") or transfer.get("screening"):
+        # Played to the human alone when they answer, before the bridge (a whisper); with
+        # screening, they must press the key to take the call.
+        attrs.append(("confirmSound", steering_url(settings, WHISPER_PATH, transfer, payload)))
+        if transfer.get("screening"):
+            attrs += [("confirmKey", screening_key(transfer)),
+                      ("confirmTimeout", str(confirm_timeout(transfer)))]
+    # The customer waits on this Dial: a ringing tone ("real"), or the template's audio,
+    # which Plivo takes only inside an XML document (ours, at HOLD_PATH). Never silence.
+    hold = transfer.get("hold_audio", "")
+    attrs += [("dialMusic", steering_url(settings, HOLD_PATH, transfer, payload)
+               if hold.startswith("https://") else "real"),
+              ("callbackUrl", _url(settings, DIAL_CALLBACK_PATH, transfer)),
+              ("callbackMethod", "POST")]
+    dial = " ".join(f"{name}={quoteattr(value)}" for name, value in attrs)
+    return f"<Response><Dial {dial}><Number>{escape(number)}</Number></Dial></Response>"
+
+
+def whisper_xml(transfer: Mapping[str, str] | None) -> str:
+    """What the human hears on answering: the briefing, and the screening prompt."""
+    response = plivoxml.ResponseElement()
+    for text in briefing_texts(transfer):
+        response.add(plivoxml.SpeakElement(text))
+    return str(response.to_string(False))
+
+
+def hold_xml(transfer: Mapping[str, str] | None) -> str:
+    """The template's hold audio, looped until the Dial ends (Plivo's dialMusic)."""
+    response = plivoxml.ResponseElement()
+    hold = (transfer or {}).get("hold_audio", "")
+    if hold.startswith("https://"):
+        response.add(plivoxml.PlayElement(hold, loop=0))
+    else:
+        response.add(plivoxml.WaitElement(length=1))
+    return str(response.to_string(False))
+
+
+
+def resume_xml(settings: Settings) -> str:
+    """Back to the AI when the platform gave us a way; else an apology, never silence."""
+    response = plivoxml.ResponseElement()
+    if settings.plivo_resume_url:
+        response.add(plivoxml.RedirectElement(settings.plivo_resume_url, method="POST"))
+    else:
+        response.add(plivoxml.SpeakElement(APOLOGY))
+        response.add(plivoxml.HangupElement())
+    return str(response.to_string(False))
+
+
+def dial_action_xml(settings: Settings, bridged: bool) -> str:
+    """What the customer's call does once the Dial is over: after a bridge, the call is
+    over; otherwise (or when we cannot tell) back to the AI."""
+    if bridged:
+        response = plivoxml.ResponseElement()
+        response.add(plivoxml.HangupElement())
+        return str(response.to_string(False))
+    return resume_xml(settings)
+
+

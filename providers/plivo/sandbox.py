@@ -1,0 +1,391 @@
+"""The fake Plivo API: `POST /v1/Account/{auth_id}/Call/{call_uuid}/` (transfer), and the
+call side: fetching XML, running Dial / Redirect / Speak / Hangup, and V3-signed callbacks.
+
+Each behaviour names its source. Docs: plivo.com/docs/voice/xml/dial (Dial), .../xml/request
+(the parameters of every request), .../api/call/transfer-a-call (transfer), .../concepts/
+signature-validation (V3); SDK: plivo 4.63 (plivo/resources/calls.py, plivo/utils/
+signature_v3.py). Where they are silent, the least convenient plausible behaviour, said so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import requests
+from flask import Flask, Response, jsonify, request
+from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
+
+from sandbox.core import DemoScript
+
+if TYPE_CHECKING:
+    from sandbox.core import Sandbox, SimCall
+
+_ENDED = ("completed", "busy", "no-answer", "failed", "canceled", "timeout", "cancel")
+
+# How fast <Speak> talks, for how long a confirmSound lasts: 150 words a minute, the usual
+# figure for English speech and about the pace of the Amazon Polly voices Plivo's Speak uses
+# (plivo.com/docs/voice/concepts/ssml). Faster than the service's own estimate (10
+# characters a second), as a real voice would be; the test of that estimate is that a
+# human pressing within screening_timeout after the prompt is bridged.
+WORDS_PER_SECOND = 150 / 60
+# confirmTimeout's default when the Dial gives none: "Defaults to: 120" (xml/dial).
+DEFAULT_CONFIRM_TIMEOUT = 120.0
+# How long after the prompt has ended a human presses the key, unless set per number.
+DEFAULT_PRESS_DELAY = 1.0
+
+
+def speech_seconds(root: ET.Element | None) -> float:
+    """How long a Play/Speak/Wait document takes: Speak at WORDS_PER_SECOND, Wait its
+    length (xml/wait: "length ... Defaults to 1"), Play unknown (0)."""
+    if root is None:
+        return 0.0
+    total = 0.0
+    for element in root:
+        if element.tag == "Speak":
+            total += len((element.text or "").split()) / WORDS_PER_SECOND
+        elif element.tag == "Wait":
+            total += float(element.get("length", "1"))
+    return total
+
+
+class PlivoSim:
+    def __init__(self, sb: Sandbox) -> None:
+        self.sb = sb
+        # Seconds after the screening prompt ends before the human at a number presses.
+        self.press_delays: dict[str, float] = {}
+
+    def set_press_delay(self, number: str, seconds: float) -> None:
+        with self.sb.lock:
+            self.press_delays[number] = seconds
+
+    # signed requests, as Plivo makes them: X-Plivo-Signature-V3 over the URL, the nonce and,
+    # for POST, the sorted params (SDK plivo/utils/signature_v3.py; concepts/signature-
+    # validation)
+    def sign(self, method: str, url: str, params: dict[str, str], nonce: str) -> str:
+        base = (construct_post_url(url, dict(params)) if method == "POST"
+                else construct_get_url(url, {}))
+        return str(get_signature_v3(self.sb.plivo_auth_token.encode(), base.decode(),
+                                    nonce.encode()).decode())
+
+    def send(self, url: str, params: dict[str, str], method: str = "POST",
+             nonce: str | None = None) -> tuple[int, str]:
+        """One callback or XML fetch, signed with X-Plivo-Signature-V3 and a fresh nonce."""
+        from sandbox.core import Delivery
+
+        nonce = nonce or uuid.uuid4().hex
+        if method == "GET":
+            sep = "&" if "?" in url else "?"
+            url = url + sep + urlencode(params)
+            params = {}
+        # User-Agent as Plivo's requests carry it (seen in integrations; not documented).
+        headers = {"X-Plivo-Signature-V3": self.sign(method, url, params, nonce),
+                   "X-Plivo-Signature-V3-Nonce": nonce, "User-Agent": "PlivoHttpClient"}
+        status, text = 0, ""
+        try:
+            resp = self.sb.http.request(method, url, data=params or None, headers=headers,
+                                        timeout=10)
+            status, text = resp.status_code, resp.text
+        except requests.RequestException:
+            status = -1
+        with self.sb.lock:
+            self.sb.deliveries.append(Delivery(url, dict(params), status, time.time()))
+        return status, text
+
+    def _callback(self, url: str | None, params: dict[str, str]) -> None:
+        # Callbacks are retried unless answered 200 ("Callback-retry configurable", xml/dial);
+        # deliver() retries 5xx and no answer.
+        if url:
+            for _ in range(self.sb.repeat_callbacks):
+                self.sb.deliver(0.0, lambda: self.send(url, params)[0])
+
+    def _call_params(self, call: SimCall) -> dict[str, str]:
+        # The parameters of every XML request (xml/request: CallUUID, From, To, CallStatus,
+        # Direction, ALegUUID, ALegRequestUUID).
+        return {"CallUUID": call.sid, "From": call.from_, "To": call.to,
+                "CallStatus": call.status, "Direction": "inbound",
+                "ALegUUID": call.sid, "ALegRequestUUID": call.sid}
+
+    # running XML on a call
+    def fetch(self, call: SimCall, url: str, method: str = "POST") -> None:
+        status, text = self.send(url, self._call_params(call), method)
+        # No XML to run: Plivo ends the call (least convenient; its fallback_url is for
+        # answer_url only, api/call/make-a-call).
+        if status != 200:
+            call.spoken.append(f"[fetch of {url} failed: {status}]")
+            self.sb._end_call(call.sid, "failed")
+            return
+        self.execute(call, text)
+
+    def execute(self, call: SimCall, xml_text: str) -> None:
+        try:
+            root = ET.fromstring(xml_text)  # noqa: S314 - XML from the service under test
+        except ET.ParseError:
+            # Invalid XML: the call ends (least convenient; xml/response-format is silent).
+            call.spoken.append("[invalid XML]")
+            self.sb._end_call(call.sid, "failed")
+            return
+        for element in root:
+            if call.status in _ENDED:
+                return
+            if element.tag == "Speak":  # xml/speak
+                call.spoken.append(element.text or "")
+            elif element.tag == "Hangup":  # xml/hangup
+                self.sb._end_call(call.sid, "completed")
+                return
+            elif element.tag == "Redirect" and element.text:  # xml/redirect: fetch and run
+                call.redirects.append(element.text.strip())
+                self.fetch(call, element.text.strip(), element.get("method", "POST"))
+                return
+            elif element.tag == "Dial":  # xml/dial
+                self.dial(call, element)
+                return
+
+    def dial(self, call: SimCall, element: ET.Element) -> None:
+        from sandbox.core import SimCall
+
+        number_el = element.find("Number")
+        number = (number_el.text or "").strip() if number_el is not None else ""
+        # timeout: "the amount of time ... the called party has to answer" (xml/dial).
+        timeout = float(element.get("timeout", "30"))
+        with self.sb.lock:
+            bleg = SimCall(str(uuid.uuid4()), number, element.get("callerId", call.from_),
+                           "ringing", provider="plivo-bleg")
+            self.sb.calls[bleg.sid] = bleg
+            call.dial = {"action": element.get("action", ""),
+                         "callback": element.get("callbackUrl", ""), "bleg": bleg.sid}
+            fate = self.sb.fates.get(number, self.sb.default_fate)
+        if fate.outcome == "ignore":
+            return
+
+        confirm_sound, confirm_key = element.get("confirmSound"), element.get("confirmKey")
+        # confirmTimeout: "Timeout starts after the call is answered" (xml/dial).
+        confirm_timeout = float(element.get("confirmTimeout") or DEFAULT_CONFIRM_TIMEOUT)
+        self._hold(call, element.get("dialMusic", ""))
+
+        def outcome() -> None:
+            with self.sb.lock:
+                if call.status in _ENDED or bleg.status != "ringing":
+                    return
+                # A voicemail picks up too; it hears the briefing but presses no key.
+                picked_up = fate.outcome in ("answer", "decline", "machine") and \
+                    fate.ring < timeout
+            if not picked_up:
+                # Not answered within timeout: DialStatus no-answer / busy / failed (xml/dial,
+                # "Parameters sent to action URL").
+                status = {"fail": "failed", "answer": "no-answer", "decline": "no-answer",
+                          "machine": "no-answer"}.get(fate.outcome, fate.outcome)
+                bleg.status = status
+                self.dial_over(call, status)
+                return
+            answered_at = time.monotonic()
+            with self.sb.lock:
+                bleg.status = "in-progress"
+            # The Dial's callbackUrl on the answer. Whether Plivo sends it when the human picks
+            # up or once they have pressed confirmKey, the docs do not say: least convenient,
+            # at pick-up, before the key. Its name: DialAction=answer (Plivo-compatible
+            # eqivo; integrations); xml/dial's table was not readable here.
+            self._callback(call.dial.get("callback") if call.dial else None, {
+                "DialAction": "answer", "DialALegUUID": call.sid, "DialBLegUUID": bleg.sid,
+                "DialBLegStatus": "answer", "DialBLegTo": number, "DialBLegFrom": bleg.from_,
+                "CallUUID": call.sid})
+            speech = 0.0
+            if confirm_sound:
+                # "A remote URL fetched with a POST HTTP request that must return an XML
+                # response with Play, Wait, and/or Speak elements only ... played to the
+                # called party when the call is answered" (xml/dial).
+                code, text = self.send(confirm_sound, {"CallUUID": bleg.sid, "To": number,
+                                                       "From": bleg.from_})
+                root = None
+                if code == 200:
+                    with contextlib.suppress(ET.ParseError):
+                        root = ET.fromstring(text)  # noqa: S314 - the service's XML
+                if root is not None:
+                    bleg.spoken.extend(e.text or "" for e in root if e.tag == "Speak")
+                speech = speech_seconds(root)
+            if not confirm_key:
+                return  # picked up is taken: bridged once the confirmSound has played
+            # "confirmKey: the digit to be pressed by the called party to accept the call"
+            # (xml/dial): only a human who means it presses, and it must be that key.
+            with self.sb.lock:
+                pressed = self.sb.keys.get(number, "1") if fate.outcome == "answer" else ""
+                delay = self.press_delays.get(number, DEFAULT_PRESS_DELAY)
+            press_at = speech + delay  # seconds after the answer
+            elapsed = time.monotonic() - answered_at
+            if pressed == confirm_key and press_at < confirm_timeout:
+                self.sb.scheduler.at(max(press_at - elapsed, 0.0), lambda: bridge())
+            else:
+                self.sb.scheduler.at(max(confirm_timeout - elapsed, 0.0), lambda: drop())
+
+        def bridge() -> None:
+            # The key accepts the call: the legs are bridged (xml/dial, confirmKey). Plivo
+            # reports nothing for it that the docs name; nothing is sent.
+            with self.sb.lock:
+                if call.dial is not None and bleg.status == "in-progress":
+                    call.dial["bridged"] = "1"
+
+        def drop() -> None:
+            # No key within confirmTimeout: the human's leg is hung up and the Dial ends.
+            # Its DialStatus is not documented for this case; least convenient: "completed"
+            # (the leg was answered), the value a bridged call's end also gets.
+            with self.sb.lock:
+                if call.status in _ENDED or bleg.status != "in-progress":
+                    return
+                bleg.status = "completed"
+            self._callback(call.dial.get("callback") if call.dial else None, {
+                "DialAction": "hangup", "DialALegUUID": call.sid, "DialBLegUUID": bleg.sid,
+                "DialBLegStatus": "hangup", "DialBLegHangupCause": "NORMAL_CLEARING",
+                "CallUUID": call.sid})
+            self.dial_over(call, "completed")
+
+        self.sb.scheduler.at(max(min(fate.ring, timeout), 0.02), outcome)
+
+    def _hold(self, call: SimCall, dial_music: str) -> None:
+        """What the caller hears while the Dial rings (dialMusic: "Music to be played to the
+        caller while the call is being connected ... real" plays a ringing tone, a URL must
+        return Play/Speak/Wait XML, xml/dial); fetched signed, like every Plivo request."""
+        if not dial_music.startswith("http"):
+            call.held.append(dial_music or "silence")
+            return
+        code, text = self.send(dial_music, self._call_params(call))
+        try:
+            root = ET.fromstring(text) if code == 200 else None  # noqa: S314 - service XML
+        except ET.ParseError:
+            root = None
+        if root is None:
+            call.held.append(f"[dialMusic fetch failed: {code}]")
+            return
+        call.held.extend(f"play {e.text}" if e.tag == "Play" else e.tag for e in root)
+
+    def dial_over(self, call: SimCall, status: str) -> None:
+        """Post the Dial action; when the customer is still there, run what it answers
+        ("Upon completion of the call, Plivo makes a GET or POST request to the action URL
+        ... the call flow will continue using the XML received", xml/dial). Parameters:
+        DialStatus, DialALegUUID, DialBLegUUID, DialHangupCause, DialRingStatus
+        (use-cases/dial-status-reporting)."""
+        dial = call.dial or {}
+        call.dial = None
+        action = dial.get("action")
+        if not action:
+            return
+        params = {"DialStatus": status, "DialALegUUID": call.sid,
+                  "DialBLegUUID": dial.get("bleg", ""), "CallUUID": call.sid,
+                  "DialRingStatus": "true" if status != "failed" else "false",
+                  "DialHangupCause": "NORMAL_CLEARING" if status == "completed" else
+                  status.upper().replace("-", "_")}
+        for _ in range(self.sb.repeat_callbacks - 1):
+            self.send(action, params)
+        code, text = self.send(action, params)
+        # No XML from the action (an error or a 503): the call ends, as with any failed
+        # fetch (least convenient: the docs do not promise a retry of an action URL).
+        if call.status not in _ENDED and code == 200:
+            self.execute(call, text)
+        elif call.status not in _ENDED:
+            call.spoken.append(f"[fetch of {action} failed: {code}]")
+            self.sb._end_call(call.sid, "completed")
+
+    def reset(self) -> None:
+        self.press_delays.clear()
+
+    def new_sid(self) -> str:
+        # CallUUIDs are UUIDs (api/call: "call_uuid").
+        return str(uuid.uuid4())
+
+    def env(self, url: str) -> dict[str, str]:
+        return {"PLIVO_AUTH_ID": self.sb.plivo_auth_id,
+                "PLIVO_AUTH_TOKEN": self.sb.plivo_auth_token,
+                "PLIVO_API_BASE_URL": url,
+                "PLIVO_RESUME_URL": f"{url}/_sandbox/plivo/resume"}
+
+    def ended(self, call: SimCall, status: str) -> bool:
+        self._ended(call, status)
+        return True
+
+    def _ended(self, call: SimCall, status: str) -> None:
+        """A customer call (A leg) ended: end its Dial, then its hangup URL (hangup_url:
+        "notified when the call is hung up", api/call/make-a-call; parameters xml/request)."""
+        if call.dial:
+            bleg = self.sb.calls.get(call.dial.get("bleg", ""))
+            if bleg is not None and bleg.status == "in-progress":
+                bleg.status = "completed"
+                self._callback(call.dial.get("callback"), {
+                    "DialAction": "hangup", "DialALegUUID": call.sid,
+                    "DialBLegUUID": bleg.sid, "DialBLegStatus": "hangup", "CallUUID": call.sid})
+                self.sb.scheduler.at(0, lambda: self.dial_over(call, "completed"))
+            elif bleg is not None:
+                bleg.status = "canceled"
+                call.dial = None
+        # (Event=Hangup: seen in integrations, not in xml/request; the service ignores it.)
+        params = {**self._call_params(call), "CallStatus": status, "Event": "Hangup",
+                  "HangupCause": "NORMAL_CLEARING", "Duration": "1", "BillDuration": "60"}
+        url = call.status_callback
+        if url:
+            self.sb.scheduler.at(0.01, lambda: self._callback(url, params))
+
+    def human_hangs_up(self, call: SimCall) -> None:
+        """The human ends a bridged call: the Dial is over and its action decides (the
+        callbackUrl's hangup event, then the action with DialStatus completed, xml/dial)."""
+        with self.sb.scheduler.keyed(call.sid):
+            self._human_hangs_up(call)
+
+    def _human_hangs_up(self, call: SimCall) -> None:
+        dial = call.dial or {}
+        bleg = self.sb.calls.get(dial.get("bleg", ""))
+        if bleg is None or bleg.status != "in-progress":
+            return
+        bleg.status = "completed"
+        self._callback(dial.get("callback"), {
+            "DialAction": "hangup", "DialALegUUID": call.sid, "DialBLegUUID": bleg.sid,
+            "DialBLegStatus": "hangup", "CallUUID": call.sid})
+        self.dial_over(call, "completed")
+
+    def register(self, app: Flask) -> None:
+        sb = self.sb
+
+        def error(status: int, message: str) -> tuple[Response, int]:
+            return jsonify({"api_id": str(uuid.uuid4()), "error": message}), status
+
+        # Transfer a call: POST /v1/Account/{auth_id}/Call/{call_uuid}/, basic auth, JSON
+        # {legs, aleg_url, aleg_method}, 202 "call transferred" (api/call/transfer-a-call;
+        # SDK plivo/resources/calls.py Calls.transfer).
+        @app.post("/v1/Account/<auth_id>/Call/<call_uuid>/")
+        def plivo_transfer(auth_id: str, call_uuid: str) -> Any:
+            auth = request.authorization
+            if (auth_id != sb.plivo_auth_id or auth is None or auth.username != sb.plivo_auth_id
+                    or auth.password != sb.plivo_auth_token):
+                return error(401, "authentication failed")
+            body = request.get_json(silent=True) or {}
+            with sb.lock:
+                call = sb.calls.get(call_uuid)
+                if call is None or call.provider != "plivo" or call.status in _ENDED:
+                    return error(404, "call not found")
+            # "legs ... aleg, bleg or both"; aleg_url "required if legs is aleg or both".
+            if body.get("legs") not in ("aleg", "both") or not body.get("aleg_url"):
+                return error(400, "legs and aleg_url are required")
+            # aleg_method defaults to POST (transfer-a-call).
+            url, method = str(body["aleg_url"]), str(body.get("aleg_method") or "POST").upper()
+            # The call leaves the XML it was running (the AI's stream) for aleg_url's.
+            call.dial = None
+            sb.scheduler.at(0.01, lambda: self.fetch(call, url, method), key=call.sid)
+            return jsonify({"message": "call transferred", "api_id": str(uuid.uuid4())}), 202
+
+        # Not Plivo: the platform's resume URL, for tests.
+        @app.route("/_sandbox/plivo/resume", methods=["GET", "POST"])
+        def plivo_resume() -> Response:
+            # Stands for the platform's resume URL: the customer is back with the AI.
+            return Response('<Response><Wait length="3600"/></Response>',
+                            mimetype="application/xml")
+
+
+Model = PlivoSim
+
+# What `warm-transfer demo` plays on Plivo.
+DEMO = DemoScript(scenarios=(
+    (("answer-after:1",), {}, "the human answers"),
+    (("no-answer:2",), {}, "nobody answers; the customer goes back to the AI"),
+    (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
+))

@@ -1,0 +1,12 @@
+"""Telnyx: Call Control v2, the human dialed first and bridged (see `handoff`)."""
+
+from __future__ import annotations
+
+from providers.base import ProviderSpec
+from providers.telnyx.capabilities import CAPABILITIES
+from providers.telnyx.handoff import CALLBACK_KINDS, LEG_FIELDS, TelnyxProvider, configured
+
+PROVIDER = ProviderSpec(
+    name="telnyx", handoff=TelnyxProvider(), routes="providers.telnyx.routes",
+    sandbox="providers.telnyx.sandbox", capabilities=CAPABILITIES, configured=configured,
+    callback_kinds=CALLBACK_KINDS, leg_fields=LEG_FIELDS)

@@ -1,0 +1,16 @@
+"""Which transfer policies Telnyx carries out, and how."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from providers.base import Capability, Supported
+
+CAPABILITIES: Mapping[str, Capability] = {
+    "voicemail_detection": Supported("the dial's answering_machine_detection (detect)"),
+    "screening": Supported("gather_using_speak on the human's leg before the bridge"),
+    "caller_id_customer": Supported("the dial's from, else ours when Telnyx refuses it"),
+    "hold_audio_url": Supported("nothing to hold: the customer stays with the AI until the "
+                                "bridge"),
+    "ring_timeout_per_destination": Supported("each dial's timeout_secs"),
+}

@@ -1,0 +1,418 @@
+"""Telnyx Call Control v2: the human is dialed first, then bridged to the customer.
+
+1. Dial the human as a new call (`POST /v2/calls`) from the lead's outbound number (or the
+   customer's, with caller_id: customer), with `client_state` naming the transfer and the
+   destination, `timeout_secs` the ring timeout and, with voicemail detection,
+   `answering_machine_detection: detect`. The AI keeps the customer meanwhile.
+2. When the human has answered (and detection says a person; with a summary, once `speak`
+   has briefed them; with screening, once `gather_using_speak` heard the key), bridge the
+   customer's call to theirs (`POST /v2/calls/{customer}/actions/bridge`), then stop the
+   media streams on the customer's call (`actions/streaming_stop`: the AI's audio).
+3. Success when the human's leg reports `call.bridged`.
+
+A human leg that ends before the bridge (busy, no answer, rejected, voicemail, declined)
+is followed by the next destination while the customer stays with the AI. The customer
+hanging up while the human rings hangs the human's leg up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import requests
+
+from providers.base import (
+    NETWORK_ERRORS,
+    PermanentProviderError,
+    ProviderNotConfigured,
+    TransientProviderError,
+    cached_client,
+    screening_key,
+    sort_http_failure,
+    unreachable,
+)
+from providers.telnyx import markup
+from providers.telnyx.callbacks import TelnyxKind, encode_state, failure_reason, is_machine
+from shared.config import Settings
+from shared.model import State
+from shared.store import ring_timeout
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
+
+WEBHOOK_PATH = "/telnyx/webhook"
+CALLBACK_KINDS = frozenset({TelnyxKind.CALL_EVENT})
+# Fields of a human leg, besides the store's, cleared when moving to the next destination.
+LEG_FIELDS = ("agent_answered",)
+# Past the deadline, how long an answered leg's verdict / briefing / key is still awaited.
+GRACE = 35.0
+
+_PRE_BRIDGE = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
+# A human leg that ended like this, before the bridge, moves on to the next destination.
+_MOVE_ON = frozenset({"busy", "no_answer", "failed", "voicemail", "declined", "agent_hung_up"})
+
+
+class TelnyxClient:
+    """The few Call Control v2 requests we make, with `requests` (JSON, bearer API key)."""
+
+    def __init__(self, api_key: str, base_url: str, timeout: float) -> None:
+        self.base = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        # api-reference: "Bearer authentication header of the form Bearer <token>".
+        self.session.headers.update({"Authorization": f"Bearer {api_key}",
+                                     "Accept": "application/json"})
+
+    def _send(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        try:
+            resp = self.session.request(method, f"{self.base}{path}", json=body,
+                                        timeout=self.timeout)
+        except NETWORK_ERRORS as exc:
+            raise unreachable("telnyx", exc, read_only=method == "GET") from exc
+        if resp.status_code >= 400:
+            raise sort_http_failure("telnyx", resp.status_code, _error_text(resp))
+        try:
+            return resp.json()
+        except ValueError:
+            return {}
+
+    def dial(self, body: Mapping[str, Any]) -> str:
+        """POST /v2/calls; the new call's call_control_id (api-reference/call-commands/dial)."""
+        data = self._send("POST", "/v2/calls", body).get("data") or {}
+        ccid = data.get("call_control_id")
+        if not isinstance(ccid, str) or not ccid:
+            raise TransientProviderError("telnyx dial answered without a call_control_id",
+                                         outcome_unknown=True)
+        return ccid
+
+    def action(self, ccid: str, action: str, body: Mapping[str, Any]) -> None:
+        """POST /v2/calls/{call_control_id}/actions/{action}."""
+        self._send("POST", f"/v2/calls/{quote(ccid, safe=':')}/actions/"
+                   f"{action}", body)
+
+    def status(self, ccid: str) -> Mapping[str, Any]:
+        """GET /v2/calls/{call_control_id}: is_alive... (call-information/retrieve-a-call-
+        status)."""
+        data = self._send("GET", f"/v2/calls/{quote(ccid, safe=':')}")
+        return data.get("data") or {}
+
+
+def _error_text(resp: requests.Response) -> str:
+    # Errors: {"errors": [{"code", "title", "detail"}]} (retrieve-a-call-status, default).
+    try:
+        errors = resp.json().get("errors") or []
+        first = errors[0] if errors else {}
+        return f"{first.get('code', '')} {first.get('title', '')} {first.get('detail', '')}"\
+            .strip() or resp.reason
+    except (ValueError, AttributeError, IndexError):
+        return resp.reason or ""
+
+
+def configured(settings: Settings) -> bool:
+    return bool(settings.telnyx_api_key and settings.telnyx_connection_id)
+
+
+def make_client(settings: Settings, transfer: Mapping[str, str]) -> TelnyxClient:
+    """A client for this transfer's account (today: the one from the environment)."""
+    if not configured(settings):
+        raise ProviderNotConfigured("TELNYX_API_KEY and TELNYX_CONNECTION_ID are not set")
+    return cached_client(("telnyx", settings.telnyx_api_key, settings.telnyx_api_base_url,
+                          str(settings.provider_http_timeout)),
+                         lambda: TelnyxClient(settings.telnyx_api_key,
+                                              settings.telnyx_api_base_url,
+                                              settings.provider_http_timeout))
+
+
+def _command_id(transfer: Mapping[str, str], what: str) -> str:
+    # "Telnyx will ignore any command with the same command_id for the same call_control_id"
+    # (api/call-control/bridge-call): a retried task repeats the command harmlessly.
+    return f"{transfer['transfer_id']}:{transfer.get('attempt', '0')}:{what}"
+
+
+class TelnyxProvider:
+    name = "telnyx"
+
+    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        self._place(rt, transfer, "0", transfer["transfer_number"])
+
+    def _place(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+               number: str) -> None:
+        settings = rt.settings
+        client = make_client(settings, transfer)
+        tid = transfer["transfer_id"]
+        from_states = (State.REQUESTED,) if attempt == "0" else _PRE_BRIDGE
+        note = "dialing the human agent" if attempt == "0" else \
+            f"dialing destination {int(attempt) + 1}"
+        if transfer.get("dial_attempted") == attempt and transfer.get("agent_call_sid"):
+            # The dial went out and was recorded by a worker that died before moving on.
+            rt.store.transition(tid, State.DIALING, f"{note} (the interrupted attempt's leg)",
+                                from_states=from_states, fields={"placed": attempt})
+            return
+        # A dial whose answer never came (outcome unknown) is not looked for: Telnyx has no
+        # documented search by number. Its call.initiated webhook carries our client_state
+        # and records it (handle_callback); a second leg is the least bad outcome.
+        rt.store.set_fields(tid, dial_attempted=attempt)
+        body: dict[str, Any] = {
+            "connection_id": settings.telnyx_connection_id,
+            "to": number,
+            "from": transfer.get("caller_number") or transfer["outbound_number"],
+            "timeout_secs": ring_timeout(settings, transfer, attempt),
+            "client_state": encode_state(tid, attempt),
+            "webhook_url": settings.public_url(WEBHOOK_PATH),
+            "command_id": f"{tid}:{attempt}:dial",
+        }
+        if transfer.get("voicemail_detection"):
+            body["answering_machine_detection"] = "detect"
+        try:
+            ccid = self._dial(rt, client, transfer, body)
+        except (TransientProviderError, PermanentProviderError) as exc:
+            if not exc.outcome_unknown:  # Telnyx answered: no call was placed
+                rt.store.set_fields(tid, dial_attempted="")
+            raise
+        rt.store.index_call(self.name, ccid, tid)
+        rt.store.transition(tid, State.DIALING, note, from_states=from_states,
+                            fields={"agent_call_sid": ccid, "placed": attempt})
+
+    @staticmethod
+    def _dial(rt: Runtime, client: TelnyxClient, transfer: Mapping[str, str],
+              body: dict[str, Any]) -> str:
+        try:
+            return client.dial(body)
+        except PermanentProviderError as exc:
+            if body["from"] == transfer["outbound_number"] or exc.status not in (400, 403, 422):
+                raise
+        # Telnyx may refuse a caller ID the account does not own: ours instead.
+        rt.store.note(transfer["transfer_id"], "Telnyx refused the customer's number as "
+                      "caller ID; dialing with the lead's outbound number")
+        return client.dial({**body, "from": transfer["outbound_number"],
+                            "command_id": body["command_id"] + ":own"})
+
+    def ensure_dialed(self, rt: Runtime, transfer_id: str, task_id: str) -> None:
+        """After a move to the next destination: its leg, unless already placed."""
+        current = rt.store.get_transfer(transfer_id)
+        if current is None or current["state"] not in _PRE_BRIDGE:
+            return
+        attempt = current.get("attempt", "0")
+        if current.get("placed") == attempt or not rt.store.claim_for(
+                f"place:{transfer_id}:{attempt}", task_id):
+            return
+        numbers = json.loads(current.get("destinations") or "[]")
+        if int(attempt) < len(numbers):
+            self._place(rt, current, attempt, numbers[int(attempt)])
+
+    def _not_reached(self, rt: Runtime, transfer: Mapping[str, str], reason: str,
+                     note: str, task_id: str, *, hang_up: bool = False) -> None:
+        """The current destination will not take the call: the next one, or the end."""
+        tid = transfer["transfer_id"]
+        attempt = transfer.get("attempt", "0")
+        if hang_up:
+            self._hang_up(rt, transfer, transfer.get("agent_call_sid", ""))
+        if reason in _MOVE_ON and transfer.get("state") in _PRE_BRIDGE:
+            outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason,
+                                                         leg_fields=LEG_FIELDS)
+            if outcome in ("next", "stale"):
+                self.ensure_dialed(rt, tid, task_id)
+                return
+            if outcome == "final":
+                return
+        rt.fail(transfer, reason, note, from_states=(*_PRE_BRIDGE, State.BRIDGING))
+
+    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                        params: Mapping[str, str], task_id: str) -> None:
+        tid = transfer["transfer_id"]
+        event = params.get("event_type", "")
+        ccid = params.get("call_control_id", "")
+        attempt = transfer.get("attempt", "0")
+        agent = transfer.get("agent_call_sid", "")
+        # The current leg: by its call_control_id, or by our client_state's attempt while
+        # the dial's answer has not recorded the id yet. Anything else is a leg left behind.
+        current = (bool(agent) and ccid == agent) or (
+            not agent and params.get("attempt") == attempt)
+        if not current:
+            rt.store.note(tid, f"{event} of another leg ignored")
+            self.ensure_dialed(rt, tid, task_id)
+            return
+        if not agent and ccid:
+            rt.store.set_fields(tid, agent_call_sid=ccid)
+            rt.store.index_call(self.name, ccid, tid)
+            transfer = {**transfer, "agent_call_sid": ccid}
+        if event == "call.initiated":
+            rt.store.set_fields(tid, agent_status="initiated")
+            rt.store.note(tid, "human agent leg initiated")
+        elif event == "call.answered":
+            rt.store.set_fields(tid, agent_status="answered", agent_answered="1")
+            rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent answered",
+                                from_states=(State.REQUESTED, State.DIALING))
+            self._maybe_engage(rt, tid, task_id)
+        elif event == "call.machine.detection.ended":
+            result = params.get("result", "")
+            rt.store.set_fields(tid, answered_by=result or "not_sure")
+            if is_machine(result):
+                self._not_reached(rt, transfer, "voicemail", "answering machine on the "
+                                  "human's leg", task_id, hang_up=True)
+                return
+            rt.store.note(tid, f"answering-machine detection: {result or 'no verdict'}")
+            self._maybe_engage(rt, tid, task_id)
+        elif event == "call.speak.ended":
+            if params.get("status", "completed") == "completed":
+                self._bridge(rt, transfer, task_id)
+            # call_hangup: the leg's call.hangup moves on.
+        elif event == "call.gather.ended":
+            self._gathered(rt, transfer, params, task_id)
+        elif event == "call.bridged":
+            rt.succeed(transfer, "customer bridged to the human agent",
+                       from_states=(State.BRIDGING,))
+        elif event == "call.hangup":
+            self._leg_ended(rt, transfer, params, task_id)
+
+    def _leg_ended(self, rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str],
+                   task_id: str) -> None:
+        tid = transfer["transfer_id"]
+        current = rt.store.get_transfer(tid) or dict(transfer)
+        rt.store.set_fields(tid, agent_status="hangup")
+        if current.get("declined"):
+            reason = "declined"  # our hang-up after the wrong key (or none)
+        elif is_machine(current.get("answered_by", "")):
+            reason = "voicemail"
+        else:
+            reason = failure_reason(params, answered=bool(current.get("agent_answered")))
+        self._not_reached(rt, current, reason, "human agent leg ended "
+                          f"({params.get('hangup_cause', '?')}, SIP "
+                          f"{params.get('sip_hangup_cause', '?')})", task_id)
+
+    def _maybe_engage(self, rt: Runtime, tid: str, task_id: str) -> None:
+        """Once the leg is answered and (with detection) a person: brief, screen or bridge.
+        Both events may come in either order (call.answered "before" detection ends,
+        answering-machine-detection tutorial), so each checks the other's record."""
+        current = rt.store.get_transfer(tid) or {}
+        if current.get("state") not in _PRE_BRIDGE or not current.get("agent_answered"):
+            return
+        if current.get("voicemail_detection") and not current.get("answered_by"):
+            rt.store.note(tid, "human agent answered; waiting for answering-machine detection")
+            return
+        attempt = current.get("attempt", "0")
+        if not rt.store.claim_for(f"engage:{tid}:{attempt}", task_id):
+            return  # another delivery of these events is on it
+        client = make_client(rt.settings, current)
+        agent = current.get("agent_call_sid", "")
+        state = encode_state(tid, attempt)
+        try:
+            if current.get("screening"):
+                client.action(agent, "gather_using_speak", markup.screening(
+                    current, state, _command_id(current, "gather")))
+                rt.store.note(tid, "human agent answered; asking for the key")
+                return
+            if current.get("summary"):
+                client.action(agent, "speak", markup.briefing(
+                    current, state, _command_id(current, "speak")))
+                rt.store.note(tid, "human agent answered; briefing them")
+                return
+        except PermanentProviderError as exc:
+            # Their leg has gone (Telnyx refuses commands on an ended call, 422): its
+            # call.hangup moves on.
+            rt.logger(current).warning("command on the human's leg refused",
+                                       extra={"error": str(exc)})
+            return
+        self._bridge(rt, current, task_id)
+
+    def _gathered(self, rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str],
+                  task_id: str) -> None:
+        status, digits = params.get("status", ""), params.get("digits", "")
+        if status == "call_hangup":
+            return  # their call.hangup moves on
+        if status == "valid" and digits == screening_key(transfer):
+            self._bridge(rt, transfer, task_id)
+            return
+        # A wrong key, none (timeout) or an invalid entry: declined.
+        rt.store.set_fields(transfer["transfer_id"], declined="1")
+        self._not_reached(rt, transfer, "declined", f"human agent did not accept the call "
+                          f"(screening: {status or 'no status'})", task_id, hang_up=True)
+
+    def _bridge(self, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
+        tid = transfer["transfer_id"]
+        moved = rt.store.transition(tid, State.BRIDGING, "human agent ready; bridging the "
+                                    "customer", from_states=_PRE_BRIDGE,
+                                    fields={"bridge_task": task_id})
+        current = rt.store.get_transfer(tid) or dict(transfer)
+        if not moved.ok and not (current.get("state") == State.BRIDGING
+                                 and current.get("bridge_task") == task_id
+                                 and not current.get("customer_moved")):
+            return  # only the task that started the bridge (or its retry) finishes it
+        client = make_client(rt.settings, current)
+        try:
+            # The customer's call is bridged to the human's; no client_state here: the
+            # customer's call keeps the platform's.
+            client.action(current["call_id"], "bridge", {
+                "call_control_id": current.get("agent_call_sid", ""),
+                "command_id": _command_id(current, "bridge")})
+        except PermanentProviderError as exc:
+            # 422: the customer's call (or the human's) is no longer there.
+            rt.logger(current).warning("bridge refused", extra={"error": str(exc)})
+            if rt.fail(current, "customer_hung_up", f"bridge refused: {exc}",
+                       from_states=(State.BRIDGING,)):
+                self.cleanup(rt, current)
+            return
+        rt.store.set_fields(tid, customer_moved="1")
+        rt.store.note(tid, "customer bridged; stopping the AI's media stream")
+        try:
+            # "If the stream_id is not provided the command stops all streams associated
+            # with a given call_control_id" (call-commands/streaming-stop): the AI's audio.
+            client.action(current["call_id"], "streaming_stop",
+                          {"command_id": _command_id(current, "streaming_stop")})
+        except PermanentProviderError as exc:
+            # No stream on the call (the platform's AI hears it another way): the success
+            # event's end_conversation tells it to leave.
+            rt.store.note(tid, f"no media stream stopped ({exc.status})")
+
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+                            params: Mapping[str, str]) -> bool:
+        # The AI holds the customer until the bridge: their hanging up ends the transfer.
+        if rt.fail(transfer, "customer_hung_up", "customer hung up before the bridge",
+                   from_states=(*_PRE_BRIDGE, State.BRIDGING)):
+            self.cleanup(rt, transfer)
+        return False
+
+    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        """The deadline: ask Telnyx whether the human's leg is alive. An answered leg still
+        being detected, briefed or screened gets GRACE more seconds, once per destination;
+        anything else fails as `timeout`."""
+        agent = transfer.get("agent_call_sid", "")
+        attempt = transfer.get("attempt", "0")
+        if (not agent or transfer.get("state") not in _PRE_BRIDGE
+                or not transfer.get("agent_answered") or transfer.get("grace") == attempt):
+            return False
+        try:
+            alive = bool(make_client(rt.settings, transfer).status(agent).get("is_alive"))
+        except (PermanentProviderError, TransientProviderError):
+            return False
+        if not alive:
+            return False
+        rt.store.set_fields(transfer["transfer_id"], grace=attempt)
+        rt.store.extend_deadline(transfer["transfer_id"], time.time() + GRACE)
+        rt.store.note(transfer["transfer_id"], "deadline: the human's answered leg is alive; "
+                      "waiting for detection, briefing or key")
+        return True
+
+    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
+        if current.get("agent_status") != "hangup":
+            self._hang_up(rt, current, current.get("agent_call_sid", ""))
+
+    def _hang_up(self, rt: Runtime, transfer: Mapping[str, str], ccid: str) -> None:
+        """Best effort: end a human leg (ringing or answered: actions/hangup ends either)."""
+        if not ccid:
+            return
+        try:
+            make_client(rt.settings, transfer).action(ccid, "hangup", {
+                "client_state": encode_state(transfer["transfer_id"],
+                                             transfer.get("attempt", "0")),
+                "command_id": f"{transfer['transfer_id']}:{ccid[-12:]}:hangup"})
+        except (PermanentProviderError, TransientProviderError) as exc:
+            rt.logger(transfer).warning("could not hang up the human leg",
+                                        extra={"error": str(exc)})
+            return
+        rt.store.note(transfer["transfer_id"], "human agent leg hung up")

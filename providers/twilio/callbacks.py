@@ -1,0 +1,315 @@
+"""Twilio's part of the state machine. The worker's: the human leg's status, the conference
+events, the detection verdict, the customer's hangup, the deadline (`TwilioProvider` in
+`handoff` delegates here; it keeps the REST calls: dialing, the briefing, the bridge, hang-
+ups). The web app's: the decisions behind the TwiML routes, which answer a live call at once.
+
+The routes verify and parse; these functions decide and record. `store` is None while Redis
+is down (the answers then come from what our signed URL carries).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import redis
+
+from providers.base import screening_key
+from providers.twilio import markup
+from providers.twilio.markup import agent_label
+from shared.config import Settings
+from shared.logs import get_logger
+from shared.model import TERMINAL_STATES, CallbackKind, State
+from shared.store import Store
+
+if TYPE_CHECKING:
+    from providers.twilio.handoff import TwilioProvider
+    from workers.runtime import Runtime
+
+log = get_logger("webhooks.twilio")
+
+# Past the deadline, how long a joined leg's detection verdict is still awaited (Twilio's
+# MachineDetectionTimeout defaults to 30 s; docs: voice/answering-machine-detection).
+AMD_GRACE = 35.0
+
+# The human's call status -> the failure reason when it ends before joining.
+_AGENT_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
+                   "canceled": "failed", "completed": "agent_hung_up"}
+PRE_BRIDGE = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
+# A human leg that ended like this, before the bridge, moves on to the next destination.
+_MOVE_ON = frozenset({"busy", "no_answer", "failed", "voicemail", "declined", "agent_hung_up"})
+RINGING = {"", "queued", "initiated", "ringing"}
+# Fields of a human leg, besides the store's, cleared when moving to the next destination.
+LEG_FIELDS = ("conference_sid",)
+
+
+# --- the worker's part: the human's leg, the conference, detection -----------------------
+
+def _not_reached(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], reason: str,
+                 note: str, task_id: str, *, hang_up: bool = False) -> None:
+    """The current destination will not take the call: the next one, or the end."""
+    tid = transfer["transfer_id"]
+    attempt = transfer.get("attempt", "0")
+    if reason in _MOVE_ON and transfer.get("state") in PRE_BRIDGE:
+        outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason,
+                                                     leg_fields=LEG_FIELDS)
+        if outcome in ("next", "stale"):
+            if hang_up and outcome == "next":
+                p.hang_up(rt, transfer, transfer.get("agent_call_sid", ""),
+                              "completed")
+            p.ensure_dialed(rt, tid, task_id)
+            return
+        if outcome == "final":
+            return
+    if rt.fail(transfer, reason, note, from_states=(*PRE_BRIDGE, State.BRIDGING)) \
+            and hang_up:
+        p.cleanup(rt, {**transfer, "agent_status": "in-progress"})
+
+
+def handle_callback(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                    params: Mapping[str, str], task_id: str) -> None:
+    attempt = transfer.get("attempt", "0")
+    if kind in ("agent-status", "screen", "amd") and params.get("attempt", "0") != attempt:
+        # About the leg of a destination already left behind; make sure the current
+        # one was dialed (this may be the retry of the task that moved on).
+        rt.store.note(transfer["transfer_id"], f"{kind} callback of destination "
+                      f"{int(params.get('attempt', '0')) + 1} ignored")
+        p.ensure_dialed(rt, transfer["transfer_id"], task_id)
+        return
+    if kind in ("agent-status", "amd") and params.get("CallSid") and not transfer.get(
+            "agent_call_sid"):
+        # The dial's own callback can come before the dialing worker recorded the sid.
+        rt.store.set_fields(transfer["transfer_id"], agent_call_sid=params["CallSid"])
+        rt.store.index_call(p.name, params["CallSid"], transfer["transfer_id"])
+        transfer = {**transfer, "agent_call_sid": params["CallSid"]}
+    if kind == "agent-status":
+        _agent_status(p, rt, transfer, params, task_id)
+    elif kind == "conference":
+        _conference(p, rt, transfer, params, task_id)
+    elif kind == "amd":
+        _amd(p, rt, transfer, params, task_id)
+    elif kind == "screen" and params.get("Digits", "") != screening_key(transfer):
+        # Our answer to the key (goodbye) hangs their leg up.
+        _not_reached(p, rt, transfer, "declined", "human agent did not accept the call "
+                          "(screening)", task_id)
+
+
+def _agent_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
+                  params: Mapping[str, str], task_id: str) -> None:
+    status = params.get("CallStatus", "")
+    tid = transfer["transfer_id"]
+    if status in ("queued", "initiated", "ringing"):
+        rt.store.set_fields(tid, agent_status=status)
+        rt.store.note(tid, f"human agent {status}")
+    elif status == "in-progress":
+        # Detection's verdict is not in this callback: it comes to /twilio/amd
+        # (participants) or with the screening TwiML request (calls.create).
+        rt.store.set_fields(tid, agent_status=status)
+        rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent answered",
+                            from_states=(State.REQUESTED, State.DIALING))
+    elif status in _AGENT_FAILURES:
+        rt.store.set_fields(tid, agent_status=status)
+        reason = _AGENT_FAILURES[status]
+        if reason == "agent_hung_up":
+            current = rt.store.get_transfer(tid) or {}
+            if current.get("declined"):
+                reason = "declined"  # the screening answer hung up on them
+            elif is_machine(current.get("answered_by", "")):
+                reason = "voicemail"  # our TwiML hung up on a machine
+        # Before the bridge the customer is still with the AI: the next destination,
+        # or the AI just resumes.
+        _not_reached(p, rt, transfer, reason, f"human agent call {status}", task_id)
+
+
+def _conference(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
+                params: Mapping[str, str], task_id: str) -> None:
+    event = params.get("StatusCallbackEvent", "")
+    call_sid = params.get("CallSid", "")
+    tid = transfer["transfer_id"]
+    agent_sid = transfer.get("agent_call_sid", "")
+    # By CallSid, or by the label of the current attempt's leg when its sid is not known
+    # yet: an earlier destination's leg is neither.
+    is_agent = (bool(call_sid) and call_sid == agent_sid) or (
+        not agent_sid and params.get("ParticipantLabel") == agent_label(
+            transfer.get("attempt", "0")))
+    is_customer = bool(call_sid) and call_sid == transfer["call_id"]
+    if event == "participant-join" and is_agent:
+        # The conference's SID: the participant update (the briefing) needs it.
+        fields = {"conference_sid": params.get("ConferenceSid", "")}
+        if not agent_sid:
+            # Known by its label before the dial's answer or status recorded its sid.
+            fields["agent_call_sid"] = agent_sid = call_sid
+            rt.store.index_call(p.name, call_sid, tid)
+        rt.store.set_fields(tid, **fields)
+        transfer = {**transfer, **fields}
+        if _awaiting_detection(transfer):
+            # Twilio may put the leg in the conference before detection has answered:
+            # nobody is bridged to a machine, the verdict (/twilio/amd) decides.
+            current = rt.store.get_transfer(tid) or {}
+            answered_by = current.get("answered_by", "")
+            if not answered_by:
+                rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent leg joined; "
+                                    "waiting for answering-machine detection",
+                                    from_states=(State.REQUESTED, State.DIALING))
+                return
+            if is_machine(answered_by):
+                return  # the verdict's own task hangs it up and moves on
+        _joined(p, rt, transfer, agent_sid, task_id)
+    elif event in ("announcement-end", "announcement-fail"):
+        # The briefing is over (or could not play): now move the customer. Unless it
+        # was the briefing of a human already left behind (a fallback moved on).
+        briefed = transfer.get("briefed_sid", "")
+        if briefed and briefed == agent_sid and call_sid in ("", agent_sid):
+            p.bridge(rt, transfer, task_id)
+        else:
+            rt.store.note(tid, f"conference {event} of an earlier destination ignored")
+    elif event == "participant-join" and is_customer:
+        rt.succeed(transfer, "customer joined the human agent", from_states=(State.BRIDGING,))
+    elif (event == "participant-leave" and is_agent) or (
+            event == "conference-end" and params.get("ConferenceSid")
+            and params.get("ConferenceSid") == transfer.get("conference_sid")):
+        # Before the bridge the customer is still with the AI: the next destination, or
+        # the AI resumes. (A conference an earlier destination's leg ended is not ours.)
+        _not_reached(p, rt, transfer, "agent_hung_up", f"human agent left ({event})",
+                          task_id)
+    else:
+        rt.store.note(tid, f"conference {event}")
+
+
+def _awaiting_detection(transfer: Mapping[str, str]) -> bool:
+    """A conference join must wait for detection's verdict (a screened leg has had it
+    before our TwiML ran: synchronous detection on calls.create)."""
+    return bool(transfer.get("voicemail_detection")) and not transfer.get("screening")
+
+
+def _joined(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], agent_sid: str,
+            task_id: str) -> None:
+    """The current human is in the conference (and not a machine): brief, or bridge."""
+    if (transfer.get("summary") and not transfer.get("screening")
+            and p.brief(rt, transfer, agent_sid, task_id)):
+        return  # the bridge follows the briefing's announcement-end
+    p.bridge(rt, transfer, task_id)
+
+
+def _amd(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str],
+         task_id: str) -> None:
+    """Answering-machine detection's verdict on the current human leg (AmdStatusCallback
+    of a participant, or AnsweredBy of the screening TwiML request)."""
+    tid = transfer["transfer_id"]
+    answered_by = params.get("AnsweredBy", "")
+    call_sid = params.get("CallSid", "")
+    if call_sid and call_sid != transfer.get("agent_call_sid", call_sid):
+        rt.store.note(tid, "detection result of another leg ignored")
+        return
+    rt.store.set_fields(tid, answered_by=answered_by)
+    if is_machine(answered_by):
+        _voicemail(p, rt, transfer, answered_by, task_id)
+        return
+    rt.store.note(tid, f"answering-machine detection: {answered_by or 'no verdict'}")
+    if not _awaiting_detection(transfer):
+        return
+    # Written before read, as the join does: of the two, at least one sees both.
+    current = rt.store.get_transfer(tid) or {}
+    if current.get("conference_sid") and current.get("state") in PRE_BRIDGE:
+        _joined(p, rt, current, current.get("agent_call_sid", call_sid), task_id)
+
+
+def _voicemail(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], answered_by: str,
+               task_id: str) -> None:
+    _not_reached(p, rt, transfer, "voicemail", f"answering machine ({answered_by}) on "
+                      "the human's leg", task_id, hang_up=True)
+
+
+def customer_call_ended(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
+                        params: Mapping[str, str]) -> bool:
+    # The AI holds the customer until the bridge, so their hanging up ends the transfer.
+    if rt.fail(transfer, "customer_hung_up", "customer hung up before the bridge",
+               from_states=(*PRE_BRIDGE, State.BRIDGING)):
+        p.cleanup(rt, transfer)
+    return False
+
+
+def reconcile(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+    """Every outcome arrives by callback. One exception is given more time: a human
+    who answered late and whose detection verdict is still to come (Twilio decides
+    within MachineDetectionTimeout, 30 s by default), once."""
+    if (_awaiting_detection(transfer) and transfer.get("conference_sid")
+            and not transfer.get("answered_by")
+            and transfer.get("amd_grace") != transfer.get("attempt", "0")
+            and transfer.get("state") in PRE_BRIDGE):
+        # Once per destination: the field names the attempt it was given to.
+        rt.store.set_fields(transfer["transfer_id"], amd_grace=transfer.get("attempt", "0"))
+        rt.store.extend_deadline(transfer["transfer_id"], time.time() + AMD_GRACE)
+        rt.store.note(transfer["transfer_id"], "deadline: waiting for the detection "
+                      "verdict of a human leg that has joined")
+        return True
+    return False
+
+
+# --- the web app's part: the TwiML routes --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The TwiML to answer, and the callback to hand to the worker (once), if any."""
+
+    twiml: str
+    kind: CallbackKind | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
+def is_machine(answered_by: str) -> bool:
+    return answered_by.startswith("machine") or answered_by == "fax"
+
+
+def pending(record: Mapping[str, str] | None, readable: bool, attempt: str) -> bool:
+    """Whether the leg of `attempt` may still join; unknown (Redis down) counts as yes:
+    a human kept out by our outage would be a transfer lost for nothing."""
+    if not readable:
+        return True
+    return (record is not None and record["state"] not in TERMINAL_STATES
+            and record.get("attempt", "0") == attempt)
+
+
+def _best_effort(store: Store | None, transfer_id: str, **fields: str) -> None:
+    if store is None:
+        return
+    try:
+        store.set_fields(transfer_id, **fields)
+    except redis.RedisError:
+        log.warning("could not record on the transfer", extra={"fields": sorted(fields)})
+
+
+def machine_answered(store: Store | None, transfer_id: str, attempt: str, call_sid: str,
+                     answered_by: str) -> Answer:
+    """/twilio/screen with a machine's verdict: hang up on it; the worker moves on (the
+    leg's "completed" callback says voicemail from the field, the `amd` callback sooner)."""
+    _best_effort(store, transfer_id, answered_by=answered_by)
+    return Answer(markup.hangup_twiml(), CallbackKind.AMD,
+                  {"CallSid": call_sid, "AnsweredBy": answered_by, "attempt": attempt})
+
+
+def screen(settings: Settings, context: Mapping[str, str], record: Mapping[str, str] | None,
+           readable: bool, attempt: str) -> Answer:
+    """/twilio/screen: the briefing and the key prompt while the leg may still join."""
+    if not context or not pending(record, readable, attempt):
+        return Answer(markup.hangup_twiml())
+    return Answer(markup.screen_twiml(settings, context, attempt,
+                                      (record or {}).get("summary")))
+
+
+def screen_result(store: Store | None, settings: Settings, context: Mapping[str, str],
+                  record: Mapping[str, str] | None, readable: bool,
+                  params: Mapping[str, str]) -> Answer:
+    """/twilio/screen-result: the screening key joins the human to the conference;
+    anything else (or nothing) declines, and their leg is hung up."""
+    attempt = params.get("attempt", "0")
+    may_join = bool(context) and pending(record, readable, attempt)
+    if may_join and params.get("Digits") == context["key"]:
+        return Answer(markup.agent_join_twiml(settings, context, attempt))
+    if may_join:
+        # Read by the leg's "completed" callback, which may come before the worker's task.
+        _best_effort(store, context["transfer_id"], declined="1")
+    return Answer(markup.goodbye_twiml(), CallbackKind.SCREEN, params)

@@ -1,0 +1,16 @@
+"""Which transfer policies Twilio carries out, and how."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from providers.base import Capability, Supported
+
+CAPABILITIES: Mapping[str, Capability] = {
+    "voicemail_detection": Supported("AMD on the human's leg (AmdStatusCallback)"),
+    "screening": Supported("our <Gather> on the human's leg before the conference"),
+    "caller_id_customer": Supported("the customer's number, else ours when Twilio refuses it"),
+    "hold_audio_url": Supported("nothing to hold: the customer stays with the AI until the "
+                                "human is in the conference"),
+    "ring_timeout_per_destination": Supported("each leg's timeout"),
+}

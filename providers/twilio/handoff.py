@@ -1,0 +1,325 @@
+"""Twilio: the Conference handoff, human first.
+
+1. Dial the human into conference `transfer-{lead_id}` (Participants API) while the AI
+   keeps the customer company.
+2. When the human has joined, move the customer's call into the conference with
+   `calls(sid).update(twiml=<Dial><Conference>)`; this ends the AI's media stream.
+3. Success when the customer has joined. A human who never answers leaves the customer
+   with the AI, which simply resumes.
+
+Fallback destinations: a human leg that ends unreached (busy, no answer, voicemail,
+declined) is followed by a leg to the next number while the customer stays with the AI.
+Each leg's callbacks carry its attempt number, so those of a leg left behind are ignored;
+conference events are told apart by CallSid and ConferenceSid.
+
+Screening: the human's leg is placed with calls.create and our TwiML (/twilio/screen): a
+<Gather> speaks the briefing and waits for the key; pressing it answers with the
+<Dial><Conference> that joins them, anything else is `declined`.
+
+Briefing: an announcement to the human's participant, addressed by the ConferenceSid of
+their join callback (the participant UPDATE takes the SID, not the friendly name).
+Voicemail detection: the verdict comes to AmdStatusCallback (/twilio/amd), before or after
+the join; the customer moves only once both are in and the verdict is a person. With
+screening, detection is synchronous and the verdict arrives with the /twilio/screen request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from providers.base import (
+    NETWORK_ERRORS,
+    PermanentProviderError,
+    ProviderNotConfigured,
+    TransientProviderError,
+    cached_client,
+    callback_url,
+    sort_http_failure,
+    unreachable,
+)
+from providers.twilio import callbacks
+from providers.twilio.callbacks import PRE_BRIDGE, RINGING
+from providers.twilio.markup import (
+    AGENT_STATUS_PATH,
+    AMD_PATH,
+    CONFERENCE_PATH,
+    SCREEN_PATH,
+    WHISPER_PATH,
+    agent_label,
+    conference_name,
+    customer_twiml,
+    screen_query,
+)
+from shared.config import Settings
+from shared.model import CallbackKind
+from shared.store import State, ring_timeout
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
+
+T = TypeVar("T")
+
+# Twilio's REST refusals of a caller ID it will not present (21210: not a Twilio or verified
+# number; 21212: invalid). 13214 is a <Dial> callerId warning, never a REST answer.
+_CALLER_ID_REFUSED = frozenset({21210, 21212})
+# The callbacks our routes hand to the worker.
+CALLBACK_KINDS = frozenset({CallbackKind.AGENT_STATUS, CallbackKind.CONFERENCE,
+                            CallbackKind.AMD, CallbackKind.SCREEN})
+
+
+def _url(settings: Settings, path: str, transfer: Mapping[str, str],
+         attempt: str | None = None, extra: Mapping[str, str] | None = None) -> str:
+    return callback_url(settings, path, transfer["transfer_id"], attempt, extra)
+
+
+def warm_up() -> None:
+    """Load what the SDK loads lazily on first use (~70 ms), before the first transfer."""
+    client = Client("AC" + "0" * 32, "warm-up")
+    client.conferences("warm-up").participants  # noqa: B018 - the access is the point
+    client.calls("warm-up")
+
+
+def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
+    """A Twilio client for this transfer's account (today: the one from the environment)."""
+    if not (settings.twilio_account_sid and settings.twilio_auth_token):
+        raise ProviderNotConfigured("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set")
+
+    def build() -> Client:
+        client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
+                        http_client=TwilioHttpClient(timeout=settings.provider_http_timeout))
+        client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+        return client
+
+    return cached_client(("twilio", settings.twilio_account_sid, settings.twilio_auth_token,
+                          settings.twilio_api_base_url, str(settings.provider_http_timeout)),
+                         build)
+
+
+def call_api(fn: Callable[[], T]) -> T:
+    """Run one Twilio API call, sorting its failures into transient and permanent."""
+    try:
+        return fn()
+    except TwilioRestException as exc:
+        raise sort_http_failure("twilio", exc.status, str(exc.msg),
+                                code=exc.code if isinstance(exc.code, int) else None) from exc
+    except NETWORK_ERRORS as exc:
+        raise unreachable("twilio", exc) from exc
+
+
+class TwilioProvider:
+    name = "twilio"
+
+    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        self._place(rt, transfer, "0", transfer["transfer_number"])
+
+    def _place(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+               number: str) -> None:
+        """Dial the human leg of `attempt` (once: a retry looks for the leg first)."""
+        settings = rt.settings
+        client = make_client(settings, transfer)
+        tid = transfer["transfer_id"]
+        from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
+        note = "dialing the human agent" if attempt == "0" else \
+            f"dialing destination {int(attempt) + 1}"
+        if transfer.get("dial_attempted") == attempt:
+            # A dial may have been placed by a worker that died before recording it: look
+            # before dialing the human a second time.
+            existing = transfer.get("agent_call_sid") or self._find_live_dial(
+                client, transfer, number)
+            if existing:
+                rt.store.index_call(self.name, existing, tid)
+                rt.store.transition(tid, State.DIALING, f"{note} (found the leg of an "
+                                    "interrupted attempt)", from_states=from_states,
+                                    fields={"agent_call_sid": existing, "placed": attempt})
+                return
+        rt.store.set_fields(tid, dial_attempted=attempt)
+        try:
+            call_sid = self._dial(rt, client, transfer, attempt, number)
+        except (TransientProviderError, PermanentProviderError) as exc:
+            if not exc.outcome_unknown:  # Twilio answered: no call was placed
+                rt.store.set_fields(tid, dial_attempted="")
+            raise
+        rt.store.index_call(self.name, call_sid, tid)
+        rt.store.transition(tid, State.DIALING, note, from_states=from_states,
+                            fields={"agent_call_sid": call_sid, "placed": attempt})
+
+    def _dial(self, rt: Runtime, client: Client, transfer: Mapping[str, str], attempt: str,
+              number: str) -> str:
+        """Place the leg; the template's caller ID when Twilio accepts it, else ours."""
+        caller = transfer.get("caller_number") or transfer["outbound_number"]
+        try:
+            return self._create_leg(rt.settings, client, transfer, attempt, number, caller)
+        except PermanentProviderError as exc:
+            if caller == transfer["outbound_number"] or exc.code not in _CALLER_ID_REFUSED:
+                raise
+        # Twilio presents only its own or verified numbers as caller ID.
+        rt.store.note(transfer["transfer_id"], "Twilio refused the customer's number as "
+                      "caller ID; dialing with the lead's outbound number")
+        return self._create_leg(rt.settings, client, transfer, attempt, number,
+                                transfer["outbound_number"])
+
+    @staticmethod
+    def _create_leg(settings: Settings, client: Client, transfer: Mapping[str, str],
+                    attempt: str, number: str, caller: str) -> str:
+        status = {"status_callback": _url(settings, AGENT_STATUS_PATH, transfer,
+                                                   attempt),
+                  "status_callback_method": "POST",
+                  "status_callback_event": ["initiated", "ringing", "answered", "completed"]}
+        detect = bool(transfer.get("voicemail_detection"))
+        if transfer.get("screening"):
+            # Our TwiML runs on the human's leg first: the key decides whether they join.
+            # Synchronous detection (no AsyncAmd): Twilio fetches the Url only once it knows
+            # who answered, with AnsweredBy in that request (see /twilio/screen).
+            call: Any = call_api(lambda: client.calls.create(
+                to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
+                url=_url(settings, SCREEN_PATH, transfer, attempt,
+                                  screen_query(transfer)), method="POST",
+                **status, **({"machine_detection": "Enable"} if detect else {})))
+            return str(call.sid)
+        # A participant's detection result goes only to AmdStatusCallback (without one,
+        # Twilio warns 21262 and the result is on the Call only once it has ended).
+        amd: dict[str, str] = {
+            "machine_detection": "Enable",
+            "amd_status_callback": _url(settings, AMD_PATH, transfer, attempt),
+            "amd_status_callback_method": "POST"} if detect else {}
+        participant: Any = call_api(lambda: client.conferences(conference_name(transfer))
+                                    .participants.create(
+            from_=caller,
+            to=number,
+            label=agent_label(attempt),
+            timeout=ring_timeout(settings, transfer, attempt),
+            early_media=False,
+            beep="false",
+            start_conference_on_enter=True,
+            # The human leaving ends the conference, so nobody waits in an empty room.
+            end_conference_on_exit=True,
+            conference_status_callback=_url(settings, CONFERENCE_PATH, transfer),
+            conference_status_callback_method="POST",
+            conference_status_callback_event=["start", "end", "join", "leave",
+                                              "announcement"],
+            **status, **amd,
+        ))
+        return str(participant.call_sid)
+
+    @staticmethod
+    def _find_live_dial(client: Client, transfer: Mapping[str, str], number: str
+                        ) -> str | None:
+        # From either caller ID the leg may have been placed with (see _dial).
+        for caller in dict.fromkeys(filter(None, (transfer.get("caller_number"),
+                                                  transfer["outbound_number"]))):
+            calls: Any = call_api(partial(client.calls.list, to=number, from_=caller,
+                                          limit=20))
+            for call in calls:
+                if str(call.status) in ("queued", "initiated", "ringing", "in-progress"):
+                    return str(call.sid)
+        return None
+
+    def ensure_dialed(self, rt: Runtime, transfer_id: str, task_id: str) -> None:
+        """After a move to the next destination: its leg, unless already placed (a retried
+        or redelivered task arrives here after the step it repeats). One task places it:
+        a duplicate callback's task, running at the same time, leaves it to that one."""
+        current = rt.store.get_transfer(transfer_id)
+        if current is None or current["state"] not in PRE_BRIDGE:
+            return
+        attempt = current.get("attempt", "0")
+        if current.get("placed") == attempt or not rt.store.claim_for(
+                f"place:{transfer_id}:{attempt}", task_id):
+            return
+        numbers = json.loads(current.get("destinations") or "[]")
+        if int(attempt) < len(numbers):
+            self._place(rt, current, attempt, numbers[int(attempt)])
+
+    def brief(self, rt: Runtime, transfer: Mapping[str, str], agent_sid: str,
+              task_id: str) -> bool:
+        """Have Twilio speak the summary to the human alone (an announcement to that
+        participant, before the customer is in the conference). True when it was asked."""
+        tid = transfer["transfer_id"]
+        attempt = transfer.get("attempt", "0")
+        conference_sid = transfer.get("conference_sid", "")
+        if not conference_sid.startswith("CF"):
+            # The participant update is addressed by the conference's SID, never its name.
+            rt.store.note(tid, "conference SID unknown; bridging without the briefing")
+            return False
+        if not rt.store.claim_for(f"brief:{tid}:{attempt}", task_id):
+            return True  # another delivery of this join already asked for it
+        # Which leg's announcement ends the briefing (the state may be past "dialing").
+        rt.store.set_fields(tid, briefed_sid=agent_sid)
+        rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent joined; briefing them",
+                            from_states=(State.REQUESTED, State.DIALING))
+        client = make_client(rt.settings, transfer)
+        url = _url(rt.settings, WHISPER_PATH, transfer)
+        try:
+            call_api(lambda: client.conferences(conference_sid)
+                     .participants(agent_sid).update(announce_url=url, announce_method="POST"))
+        except PermanentProviderError as exc:
+            rt.logger(transfer).warning("briefing refused; bridging without it",
+                                        extra={"error": str(exc)})
+            return False
+        return True
+
+    def bridge(self, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
+        tid = transfer["transfer_id"]
+        moved = rt.store.transition(tid, State.BRIDGING, "human agent joined; moving the customer",
+                                    from_states=PRE_BRIDGE, fields={"bridge_task": task_id})
+        if not moved.ok:
+            current = rt.store.get_transfer(tid) or {}
+            # Only the task that started the bridge (or its retry) may finish it.
+            if not (current.get("state") == State.BRIDGING
+                    and current.get("bridge_task") == task_id
+                    and not current.get("customer_moved")):
+                return
+        client = make_client(rt.settings, transfer)
+        twiml = customer_twiml(rt.settings, transfer)
+        try:
+            call_api(lambda: client.calls(transfer["call_id"]).update(twiml=twiml))
+        except PermanentProviderError as exc:
+            # Twilio refuses to redirect a call that is no longer in progress.
+            rt.logger(transfer).warning("customer call could not be moved",
+                                        extra={"error": str(exc)})
+            if rt.fail(transfer, "customer_hung_up", f"customer call not movable: {exc}",
+                       from_states=(State.BRIDGING,)):
+                self.cleanup(rt, transfer)
+            return
+        rt.store.set_fields(tid, customer_moved="1")
+        rt.store.note(tid, "customer moved into the conference")
+
+    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
+        # "canceled" ends only a call still ringing; a leg seen in the conference has been
+        # answered, whatever its status callbacks have said so far.
+        ringing = current.get("agent_status", "") in RINGING and not current.get(
+            "conference_sid")
+        status = "canceled" if ringing else "completed"
+        self.hang_up(rt, transfer, current.get("agent_call_sid", ""), status)
+
+    def hang_up(self, rt: Runtime, transfer: Mapping[str, str], call_sid: str,
+                status: str) -> None:
+        """Best effort: end a human leg (`canceled` while it rings, else `completed`)."""
+        if not call_sid:
+            return
+        try:
+            client = make_client(rt.settings, transfer)
+            call_api(lambda: client.calls(call_sid).update(status=status))
+        except (PermanentProviderError, TransientProviderError) as exc:
+            rt.logger(transfer).warning("could not hang up the human leg",
+                                        extra={"error": str(exc)})
+            return
+        rt.store.note(transfer["transfer_id"], f"human agent leg {status}")
+
+    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+                        params: Mapping[str, str], task_id: str) -> None:
+        callbacks.handle_callback(self, rt, transfer, kind, params, task_id)
+
+    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+                            params: Mapping[str, str]) -> bool:
+        return callbacks.customer_call_ended(self, rt, transfer, params)
+
+    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        return callbacks.reconcile(self, rt, transfer)

@@ -1,0 +1,165 @@
+"""The typed core: a transfer's states, the callback kinds every provider's webhooks hand
+to the worker, the failure reasons, and the `Transfer` record.
+
+String-valued enums, so that what goes on the wire (events, Celery messages) and into
+Redis is the very string it was before. The record is converted to and from its Redis hash
+in one place, `shared.store` (`record_from_hash` / `record_to_hash`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import NamedTuple
+
+from shared.contracts import FailureReason
+
+__all__ = ["TERMINAL_STATES", "Advance", "AdvanceOutcome", "CallbackKind", "FailureReason",
+           "State", "Transfer", "Transition"]
+
+
+class State(StrEnum):
+    REQUESTED = "requested"
+    DIALING = "dialing"
+    HUMAN_ANSWERED = "human_answered"
+    BRIDGING = "bridging"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+TERMINAL_STATES = frozenset({State.SUCCEEDED, State.FAILED})
+
+
+class CallbackKind(StrEnum):
+    """What a webhook tells the worker (the `kind` of task `provider_callback`)."""
+
+    # Twilio
+    AGENT_STATUS = "agent-status"
+    CONFERENCE = "conference"
+    AMD = "amd"
+    SCREEN = "screen"
+    # Plivo
+    DIAL_CALLBACK = "dial-callback"
+    DIAL_ACTION = "dial-action"
+    # Exotel
+    PASSTHRU = "passthru"
+    # Plivo and Exotel: the provider fetched the dial-up with no transfer pending.
+    DIAL_UP_MISSING = "dial-up-missing"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A state change asked of the store: whether it happened, and the state it found
+    ("" when the transfer is unknown)."""
+
+    ok: bool
+    previous: str
+
+    @property
+    def previous_state(self) -> State | None:
+        return State(self.previous) if self.previous else None
+
+
+class AdvanceOutcome(StrEnum):
+    """What moving on from a destination that was not reached did."""
+
+    NEXT = "next"  # the next destination is now the current one
+    LAST = "last"  # none left (or no time to ring another): the transfer fails
+    STALE = "stale"  # that destination was already moved past
+    FINAL = "final"  # the transfer is over
+
+
+class Advance(NamedTuple):
+    """The store's answer to `advance_destination` (a tuple: unpacks as before)."""
+
+    outcome: AdvanceOutcome
+    attempt: int
+    number: str
+
+
+# The record's fields with a type of their own; every other field stays a string in
+# `Transfer.extra` (provider-specific bookkeeping such as Plivo's per-attempt pick-ups).
+_FLAGS = ("voicemail_detection", "screening", "declined", "dial_up_served")
+_TEXT = ("transfer_id", "lead_id", "provider", "call_id", "transfer_number",
+         "outbound_number", "summary", "request_id", "screening_key", "caller_number",
+         "hold_audio", "agent_call_sid", "dial_attempted", "placed")
+
+_LEG_BOOKKEEPING = frozenset({"agent_call_sid", "dial_attempted", "placed", "declined",
+                              "dial_up_served"})
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One transfer, as recorded (`wt:transfer:{id}`)."""
+
+    transfer_id: str
+    lead_id: str
+    provider: str
+    call_id: str
+    state: State
+    transfer_number: str = ""
+    outbound_number: str = ""
+    summary: str = ""
+    request_id: str = ""
+    started_at: float = 0.0
+    voicemail_detection: bool = False
+    screening: bool = False
+    screening_key: str = "1"
+    screening_timeout: int = 8
+    destinations: tuple[str, ...] = ()
+    attempt: int = 0
+    ring_timeouts: tuple[int, ...] = ()
+    caller_number: str = ""
+    hold_audio: str = ""
+    agent_call_sid: str = ""
+    # The look-before-dial marker: the attempt whose dial may have been placed.
+    dial_attempted: str = ""
+    placed: str = ""
+    declined: bool = False
+    dial_up_served: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def final(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @property
+    def destination(self) -> str:
+        """The number of the current attempt ('' when there is none)."""
+        ok = 0 <= self.attempt < len(self.destinations)
+        return self.destinations[self.attempt] if ok else ""
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[str, str]) -> Transfer:
+        """Only `shared.store` calls this (and `to_hash`): the one conversion."""
+        known = {*_FLAGS, *_TEXT, "state", "started_at", "screening_timeout", "destinations",
+                 "attempt", "ring_timeouts"}
+        text: dict[str, str] = {name: raw.get(name, "") for name in _TEXT
+                                if name != "screening_key"}
+        flags: dict[str, bool] = {name: bool(raw.get(name)) for name in _FLAGS}
+        return cls(
+            state=State(raw.get("state") or State.REQUESTED),
+            started_at=float(raw.get("started_at") or 0.0),
+            screening_timeout=int(raw.get("screening_timeout") or 8),
+            destinations=tuple(str(n) for n in json.loads(raw.get("destinations") or "[]")),
+            attempt=int(raw.get("attempt") or 0),
+            ring_timeouts=tuple(int(r) for r in json.loads(raw.get("ring_timeouts") or "[]")),
+            **flags,  # type: ignore[arg-type]
+            **text,  # type: ignore[arg-type]
+            screening_key=raw.get("screening_key") or "1",
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+
+    def to_hash(self) -> dict[str, str]:
+        """The Redis hash, with the strings the record has always held ("1"/"" flags)."""
+        raw = {name: getattr(self, name) for name in _TEXT}
+        raw.update({name: "1" if getattr(self, name) else "" for name in _FLAGS})
+        raw.update(state=str(self.state), started_at=repr(self.started_at),
+                   screening_timeout=str(self.screening_timeout),
+                   destinations=json.dumps(list(self.destinations)),
+                   attempt=str(self.attempt), ring_timeouts=json.dumps(list(self.ring_timeouts)))
+        raw.update(self.extra)
+        # Leg bookkeeping is absent from the hash until set (and deleted when moving on).
+        return {k: v for k, v in raw.items() if v or k not in _LEG_BOOKKEEPING}

@@ -1,0 +1,211 @@
+"""The Telnyx handoff, driven through the task functions, with Telnyx's API mocked: the
+exact REST requests and the state machine's answers to each webhook."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import responses
+
+from providers.telnyx.callbacks import failure_reason
+from shared.store import Store
+from tests.helpers import make_request
+from workers import tasks
+from workers.runtime import Runtime
+
+API = "https://telnyx.test/v2"
+CUSTOMER = "v3:customer"
+AGENT = "v3:human-1"
+AGENT2 = "v3:human-2"
+
+
+def run(task: Any, **kwargs: Any) -> None:
+    task.apply(kwargs=kwargs).get()
+
+
+def body(call: Any) -> dict[str, Any]:
+    return dict(json.loads(call.request.body))
+
+
+def dialed(mocked: responses.RequestsMock, ccid: str = AGENT, status: int = 200) -> None:
+    mocked.post(f"{API}/calls", status=status, json={"data": {
+        "call_control_id": ccid, "call_leg_id": "leg", "call_session_id": "session",
+        "is_alive": False, "record_type": "call"}} if status == 200 else
+        {"errors": [{"code": "10015", "title": "Invalid from"}]})
+
+
+def action(mocked: responses.RequestsMock, ccid: str, name: str, status: int = 200) -> None:
+    mocked.post(f"{API}/calls/{ccid}/actions/{name}", status=status,
+                json={"data": {"result": "ok"}} if status == 200 else
+                {"errors": [{"code": "90018", "title": "Call has already ended"}]})
+
+
+def start(mocked: responses.RequestsMock, lead: str = "L1", **configurations: Any) -> str:
+    dialed(mocked)
+    req = make_request(lead_id=lead, call_id=CUSTOMER, transfer_id=f"tr_{lead}",
+                       provider="telnyx", **configurations.pop("extra", {}))
+    req["template"]["configurations"].update(configurations)
+    run(tasks.transfer_request, request=req)
+    return f"tr_{lead}"
+
+
+def webhook(tid: str, event_type: str, ccid: str = AGENT, attempt: str = "0",
+            **payload: str) -> None:
+    run(tasks.provider_callback, provider="telnyx", kind="call-event", transfer_id=tid,
+        params={"event_type": event_type, "event_id": event_type, "call_control_id": ccid,
+                "attempt": attempt, **payload})
+
+
+def test_the_human_is_dialed_with_our_client_state(rt: Runtime, store: Store,
+                                                   mocked: responses.RequestsMock) -> None:
+    tid = start(mocked)
+    [call] = mocked.calls
+    assert call.request.method == "POST" and call.request.url == f"{API}/calls"
+    assert call.request.headers["Authorization"] == "Bearer telnyx-test-key"
+    sent = body(call)
+    assert sent == {
+        "connection_id": "telnyx-test-app", "to": "+14155550101", "from": "+14155550199",
+        "timeout_secs": 30, "client_state": sent["client_state"],
+        "webhook_url": "https://hooks.example.com/telnyx/webhook",
+        "command_id": f"{tid}:0:dial"}
+    assert json.loads(base64.b64decode(sent["client_state"])) == {"wt": tid, "a": "0"}
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["state"] == "dialing" and rec["agent_call_sid"] == AGENT
+    assert store.transfer_for_call("telnyx", AGENT) == tid
+
+
+def test_detection_asked_when_voicemail_detection_is_on(rt: Runtime,
+                                                        mocked: responses.RequestsMock) -> None:
+    start(mocked, voicemail_detection=True)
+    assert body(mocked.calls[0])["answering_machine_detection"] == "detect"
+
+
+def test_briefing_then_bridge_then_stream_stopped_then_success(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked, extra={"summary": "Wants a refund"})
+    action(mocked, AGENT, "speak")
+    webhook(tid, "call.initiated")
+    webhook(tid, "call.answered")
+    speak = body(mocked.calls[-1])
+    assert mocked.calls[-1].request.url == f"{API}/calls/{AGENT}/actions/speak"
+    assert speak == {"payload": "Wants a refund", "voice": "female", "language": "en-US",
+                     "service_level": "basic", "client_state": speak["client_state"],
+                     "command_id": f"{tid}:0:speak"}
+    assert store.get_transfer(tid)["state"] == "human_answered"  # type: ignore[index]
+
+    action(mocked, CUSTOMER, "bridge")
+    action(mocked, CUSTOMER, "streaming_stop")
+    webhook(tid, "call.speak.ended", status="completed")
+    bridge, stop = mocked.calls[-2], mocked.calls[-1]
+    assert bridge.request.url == f"{API}/calls/{CUSTOMER}/actions/bridge"
+    # No client_state: the customer's call keeps the platform's.
+    assert body(bridge) == {"call_control_id": AGENT, "command_id": f"{tid}:0:bridge"}
+    assert stop.request.url == f"{API}/calls/{CUSTOMER}/actions/streaming_stop"
+    assert events() == []  # not yet: success is the bridge's webhook
+
+    webhook(tid, "call.bridged", state="bridged")
+    webhook(tid, "call.bridged", state="bridged")  # a duplicate changes nothing
+    [event] = events()
+    assert (event["type"], event["action"], event["call_id"]) == (
+        "transfer.succeeded", "end_conversation", CUSTOMER)
+
+
+def test_answer_before_the_detection_verdict_waits_for_it(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked, voicemail_detection=True)
+    webhook(tid, "call.answered")
+    assert len(mocked.calls) == 1  # nothing bridged before the verdict
+    action(mocked, CUSTOMER, "bridge")
+    action(mocked, CUSTOMER, "streaming_stop")
+    webhook(tid, "call.machine.detection.ended", result="human")
+    assert mocked.calls[1].request.url == f"{API}/calls/{CUSTOMER}/actions/bridge"
+
+
+def test_a_machine_is_hung_up_and_the_next_destination_dialed(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked, voicemail_detection=True, extra={"template": {"configurations": {
+        "transfer_numbers": ["+14155550101", "+14155550102"],
+        "voicemail_detection": True}}})
+    action(mocked, AGENT, "hangup")
+    dialed(mocked, AGENT2)
+    webhook(tid, "call.answered")
+    webhook(tid, "call.machine.detection.ended", result="machine")
+    hangup, redial = mocked.calls[1], mocked.calls[2]
+    assert hangup.request.url == f"{API}/calls/{AGENT}/actions/hangup"
+    assert body(redial)["to"] == "+14155550102"
+    assert json.loads(base64.b64decode(body(redial)["client_state"]))["a"] == "1"
+    # The machine's call.hangup (attempt 0) comes after the move: ignored.
+    webhook(tid, "call.hangup", hangup_cause="normal_clearing")
+    assert store.get_transfer(tid)["agent_call_sid"] == AGENT2  # type: ignore[index]
+    assert events() == []
+
+
+def test_busy_on_the_last_destination_resumes_the_ai(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked)
+    webhook(tid, "call.hangup", hangup_cause="user_busy", sip_hangup_cause="486")
+    [event] = events()
+    assert (event["type"], event["reason"], event["action"]) == (
+        "transfer.failed", "busy", "resume")
+    assert len(mocked.calls) == 1  # nothing touched the customer's call
+
+
+def test_screening_wrong_key_declines_and_hangs_up(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked, screening=True, screening_key="#", screening_timeout=5)
+    action(mocked, AGENT, "gather_using_speak")
+    webhook(tid, "call.answered")
+    gather = body(mocked.calls[-1])
+    assert gather["payload"].endswith("Press the pound key to take the call.")
+    assert (gather["maximum_digits"], gather["timeout_millis"]) == (1, 5000)
+    action(mocked, AGENT, "hangup")
+    webhook(tid, "call.gather.ended", digits="1", status="valid")
+    assert mocked.calls[-1].request.url == f"{API}/calls/{AGENT}/actions/hangup"
+    [event] = events()
+    assert event["reason"] == "declined"
+
+
+def test_customer_hangs_up_while_the_human_rings(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked)
+    action(mocked, AGENT, "hangup")
+    run(tasks.call_status, provider="telnyx", call_id=CUSTOMER, status="hangup")
+    assert mocked.calls[-1].request.url == f"{API}/calls/{AGENT}/actions/hangup"
+    types = [(e["type"], e.get("reason")) for e in events()]
+    assert types == [("transfer.failed", "customer_hung_up"), ("call.ended", None)]
+    assert tid
+
+
+def test_a_refused_customer_caller_id_is_replaced_by_ours(
+        rt: Runtime, mocked: responses.RequestsMock) -> None:
+    dialed(mocked, status=422)
+    dialed(mocked)
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1", provider="telnyx")
+    req["lead"]["phone_number"] = "+14155550150"
+    req["template"]["configurations"]["caller_id"] = "customer"
+    run(tasks.transfer_request, request=req)
+    assert [body(c)["from"] for c in mocked.calls] == ["+14155550150", "+14155550199"]
+
+
+def test_deadline_gives_an_answered_live_leg_more_time_once(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked, voicemail_detection=True)
+    webhook(tid, "call.answered")
+    mocked.get(f"{API}/calls/{AGENT}", json={"data": {"call_control_id": AGENT,
+                                                      "is_alive": True, "record_type": "call"}})
+    provider = tasks.get_provider("telnyx")
+    assert provider is not None
+    assert provider.reconcile(rt, store.get_transfer(tid) or {}) is True
+    assert provider.reconcile(rt, store.get_transfer(tid) or {}) is False
+
+
+def test_hangup_causes() -> None:
+    assert failure_reason({"hangup_cause": "user_busy"}, answered=False) == "busy"
+    assert failure_reason({"hangup_cause": "timeout"}, answered=False) == "no_answer"
+    assert failure_reason({"hangup_cause": "call_rejected"}, answered=False) == "declined"
+    assert failure_reason({"hangup_cause": "normal_clearing"}, answered=True) == "agent_hung_up"
+    assert failure_reason({"hangup_cause": "unspecified", "sip_hangup_cause": "486"},
+                          answered=False) == "busy"
+    assert failure_reason({"hangup_cause": "unspecified"}, answered=False) == "failed"

@@ -1,0 +1,279 @@
+"""Twilio policies: fallback destinations, screening, caller ID (worker and TwiML)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import responses
+
+from providers.twilio import markup
+from shared.config import Settings
+from shared.store import Store
+from tests.helpers import make_request
+from tests.unit.conftest import TWILIO_SID
+from tests.unit.providers.twilio.test_handoff import (
+    ACCOUNT,
+    AGENT,
+    CUSTOMER,
+    call_url,
+    callback,
+    form,
+    participants_url,
+    run,
+)
+from workers import tasks
+from workers.runtime import Runtime
+
+SECOND = "CA" + "b" * 32
+NUMBERS = ["+14155550101", "+14155550102"]
+
+
+def leg(sid: str) -> dict[str, Any]:
+    return {"call_sid": sid, "status": "queued", "account_sid": TWILIO_SID,
+            "conference_sid": "CF1", "label": "agent"}
+
+
+def start(rt: Runtime, mocked: responses.RequestsMock, lead: str = "L1",
+          **configurations: Any) -> str:
+    req = make_request(lead_id=lead, call_id=CUSTOMER, transfer_id=f"tr_{lead}",
+                       transfer_number=None)
+    req["template"]["configurations"] = {"transfer_numbers": NUMBERS, **configurations}
+    run(tasks.transfer_request, request=req)
+    return f"tr_{lead}"
+
+
+def test_busy_first_destination_dials_the_next_and_success_names_it(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked)
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="busy", attempt="0")
+    second = form(mocked.calls[-1])
+    assert second["To"] == ["+14155550102"]
+    assert second["Label"] == ["agent-2"]
+    assert second["StatusCallback"] == [
+        f"https://hooks.example.com/twilio/agent-status?transfer_id={tid}&attempt=1"]
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["attempt"] == "1" and rec["agent_call_sid"] == SECOND
+    assert store.get_flag("L1") == "+14155550102"
+    assert events() == []
+
+    # The first leg's late or repeated callbacks change nothing and dial nobody.
+    dialed = len(mocked.calls)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="busy", attempt="0")
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="completed", attempt="0")
+    assert len(mocked.calls) == dialed and events() == []
+
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    callback("agent-status", tid, CallSid=SECOND, CallStatus="in-progress", attempt="1")
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=SECOND,
+             ParticipantLabel="agent-2", ConferenceSid="CF1")
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=CUSTOMER)
+    [event] = events()
+    assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
+    assert [(a["index"], a["outcome"]) for a in event["attempts"]] == [
+        (0, "busy"), (1, "answered")]
+    assert event["attempts"][1]["number"] == "+14*******02"  # masked
+    text = rt.metrics.render().decode()
+    for position, outcome in (("0", "busy"), ("1", "answered")):
+        labels = f'outcome="{outcome}",position="{position}",provider="twilio"'
+        assert f"warm_transfer_destination_attempts_total{{{labels}}} 1.0" in text
+
+
+def test_last_destination_unreached_fails_with_every_attempt(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked)
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="no-answer", attempt="0")
+    callback("agent-status", tid, CallSid=SECOND, CallStatus="busy", attempt="1")
+    [event] = events()
+    assert event["reason"] == "busy" and event["action"] == "resume"
+    assert [a["outcome"] for a in event["attempts"]] == ["no_answer", "busy"]
+
+
+def test_voicemail_hangs_up_the_machine_and_dials_the_next(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked, voicemail_detection=True)
+    assert form(mocked.calls[0])["MachineDetection"] == ["Enable"]
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    mocked.post(call_url(AGENT), json={"sid": AGENT, "status": "completed"})
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="in-progress", attempt="0")
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ParticipantLabel="agent", ConferenceSid="CF-old")
+    callback("amd", tid, CallSid=AGENT, AnsweredBy="machine_start", attempt="0")
+    urls = [c.request.url for c in mocked.calls]
+    assert urls[-2:] == [call_url(AGENT), participants_url("L1")]
+    assert form(mocked.calls[-2])["Status"] == ["completed"]
+    # The machine's leg leaving ends its conference: not the current destination's.
+    callback("conference", tid, StatusCallbackEvent="participant-leave", CallSid=AGENT,
+             ParticipantLabel="agent", ConferenceSid="CF-old")
+    callback("conference", tid, StatusCallbackEvent="conference-end", ConferenceSid="CF-old")
+    assert events() == []
+    assert store.get_transfer(tid)["state"] == "dialing"  # type: ignore[index]
+
+
+def test_retry_after_the_step_forward_places_the_missing_leg(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked)
+    # The next leg's dial fails transiently; the task's retry (same params) dials it.
+    mocked.replace(responses.POST, participants_url("L1"), status=503,
+                   json={"code": 20500, "message": "down", "status": 503})
+    mocked.add(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="busy", attempt="0")
+    dials = [c for c in mocked.calls if c.request.url == participants_url("L1")]
+    assert [c.response.status_code for c in dials] == [201, 503, 201]
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["agent_call_sid"] == SECOND and rec["placed"] == "1"
+    assert events() == []
+
+
+def test_screening_places_the_leg_with_our_twiml(rt: Runtime, store: Store,
+                                                 mocked: responses.RequestsMock) -> None:
+    mocked.post(f"{ACCOUNT}/Calls.json", status=201,
+                json={"sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    tid = start(rt, mocked, screening=True, summary="Wants a refund")
+    f = form(mocked.calls[0])
+    # What /twilio/screen answers with travels in its URL (it answers without Redis).
+    assert f["Url"] == [f"https://hooks.example.com/twilio/screen?transfer_id={tid}"
+                        "&lead_id=L1&key=1&timeout=8"]
+    assert f["To"] == ["+14155550101"] and f["Timeout"] == ["30"]
+    assert f["StatusCallback"] == [
+        f"https://hooks.example.com/twilio/agent-status?transfer_id={tid}"]
+    assert store.get_transfer(tid)["agent_call_sid"] == AGENT  # type: ignore[index]
+
+
+def test_screen_twiml_gathers_the_key_after_the_briefing(settings: Settings) -> None:
+    screen = {"transfer_id": "tr_1", "lead_id": "L1", "key": "1", "timeout": "8"}
+    root = ET.fromstring(markup.screen_twiml(settings, screen, "1", "Wants a refund"))
+    gather = root.find("Gather")
+    assert gather is not None and gather.get("numDigits") == "1"
+    assert gather.get("actionOnEmptyResult") == "true" and gather.get("timeout") == "8"
+    assert gather.get("action") == ("https://hooks.example.com/twilio/screen-result?"
+                                    "transfer_id=tr_1&attempt=1&lead_id=L1&key=1&timeout=8")
+    assert [s.text for s in gather.findall("Say")] == [
+        "Incoming transfer. Note from the AI assistant: Wants a refund",
+        "Press 1 to take the call."]
+    custom = {**screen, "key": "#", "timeout": "15"}
+    gather = ET.fromstring(markup.screen_twiml(settings, custom, "1", None)).find("Gather")
+    assert gather is not None and gather.get("timeout") == "15"
+    assert [s.text for s in gather.findall("Say")] == [
+        "Incoming transfer.", "Press the pound key to take the call."]
+
+
+def test_declined_screening_moves_on(rt: Runtime, store: Store, events: Any,
+                                     mocked: responses.RequestsMock) -> None:
+    mocked.post(f"{ACCOUNT}/Calls.json", status=201,
+                json={"sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    tid = start(rt, mocked, screening=True)
+    mocked.replace(responses.POST, f"{ACCOUNT}/Calls.json", status=201,
+                   json={"sid": SECOND, "status": "queued", "account_sid": TWILIO_SID})
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="in-progress", attempt="0")
+    store.set_fields(tid, declined="1")  # what /twilio/screen-result records
+    # The leg's hangup may come before the screening task: either says "declined".
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="completed", attempt="0")
+    callback("screen", tid, CallSid=AGENT, Digits="", attempt="0")
+    assert form(mocked.calls[-1])["To"] == ["+14155550102"]
+    callback("screen", tid, CallSid=SECOND, Digits="9", attempt="1")
+    [event] = events()
+    assert event["reason"] == "declined"
+    assert [a["outcome"] for a in event["attempts"]] == ["declined", "declined"]
+
+
+def test_customer_caller_id_falls_back_when_twilio_refuses_it(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), status=400, json={
+        "code": 21210, "message": "Caller phone number not verified", "status": 400})
+    mocked.add(responses.POST, participants_url("L1"), json=leg(AGENT), status=201)
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1")
+    req["template"]["configurations"]["caller_id"] = "customer"
+    req["lead"]["phone_number"] = "+14155550177"
+    run(tasks.transfer_request, request=req)
+    assert [form(c)["From"] for c in mocked.calls] == [["+14155550177"], ["+14155550199"]]
+    rec = store.get_transfer("tr_L1")
+    assert rec is not None and rec["state"] == "dialing"
+    assert any("refused the customer's number" in e["note"] for e in store.timeline("tr_L1"))
+
+
+def test_each_destination_rings_for_its_own_timeout(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1",
+                       transfer_number=None)
+    req["template"]["configurations"] = {
+        "ring_timeout": 12,
+        "transfer_numbers": [{"number": NUMBERS[0], "ring_timeout": 8}, NUMBERS[1]]}
+    run(tasks.transfer_request, request=req)
+    assert form(mocked.calls[0])["Timeout"] == ["8"]
+    deadline = store.r.zscore(store.DEADLINES, "tr_L1")
+    started = float(store.get_transfer("tr_L1")["started_at"])  # type: ignore[index]
+    assert deadline is not None
+    assert round(deadline - started) == 8 + rt.settings.transfer_deadline_margin
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    callback("agent-status", "tr_L1", CallSid=AGENT, CallStatus="no-answer", attempt="0")
+    assert form(mocked.calls[-1])["Timeout"] == ["12"]
+
+
+def test_a_briefed_human_who_leaves_is_followed_by_the_next_who_is_briefed_too(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked, summary="Wants a refund")
+    first = f"{ACCOUNT}/Conferences/CF1/Participants/{AGENT}.json"
+    second = f"{ACCOUNT}/Conferences/CF2/Participants/{SECOND}.json"
+    mocked.post(first, json={"call_sid": AGENT, "status": "connected"})
+    mocked.post(second, json={"call_sid": SECOND, "status": "connected"})
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ConferenceSid="CF1")
+    # The first human hangs up during the briefing: the next number is dialed.
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    callback("conference", tid, StatusCallbackEvent="participant-leave", CallSid=AGENT,
+             ConferenceSid="CF1")
+    assert form(mocked.calls[-1])["To"] == [NUMBERS[1]]
+    # The first briefing's end comes late: nobody is moved to an empty conference.
+    callback("conference", tid, StatusCallbackEvent="announcement-end", CallSid=AGENT)
+    assert call_url(CUSTOMER) not in [c.request.url for c in mocked.calls]
+    # The second human joins and is briefed too; its announcement's end moves the customer.
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=SECOND,
+             ConferenceSid="CF2")
+    assert mocked.calls[-1].request.url == second
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    callback("conference", tid, StatusCallbackEvent="announcement-end", CallSid=SECOND)
+    assert mocked.calls[-1].request.url == call_url(CUSTOMER)
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=CUSTOMER)
+    [event] = events()
+    assert event["type"] == "transfer.succeeded"
+    assert [a["outcome"] for a in event["attempts"]] == ["agent_hung_up", "answered"]
+
+
+def test_a_join_known_only_by_its_label_records_the_leg(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked, voicemail_detection=True)
+    store.r.hdel(store.record_key(tid), "agent_call_sid")  # as if the join came first
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    mocked.post(call_url(AGENT), json={"sid": AGENT, "status": "completed"})
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ParticipantLabel="agent", ConferenceSid="CF1")
+    assert store.get_transfer(tid)["agent_call_sid"] == AGENT  # type: ignore[index]
+    callback("amd", tid, CallSid=AGENT, AnsweredBy="machine_end_beep", attempt="0")
+    # The machine's leg is hung up (not left in the conference the next human joins).
+    hangups = [c for c in mocked.calls
+               if c.request.url == call_url(AGENT) and c.request.method == "POST"]
+    assert [form(c)["Status"] for c in hangups] == [["completed"]]
+    assert form(mocked.calls[-1])["To"] == [NUMBERS[1]]
+
+
+def test_a_duplicate_callback_does_not_dial_the_next_destination_twice(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked)
+    # Another delivery of the same "busy" moved on and is placing the second leg right now.
+    assert store.advance_destination(tid, 0, "busy")[0] == "next"
+    assert store.claim_for(f"place:{tid}:1", "the-other-task")
+    dialed = len(mocked.calls)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="busy", attempt="0")
+    assert len(mocked.calls) == dialed  # left to the task placing it
+    assert events() == []
