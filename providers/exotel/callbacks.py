@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from providers.exotel.markup import dial_up_body, programmable_connect
 from shared.config import Settings
 from shared.logs import get_logger
-from shared.model import TERMINAL_STATES, State
+from shared.model import TERMINAL_STATES, CallbackKind, State
 from shared.phone import from_provider, region_of
 from shared.store import Store
 
@@ -60,10 +60,10 @@ def human_outcome(status: Mapping[str, str]) -> tuple[bool | None, str]:
 def handle_callback(p: ExotelProvider, rt: Runtime, transfer: Mapping[str, str], kind: str,
                     params: Mapping[str, str], task_id: str) -> None:
     pending = (State.REQUESTED, State.DIALING)
-    if kind == "dial-up-missing":
+    if kind == CallbackKind.DIAL_UP_MISSING:
         rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
                 from_states=pending)
-    elif kind == "passthru":
+    elif kind == CallbackKind.PASSTHRU:
         answered, reason = human_outcome(params)
         if answered is not None:
             _record_destination(rt, transfer, params.get("DialWhomNumber", ""))

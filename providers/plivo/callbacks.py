@@ -22,7 +22,7 @@ from providers.plivo.markup import (
     whisper_xml,
 )
 from shared.config import Settings
-from shared.model import TERMINAL_STATES, State
+from shared.model import TERMINAL_STATES, CallbackKind, State
 from shared.store import Store
 
 if TYPE_CHECKING:
@@ -123,10 +123,10 @@ def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], 
                     params: Mapping[str, str], task_id: str) -> None:
     tid = transfer["transfer_id"]
     pending = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
-    if kind == "dial-up-missing":
+    if kind == CallbackKind.DIAL_UP_MISSING:
         rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
                 from_states=pending)
-    elif kind == "dial-callback":
+    elif kind == CallbackKind.DIAL_CALLBACK:
         event = params.get("Event") or params.get("DialAction", "")
         if event not in ("DialAnswer", "answer"):
             rt.store.note(tid, f"dial {event}")
@@ -134,7 +134,7 @@ def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], 
             _picked_up(rt, transfer, params)
         else:
             rt.succeed(transfer, "human agent answered", from_states=pending)
-    elif kind == "dial-action":
+    elif kind == CallbackKind.DIAL_ACTION:
         status = params.get("DialStatus", "")
         attempt = params.get("attempt", "0")
         current = rt.store.get_transfer(tid) or {}

@@ -71,26 +71,27 @@ def _not_reached(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], re
 def handle_callback(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], kind: str,
                     params: Mapping[str, str], task_id: str) -> None:
     attempt = transfer.get("attempt", "0")
-    if kind in ("agent-status", "screen", "amd") and params.get("attempt", "0") != attempt:
+    leg = (CallbackKind.AGENT_STATUS, CallbackKind.SCREEN, CallbackKind.AMD)
+    if kind in leg and params.get("attempt", "0") != attempt:
         # About the leg of a destination already left behind; make sure the current
         # one was dialed (this may be the retry of the task that moved on).
         rt.store.note(transfer["transfer_id"], f"{kind} callback of destination "
                       f"{int(params.get('attempt', '0')) + 1} ignored")
         p.ensure_dialed(rt, transfer["transfer_id"], task_id)
         return
-    if kind in ("agent-status", "amd") and params.get("CallSid") and not transfer.get(
-            "agent_call_sid"):
+    if kind in (CallbackKind.AGENT_STATUS, CallbackKind.AMD) and params.get("CallSid") \
+            and not transfer.get("agent_call_sid"):
         # The dial's own callback can come before the dialing worker recorded the sid.
         rt.store.set_fields(transfer["transfer_id"], agent_call_sid=params["CallSid"])
         rt.store.index_call(p.name, params["CallSid"], transfer["transfer_id"])
         transfer = {**transfer, "agent_call_sid": params["CallSid"]}
-    if kind == "agent-status":
+    if kind == CallbackKind.AGENT_STATUS:
         _agent_status(p, rt, transfer, params, task_id)
-    elif kind == "conference":
+    elif kind == CallbackKind.CONFERENCE:
         _conference(p, rt, transfer, params, task_id)
-    elif kind == "amd":
+    elif kind == CallbackKind.AMD:
         _amd(p, rt, transfer, params, task_id)
-    elif kind == "screen" and params.get("Digits", "") != screening_key(transfer):
+    elif kind == CallbackKind.SCREEN and params.get("Digits", "") != screening_key(transfer):
         # Our answer to the key (goodbye) hangs their leg up.
         _not_reached(p, rt, transfer, "declined", "human agent did not accept the call "
                           "(screening)", task_id)
