@@ -200,6 +200,8 @@ class DemoScript:
     # Where the outcome is known only when the call ends: the customer talks this long
     # after the AI's stream closed, then hangs up.
     talk_seconds: float | None = None
+    # The route, under /<provider>/, the customer call's status callback goes to.
+    status_path: str = "status"
 
 
 class SandboxModel(Protocol):

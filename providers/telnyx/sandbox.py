@@ -335,4 +335,5 @@ DEMO = DemoScript(scenarios=(
     (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
     (("machine-after:1", "answer-after:1"), {"voicemail_detection": True},
      "a voicemail picks up and is skipped; the second line answers"),
-))
+# The Call Control application's one webhook URL carries the customer call's events too.
+), status_path="webhook")
