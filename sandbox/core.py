@@ -215,6 +215,11 @@ class SandboxModel(Protocol):
         """A customer call of this provider ended: play what follows; True when handled,
         False to leave it to the shared call engine."""
 
+    def forge(self, method: str, url: str, form: dict[str, str], body: bytes
+              ) -> dict[str, str]:
+        """Headers that sign this request as the provider does but with a key that is not
+        the account's (the conformance suite's bad signature); {} if it signs nothing."""
+
     def reset(self) -> None:
         """Forget per-test settings (POST /_sandbox/reset)."""
 

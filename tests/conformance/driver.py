@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,9 @@ class Outcome:
     # How many times the sandbox saw each destination dialed.
     dialed: dict[str, int] = field(default_factory=dict)
     error: str = ""
+    # Callbacks about this transfer the sandbox delivered more than once (the same URL and
+    # parameters): none unless the case repeats them.
+    repeated: int = 0
 
 
 def dial_count(stack: Services, call_id: str, number: str) -> int:
@@ -103,10 +107,9 @@ def _run(stack: Services, out: Outcome) -> None:
         stack.sandbox.hangup(call_id)
     elif demo.talk_seconds is not None:
         # The outcome is known when the call ends (the stack's platform closes the AI's
-        # stream when told): every destination's fate played out, the customer talks, then
-        # hangs up.
-        wait_for(lambda: all(dial_count(stack, call_id, n) >= 1 for n in out.numbers[:1]),
-                 "the human's leg dialed")
+        # stream when told): the human is dialed, the customer talks a while (the fates
+        # play out meanwhile), then hangs up.
+        wait_for(lambda: dial_count(stack, call_id, first) >= 1, "the human's leg dialed")
         time.sleep(demo.talk_seconds)
         stack.sandbox.hangup(call_id)
     stack.terminal(tid, timeout=30)
@@ -119,3 +122,7 @@ def _run(stack: Services, out: Outcome) -> None:
         lambda e: e["transfer_id"] == tid and e["type"] in TERMINAL)
     out.flag = stack.store.get_flag(lead)
     out.dialed = {n: dial_count(stack, call_id, n) for n in out.numbers}
+    with stack.sandbox.lock:
+        sent = Counter((d.url, repr(sorted(d.params.items()))) for d in stack.sandbox.deliveries
+                       if any(k in d.url or k in repr(d.params) for k in (lead, tid, call_id)))
+    out.repeated = sum(1 for n in sent.values() if n > 1)
