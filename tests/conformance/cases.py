@@ -42,4 +42,8 @@ CASES: tuple[Case, ...] = (
 # Not a transfer: every route of the provider's blueprint refuses unsigned requests.
 BAD_SIGNATURES = "bad_signatures"
 
-CASE_NAMES = frozenset({c.name for c in CASES} | {BAD_SIGNATURES})
+# Not a case but a check of every success: its `destination_index` names the destination
+# that took the call (a provider that cannot know it excludes this).
+DESTINATION_INDEX = "destination_index"
+
+CASE_NAMES = frozenset({c.name for c in CASES} | {BAD_SIGNATURES, DESTINATION_INDEX})
