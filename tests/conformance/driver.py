@@ -59,6 +59,18 @@ def dial_count(stack: Services, call_id: str, number: str) -> int:
     return legs + tried.count(number)
 
 
+def settled(stack: Services, call_id: str, numbers: list[str]) -> bool:
+    """Every human leg the sandbox placed for this call has played its fate out (answered
+    or ended): a leg among its calls, or the leg a flow on the customer's call dialed
+    (`flow["leg2"]`)."""
+    with stack.sandbox.lock:
+        customer = stack.sandbox.calls.get(call_id)
+        flow_leg = customer.flow.get("leg2") if customer is not None else None
+        legs = [c.status for c in stack.sandbox.calls.values()
+                if c.sid != call_id and c.to in numbers]
+    return flow_leg != "ringing" and not any(s in ("queued", "ringing") for s in legs)
+
+
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -108,8 +120,9 @@ def _run(stack: Services, out: Outcome) -> None:
     elif demo.talk_seconds is not None:
         # The outcome is known when the call ends (the stack's platform closes the AI's
         # stream when told): the human is dialed, the customer talks a while (the fates
-        # play out meanwhile), then hangs up.
+        # play out), then hangs up.
         wait_for(lambda: dial_count(stack, call_id, first) >= 1, "the human's leg dialed")
+        wait_for(lambda: settled(stack, call_id, out.numbers), "the human played out their fate")
         time.sleep(demo.talk_seconds)
         stack.sandbox.hangup(call_id)
     stack.terminal(tid, timeout=30)
