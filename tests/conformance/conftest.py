@@ -21,7 +21,6 @@ def conformance_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
                           transfer_deadline_margin=DEADLINE_MARGIN,
                           transfer_allowed_destinations="US,IN") as running:
         yield running
-    # Checked once all cases ran: a worker that died would have made them fail anyway.
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
