@@ -184,6 +184,8 @@ class ProviderSpec:
     leg_fields: tuple[str, ...] = ()
     # Called once at worker start (SDKs' lazy first-use costs).
     warm_up: Callable[[], None] | None = None
+    # Conformance cases (tests/conformance) this provider's flow cannot show, case -> why.
+    conformance_excludes: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def refusal(self, policy: str) -> str | None:

@@ -200,6 +200,8 @@ class DemoScript:
     # Where the outcome is known only when the call ends: the customer talks this long
     # after the AI's stream closed, then hangs up.
     talk_seconds: float | None = None
+    # The route, under /<provider>/, the customer call's status callback goes to.
+    status_path: str = "status"
 
 
 class SandboxModel(Protocol):
@@ -212,6 +214,11 @@ class SandboxModel(Protocol):
     def ended(self, call: SimCall, status: str) -> bool:
         """A customer call of this provider ended: play what follows; True when handled,
         False to leave it to the shared call engine."""
+
+    def forge(self, method: str, url: str, form: dict[str, str], body: bytes
+              ) -> dict[str, str]:
+        """Headers that sign this request as the provider does but with a key that is not
+        the account's (the conformance suite's bad signature); {} if it signs nothing."""
 
     def reset(self) -> None:
         """Forget per-test settings (POST /_sandbox/reset)."""

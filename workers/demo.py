@@ -278,7 +278,8 @@ def _run(settings: Settings, env: Mapping[str, str], public_base_url: str, sandb
         agents = [f"+1415555{100 + 10 * i + k:04d}" for k in range(len(fates))]
         for agent, fate in zip(agents, fates, strict=True):
             sandbox.set_fate(agent, fate)
-        status_url = f"{public_base_url}/{provider}/status?lead_id={lead}"
+        status_url = (f"{public_base_url}/{provider}/{scripts[provider].status_path}"
+                      f"?lead_id={lead}")
         flow: dict[str, Any] = {}
         call_flow = scripts[provider].call_flow
         if call_flow is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from providers.base import ProviderSpec
-from providers.exotel.capabilities import CAPABILITIES
+from providers.exotel.capabilities import CAPABILITIES, CONFORMANCE_EXCLUDES
 from providers.exotel.handoff import CALLBACK_KINDS, ExotelProvider
 from shared.config import Settings
 
@@ -16,4 +16,4 @@ def configured(settings: Settings) -> bool:
 PROVIDER = ProviderSpec(
     name="exotel", handoff=ExotelProvider(), routes="providers.exotel.routes",
     sandbox="providers.exotel.sandbox", capabilities=CAPABILITIES, configured=configured,
-    callback_kinds=CALLBACK_KINDS)
+    callback_kinds=CALLBACK_KINDS, conformance_excludes=CONFORMANCE_EXCLUDES)

@@ -15,3 +15,20 @@ CAPABILITIES: Mapping[str, Capability] = {
     # Exotel's Connect takes one ringing duration for the whole list.
     "ring_timeout_per_destination": Refused(""),
 }
+
+# Conformance cases (tests/conformance) Exotel's flow cannot show, and why.
+_ONE_NUMBER = ("the flow's Connect applet asks the 'Dial whom' URL, which dials one number "
+               "(only programmable connect goes down a list)")
+CONFORMANCE_EXCLUDES: Mapping[str, str] = {
+    "fallback": _ONE_NUMBER,
+    "duplicated_shuffled_fallback": _ONE_NUMBER,
+    # A caller who hangs up ends the flow (no Passthru with CallType client-hangup runs) and
+    # the StatusCallback documents no status for a leg 2 cut off while ringing
+    # (developer.exotel.com/docs/voice-v1/api-reference/status-callback): reported `failed`.
+    # Connect dials and reports; only a Passthru after it names the number (DialWhomNumber,
+    # support.exotel.com/support/solutions/articles/48283), and the sandbox's flow has none.
+    "destination_index": "the StatusCallback names no dialed number; only a Passthru "
+                         "after Connect does",
+    "customer_hangs_up_while_ringing": "a caller's hangup during Connect is not told apart "
+                                       "from a failed leg 2: the transfer fails with `failed`",
+}

@@ -219,6 +219,12 @@ class ExotelSim:
             call.flow["leg2"] = "completed"
         self._after_connect(call, "completed")
 
+    def forge(self, method: str, url: str, form: dict[str, str], body: bytes
+              ) -> dict[str, str]:
+        """Exotel signs nothing: its URLs' token is the secret, so a forged request is one
+        with a wrong token (the conformance suite's query has one) and no headers."""
+        return {}
+
     def reset(self) -> None:
         self.drop_status_callbacks = False
 

@@ -288,6 +288,18 @@ class PlivoSim:
             call.spoken.append(f"[fetch of {action} failed: {code}]")
             self.sb._end_call(call.sid, "completed")
 
+    def forge(self, method: str, url: str, form: dict[str, str], body: bytes
+              ) -> dict[str, str]:
+        """Headers signing this request as Plivo does, with a key that is not the account's:
+        the bad signature of the conformance suite (tests/conformance)."""
+        nonce = uuid.uuid4().hex
+        base = (construct_post_url(url, dict(form)) if method == "POST"
+                else construct_get_url(url, {}))
+        wrong = self.sb.plivo_auth_token[::-1].encode()
+        return {"X-Plivo-Signature-V3": str(get_signature_v3(wrong, base.decode(),
+                                                             nonce.encode()).decode()),
+                "X-Plivo-Signature-V3-Nonce": nonce}
+
     def reset(self) -> None:
         self.press_delays.clear()
 

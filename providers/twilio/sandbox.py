@@ -234,6 +234,14 @@ class Model:
     def ended(self, call: SimCall, status: str) -> bool:
         return False  # the shared engine plays Twilio's call and conference events
 
+    def forge(self, method: str, url: str, form: dict[str, str], body: bytes
+              ) -> dict[str, str]:
+        """Headers signing this request as Twilio does, with a key that is not the account's:
+        the bad signature of the conformance suite (tests/conformance)."""
+        validator = RequestValidator(self.sb.twilio_auth_token[::-1])
+        return {"X-Twilio-Signature": validator.compute_signature(
+            url, form if method == "POST" else {})}
+
     def reset(self) -> None:
         pass
 
