@@ -46,6 +46,11 @@ TRANSFER_ID_FORMAT = re.compile(r"^tr_[A-Za-z0-9_.-]{1,97}$")
 _NOT_SPEAKABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 HOLD_RINGBACK = "ringback"
 
+# The outcomes of a destination not reached that may move a transfer on to the next one
+# (`fallback_on`; all of them by default).
+FALLBACK_REASONS: tuple[str, ...] = ("busy", "no_answer", "failed", "declined", "voicemail",
+                                     "agent_hung_up")
+
 TOOL_NAME = "connect_to_live_agent"
 
 # The `global_builtin_functions` entry for a template: what the LLM sees and may call.
@@ -221,6 +226,8 @@ class TransferRequest(BaseModel):
     # What the customer hears while the human is reached, where the provider puts them on
     # hold: "ringback" (a ringing tone) or the https URL of an audio file.
     hold_audio: str = HOLD_RINGBACK
+    # The outcomes of a destination not reached that move on to the next one.
+    fallback_on: tuple[str, ...] = FALLBACK_REASONS
 
 
 class RequestError(Exception):
@@ -238,13 +245,14 @@ PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 
 # The policies a provider declares it carries out or not (providers/<name>/capabilities.py).
 POLICIES: tuple[str, ...] = ("voicemail_detection", "screening", "caller_id_customer",
-                             "hold_audio_url", "ring_timeout_per_destination")
+                             "hold_audio_url", "ring_timeout_per_destination", "fallback_on")
 
 # How a refusal names the policy to the AI.
 _POLICY_LABELS: dict[str, str] = {
     "caller_id_customer": "caller_id 'customer'",
     "hold_audio_url": "a hold_audio URL",
     "ring_timeout_per_destination": "a ring_timeout per destination",
+    "fallback_on": "a fallback_on narrower than every unreached outcome",
 }
 
 
@@ -271,7 +279,7 @@ def policy_refusal(provider: str, policy: str) -> str | None:
 # with several faults is refused for the first of them. Checks that need the number directory,
 # the clock or the provider's capabilities take them from the validation context.
 # Ranks: 10 lead_id, 20 provider, 30 call_id, 40-45 the transfer numbers and ring timeouts,
-# 50-52 the outbound number, 60-61 hours, 70-79.5 the policies; once all of these pass,
+# 50-52 the outbound number, 60-61 hours, 70-79.8 the policies; once all of these pass,
 # `_accept` checks the destinations' countries, the summary and the request id.
 
 @dataclass(frozen=True)
@@ -392,6 +400,19 @@ def _hold_audio(value: Any, info: ValidationInfo) -> str:
     return value
 
 
+def _fallback_on(value: Any, info: ValidationInfo) -> tuple[str, ...]:
+    if value is None:
+        return FALLBACK_REASONS
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) \
+            or not set(value) <= set(FALLBACK_REASONS):
+        raise _refusal(79.7, ErrorCode.INVALID_POLICY,
+                       "fallback_on must list outcomes among " + ", ".join(FALLBACK_REASONS))
+    reasons = tuple(r for r in FALLBACK_REASONS if r in value)
+    if reasons != FALLBACK_REASONS:
+        _capable(79.8, "fallback_on", info)
+    return reasons
+
+
 def _item_number(item: Any) -> Any:
     """A transfer_numbers item: the number, or {"number": ..., "ring_timeout": ...}."""
     return item.get("number") if isinstance(item, Mapping) else item
@@ -448,6 +469,11 @@ class Configurations(BaseModel):
     hold_audio: Annotated[str, BeforeValidator(_hold_audio), WithJsonSchema({
         "anyOf": [{"const": HOLD_RINGBACK}, {"type": "string", "pattern": "^https://",
                                              "maxLength": 500}]})] = HOLD_RINGBACK
+    # The outcomes that move on to the next destination (default: every one); any other
+    # ends the transfer with that reason.
+    fallback_on: Annotated[tuple[str, ...], BeforeValidator(_fallback_on), WithJsonSchema({
+        "type": "array", "items": {"enum": list(FALLBACK_REASONS)}, "uniqueItems": True})] = \
+        Field(None, validate_default=True)
     summary: Annotated[Any, WithJsonSchema({"type": "string"})] = None
 
     @field_validator("transfer_numbers", mode="wrap")
@@ -675,6 +701,7 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
         customer_number=(_customer_number(body.lead.phone_number)
                          if config.caller_id == "customer" else None),
         hold_audio=config.hold_audio,
+        fallback_on=config.fallback_on,
     )
 
 

@@ -84,7 +84,7 @@ class Advance(NamedTuple):
 _FLAGS = ("voicemail_detection", "screening", "declined", "dial_up_served")
 _TEXT = ("transfer_id", "lead_id", "provider", "call_id", "transfer_number",
          "outbound_number", "summary", "request_id", "screening_key", "caller_number",
-         "hold_audio", "agent_call_sid", "dial_attempted", "placed")
+         "hold_audio", "fallback_on", "agent_call_sid", "dial_attempted", "placed")
 
 _LEG_BOOKKEEPING = frozenset({"agent_call_sid", "dial_attempted", "placed", "declined",
                               "dial_up_served"})
@@ -113,6 +113,9 @@ class Transfer:
     ring_timeouts: tuple[int, ...] = ()
     caller_number: str = ""
     hold_audio: str = ""
+    # The unreached outcomes that move on to the next destination, comma-separated ("":
+    # every one, "none": none).
+    fallback_on: str = ""
     agent_call_sid: str = ""
     # The look-before-dial marker: the attempt whose dial may have been placed.
     dial_attempted: str = ""

@@ -43,7 +43,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from shared.config import Settings
-from shared.contracts import TransferRequest
+from shared.contracts import FALLBACK_REASONS, TransferRequest
 
 # Re-exported: the states were defined here before shared.model.
 from shared.model import TERMINAL_STATES as TERMINAL_STATES
@@ -349,7 +349,10 @@ class Store:
             destinations=tuple(req.destinations or (req.transfer_number,)),
             ring_timeouts=tuple(req.ring_timeouts),
             caller_number=(req.customer_number or "") if req.caller_id == "customer" else "",
-            hold_audio=req.hold_audio).to_hash()
+            hold_audio=req.hold_audio,
+            # "" when every outcome moves on (the default, and records from before).
+            fallback_on=("" if set(req.fallback_on) >= set(FALLBACK_REASONS)
+                         else ",".join(req.fallback_on) or "none")).to_hash()
         # The state is set by the script, with the claim (see _BEGIN).
         del record["state"]
         entry = self._entry(now, State.REQUESTED, "transfer requested")
@@ -416,8 +419,8 @@ class Store:
         lead = self._lead_of(transfer_id)
         if lead is None:
             return Advance(AdvanceOutcome.FINAL, -1, "")
-        started_at, rings = self.r.hmget(self.record_key(transfer_id, lead),
-                                         ["started_at", "ring_timeouts"])
+        started_at, rings, fallback_on = self.r.hmget(
+            self.record_key(transfer_id, lead), ["started_at", "ring_timeouts", "fallback_on"])
         started = float(started_at or now)
         ring = ring_timeout(self.settings, {"ring_timeouts": rings}, seen_attempt + 1)
         deadline = min(now + self.settings.deadline_for(ring),
@@ -425,6 +428,10 @@ class Store:
         # Not enough of the flag's TTL left to ring another destination: this one is last.
         room = deadline - now >= ring
         note = f"destination {seen_attempt + 1} {outcome.replace('_', ' ')}"
+        # The template's fallback_on: an outcome it does not name ends the transfer here.
+        if fallback_on and outcome not in str(fallback_on).split(","):
+            room = False
+            note += " (not a fallback_on outcome)"
         res = self._advance(keys=[self.record_key(transfer_id, lead),
                                   self.timeline_key(transfer_id, lead), flag_key(lead)],
                             args=[seen_attempt, self._entry(now, None, note), "",

@@ -13,4 +13,5 @@ CAPABILITIES: Mapping[str, Capability] = {
     "hold_audio_url": Supported("nothing to hold: the customer stays with the AI until the "
                                 "bridge"),
     "ring_timeout_per_destination": Supported("each dial's timeout_secs"),
+    "fallback_on": Supported("the store's advance step stops at an outcome not named"),
 }

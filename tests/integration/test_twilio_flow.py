@@ -432,6 +432,20 @@ def test_screening_declined_by_everyone_resumes_the_ai(stack: Stack) -> None:
     assert stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST") == []
 
 
+def test_fallback_on_stops_at_a_declined_human(stack: Stack) -> None:
+    """The template moves on for busy and no answer only: the first human's "no" ends the
+    transfer; the second destination is never dialed and the customer never moved."""
+    _, call_id, numbers, tid = _policies(stack, ["decline", "answer"], screening=True,
+                                         fallback_on=["busy", "no_answer"])
+    event = stack.terminal(tid)
+    assert (event["type"], event["reason"], event["action"]) == (
+        "transfer.failed", "declined", "resume")
+    assert [a["outcome"] for a in event["attempts"]] == ["declined"]
+    assert _legs_to(stack, numbers) == numbers[:1]
+    assert stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST") == []
+    assert stack.terminal_count(tid) == 1
+
+
 def test_customer_caller_id_is_shown_to_the_human(stack: Stack) -> None:
     lead = unique_lead()
     call_id = stack.customer_call(lead)

@@ -223,6 +223,41 @@ def test_ring_timeout_per_template_and_per_destination() -> None:
     assert code_of(exotel) == "unsupported_policy"
 
 
+def test_fallback_on_names_the_outcomes_that_move_on() -> None:
+    assert parse(make_request()).fallback_on == (
+        "busy", "no_answer", "failed", "declined", "voicemail", "agent_hung_up")
+    raw = make_request(transfer_number=None)
+    raw["template"]["configurations"] = {"transfer_numbers": ["+14155550101", "+14155550102"],
+                                         "fallback_on": ["no_answer", "busy"]}
+    assert parse(raw).fallback_on == ("busy", "no_answer")  # in our order, whatever theirs
+    raw["template"]["configurations"]["fallback_on"] = []
+    assert parse(raw).fallback_on == ()  # never move on
+    for bad in ("busy", ["busy", "answered"], [1], {"busy": True}):
+        raw["template"]["configurations"]["fallback_on"] = bad
+        with pytest.raises(RequestError) as err:
+            parse(raw)
+        assert err.value.code == "invalid_policy"
+        assert "fallback_on must list outcomes among busy, no_answer" in str(err.value.detail)
+    exotel = make_request(provider="exotel")
+    exotel["template"]["configurations"]["fallback_on"] = ["busy"]
+    assert code_of(exotel) == "unsupported_policy"  # its Connect walks the list itself
+    # Every outcome named is today's behaviour: fine everywhere.
+    exotel["template"]["configurations"]["fallback_on"] = list(reversed(
+        parse(make_request()).fallback_on))
+    assert len(parse(exotel).fallback_on) == 6
+
+
+def test_fallback_on_travels_in_the_celery_message() -> None:
+    from shared.client import request_payload
+
+    raw = make_request()
+    raw["template"]["configurations"]["fallback_on"] = ["busy"]
+    req = parse(raw)
+    payload = request_payload(raw, req)
+    assert payload["template"]["configurations"]["fallback_on"] == ["busy"]
+    assert parse(payload).fallback_on == ("busy",)
+
+
 def test_at_most_five_destinations_counting_transfer_number() -> None:
     raw = make_request(transfer_number="+14155550100")
     raw["template"]["configurations"]["transfer_numbers"] = [
