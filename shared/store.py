@@ -429,15 +429,17 @@ class Store:
         room = deadline - now >= ring
         note = f"destination {seen_attempt + 1} {outcome.replace('_', ' ')}"
         # The template's fallback_on: an outcome it does not name ends the transfer here.
-        if fallback_on and outcome not in str(fallback_on).split(","):
+        stop = bool(fallback_on) and outcome not in str(fallback_on).split(",")
+        if stop:
             room = False
-            note += " (not a fallback_on outcome)"
         res = self._advance(keys=[self.record_key(transfer_id, lead),
                                   self.timeline_key(transfer_id, lead), flag_key(lead)],
                             args=[seen_attempt, self._entry(now, None, note), "",
                                   outcome, "1" if room else "0",
                                   *dict.fromkeys((*LEG_FIELDS, *leg_fields))])
         outcome = AdvanceOutcome(str(res[0]))
+        if stop and outcome is AdvanceOutcome.LAST:
+            self.note(transfer_id, note + " (not a fallback_on outcome)", now)
         if outcome is AdvanceOutcome.NEXT:
             # Should this write be lost, the earlier deadline fires and `expire` reconciles.
             self.r.zadd(self.DEADLINES, {transfer_id: deadline}, xx=True)

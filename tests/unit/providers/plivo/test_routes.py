@@ -219,6 +219,24 @@ def test_unreached_destination_dials_the_next(client: FlaskClient, settings: Set
     assert "destination 1 busy" in notes and "destination 2 no answer" in notes
 
 
+def test_fallback_on_ends_the_list_at_an_outcome_it_does_not_name(
+        client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1")
+    raw["template"]["configurations"] = {"transfer_numbers": ["+14155550101", "+14155550102"],
+                                         "fallback_on": ["busy"]}
+    tid = pending(store, raw=raw)
+    resp = post(client, settings, f"/plivo/dial-action?transfer_id={tid}",
+                {"DialStatus": "no-answer"})
+    # No next <Dial>: back to the AI, and the worker fails the transfer with no_answer.
+    assert ET.fromstring(resp.data).find("Dial") is None
+    assert ET.fromstring(resp.data).findtext("Redirect") == RESUME_URL
+    assert store.get_flag("L1") == "+14155550101"
+    [msg] = drain_queue(celery_app, "transfers")
+    assert msg["kwargs"]["params"]["DialStatus"] == "no-answer"
+    assert "destination 1 no answer (not a fallback_on outcome)" in [
+        e["note"] for e in store.timeline(tid)]
+
+
 def test_dial_xml_carries_caller_id_and_hold_audio(client: FlaskClient, settings: Settings,
                                                    store: Store) -> None:
     raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1")
