@@ -762,6 +762,10 @@ class Attempt(BaseModel):
     index: int
     number: str
     outcome: str
+    # The provider's own cause, where it gives one: the SIP response code and its cause
+    # name or code (e.g. 486 / "user_busy"); see the README's table of causes.
+    sip_code: int | None = None
+    provider_cause: str | None = None
 
 
 class TransferEvent(BaseModel):
@@ -786,6 +790,9 @@ class TransferEvent(BaseModel):
     # (numbers masked).
     destination_index: int | None = None
     attempts: list[Attempt] | None = None
+    # transfer.failed: the provider's cause of the outcome that ended it, where it gives one.
+    sip_code: int | None = None
+    provider_cause: str | None = None
     occurred_at: str = Field(default_factory=_now_iso)
 
     def as_dict(self) -> dict[str, Any]:
@@ -802,12 +809,14 @@ class TransferEvent(BaseModel):
     @classmethod
     def failed(cls, *, lead_id: str, transfer_id: str | None, provider: str,
                call_id: str | None, reason: str, message: str | None = None,
-               attempts: list[Attempt] | None = None) -> TransferEvent:
+               attempts: list[Attempt] | None = None, sip_code: int | None = None,
+               provider_cause: str | None = None) -> TransferEvent:
         return cls(type=EventType.FAILED, lead_id=lead_id, transfer_id=transfer_id,
                    provider=provider, call_id=call_id, reason=reason,
                    message=mask_in_text(message or FAILURE_MESSAGES.get(
                        reason, FAILURE_MESSAGES["failed"])),
-                   action=Action.RESUME, attempts=attempts)
+                   action=Action.RESUME, attempts=attempts, sip_code=sip_code,
+                   provider_cause=provider_cause)
 
 
 # One model per event type, narrowing the fields that type always has: the JSON Schemas of

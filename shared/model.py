@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 from shared.contracts import FailureReason
 
-__all__ = ["TERMINAL_STATES", "Advance", "AdvanceOutcome", "CallbackKind", "FailureReason",
-           "State", "Transfer", "Transition"]
+__all__ = ["TERMINAL_STATES", "Advance", "AdvanceOutcome", "CallbackKind", "Cause",
+           "FailureReason", "State", "Transfer", "Transition"]
 
 
 class State(StrEnum):
@@ -69,6 +69,33 @@ class AdvanceOutcome(StrEnum):
     LAST = "last"  # none left (or no time to ring another): the transfer fails
     STALE = "stale"  # that destination was already moved past
     FINAL = "final"  # the transfer is over
+
+
+class Cause(NamedTuple):
+    """The provider's own cause of a destination's outcome (either part may be missing)."""
+
+    sip_code: int | None = None
+    provider_cause: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps([self.sip_code, self.provider_cause]) if any(self) else ""
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Cause | None:
+        try:
+            sip, cause = json.loads(raw or "")
+        except (ValueError, TypeError):
+            return None
+        return cls(sip if isinstance(sip, int) else None,
+                   cause if isinstance(cause, str) else None)
+
+    @classmethod
+    def of(cls, sip_code: str | None, provider_cause: str | None = None) -> Cause | None:
+        """From a callback's strings: a SIP code is kept only as one (100-699)."""
+        sip = int(sip_code) if sip_code and sip_code.isdigit() and \
+            100 <= int(sip_code) <= 699 else None
+        cause = (provider_cause or "").strip()[:100] or None
+        return cls(sip, cause) if sip is not None or cause else None
 
 
 class Advance(NamedTuple):

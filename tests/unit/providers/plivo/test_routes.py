@@ -18,6 +18,7 @@ from providers.plivo import markup as plivo
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.contracts import parse_request
+from shared.model import Cause
 from shared.store import State, Store
 from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import RESUME_URL, AppFactory
@@ -217,6 +218,18 @@ def test_unreached_destination_dials_the_next(client: FlaskClient, settings: Set
     assert msg["kwargs"]["params"]["attempt"] == "2"
     notes = [e["note"] for e in store.timeline(tid)]
     assert "destination 1 busy" in notes and "destination 2 no answer" in notes
+
+
+def test_the_dial_actions_hangup_cause_is_kept_with_each_attempt(
+        client: FlaskClient, settings: Settings, store: Store) -> None:
+    tid = fallback_pending(store, ["+14155550101", "+14155550102"])
+    post(client, settings, f"/plivo/dial-action?transfer_id={tid}",
+         {"DialStatus": "busy", "DialHangupCause": "USER_BUSY"})
+    post(client, settings, f"/plivo/dial-action?transfer_id={tid}&attempt=1",
+         {"DialStatus": "failed", "DialHangupCause": "UNALLOCATED_NUMBER"})
+    # Plivo gives a cause name, no SIP code.
+    assert store.causes(tid, 3) == [Cause(None, "USER_BUSY"), Cause(None, "UNALLOCATED_NUMBER"),
+                                    None]
 
 
 def test_fallback_on_ends_the_list_at_an_outcome_it_does_not_name(

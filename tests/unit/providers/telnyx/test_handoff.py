@@ -162,6 +162,10 @@ def test_busy_on_the_last_destination_resumes_the_ai(
     assert (event["type"], event["reason"], event["action"]) == (
         "transfer.failed", "busy", "resume")
     assert len(mocked.calls) == 1  # nothing touched the customer's call
+    # Telnyx's own cause beside ours (callbacks/call-hangup).
+    assert (event["sip_code"], event["provider_cause"]) == (486, "user_busy")
+    assert [(a["sip_code"], a["provider_cause"]) for a in event["attempts"]] == [
+        (486, "user_busy")]
 
 
 def test_screening_wrong_key_declines_and_hangs_up(
