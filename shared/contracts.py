@@ -45,6 +45,9 @@ TRANSFER_ID_FORMAT = re.compile(r"^tr_[A-Za-z0-9_.-]{1,97}$")
 # U+FFFE/U+FFFF), and the C1 controls: the summary goes into TwiML and Plivo XML.
 _NOT_SPEAKABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 HOLD_RINGBACK = "ringback"
+# A destination's extension: DTMF digits, w for a half-second pause (Plivo's sendDigits and
+# Twilio's send_digits both take these).
+EXTENSION_FORMAT = re.compile(r"^[0-9*#w]{1,32}$")
 
 # The outcomes of a destination not reached that may move a transfer on to the next one
 # (`fallback_on`; all of them by default).
@@ -228,6 +231,8 @@ class TransferRequest(BaseModel):
     hold_audio: str = HOLD_RINGBACK
     # The outcomes of a destination not reached that move on to the next one.
     fallback_on: tuple[str, ...] = FALLBACK_REASONS
+    # Per destination: the digits sent once it answers ("" for none).
+    extensions: tuple[str, ...] = ()
 
 
 class RequestError(Exception):
@@ -245,7 +250,8 @@ PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 
 # The policies a provider declares it carries out or not (providers/<name>/capabilities.py).
 POLICIES: tuple[str, ...] = ("voicemail_detection", "screening", "caller_id_customer",
-                             "hold_audio_url", "ring_timeout_per_destination", "fallback_on")
+                             "hold_audio_url", "ring_timeout_per_destination", "fallback_on",
+                             "extension")
 
 # How a refusal names the policy to the AI.
 _POLICY_LABELS: dict[str, str] = {
@@ -253,6 +259,7 @@ _POLICY_LABELS: dict[str, str] = {
     "hold_audio_url": "a hold_audio URL",
     "ring_timeout_per_destination": "a ring_timeout per destination",
     "fallback_on": "a fallback_on narrower than every unreached outcome",
+    "extension": "a destination's extension",
 }
 
 
@@ -278,7 +285,8 @@ def policy_refusal(provider: str, policy: str) -> str | None:
 # carries a rank, its place in the order the codes have always been decided in, so a request
 # with several faults is refused for the first of them. Checks that need the number directory,
 # the clock or the provider's capabilities take them from the validation context.
-# Ranks: 10 lead_id, 20 provider, 30 call_id, 40-45 the transfer numbers and ring timeouts,
+# Ranks: 10 lead_id, 20 provider, 30 call_id, 40-46.5 the transfer numbers, their ring
+# timeouts and extensions,
 # 50-52 the outbound number, 60-61 hours, 70-79.8 the policies; once all of these pass,
 # `_accept` checks the destinations' countries, the summary and the request id.
 
@@ -413,6 +421,16 @@ def _fallback_on(value: Any, info: ValidationInfo) -> tuple[str, ...]:
     return reasons
 
 
+def _extension(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not EXTENSION_FORMAT.match(value) \
+            or not any(c.isdigit() or c in "*#" for c in value):
+        raise _refusal(46, ErrorCode.INVALID_POLICY, "transfer_numbers[].extension must be "
+                       "1 to 32 of 0-9, *, # and w (a half-second wait)")
+    return value
+
+
 def _item_number(item: Any) -> Any:
     """A transfer_numbers item: the number, or {"number": ..., "ring_timeout": ...}."""
     return item.get("number") if isinstance(item, Mapping) else item
@@ -431,6 +449,9 @@ class Destination(BaseModel):
     number: Annotated[Any, WithJsonSchema(_NUMBER)]
     ring_timeout: Annotated[int | None, WithJsonSchema(
         {"type": "integer", "minimum": 5, "maximum": 120})] = None
+    extension: Annotated[Any, WithJsonSchema({
+        "type": "string", "pattern": EXTENSION_FORMAT.pattern,
+        "description": "DTMF sent once the destination answers; w waits half a second"})] = None
 
 
 class _Destinations(BaseModel):
@@ -438,6 +459,7 @@ class _Destinations(BaseModel):
 
     numbers: tuple[str, ...]
     ring_timeouts: tuple[int | None, ...]
+    extensions: tuple[str, ...] = ()
 
 
 class Configurations(BaseModel):
@@ -508,7 +530,12 @@ class Configurations(BaseModel):
                       for n in items)
         if any(r is not None for r in rings):
             _capable(45, "ring_timeout_per_destination", info)
-        return _Destinations(numbers=numbers, ring_timeouts=rings)
+        extensions = tuple(_extension(n.get("extension")) if isinstance(n, Mapping) else ""
+                           for n in items)
+        if any(extensions):
+            _capable(46.5, "extension", info)
+        return _Destinations(numbers=numbers, ring_timeouts=rings,
+                             extensions=extensions if any(extensions) else ())
 
     @field_validator("hours", mode="before")
     @classmethod
@@ -702,6 +729,7 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
                          if config.caller_id == "customer" else None),
         hold_audio=config.hold_audio,
         fallback_on=config.fallback_on,
+        extensions=dests.extensions,
     )
 
 

@@ -354,7 +354,10 @@ class Store:
             hold_audio=req.hold_audio,
             # "" when every outcome moves on (the default, and records from before).
             fallback_on=("" if set(req.fallback_on) >= set(FALLBACK_REASONS)
-                         else ",".join(req.fallback_on) or "none")).to_hash()
+                         else ",".join(req.fallback_on) or "none"),
+            # Per destination, the digits sent once it answers (only when there are some).
+            extra={"extensions": json.dumps(list(req.extensions))} if any(req.extensions)
+            else {}).to_hash()
         # The state is set by the script, with the claim (see _BEGIN).
         del record["state"]
         entry = self._entry(now, State.REQUESTED, "transfer requested")

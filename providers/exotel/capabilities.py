@@ -17,4 +17,5 @@ CAPABILITIES: Mapping[str, Capability] = {
     # Connect goes down the whole list on any unanswered outcome, without asking us.
     "fallback_on": Refused("its Connect applet dials the next number on any unanswered "
                            "outcome"),
+    "extension": Refused("not built"),
 }

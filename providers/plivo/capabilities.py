@@ -14,4 +14,5 @@ CAPABILITIES: Mapping[str, Capability] = {
     "hold_audio_url": Supported("the Dial's dialMusic"),
     "ring_timeout_per_destination": Supported("each Dial's timeout"),
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
+    "extension": Supported("the Number's sendDigits"),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from providers.base import Capability, Supported
+from providers.base import Capability, Refused, Supported
 
 CAPABILITIES: Mapping[str, Capability] = {
     "voicemail_detection": Supported("AMD on the human's leg (AmdStatusCallback)"),
@@ -14,4 +14,5 @@ CAPABILITIES: Mapping[str, Capability] = {
                                 "human is in the conference"),
     "ring_timeout_per_destination": Supported("each leg's timeout"),
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
+    "extension": Refused("not built yet (calls.create send_digits would carry it)"),
 }

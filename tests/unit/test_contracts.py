@@ -247,6 +247,26 @@ def test_fallback_on_names_the_outcomes_that_move_on() -> None:
     assert len(parse(exotel).fallback_on) == 6
 
 
+def test_a_destination_may_carry_an_extension() -> None:
+    raw = make_request(provider="plivo", transfer_number=None)
+    raw["template"]["configurations"] = {"transfer_numbers": [
+        {"number": "+14155550101", "extension": "ww123#"}, "+14155550102"]}
+    req = parse(raw)
+    assert req.destinations == ("+14155550101", "+14155550102")
+    assert req.extensions == ("ww123#", "")
+    assert parse(make_request(provider="plivo")).extensions == ()
+    for bad in ("", "12a", "w", "1" * 33, 123):
+        raw["template"]["configurations"]["transfer_numbers"][0]["extension"] = bad
+        with pytest.raises(RequestError) as err:
+            parse(raw)
+        assert err.value.code == "invalid_policy" and "extension" in str(err.value.detail)
+    for provider in ("twilio", "telnyx", "exotel"):  # not built there: refused, not dropped
+        other = make_request(provider=provider, transfer_number=None)
+        other["template"]["configurations"] = {"transfer_numbers": [
+            {"number": "+14155550101", "extension": "123"}]}
+        assert code_of(other) == "unsupported_policy"
+
+
 def test_fallback_on_travels_in_the_celery_message() -> None:
     from shared.client import request_payload
 

@@ -43,8 +43,12 @@ CARRIED = {
     "hold_audio_url": {"twilio", "plivo", "telnyx"},
     "ring_timeout_per_destination": {"twilio", "plivo", "telnyx"},
     "fallback_on": {"twilio", "plivo", "telnyx"},
+    "extension": {"plivo"},
 }
-HINTS = {("fallback_on", "exotel"): "its Connect applet dials the next number on any "
+HINTS = {("extension", "twilio"): "not built yet (calls.create send_digits would carry it)",
+         ("extension", "telnyx"): "not built yet (the send_dtmf action would carry it)",
+         ("extension", "exotel"): "not built",
+         ("fallback_on", "exotel"): "its Connect applet dials the next number on any "
                                    "unanswered outcome",
          ("voicemail_detection", "plivo"): "its Dial has no machine detection; turn on "
                                            "screening instead: a voicemail cannot press the key"}

@@ -220,6 +220,22 @@ def test_unreached_destination_dials_the_next(client: FlaskClient, settings: Set
     assert "destination 1 busy" in notes and "destination 2 no answer" in notes
 
 
+def test_each_destination_s_extension_goes_in_its_number_s_send_digits(
+        client: FlaskClient, settings: Settings, store: Store) -> None:
+    raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1", transfer_number=None)
+    raw["template"]["configurations"] = {"transfer_numbers": [
+        "+14155550101", {"number": "+14155550102", "extension": "ww42#"}]}
+    tid = pending(store, raw=raw)
+    first = post(client, settings, f"/plivo/dial-up?transfer_id={tid}", {"CallUUID": "uuid-1"})
+    number = ET.fromstring(first.data).find("Dial/Number")
+    assert number is not None and number.get("sendDigits") is None
+    second = post(client, settings, f"/plivo/dial-action?transfer_id={tid}",
+                  {"DialStatus": "busy"})
+    number = ET.fromstring(second.data).find("Dial/Number")
+    assert number is not None and number.text == "+14155550102"
+    assert number.get("sendDigits") == "ww42#"
+
+
 def test_the_dial_actions_hangup_cause_is_kept_with_each_attempt(
         client: FlaskClient, settings: Settings, store: Store) -> None:
     tid = fallback_pending(store, ["+14155550101", "+14155550102"])
