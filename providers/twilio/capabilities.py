@@ -14,5 +14,6 @@ CAPABILITIES: Mapping[str, Capability] = {
                                 "human is in the conference"),
     "ring_timeout_per_destination": Supported("each leg's timeout"),
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
-    "extension": Refused("not built yet (calls.create send_digits would carry it)"),
+    "extension": Refused("not built yet (only calls.create takes SendDigits; "
+                                 "conference participants do not)"),
 }

@@ -45,7 +45,8 @@ CARRIED = {
     "fallback_on": {"twilio", "plivo", "telnyx"},
     "extension": {"plivo"},
 }
-HINTS = {("extension", "twilio"): "not built yet (calls.create send_digits would carry it)",
+HINTS = {("extension", "twilio"): "not built yet (only calls.create takes SendDigits; "
+                                     "conference participants do not)",
          ("extension", "telnyx"): "not built yet (the send_dtmf action would carry it)",
          ("extension", "exotel"): "not built",
          ("fallback_on", "exotel"): "its Connect applet dials the next number on any "
