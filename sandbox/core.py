@@ -411,6 +411,12 @@ class Sandbox:
         }
         if status in ("completed", "busy", "no-answer", "failed", "canceled"):
             params["CallDuration"] = "0"
+        # call-resource#statuscallback: "SipResponseCode: the SIP code that resulted in a
+        # failed call. For instance 404 for a number that was unreachable or 487 if the
+        # Timeout value was reached before the call connected"; 486 is SIP's Busy Here.
+        sip = {"busy": "486", "no-answer": "487", "failed": "404"}.get(status)
+        if sip:
+            params["SipResponseCode"] = sip
         return params
 
     def _call_event(self, call: SimCall, status: str, delay: float = 0.0) -> None:

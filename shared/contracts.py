@@ -45,6 +45,14 @@ TRANSFER_ID_FORMAT = re.compile(r"^tr_[A-Za-z0-9_.-]{1,97}$")
 # U+FFFE/U+FFFF), and the C1 controls: the summary goes into TwiML and Plivo XML.
 _NOT_SPEAKABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 HOLD_RINGBACK = "ringback"
+# A destination's extension: DTMF digits, w for a half-second pause (Plivo's sendDigits and
+# Twilio's send_digits both take these).
+EXTENSION_FORMAT = re.compile(r"^[0-9*#w]{1,32}$")
+
+# The outcomes of a destination not reached that may move a transfer on to the next one
+# (`fallback_on`; all of them by default).
+FALLBACK_REASONS: tuple[str, ...] = ("busy", "no_answer", "failed", "declined", "voicemail",
+                                     "agent_hung_up")
 
 TOOL_NAME = "connect_to_live_agent"
 
@@ -221,6 +229,10 @@ class TransferRequest(BaseModel):
     # What the customer hears while the human is reached, where the provider puts them on
     # hold: "ringback" (a ringing tone) or the https URL of an audio file.
     hold_audio: str = HOLD_RINGBACK
+    # The outcomes of a destination not reached that move on to the next one.
+    fallback_on: tuple[str, ...] = FALLBACK_REASONS
+    # Per destination: the digits sent once it answers ("" for none).
+    extensions: tuple[str, ...] = ()
 
 
 class RequestError(Exception):
@@ -238,13 +250,16 @@ PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 
 # The policies a provider declares it carries out or not (providers/<name>/capabilities.py).
 POLICIES: tuple[str, ...] = ("voicemail_detection", "screening", "caller_id_customer",
-                             "hold_audio_url", "ring_timeout_per_destination")
+                             "hold_audio_url", "ring_timeout_per_destination", "fallback_on",
+                             "extension")
 
 # How a refusal names the policy to the AI.
 _POLICY_LABELS: dict[str, str] = {
     "caller_id_customer": "caller_id 'customer'",
     "hold_audio_url": "a hold_audio URL",
     "ring_timeout_per_destination": "a ring_timeout per destination",
+    "fallback_on": "a fallback_on narrower than every unreached outcome",
+    "extension": "a destination's extension",
 }
 
 
@@ -270,8 +285,9 @@ def policy_refusal(provider: str, policy: str) -> str | None:
 # carries a rank, its place in the order the codes have always been decided in, so a request
 # with several faults is refused for the first of them. Checks that need the number directory,
 # the clock or the provider's capabilities take them from the validation context.
-# Ranks: 10 lead_id, 20 provider, 30 call_id, 40-45 the transfer numbers and ring timeouts,
-# 50-52 the outbound number, 60-61 hours, 70-79.5 the policies; once all of these pass,
+# Ranks: 10 lead_id, 20 provider, 30 call_id, 40-46.5 the transfer numbers, their ring
+# timeouts and extensions,
+# 50-52 the outbound number, 60-61 hours, 70-79.8 the policies; once all of these pass,
 # `_accept` checks the destinations' countries, the summary and the request id.
 
 @dataclass(frozen=True)
@@ -392,6 +408,29 @@ def _hold_audio(value: Any, info: ValidationInfo) -> str:
     return value
 
 
+def _fallback_on(value: Any, info: ValidationInfo) -> tuple[str, ...]:
+    if value is None:
+        return FALLBACK_REASONS
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value) \
+            or not set(value) <= set(FALLBACK_REASONS):
+        raise _refusal(79.7, ErrorCode.INVALID_POLICY,
+                       "fallback_on must list outcomes among " + ", ".join(FALLBACK_REASONS))
+    reasons = tuple(r for r in FALLBACK_REASONS if r in value)
+    if reasons != FALLBACK_REASONS:
+        _capable(79.8, "fallback_on", info)
+    return reasons
+
+
+def _extension(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not EXTENSION_FORMAT.match(value) \
+            or not any(c.isdigit() or c in "*#" for c in value):
+        raise _refusal(46, ErrorCode.INVALID_POLICY, "transfer_numbers[].extension must be "
+                       "1 to 32 of 0-9, *, # and w (a half-second wait)")
+    return value
+
+
 def _item_number(item: Any) -> Any:
     """A transfer_numbers item: the number, or {"number": ..., "ring_timeout": ...}."""
     return item.get("number") if isinstance(item, Mapping) else item
@@ -410,6 +449,9 @@ class Destination(BaseModel):
     number: Annotated[Any, WithJsonSchema(_NUMBER)]
     ring_timeout: Annotated[int | None, WithJsonSchema(
         {"type": "integer", "minimum": 5, "maximum": 120})] = None
+    extension: Annotated[Any, WithJsonSchema({
+        "type": "string", "pattern": EXTENSION_FORMAT.pattern,
+        "description": "DTMF sent once the destination answers; w waits half a second"})] = None
 
 
 class _Destinations(BaseModel):
@@ -417,6 +459,7 @@ class _Destinations(BaseModel):
 
     numbers: tuple[str, ...]
     ring_timeouts: tuple[int | None, ...]
+    extensions: tuple[str, ...] = ()
 
 
 class Configurations(BaseModel):
@@ -448,6 +491,11 @@ class Configurations(BaseModel):
     hold_audio: Annotated[str, BeforeValidator(_hold_audio), WithJsonSchema({
         "anyOf": [{"const": HOLD_RINGBACK}, {"type": "string", "pattern": "^https://",
                                              "maxLength": 500}]})] = HOLD_RINGBACK
+    # The outcomes that move on to the next destination (default: every one); any other
+    # ends the transfer with that reason.
+    fallback_on: Annotated[tuple[str, ...], BeforeValidator(_fallback_on), WithJsonSchema({
+        "type": "array", "items": {"enum": list(FALLBACK_REASONS)}, "uniqueItems": True})] = \
+        Field(None, validate_default=True)
     summary: Annotated[Any, WithJsonSchema({"type": "string"})] = None
 
     @field_validator("transfer_numbers", mode="wrap")
@@ -482,7 +530,12 @@ class Configurations(BaseModel):
                       for n in items)
         if any(r is not None for r in rings):
             _capable(45, "ring_timeout_per_destination", info)
-        return _Destinations(numbers=numbers, ring_timeouts=rings)
+        extensions = tuple(_extension(n.get("extension")) if isinstance(n, Mapping) else ""
+                           for n in items)
+        if any(extensions):
+            _capable(46.5, "extension", info)
+        return _Destinations(numbers=numbers, ring_timeouts=rings,
+                             extensions=extensions if any(extensions) else ())
 
     @field_validator("hours", mode="before")
     @classmethod
@@ -675,6 +728,8 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
         customer_number=(_customer_number(body.lead.phone_number)
                          if config.caller_id == "customer" else None),
         hold_audio=config.hold_audio,
+        fallback_on=config.fallback_on,
+        extensions=dests.extensions,
     )
 
 
@@ -735,6 +790,10 @@ class Attempt(BaseModel):
     index: int
     number: str
     outcome: str
+    # The provider's own cause, where it gives one: the SIP response code and its cause
+    # name or code (e.g. 486 / "user_busy"); see the README's table of causes.
+    sip_code: int | None = None
+    provider_cause: str | None = None
 
 
 class TransferEvent(BaseModel):
@@ -759,6 +818,9 @@ class TransferEvent(BaseModel):
     # (numbers masked).
     destination_index: int | None = None
     attempts: list[Attempt] | None = None
+    # transfer.failed: the provider's cause of the outcome that ended it, where it gives one.
+    sip_code: int | None = None
+    provider_cause: str | None = None
     occurred_at: str = Field(default_factory=_now_iso)
 
     def as_dict(self) -> dict[str, Any]:
@@ -775,12 +837,14 @@ class TransferEvent(BaseModel):
     @classmethod
     def failed(cls, *, lead_id: str, transfer_id: str | None, provider: str,
                call_id: str | None, reason: str, message: str | None = None,
-               attempts: list[Attempt] | None = None) -> TransferEvent:
+               attempts: list[Attempt] | None = None, sip_code: int | None = None,
+               provider_cause: str | None = None) -> TransferEvent:
         return cls(type=EventType.FAILED, lead_id=lead_id, transfer_id=transfer_id,
                    provider=provider, call_id=call_id, reason=reason,
                    message=mask_in_text(message or FAILURE_MESSAGES.get(
                        reason, FAILURE_MESSAGES["failed"])),
-                   action=Action.RESUME, attempts=attempts)
+                   action=Action.RESUME, attempts=attempts, sip_code=sip_code,
+                   provider_cause=provider_cause)
 
 
 # One model per event type, narrowing the fields that type always has: the JSON Schemas of

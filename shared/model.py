@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 from shared.contracts import FailureReason
 
-__all__ = ["TERMINAL_STATES", "Advance", "AdvanceOutcome", "CallbackKind", "FailureReason",
-           "State", "Transfer", "Transition"]
+__all__ = ["TERMINAL_STATES", "Advance", "AdvanceOutcome", "CallbackKind", "Cause",
+           "FailureReason", "State", "Transfer", "Transition"]
 
 
 class State(StrEnum):
@@ -71,6 +71,33 @@ class AdvanceOutcome(StrEnum):
     FINAL = "final"  # the transfer is over
 
 
+class Cause(NamedTuple):
+    """The provider's own cause of a destination's outcome (either part may be missing)."""
+
+    sip_code: int | None = None
+    provider_cause: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps([self.sip_code, self.provider_cause]) if any(self) else ""
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Cause | None:
+        try:
+            sip, cause = json.loads(raw or "")
+        except (ValueError, TypeError):
+            return None
+        return cls(sip if isinstance(sip, int) else None,
+                   cause if isinstance(cause, str) else None)
+
+    @classmethod
+    def of(cls, sip_code: str | None, provider_cause: str | None = None) -> Cause | None:
+        """From a callback's strings: a SIP code is kept only as one (100-699)."""
+        sip = int(sip_code) if sip_code and sip_code.isdigit() and \
+            100 <= int(sip_code) <= 699 else None
+        cause = (provider_cause or "").strip()[:100] or None
+        return cls(sip, cause) if sip is not None or cause else None
+
+
 class Advance(NamedTuple):
     """The store's answer to `advance_destination` (a tuple: unpacks as before)."""
 
@@ -84,7 +111,7 @@ class Advance(NamedTuple):
 _FLAGS = ("voicemail_detection", "screening", "declined", "dial_up_served")
 _TEXT = ("transfer_id", "lead_id", "provider", "call_id", "transfer_number",
          "outbound_number", "summary", "request_id", "screening_key", "caller_number",
-         "hold_audio", "agent_call_sid", "dial_attempted", "placed")
+         "hold_audio", "fallback_on", "agent_call_sid", "dial_attempted", "placed")
 
 _LEG_BOOKKEEPING = frozenset({"agent_call_sid", "dial_attempted", "placed", "declined",
                               "dial_up_served"})
@@ -113,6 +140,9 @@ class Transfer:
     ring_timeouts: tuple[int, ...] = ()
     caller_number: str = ""
     hold_audio: str = ""
+    # The unreached outcomes that move on to the next destination, comma-separated ("":
+    # every one, "none": none).
+    fallback_on: str = ""
     agent_call_sid: str = ""
     # The look-before-dial marker: the attempt whose dial may have been placed.
     dial_attempted: str = ""

@@ -43,11 +43,11 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from shared.config import Settings
-from shared.contracts import TransferRequest
+from shared.contracts import FALLBACK_REASONS, TransferRequest
 
 # Re-exported: the states were defined here before shared.model.
 from shared.model import TERMINAL_STATES as TERMINAL_STATES
-from shared.model import Advance, AdvanceOutcome
+from shared.model import Advance, AdvanceOutcome, Cause
 from shared.model import State as State
 from shared.model import Transfer as Transfer
 from shared.model import Transition as Transition
@@ -175,7 +175,7 @@ return {rec, number}
 """
 
 _ADVANCE = """
--- KEYS (one lead's slot): record, timeline, flag   ARGV: seen attempt, entry, (unused),
+-- KEYS (one lead's slot): record, timeline, flag   ARGV: seen attempt, entry, cause,
 --                                                       outcome, room, leg fields...
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'succeeded' or state == 'failed' then return {'final', '', ''} end
@@ -184,6 +184,8 @@ local dests = cjson.decode(redis.call('HGET', KEYS[1], 'destinations') or '[]')
 if attempt > tonumber(ARGV[1]) then
   return {'stale', tostring(attempt), dests[attempt + 1] or ''}
 end
+-- The provider's cause of this destination's outcome (for the terminal event's attempts).
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'cause:' .. tostring(attempt), ARGV[3]) end
 if attempt + 1 >= #dests or ARGV[5] ~= '1' then return {'last', tostring(attempt), ''} end
 local tried = redis.call('HGET', KEYS[1], 'tried')
 redis.call('HSET', KEYS[1], 'tried', (tried and tried ~= '' and (tried .. ',') or '') .. ARGV[4])
@@ -349,7 +351,13 @@ class Store:
             destinations=tuple(req.destinations or (req.transfer_number,)),
             ring_timeouts=tuple(req.ring_timeouts),
             caller_number=(req.customer_number or "") if req.caller_id == "customer" else "",
-            hold_audio=req.hold_audio).to_hash()
+            hold_audio=req.hold_audio,
+            # "" when every outcome moves on (the default, and records from before).
+            fallback_on=("" if set(req.fallback_on) >= set(FALLBACK_REASONS)
+                         else ",".join(req.fallback_on) or "none"),
+            # Per destination, the digits sent once it answers (only when there are some).
+            extra={"extensions": json.dumps(list(req.extensions))} if any(req.extensions)
+            else {}).to_hash()
         # The state is set by the script, with the claim (see _BEGIN).
         del record["state"]
         entry = self._entry(now, State.REQUESTED, "transfer requested")
@@ -403,21 +411,23 @@ class Store:
         return moved
 
     def advance_destination(self, transfer_id: str, seen_attempt: int, outcome: str,
-                            now: float | None = None, leg_fields: Sequence[str] = ()
-                            ) -> Advance:
+                            now: float | None = None, leg_fields: Sequence[str] = (),
+                            cause: Cause | None = None) -> Advance:
         """The destination of attempt `seen_attempt` was not reached (`outcome`: busy,
         no_answer, declined...): move to the next one, atomically, recording the outcome.
         Returns (outcome, attempt, number): ('next', k+1, number), ('last', k, '') when none
         is left (or no time), ('stale', current, number) when this attempt was already moved
         past, ('final', -1, '') when the transfer is over. The flag takes the number with
         its TTL kept; the deadline moves to a full ring from now, inside that TTL. The fields
-        of the leg left behind (LEG_FIELDS and the provider's `leg_fields`) are cleared."""
+        of the leg left behind (LEG_FIELDS and the provider's `leg_fields`) are cleared.
+        `cause`, the provider's own cause of the outcome, is kept with the attempt (unless
+        stale or final)."""
         now = time.time() if now is None else now
         lead = self._lead_of(transfer_id)
         if lead is None:
             return Advance(AdvanceOutcome.FINAL, -1, "")
-        started_at, rings = self.r.hmget(self.record_key(transfer_id, lead),
-                                         ["started_at", "ring_timeouts"])
+        started_at, rings, fallback_on = self.r.hmget(
+            self.record_key(transfer_id, lead), ["started_at", "ring_timeouts", "fallback_on"])
         started = float(started_at or now)
         ring = ring_timeout(self.settings, {"ring_timeouts": rings}, seen_attempt + 1)
         deadline = min(now + self.settings.deadline_for(ring),
@@ -425,12 +435,19 @@ class Store:
         # Not enough of the flag's TTL left to ring another destination: this one is last.
         room = deadline - now >= ring
         note = f"destination {seen_attempt + 1} {outcome.replace('_', ' ')}"
+        # The template's fallback_on: an outcome it does not name ends the transfer here.
+        stop = bool(fallback_on) and outcome not in str(fallback_on).split(",")
+        if stop:
+            room = False
         res = self._advance(keys=[self.record_key(transfer_id, lead),
                                   self.timeline_key(transfer_id, lead), flag_key(lead)],
-                            args=[seen_attempt, self._entry(now, None, note), "",
+                            args=[seen_attempt, self._entry(now, None, note),
+                                  cause.to_json() if cause else "",
                                   outcome, "1" if room else "0",
                                   *dict.fromkeys((*LEG_FIELDS, *leg_fields))])
         outcome = AdvanceOutcome(str(res[0]))
+        if stop and outcome is AdvanceOutcome.LAST:
+            self.note(transfer_id, note + " (not a fallback_on outcome)", now)
         if outcome is AdvanceOutcome.NEXT:
             # Should this write be lost, the earlier deadline fires and `expire` reconciles.
             self.r.zadd(self.DEADLINES, {transfer_id: deadline}, xx=True)
@@ -450,6 +467,14 @@ class Store:
         if attempt is None or str(attempt).isdigit():
             current = int(attempt or 0)
         return current, (str(tried).split(",") if tried else []), numbers
+
+    def causes(self, transfer_id: str, count: int) -> list[Cause | None]:
+        """The provider's cause of each of the first `count` attempts' outcomes, where
+        one was recorded (see advance_destination)."""
+        if count <= 0:
+            return []
+        raw = self.r.hmget(self.record_key(transfer_id), [f"cause:{i}" for i in range(count)])
+        return [Cause.from_json(str(r)) if r else None for r in raw]
 
     def note(self, transfer_id: str, note: str, now: float | None = None) -> None:
         """Add a timeline entry that does not change the state."""

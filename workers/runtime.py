@@ -59,8 +59,13 @@ class Runtime:
             return None, []
         # Where the provider tried them itself (Exotel's list), only the last is known.
         outcomes = [*(outcomes + ["not_answered"] * current)[:current], last_outcome]
-        return current, [Attempt(index=i, number=mask(numbers[i]), outcome=outcome)
-                         for i, outcome in enumerate(outcomes) if i < len(numbers)]
+        causes = self.store.causes(transfer_id, len(outcomes))
+        return current, [Attempt(index=i, number=mask(numbers[i]), outcome=outcome,
+                                 sip_code=cause.sip_code if cause else None,
+                                 provider_cause=cause.provider_cause if cause else None)
+                         for i, (outcome, cause) in enumerate(zip(outcomes, causes,
+                                                                  strict=True))
+                         if i < len(numbers)]
 
     def succeed(self, transfer: Mapping[str, str], note: str, *,
                 from_states: tuple[State, ...]) -> bool:
@@ -75,11 +80,15 @@ class Runtime:
     def fail(self, transfer: Mapping[str, str], reason: str, note: str, *,
              from_states: tuple[State, ...] = ()) -> bool:
         _, attempts = self.attempts(transfer["transfer_id"], reason)
+        # The cause of the outcome that ended it: the last destination's, where it was its.
+        last = attempts[-1] if attempts and attempts[-1].outcome == reason else None
         event = TransferEvent.failed(lead_id=transfer["lead_id"],
                                      transfer_id=transfer["transfer_id"],
                                      provider=transfer["provider"],
                                      call_id=transfer["call_id"], reason=reason,
-                                     attempts=attempts or None)
+                                     attempts=attempts or None,
+                                     sip_code=last.sip_code if last else None,
+                                     provider_cause=last.provider_cause if last else None)
         return self._finish(transfer, State.FAILED, note, event, from_states, reason=reason)
 
     def _finish(self, transfer: Mapping[str, str], state: State, note: str,

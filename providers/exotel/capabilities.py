@@ -14,6 +14,10 @@ CAPABILITIES: Mapping[str, Capability] = {
     "hold_audio_url": Refused(""),
     # Exotel's Connect takes one ringing duration for the whole list.
     "ring_timeout_per_destination": Refused(""),
+    # Connect goes down the whole list on any unanswered outcome, without asking us.
+    "fallback_on": Refused("its Connect applet dials the next number on any unanswered "
+                           "outcome"),
+    "extension": Refused("not built"),
 }
 
 # Conformance cases (tests/conformance) Exotel's flow cannot show, and why.

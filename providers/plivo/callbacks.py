@@ -22,7 +22,7 @@ from providers.plivo.markup import (
     whisper_xml,
 )
 from shared.config import Settings
-from shared.model import TERMINAL_STATES, CallbackKind, State
+from shared.model import TERMINAL_STATES, CallbackKind, Cause, State
 from shared.store import Store
 
 if TYPE_CHECKING:
@@ -94,7 +94,9 @@ def answer_dial_action(store: Store, settings: Settings, transfer_id: str,
             # Not reached: the next fallback destination, if the template has one (one
             # atomic step in the store, answered at once: Plivo runs this answer).
             outcome, current, number = store.advance_destination(
-                transfer_id, int(attempt), failure_reason(transfer, status))
+                transfer_id, int(attempt), failure_reason(transfer, status),
+                # "DialHangupCause: the standard telephony hangup cause" (dial-status-reporting).
+                cause=Cause.of(None, params.get("DialHangupCause")))
             if outcome in ("next", "stale") and number:
                 if outcome == "next" and transfer["state"] == State.HUMAN_ANSWERED:
                     # A screened human who did not take it: ringing the next one.

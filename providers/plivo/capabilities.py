@@ -13,4 +13,6 @@ CAPABILITIES: Mapping[str, Capability] = {
     "caller_id_customer": Supported("the Dial's callerId"),
     "hold_audio_url": Supported("the Dial's dialMusic"),
     "ring_timeout_per_destination": Supported("each Dial's timeout"),
+    "fallback_on": Supported("the store's advance step stops at an outcome not named"),
+    "extension": Supported("the Number's sendDigits"),
 }

@@ -34,7 +34,7 @@ APOLOGY = "Sorry, we could not connect you to an agent right now. Please call ag
 # briefing while Redis is down) and never anything secret.
 CONTEXT_FIELDS = ("destinations", "attempt", "outbound_number", "caller_number",
                   "ring_timeouts", "screening", "screening_key", "screening_timeout",
-                  "hold_audio", "confirm_timeout", "briefing")
+                  "hold_audio", "confirm_timeout", "briefing", "extensions")
 
 
 @lru_cache(maxsize=8)
@@ -206,7 +206,19 @@ def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) ->
               ("callbackUrl", _url(settings, DIAL_CALLBACK_PATH, transfer)),
               ("callbackMethod", "POST")]
     dial = " ".join(f"{name}={quoteattr(value)}" for name, value in attrs)
-    return f"<Response><Dial {dial}><Number>{escape(number)}</Number></Dial></Response>"
+    # The destination's extension: "sendDigits: play DTMF tones when the call is answered
+    # ... Each w character tells the Plivo API to wait 0.5 seconds" (xml/dial/number).
+    digits = _extension(transfer)
+    number_attrs = f" sendDigits={quoteattr(digits)}" if digits else ""
+    return (f"<Response><Dial {dial}><Number{number_attrs}>{escape(number)}</Number>"
+            "</Dial></Response>")
+
+
+def _extension(transfer: Mapping[str, str]) -> str:
+    """The current destination's extension ("" for none)."""
+    extensions = json.loads(transfer.get("extensions") or "[]")
+    attempt = int(transfer.get("attempt") or 0)
+    return str(extensions[attempt]) if 0 <= attempt < len(extensions) else ""
 
 
 def whisper_xml(transfer: Mapping[str, str] | None) -> str:

@@ -53,6 +53,11 @@ def speech_seconds(root: ET.Element | None) -> float:
     return total
 
 
+# DialStatus -> DialHangupCause as the Q.850 cause names of telephony switches (the docs give
+# no table for the Dial action: a plausible one).
+_DIAL_HANGUP_CAUSES = {"busy": "USER_BUSY", "no-answer": "NO_ANSWER", "timeout": "NO_ANSWER",
+                       "failed": "UNALLOCATED_NUMBER"}
+
 class PlivoSim:
     def __init__(self, sb: Sandbox) -> None:
         self.sb = sb
@@ -275,8 +280,8 @@ class PlivoSim:
         params = {"DialStatus": status, "DialALegUUID": call.sid,
                   "DialBLegUUID": dial.get("bleg", ""), "CallUUID": call.sid,
                   "DialRingStatus": "true" if status != "failed" else "false",
-                  "DialHangupCause": "NORMAL_CLEARING" if status == "completed" else
-                  status.upper().replace("-", "_")}
+                  # "the standard telephony hangup cause" (dial-status-reporting): Q.850 names.
+                  "DialHangupCause": _DIAL_HANGUP_CAUSES.get(status, "NORMAL_CLEARING")}
         for _ in range(self.sb.repeat_callbacks - 1):
             self.send(action, params)
         code, text = self.send(action, params)

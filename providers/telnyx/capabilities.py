@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from providers.base import Capability, Supported
+from providers.base import Capability, Refused, Supported
 
 CAPABILITIES: Mapping[str, Capability] = {
     "voicemail_detection": Supported("the dial's answering_machine_detection (detect)"),
@@ -13,4 +13,6 @@ CAPABILITIES: Mapping[str, Capability] = {
     "hold_audio_url": Supported("nothing to hold: the customer stays with the AI until the "
                                 "bridge"),
     "ring_timeout_per_destination": Supported("each dial's timeout_secs"),
+    "fallback_on": Supported("the store's advance step stops at an outcome not named"),
+    "extension": Refused("not built yet (the send_dtmf action would carry it)"),
 }

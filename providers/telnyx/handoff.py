@@ -38,7 +38,7 @@ from providers.base import (
 from providers.telnyx import markup
 from providers.telnyx.callbacks import TelnyxKind, encode_state, failure_reason, is_machine
 from shared.config import Settings
-from shared.model import State
+from shared.model import Cause, State
 from shared.store import ring_timeout
 
 if TYPE_CHECKING:
@@ -205,7 +205,8 @@ class TelnyxProvider:
             self._place(rt, current, attempt, numbers[int(attempt)])
 
     def _not_reached(self, rt: Runtime, transfer: Mapping[str, str], reason: str,
-                     note: str, task_id: str, *, hang_up: bool = False) -> None:
+                     note: str, task_id: str, *, hang_up: bool = False,
+                     cause: Cause | None = None) -> None:
         """The current destination will not take the call: the next one, or the end."""
         tid = transfer["transfer_id"]
         attempt = transfer.get("attempt", "0")
@@ -213,7 +214,7 @@ class TelnyxProvider:
             self._hang_up(rt, transfer, transfer.get("agent_call_sid", ""))
         if reason in _MOVE_ON and transfer.get("state") in _PRE_BRIDGE:
             outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason,
-                                                         leg_fields=LEG_FIELDS)
+                                                         leg_fields=LEG_FIELDS, cause=cause)
             if outcome in ("next", "stale"):
                 self.ensure_dialed(rt, tid, task_id)
                 return
@@ -282,7 +283,10 @@ class TelnyxProvider:
             reason = failure_reason(params, answered=bool(current.get("agent_answered")))
         self._not_reached(rt, current, reason, "human agent leg ended "
                           f"({params.get('hangup_cause', '?')}, SIP "
-                          f"{params.get('sip_hangup_cause', '?')})", task_id)
+                          f"{params.get('sip_hangup_cause', '?')})", task_id,
+                          # call.hangup's hangup_cause and sip_hangup_cause (callbacks/call-hangup).
+                          cause=Cause.of(params.get("sip_hangup_cause"),
+                                         params.get("hangup_cause")))
 
     def _maybe_engage(self, rt: Runtime, tid: str, task_id: str) -> None:
         """Once the leg is answered and (with detection) a person: brief, screen or bridge.

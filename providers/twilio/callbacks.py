@@ -21,7 +21,7 @@ from providers.twilio import markup
 from providers.twilio.markup import agent_label
 from shared.config import Settings
 from shared.logs import get_logger
-from shared.model import TERMINAL_STATES, CallbackKind, State
+from shared.model import TERMINAL_STATES, CallbackKind, Cause, State
 from shared.store import Store
 
 if TYPE_CHECKING:
@@ -48,13 +48,14 @@ LEG_FIELDS = ("conference_sid",)
 # --- the worker's part: the human's leg, the conference, detection -----------------------
 
 def _not_reached(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], reason: str,
-                 note: str, task_id: str, *, hang_up: bool = False) -> None:
+                 note: str, task_id: str, *, hang_up: bool = False,
+                 cause: Cause | None = None) -> None:
     """The current destination will not take the call: the next one, or the end."""
     tid = transfer["transfer_id"]
     attempt = transfer.get("attempt", "0")
     if reason in _MOVE_ON and transfer.get("state") in PRE_BRIDGE:
         outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason,
-                                                     leg_fields=LEG_FIELDS)
+                                                     leg_fields=LEG_FIELDS, cause=cause)
         if outcome in ("next", "stale"):
             if hang_up and outcome == "next":
                 p.hang_up(rt, transfer, transfer.get("agent_call_sid", ""),
@@ -121,7 +122,10 @@ def _agent_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
                 reason = "voicemail"  # our TwiML hung up on a machine
         # Before the bridge the customer is still with the AI: the next destination,
         # or the AI just resumes.
-        _not_reached(p, rt, transfer, reason, f"human agent call {status}", task_id)
+        # "SipResponseCode: the SIP code that resulted in a failed call" (call-resource,
+        # StatusCallback parameters), e.g. 486 busy, 487 rang out.
+        _not_reached(p, rt, transfer, reason, f"human agent call {status}", task_id,
+                     cause=Cause.of(params.get("SipResponseCode")))
 
 
 def _conference(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from providers.base import Capability, Supported
+from providers.base import Capability, Refused, Supported
 
 CAPABILITIES: Mapping[str, Capability] = {
     "voicemail_detection": Supported("AMD on the human's leg (AmdStatusCallback)"),
@@ -13,4 +13,7 @@ CAPABILITIES: Mapping[str, Capability] = {
     "hold_audio_url": Supported("nothing to hold: the customer stays with the AI until the "
                                 "human is in the conference"),
     "ring_timeout_per_destination": Supported("each leg's timeout"),
+    "fallback_on": Supported("the store's advance step stops at an outcome not named"),
+    "extension": Refused("not built yet (only calls.create takes SendDigits; "
+                                 "conference participants do not)"),
 }

@@ -64,7 +64,10 @@ def test_no_answer_sends_customer_back_to_the_ai(stack: Stack) -> None:
 
 def test_busy(stack: Stack) -> None:
     _, _, tid = _request(stack, "busy")
-    assert stack.terminal(tid)["reason"] == "busy"
+    event = stack.terminal(tid)
+    assert event["reason"] == "busy"
+    # The Dial action's DialHangupCause beside our reason (Plivo gives no SIP code).
+    assert (event["sip_code"], event["provider_cause"]) == (None, "USER_BUSY")
 
 
 def test_dial_up_after_the_flag_expired(stack: Stack) -> None:
@@ -230,6 +233,7 @@ def test_fallback_success_event_names_the_destination(stack: Stack) -> None:
     event = stack.terminal(tid)
     assert event["destination_index"] == 2
     assert [a["outcome"] for a in event["attempts"]] == ["no_answer", "busy", "answered"]
+    assert [a["provider_cause"] for a in event["attempts"]] == ["NO_ANSWER", "USER_BUSY", None]
 
 
 def test_customer_caller_id_and_hold_audio(stack: Stack) -> None:

@@ -88,6 +88,9 @@ def test_busy_then_the_next_destination_answers(stack: Stack) -> None:
     event = stack.terminal(tid)
     assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
     assert [a["outcome"] for a in event["attempts"]] == ["busy", "answered"]
+    # call.hangup's causes beside our outcome.
+    assert [(a["sip_code"], a["provider_cause"]) for a in event["attempts"]] == [
+        (486, "user_busy"), (None, None)]
     assert [d["to"] for d in _dials(stack) if d["to"] in numbers] == numbers
     assert json.loads(base64.b64decode(_dials(stack)[-1]["client_state"]))["a"] == "1"
     [bridge] = _bridges(stack, call_id)

@@ -75,6 +75,9 @@ def test_busy(stack: Stack) -> None:
     _, call_id, _, result = _request(stack, "busy")
     event = stack.terminal(str(result["transfer_id"]))
     assert (event["reason"], event["action"]) == ("busy", "resume")
+    # Twilio's SipResponseCode beside our reason, on the event and its attempt.
+    assert (event["sip_code"], event["provider_cause"]) == (486, None)
+    assert [(a["outcome"], a["sip_code"]) for a in event["attempts"]] == [("busy", 486)]
     assert stack.sandbox.api_requests(f"/Calls/{call_id}.json") == []
 
 
@@ -361,6 +364,7 @@ def test_first_destination_busy_then_second_answers(stack: Stack) -> None:
     event = stack.terminal(tid)
     assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
     assert [a["outcome"] for a in event["attempts"]] == ["busy", "answered"]
+    assert [a["sip_code"] for a in event["attempts"]] == [486, None]
     assert _legs_to(stack, numbers) == numbers  # one after the other
     # The customer stayed with the AI until the second human was in: moved once.
     assert len(stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST")) == 1
@@ -430,6 +434,20 @@ def test_screening_declined_by_everyone_resumes_the_ai(stack: Stack) -> None:
     event = stack.terminal(tid)
     assert (event["reason"], event["action"]) == ("declined", "resume")
     assert stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST") == []
+
+
+def test_fallback_on_stops_at_a_declined_human(stack: Stack) -> None:
+    """The template moves on for busy and no answer only: the first human's "no" ends the
+    transfer; the second destination is never dialed and the customer never moved."""
+    _, call_id, numbers, tid = _policies(stack, ["decline", "answer"], screening=True,
+                                         fallback_on=["busy", "no_answer"])
+    event = stack.terminal(tid)
+    assert (event["type"], event["reason"], event["action"]) == (
+        "transfer.failed", "declined", "resume")
+    assert [a["outcome"] for a in event["attempts"]] == ["declined"]
+    assert _legs_to(stack, numbers) == numbers[:1]
+    assert stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST") == []
+    assert stack.terminal_count(tid) == 1
 
 
 def test_customer_caller_id_is_shown_to_the_human(stack: Stack) -> None:

@@ -42,8 +42,16 @@ CARRIED = {
     "caller_id_customer": {"twilio", "plivo", "telnyx"},
     "hold_audio_url": {"twilio", "plivo", "telnyx"},
     "ring_timeout_per_destination": {"twilio", "plivo", "telnyx"},
+    "fallback_on": {"twilio", "plivo", "telnyx"},
+    "extension": {"plivo"},
 }
-HINTS = {("voicemail_detection", "plivo"): "its Dial has no machine detection; turn on "
+HINTS = {("extension", "twilio"): "not built yet (only calls.create takes SendDigits; "
+                                     "conference participants do not)",
+         ("extension", "telnyx"): "not built yet (the send_dtmf action would carry it)",
+         ("extension", "exotel"): "not built",
+         ("fallback_on", "exotel"): "its Connect applet dials the next number on any "
+                                   "unanswered outcome",
+         ("voicemail_detection", "plivo"): "its Dial has no machine detection; turn on "
                                            "screening instead: a voicemail cannot press the key"}
 
 

@@ -52,3 +52,14 @@ def test_moving_on_clears_the_generic_and_the_providers_leg_fields(
     raw = store.get_transfer(tid) or {}
     assert ("agent_call_sid" in raw, "conference_sid" in raw, raw.get("kept")) == (
         False, False, "yes")
+
+
+def test_a_cause_keeps_only_what_the_provider_gave() -> None:
+    from shared.model import Cause
+
+    assert Cause.of("486", "user_busy") == Cause(486, "user_busy")
+    assert Cause.of("", None) is None and Cause.of(None, "  ") is None
+    assert Cause.of("48", None) is None and Cause.of("700", None) is None  # not a SIP code
+    assert Cause.of("x", "NO_ANSWER") == Cause(None, "NO_ANSWER")
+    assert Cause.from_json(Cause(603, None).to_json()) == Cause(603, None)
+    assert Cause.from_json("not json") is None and Cause.from_json("[1]") is None

@@ -139,16 +139,22 @@ _steps = st.lists(st.tuples(st.integers(0, 5), st.sampled_from(
 
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 5), steps=_steps, ended_after=st.one_of(st.none(), st.integers(0, 12)))
+@given(n=st.integers(1, 5), steps=_steps, ended_after=st.one_of(st.none(), st.integers(0, 12)),
+       fallback_on=st.one_of(st.none(), st.lists(st.sampled_from(
+           ["busy", "no_answer", "declined", "voicemail", "failed"]), unique=True)))
 def test_moving_down_the_destinations_matches_a_model(store: Store, n: int,
                                                       steps: list[tuple[int, str]],
-                                                      ended_after: int | None) -> None:
+                                                      ended_after: int | None,
+                                                      fallback_on: list[str] | None) -> None:
     """Any sequence of 'destination k not reached' reports (duplicates, stale ones, out of
-    order) moves one step at a time; the flag is always the current destination's number."""
+    order) moves one step at a time, and only for an outcome the template's fallback_on
+    names; the flag is always the current destination's number."""
     store.r.flushdb()
     numbers = [f"+1415555{200 + i:04d}" for i in range(n)]
     raw = make_request(lead_id="L1", transfer_number=None)
     raw["template"]["configurations"] = {"transfer_numbers": numbers}
+    if fallback_on is not None:
+        raw["template"]["configurations"]["fallback_on"] = fallback_on
     req = parse_request(raw, lambda _: "+14155550199")
     store.begin(req)
     store.set_flag("L1", numbers[0])
@@ -163,7 +169,7 @@ def test_moving_down_the_destinations_matches_a_model(store: Store, n: int,
             continue
         if seen < current:
             assert result == ("stale", current, numbers[current])
-        elif current + 1 >= n:
+        elif current + 1 >= n or (fallback_on is not None and outcome not in fallback_on):
             assert result == ("last", current, "")
         else:
             outcomes.append(outcome)

@@ -18,6 +18,7 @@ from providers.plivo import markup as plivo
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.contracts import parse_request
+from shared.model import Cause
 from shared.store import State, Store
 from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import RESUME_URL, AppFactory
@@ -217,6 +218,52 @@ def test_unreached_destination_dials_the_next(client: FlaskClient, settings: Set
     assert msg["kwargs"]["params"]["attempt"] == "2"
     notes = [e["note"] for e in store.timeline(tid)]
     assert "destination 1 busy" in notes and "destination 2 no answer" in notes
+
+
+def test_each_destination_s_extension_goes_in_its_number_s_send_digits(
+        client: FlaskClient, settings: Settings, store: Store) -> None:
+    raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1", transfer_number=None)
+    raw["template"]["configurations"] = {"transfer_numbers": [
+        "+14155550101", {"number": "+14155550102", "extension": "ww42#"}]}
+    tid = pending(store, raw=raw)
+    first = post(client, settings, f"/plivo/dial-up?transfer_id={tid}", {"CallUUID": "uuid-1"})
+    number = ET.fromstring(first.data).find("Dial/Number")
+    assert number is not None and number.get("sendDigits") is None
+    second = post(client, settings, f"/plivo/dial-action?transfer_id={tid}",
+                  {"DialStatus": "busy"})
+    number = ET.fromstring(second.data).find("Dial/Number")
+    assert number is not None and number.text == "+14155550102"
+    assert number.get("sendDigits") == "ww42#"
+
+
+def test_the_dial_actions_hangup_cause_is_kept_with_each_attempt(
+        client: FlaskClient, settings: Settings, store: Store) -> None:
+    tid = fallback_pending(store, ["+14155550101", "+14155550102"])
+    post(client, settings, f"/plivo/dial-action?transfer_id={tid}",
+         {"DialStatus": "busy", "DialHangupCause": "USER_BUSY"})
+    post(client, settings, f"/plivo/dial-action?transfer_id={tid}&attempt=1",
+         {"DialStatus": "failed", "DialHangupCause": "UNALLOCATED_NUMBER"})
+    # Plivo gives a cause name, no SIP code.
+    assert store.causes(tid, 3) == [Cause(None, "USER_BUSY"), Cause(None, "UNALLOCATED_NUMBER"),
+                                    None]
+
+
+def test_fallback_on_ends_the_list_at_an_outcome_it_does_not_name(
+        client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1")
+    raw["template"]["configurations"] = {"transfer_numbers": ["+14155550101", "+14155550102"],
+                                         "fallback_on": ["busy"]}
+    tid = pending(store, raw=raw)
+    resp = post(client, settings, f"/plivo/dial-action?transfer_id={tid}",
+                {"DialStatus": "no-answer"})
+    # No next <Dial>: back to the AI, and the worker fails the transfer with no_answer.
+    assert ET.fromstring(resp.data).find("Dial") is None
+    assert ET.fromstring(resp.data).findtext("Redirect") == RESUME_URL
+    assert store.get_flag("L1") == "+14155550101"
+    [msg] = drain_queue(celery_app, "transfers")
+    assert msg["kwargs"]["params"]["DialStatus"] == "no-answer"
+    assert "destination 1 no answer (not a fallback_on outcome)" in [
+        e["note"] for e in store.timeline(tid)]
 
 
 def test_dial_xml_carries_caller_id_and_hold_audio(client: FlaskClient, settings: Settings,

@@ -142,6 +142,18 @@ def test_a_machine_is_hung_up_and_the_next_destination_dialed(
     assert events() == []
 
 
+def test_fallback_on_keeps_the_next_destination_for_the_outcomes_it_names(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked, extra={"template": {"configurations": {
+        "transfer_numbers": ["+14155550101", "+14155550102"],
+        "fallback_on": ["no_answer"]}}})
+    webhook(tid, "call.hangup", hangup_cause="user_busy", sip_hangup_cause="486")
+    [event] = events()
+    assert (event["type"], event["reason"]) == ("transfer.failed", "busy")
+    assert [a["outcome"] for a in event["attempts"]] == ["busy"]
+    assert len(mocked.calls) == 1  # the second number was never dialed
+
+
 def test_busy_on_the_last_destination_resumes_the_ai(
         rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
     tid = start(mocked)
@@ -150,6 +162,10 @@ def test_busy_on_the_last_destination_resumes_the_ai(
     assert (event["type"], event["reason"], event["action"]) == (
         "transfer.failed", "busy", "resume")
     assert len(mocked.calls) == 1  # nothing touched the customer's call
+    # Telnyx's own cause beside ours (callbacks/call-hangup).
+    assert (event["sip_code"], event["provider_cause"]) == (486, "user_busy")
+    assert [(a["sip_code"], a["provider_cause"]) for a in event["attempts"]] == [
+        (486, "user_busy")]
 
 
 def test_screening_wrong_key_declines_and_hangs_up(

@@ -93,6 +93,36 @@ def test_last_destination_unreached_fails_with_every_attempt(
     assert [a["outcome"] for a in event["attempts"]] == ["no_answer", "busy"]
 
 
+def test_each_attempt_and_the_failure_carry_twilios_sip_response_code(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked)
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="failed", SipResponseCode="404",
+             attempt="0")
+    # A duplicate of the first leg's callback, with another code, changes nothing.
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="failed", SipResponseCode="500",
+             attempt="0")
+    callback("agent-status", tid, CallSid=SECOND, CallStatus="busy", SipResponseCode="486",
+             attempt="1")
+    [event] = events()
+    assert [(a["outcome"], a["sip_code"], a["provider_cause"]) for a in event["attempts"]] == [
+        ("failed", 404, None), ("busy", 486, None)]
+    assert (event["reason"], event["sip_code"], event["provider_cause"]) == ("busy", 486, None)
+
+
+def test_no_sip_code_is_null_not_guessed(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked, fallback_on=[])  # and never to the second number
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="no-answer", SipResponseCode="x",
+             attempt="0")
+    [event] = events()
+    assert event["sip_code"] is None and event["attempts"][0]["sip_code"] is None
+    assert [a["outcome"] for a in event["attempts"]] == ["no_answer"]
+    assert len(mocked.calls) == 1  # one leg placed
+
+
 def test_voicemail_hangs_up_the_machine_and_dials_the_next(
         rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
     mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
