@@ -349,7 +349,9 @@ class Store:
             destinations=tuple(req.destinations or (req.transfer_number,)),
             ring_timeouts=tuple(req.ring_timeouts),
             caller_number=(req.customer_number or "") if req.caller_id == "customer" else "",
-            hold_audio=req.hold_audio).to_hash()
+            hold_audio=req.hold_audio,
+            # Only the non-default handoff is recorded (the record stays as it was).
+            extra={"handoff": req.handoff} if req.handoff != "default" else {}).to_hash()
         # The state is set by the script, with the claim (see _BEGIN).
         del record["state"]
         entry = self._entry(now, State.REQUESTED, "transfer requested")

@@ -14,4 +14,6 @@ CAPABILITIES: Mapping[str, Capability] = {
     "hold_audio_url": Refused(""),
     # Exotel's Connect takes one ringing duration for the whole list.
     "ring_timeout_per_destination": Refused(""),
+    # The flow's Connect applet is the handoff; there is no other.
+    "handoff_agent_first": Refused(""),
 }

@@ -13,4 +13,6 @@ CAPABILITIES: Mapping[str, Capability] = {
     "hold_audio_url": Supported("nothing to hold: the customer stays with the AI until the "
                                 "bridge"),
     "ring_timeout_per_destination": Supported("each dial's timeout_secs"),
+    # Accepted as a no-op: Telnyx's only handoff already reaches the human first.
+    "handoff_agent_first": Supported("its one handoff: the human is dialed first"),
 }

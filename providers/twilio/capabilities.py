@@ -13,4 +13,6 @@ CAPABILITIES: Mapping[str, Capability] = {
     "hold_audio_url": Supported("nothing to hold: the customer stays with the AI until the "
                                 "human is in the conference"),
     "ring_timeout_per_destination": Supported("each leg's timeout"),
+    # Accepted as a no-op: the conference handoff already reaches the human first.
+    "handoff_agent_first": Supported("its one handoff: the human joins the conference first"),
 }

@@ -42,9 +42,12 @@ CARRIED = {
     "caller_id_customer": {"twilio", "plivo", "telnyx"},
     "hold_audio_url": {"twilio", "plivo", "telnyx"},
     "ring_timeout_per_destination": {"twilio", "plivo", "telnyx"},
+    # A no-op on twilio and telnyx: their one handoff reaches the human first.
+    "handoff_agent_first": {"twilio", "plivo", "telnyx"},
 }
-HINTS = {("voicemail_detection", "plivo"): "its Dial has no machine detection; turn on "
-                                           "screening instead: a voicemail cannot press the key"}
+HINTS = {("voicemail_detection", "plivo"): "its Dial has no machine detection; use handoff "
+                                           "'agent_first' (the Call API's machine_detection), "
+                                           "or screening: a voicemail cannot press the key"}
 
 
 @pytest.mark.parametrize("policy", contracts.POLICIES)
