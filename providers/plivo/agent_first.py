@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +36,13 @@ from providers.plivo.markup import (
     AF_HANGUP_PATH,
     AF_JOIN_PATH,
     AF_MACHINE_PATH,
+    CONFIRM_GRACE,
+    DETECTION_HOLD,
     MACHINE_DETECTION_MS,
     af_status_url,
     af_url,
     conference_xml,
+    confirm_timeout,
     goodbye_xml,
     hangup_xml,
     human_answer_xml,
@@ -61,6 +65,8 @@ LEG_FAILURES = {"busy": "busy", "no-answer": "no_answer", "timeout": "no_answer"
 MOVE_ON = frozenset({"busy", "no_answer", "failed", "voicemail", "declined", "agent_hung_up"})
 # Fields of a human leg, besides the store's LEG_FIELDS, cleared when moving on.
 LEG_FIELDS = ("request_uuid", "conference_uuid")
+# Once accepted: the human's conference join, the customer's transfer and join (s).
+BRIDGE_TIME = 15.0
 
 
 def selected(transfer: Mapping[str, str]) -> bool:
@@ -306,6 +312,16 @@ def _pending(record: Mapping[str, str] | None, attempt: str) -> bool:
             and record.get("attempt", "0") == attempt)
 
 
+def _give_time(store: Store, transfer_id: str, transfer: Mapping[str, str]) -> None:
+    """The deadline was a ring's; a human who picked up now has the briefing, the key and
+    the bridge to go through: never less than that (estimated slowly, as confirmTimeout)."""
+    window = confirm_timeout(transfer) + CONFIRM_GRACE + BRIDGE_TIME
+    if transfer.get("voicemail_detection") and not transfer.get("screening"):
+        window += DETECTION_HOLD
+    current = store.r.zscore(store.DEADLINES, transfer_id) or 0.0
+    store.extend_deadline(transfer_id, max(float(current), time.time() + window))
+
+
 def answer_human(store: Store, settings: Settings, ctx: Mapping[str, str],
                  params: Mapping[str, str]) -> str:
     """/plivo/af-answer: the human picked up. Record their CallUUID (the leg can then be
@@ -319,6 +335,7 @@ def answer_human(store: Store, settings: Settings, ctx: Mapping[str, str],
         if params.get("CallUUID"):
             store.set_fields(tid, agent_call_sid=params["CallUUID"])
         store.note(tid, "human agent picked up; briefing them")
+        _give_time(store, tid, {**ctx, **record})
         return human_answer_xml(settings, {**ctx, **record, "attempt": attempt})
     except redis.RedisError:
         return human_answer_xml(settings, ctx)
