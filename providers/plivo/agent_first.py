@@ -199,8 +199,8 @@ def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], 
         transfer = {**transfer, "agent_call_sid": call_uuid}
     if kind == CallbackKind.AF_LEG:
         if transfer["state"] == State.BRIDGING:
-            rt.fail(transfer, "agent_hung_up", "human agent hung up while the customer was "
-                    "being moved", from_states=(State.BRIDGING,))
+            _lost_while_bridging(rt, transfer, "human agent hung up while the customer was "
+                                 "being moved")
         elif transfer["state"] in PRE_BRIDGE:
             current = rt.store.get_transfer(tid) or transfer
             status = params.get("CallStatus", "")
@@ -247,13 +247,34 @@ def _conference(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
     elif action == "exit" and not is_customer and transfer["state"] in (*PRE_BRIDGE,
                                                                       State.BRIDGING):
         if transfer["state"] == State.BRIDGING:
-            rt.fail(transfer, "agent_hung_up", "human agent left before the customer joined",
-                    from_states=(State.BRIDGING,))
+            _lost_while_bridging(rt, transfer, "human agent left before the customer joined")
         else:
             _not_reached(p, rt, transfer, "agent_hung_up", "human agent left the conference",
                          task_id)
     else:
         rt.store.note(tid, f"conference {action}")
+
+
+def _lost_while_bridging(rt: Runtime, transfer: Mapping[str, str], note: str) -> None:
+    """The human left while the customer was being moved: the customer, who may already
+    wait alone in the conference (stayAlone), goes back to the AI (PLIVO_RESUME_URL), never
+    hung up on. Without a resume URL their call stays as it is."""
+    from providers.plivo.handoff import make_client
+
+    if not rt.fail(transfer, "agent_hung_up", note, from_states=(State.BRIDGING,)):
+        return
+    resume = rt.settings.plivo_resume_url
+    if not resume:
+        return
+    try:
+        client = make_client(rt.settings, transfer)
+        client.call(lambda sdk: sdk.calls.transfer(
+            call_uuid=transfer["call_id"], legs="aleg", aleg_url=resume, aleg_method="POST"))
+    except (PermanentProviderError, TransientProviderError) as exc:
+        rt.logger(transfer).warning("could not send the customer back to the AI",
+                                    extra={"error": str(exc)})
+        return
+    rt.store.note(transfer["transfer_id"], "customer sent back to the AI")
 
 
 def bridge(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
@@ -366,10 +387,10 @@ def accept(store: Store, settings: Settings, ctx: Mapping[str, str],
             with contextlib.suppress(redis.RedisError):
                 store.set_fields(tid, declined="1")
         return goodbye_xml(), out
-    return conference_xml(settings, {**ctx, "attempt": attempt}, human=True), \
+    return conference_xml(settings, {**ctx, "attempt": attempt}), \
         {**out, "accepted": "1"}
 
 
 def join_customer(settings: Settings, ctx: Mapping[str, str]) -> str:
     """/plivo/af-join: the customer's leg into the conference (all it needs is in the URL)."""
-    return conference_xml(settings, ctx, human=False)
+    return conference_xml(settings, ctx)

@@ -327,13 +327,14 @@ def human_answer_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
     return str(response.to_string(False))
 
 
-def conference_xml(settings: Settings, transfer: Mapping[str, str], *, human: bool) -> str:
-    """The human's or the customer's way into the transfer's conference. The human starts
-    it and may wait alone in it (the customer is being moved); either leaving ends it."""
+def conference_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
+    """The human's or the customer's way into the transfer's conference. Either may wait
+    alone in it: the human while the customer is being moved, the customer when the human
+    left meanwhile (the worker then sends them back to the AI). Either leaving ends it."""
     response = plivoxml.ResponseElement()
     response.add(plivoxml.ConferenceElement(
         conference_room(transfer["transfer_id"]), start_conference_on_enter=True,
-        end_conference_on_exit=True, stay_alone=human, enter_sound="", exit_sound="",
+        end_conference_on_exit=True, stay_alone=True, enter_sound="", exit_sound="",
         callback_url=af_status_url(settings, AF_CONFERENCE_PATH, transfer),
         callback_method="POST"))
     return str(response.to_string(False))

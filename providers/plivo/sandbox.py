@@ -524,8 +524,10 @@ class PlivoSim:
                 return error(400, "legs and aleg_url are required")
             # aleg_method defaults to POST (transfer-a-call).
             url, method = str(body["aleg_url"]), str(body.get("aleg_method") or "POST").upper()
-            # The call leaves the XML it was running (the AI's stream) for aleg_url's.
+            # The call leaves the XML it was running (the AI's stream, or a Conference) for
+            # aleg_url's.
             call.dial = None
+            self._leave_room(call)
             sb.scheduler.at(0.01, lambda: self.fetch(call, url, method), key=call.sid)
             return jsonify({"message": "call transferred", "api_id": str(uuid.uuid4())}), 202
 

@@ -119,7 +119,7 @@ def test_human_answer_xml_without_screening_waits_for_detection(settings: Settin
 
 
 def test_conference_xml(settings: Settings) -> None:
-    root = ET.fromstring(plivo.conference_xml(settings, {"transfer_id": "tr_1"}, human=True))
+    root = ET.fromstring(plivo.conference_xml(settings, {"transfer_id": "tr_1"}))
     [conf] = root
     assert conf.tag == "Conference" and conf.text == "transfer-tr_1"
     assert conf.attrib == {
@@ -127,9 +127,6 @@ def test_conference_xml(settings: Settings) -> None:
         "endConferenceOnExit": "true", "stayAlone": "true",
         "callbackUrl": "https://hooks.example.com/plivo/af-conference?transfer_id=tr_1",
         "callbackMethod": "POST"}
-    [conf] = ET.fromstring(plivo.conference_xml(settings, {"transfer_id": "tr_1"},
-                                                human=False))
-    assert conf.get("stayAlone") == "false"
 
 
 def _answer(client: FlaskClient, settings: Settings, answer_url: str) -> ET.Element:
@@ -267,3 +264,16 @@ def test_declined_is_the_reason(rt: Runtime, store: Store, events: Any,
     assert (event["type"], event["reason"]) == ("transfer.failed", "declined")
     parsed = parse_qs(urlsplit(create_bodies(mocked)[0]["answer_url"]).query)
     assert parsed["transfer_id"] == [tid]
+
+
+def test_human_gone_while_bridging_sends_the_customer_back(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked)
+    mocked.post(TRANSFER_URL, status=202, json={"message": "call transferred", "api_id": "x"})
+    callback("af-conference", tid, ConferenceAction="enter", CallUUID=HUMAN)
+    assert store.get_transfer(tid)["state"] == "bridging"  # type: ignore[index]
+    callback("af-leg", tid, attempt="0", CallStatus="completed", CallUUID=HUMAN)
+    [event] = events()
+    assert (event["type"], event["reason"]) == ("transfer.failed", "agent_hung_up")
+    moves = [json.loads(c.request.body) for c in mocked.calls if c.request.url == TRANSFER_URL]
+    assert [m["aleg_url"] for m in moves][1:] == [rt.settings.plivo_resume_url]
