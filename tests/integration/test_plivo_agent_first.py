@@ -57,7 +57,8 @@ def test_success_with_briefing_and_screening(stack: Stack) -> None:
     assert event["type"] == "transfer.succeeded"
     kinds = [e["type"] for e in stack.events_for(lead)]
     assert kinds == ["transfer.succeeded"]  # no disconnect_ai: the AI kept the customer
-    [create] = stack.sandbox.api_requests("/Call/", method="POST")[:1]
+    [create] = [r for r in stack.sandbox.api_requests("/Call/", method="POST")
+                if (r.json or {}).get("to") == number]
     assert create.json["to"] == number and "/plivo/af-answer?" in create.json["answer_url"]
     leg = _leg(stack, number)
     assert leg.spoken[:2] == [f"Incoming transfer. Note from the AI assistant: {SUMMARY}",
@@ -104,3 +105,30 @@ def test_customer_hangs_up_while_the_human_rings(stack: Stack) -> None:
     assert (event["type"], event["reason"]) == ("transfer.failed", "customer_hung_up")
     _until(lambda: _leg(stack, number).status == "cancel", "the human's call rang on")
     assert stack.sandbox.api_requests("/Request/", method="DELETE") != []
+
+
+def test_busy_and_no_more_destinations_leaves_the_customer_with_the_ai(stack: Stack) -> None:
+    _, call_id, tid, [number] = _request(stack, ["busy"])
+    event = stack.terminal(tid)
+    assert (event["type"], event["reason"], event["action"]) == \
+        ("transfer.failed", "busy", "resume")
+    _customer_never_moved(stack, call_id)
+    assert _leg(stack, number).status == "busy"
+
+
+def test_fallback_with_every_callback_twice_and_shuffled(stack: Stack) -> None:
+    stack.sandbox.repeat_callbacks = 2
+    stack.sandbox.callback_jitter = 0.3
+    try:
+        _, _, tid, numbers = _request(stack, ["no-answer:0.2", "answer"],
+                                            ring_timeout=5)
+        event = stack.terminal(tid)
+        assert (event["type"], event["destination_index"]) == ("transfer.succeeded", 1)
+        # One leg per destination, whatever the duplicates.
+        creates = stack.sandbox.api_requests("/Call/", method="POST")
+        assert sorted(r.json["to"] for r in creates if (r.json or {}).get("to") in numbers) \
+            == sorted(numbers)
+        time.sleep(1.0)  # let the duplicates land: they change nothing
+        assert stack.terminal_count(tid) == 1
+    finally:
+        stack.sandbox.callback_jitter = 0.0
