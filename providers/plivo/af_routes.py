@@ -9,6 +9,7 @@ callbacks: 503 when the task cannot be queued, which Plivo retries.
 
 from __future__ import annotations
 
+import redis
 from flask import Response, abort
 
 from providers.plivo import agent_first, markup
@@ -67,6 +68,18 @@ def _status(kind: CallbackKind, *required: str) -> Response:
     params["attempt"] = _attempt()
     enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind=kind, transfer_id=transfer_id,
             params=params)
+    return Response(status=200)
+
+
+@bp.post("/af-ring")
+def af_ring() -> Response:
+    """The human leg's ring_url: recorded at once (how a retried dial finds the leg)."""
+    verify_plivo()
+    transfer_id = transfer_id_arg()
+    try:
+        agent_first.ringing(deps().store, transfer_id, _attempt(), _params())
+    except redis.RedisError:
+        abort(503)
     return Response(status=200)
 
 

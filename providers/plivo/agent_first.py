@@ -36,6 +36,7 @@ from providers.plivo.markup import (
     AF_HANGUP_PATH,
     AF_JOIN_PATH,
     AF_MACHINE_PATH,
+    AF_RING_PATH,
     CONFIRM_GRACE,
     DETECTION_HOLD,
     MACHINE_DETECTION_MS,
@@ -65,6 +66,8 @@ LEG_FAILURES = {"busy": "busy", "no-answer": "no_answer", "timeout": "no_answer"
 MOVE_ON = frozenset({"busy", "no_answer", "failed", "voicemail", "declined", "agent_hung_up"})
 # Fields of a human leg, besides the store's LEG_FIELDS, cleared when moving on.
 LEG_FIELDS = ("request_uuid", "conference_uuid")
+# How long after an interrupted calls.create its leg's ring callback may still come (s).
+RING_GRACE = 5.0
 # Once accepted: the human's conference join, the customer's transfer and join (s).
 BRIDGE_TIME = 15.0
 
@@ -96,8 +99,7 @@ def place(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], attempt: s
     from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
     note = "dialing the human agent (agent first)" if attempt == "0" else \
         f"dialing destination {int(attempt) + 1} (agent first)"
-    if transfer.get("dial_attempted") == attempt and (
-            transfer.get("request_uuid") or transfer.get("agent_call_sid")):
+    if transfer.get("dial_attempted") == attempt and _placed_before(rt, transfer, attempt):
         rt.store.transition(tid, State.DIALING, f"{note} (found the leg of an interrupted "
                             "attempt)", from_states=from_states, fields={"placed": attempt})
         return
@@ -109,6 +111,8 @@ def place(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], attempt: s
         "to_": number,
         "answer_url": af_url(settings, AF_ANSWER_PATH, leg), "answer_method": "POST",
         "hangup_url": af_status_url(settings, AF_HANGUP_PATH, leg), "hangup_method": "POST",
+        # "ring_url: notified when the call starts ringing": how a retry finds the leg.
+        "ring_url": af_status_url(settings, AF_RING_PATH, leg), "ring_method": "POST",
         "ring_timeout": ring_timeout(settings, transfer, attempt),
     }
     if transfer.get("voicemail_detection"):
@@ -117,7 +121,7 @@ def place(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], attempt: s
         kwargs.update(machine_detection="hangup", machine_detection_time=MACHINE_DETECTION_MS,
                       machine_detection_url=af_status_url(settings, AF_MACHINE_PATH, leg),
                       machine_detection_method="POST")
-    rt.store.set_fields(tid, dial_attempted=attempt)
+    rt.store.set_fields(tid, dial_attempted=attempt, dial_attempted_at=repr(time.time()))
     try:
         response: Any = client.call(lambda sdk: sdk.calls.create(**kwargs))
     except (TransientProviderError, PermanentProviderError) as exc:
@@ -128,6 +132,22 @@ def place(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], attempt: s
     request_uuid = str(getattr(response, "request_uuid", "") or "")
     rt.store.transition(tid, State.DIALING, note, from_states=from_states,
                         fields={"request_uuid": request_uuid, "placed": attempt})
+
+
+def _placed_before(rt: Runtime, transfer: Mapping[str, str], attempt: str) -> bool:
+    """Look before dialing again: a worker died around calls.create. Its leg, if placed,
+    is known by the request_uuid it recorded, or by the leg's ring_url callback (which
+    records it too); the ring comes within RING_GRACE of the attempt, or never."""
+    wait_until = float(transfer.get("dial_attempted_at") or 0) + RING_GRACE
+    while True:
+        current = rt.store.get_transfer(transfer["transfer_id"]) or {}
+        if current.get("attempt", "0") != attempt:
+            return True  # moved on meanwhile: nothing to place here
+        if current.get("request_uuid") or current.get("agent_call_sid"):
+            return True
+        if time.time() >= wait_until:
+            return False
+        time.sleep(0.2)
 
 
 def ensure_dialed(p: PlivoProvider, rt: Runtime, transfer_id: str, task_id: str) -> None:
@@ -341,6 +361,16 @@ def _give_time(store: Store, transfer_id: str, transfer: Mapping[str, str]) -> N
         window += DETECTION_HOLD
     current = store.r.zscore(store.DEADLINES, transfer_id) or 0.0
     store.extend_deadline(transfer_id, max(float(current), time.time() + window))
+
+
+def ringing(store: Store, transfer_id: str, attempt: str, params: Mapping[str, str]) -> None:
+    """/plivo/af-ring: the leg rings; record its request (look-before-dial).
+    Raises redis.RedisError (the route answers 503; Plivo retries)."""
+    record = store.get_transfer(transfer_id)
+    # Only the request: a leg still ringing is ended by cancelling it (its CallUUID, for
+    # hanging up, is recorded once it answers).
+    if _pending(record, attempt) and params.get("RequestUUID"):
+        store.set_fields(transfer_id, request_uuid=params["RequestUUID"])
 
 
 def answer_human(store: Store, settings: Settings, ctx: Mapping[str, str],

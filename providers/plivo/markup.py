@@ -257,6 +257,7 @@ AF_ANSWER_PATH = "/plivo/af-answer"
 AF_ACCEPT_PATH = "/plivo/af-accept"
 AF_JOIN_PATH = "/plivo/af-join"
 AF_HANGUP_PATH = "/plivo/af-hangup"
+AF_RING_PATH = "/plivo/af-ring"
 AF_MACHINE_PATH = "/plivo/af-machine"
 AF_CONFERENCE_PATH = "/plivo/af-conference"
 

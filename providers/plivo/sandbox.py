@@ -266,6 +266,14 @@ class PlivoSim:
         detect_url = str(body.get("machine_detection_url") or "")
         detect_time = float(body.get("machine_detection_time") or 5000) / 1000
 
+        ring_url = str(body.get("ring_url") or "")
+        if ring_url and fate.outcome not in ("fail", "ignore"):
+            # "ring_url: notified when the call starts ringing" (api/call/make-a-call).
+            self.sb.scheduler.at(0.01, lambda: self._callback(ring_url, {
+                **self._call_params(leg), "RequestUUID": request_uuid,
+                "Direction": "outbound", "CallStatus": "ringing", "Event": "Ring"}),
+                key=leg.sid)
+
         def outcome() -> None:
             if leg.status != "ringing":
                 return

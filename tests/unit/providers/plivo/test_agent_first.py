@@ -5,6 +5,7 @@ API mocked, the routes through Flask's test client."""
 from __future__ import annotations
 
 import json
+import time
 import xml.etree.ElementTree as ET
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,7 +17,9 @@ from celery import Celery
 from flask.testing import FlaskClient
 
 from providers.plivo import markup as plivo
+from providers.plivo.handoff import PlivoProvider
 from shared.config import Settings
+from shared.contracts import parse_request
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import PLIVO_API, PLIVO_ID, AppFactory
@@ -60,13 +63,15 @@ def test_places_the_human_leg_with_the_call_api(rt: Runtime, store: Store, event
     tid = start(mocked, voicemail_detection=True, screening=True)
     [body] = create_bodies(mocked)
     answer_url, hangup_url = body.pop("answer_url"), body.pop("hangup_url")
+    assert body.pop("ring_url") == \
+        f"https://hooks.example.com/plivo/af-ring?transfer_id={tid}"
     machine_url = body.pop("machine_detection_url")
     assert body == {"from": "+14155550199", "to": "+14155550101", "answer_method": "POST",
                     "hangup_method": "POST", "ring_timeout": rt.settings.transfer_ring_timeout,
                     "machine_detection": "hangup", "machine_detection_time": 5000,
                     "machine_detection_method": "POST",
                     # The SDK's own defaults, sent with every call.
-                    "ring_method": "POST", "fallback_method": "POST",
+                    "ring_method": "POST", "fallback_method": "POST",  # ring_method: ours too
                     "error_if_parent_not_found": False}
     assert bare(answer_url) == f"https://hooks.example.com/plivo/af-answer?transfer_id={tid}"
     ctx = context_of(rt.settings, answer_url)
@@ -277,3 +282,42 @@ def test_human_gone_while_bridging_sends_the_customer_back(
     assert (event["type"], event["reason"]) == ("transfer.failed", "agent_hung_up")
     moves = [json.loads(c.request.body) for c in mocked.calls if c.request.url == TRANSFER_URL]
     assert [m["aleg_url"] for m in moves][1:] == [rt.settings.plivo_resume_url]
+
+
+def _interrupted(store: Store, **fields: str) -> dict[str, str]:
+    raw = make_request(lead_id="L9", call_id=CUSTOMER, provider="plivo")
+    raw["template"]["configurations"]["handoff"] = "agent_first"
+    req = parse_request(raw, store.get_number)
+    store.begin(req)
+    store.set_fields(req.transfer_id, dial_attempted="0", **fields)
+    return store.get_transfer(req.transfer_id) or {}
+
+
+def test_an_interrupted_dial_found_by_its_ring_is_not_placed_again(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    transfer = _interrupted(store, dial_attempted_at=repr(time.time()),
+                            request_uuid="req-seen-ringing")
+    PlivoProvider().start(rt, transfer)
+    assert create_bodies(mocked) == []
+    assert store.get_transfer(transfer["transfer_id"])["state"] == "dialing"  # type: ignore[index]
+
+
+def test_an_interrupted_dial_never_heard_of_is_placed(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    mocked.post(CALLS_URL, status=201, json={"message": "call fired", "api_id": "x",
+                                             "request_uuid": REQUEST_UUID})
+    transfer = _interrupted(store, dial_attempted_at=repr(time.time() - 60))
+    PlivoProvider().start(rt, transfer)
+    assert len(create_bodies(mocked)) == 1
+
+
+def test_ring_route_records_the_leg(rt: Runtime, make_app: AppFactory, settings: Settings,
+                                    store: Store, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked)
+    store.set_fields(tid, request_uuid="")
+    client = make_app().test_client()
+    resp = post(client, settings, f"/plivo/af-ring?transfer_id={tid}",
+                {"CallUUID": HUMAN, "RequestUUID": REQUEST_UUID, "CallStatus": "ringing"})
+    assert resp.status_code == 200
+    record = store.get_transfer(tid) or {}
+    assert record["request_uuid"] == REQUEST_UUID and "agent_call_sid" not in record
