@@ -67,6 +67,17 @@ def test_success_with_briefing_and_screening(stack: Stack) -> None:
     assert "/plivo/af-join?" in move.json["aleg_url"]
     room = stack.sandbox.plivo.rooms[f"transfer-{tid}"]
     assert set(room["members"]) == {leg.sid, call_id}
+    # A figure, not an assertion: from the key reaching us to the customer's enter callback
+    # (the worker's bridge: conference enter of the human, calls.transfer, the join XML).
+    with stack.sandbox.lock:
+        mine = [d for d in stack.sandbox.deliveries if tid in d.url]
+    accepted = min(d.at for d in mine if "/plivo/af-accept" in d.url
+                   and d.params.get("Digits"))
+    joined = min(d.at for d in mine if "/plivo/af-conference" in d.url
+                 and d.params.get("CallUUID") == call_id
+                 and d.params.get("ConferenceAction") == "enter")
+    print(f"\nplivo agent first: key accepted -> customer joined "
+          f"{1000 * (joined - accepted):.0f} ms")
 
 
 def test_busy_then_the_next_answers(stack: Stack) -> None:
