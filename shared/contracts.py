@@ -233,6 +233,9 @@ class TransferRequest(BaseModel):
     fallback_on: tuple[str, ...] = FALLBACK_REASONS
     # Per destination: the digits sent once it answers ("" for none).
     extensions: tuple[str, ...] = ()
+    # How the human is reached: the provider's default handoff, or "agent_first" (the
+    # human is reached, briefed and screened while the AI keeps the customer; Plivo).
+    handoff: Literal["default", "agent_first"] = "default"
 
 
 class RequestError(Exception):
@@ -251,7 +254,11 @@ PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 # The policies a provider declares it carries out or not (providers/<name>/capabilities.py).
 POLICIES: tuple[str, ...] = ("voicemail_detection", "screening", "caller_id_customer",
                              "hold_audio_url", "ring_timeout_per_destination", "fallback_on",
-                             "extension")
+                             "extension", "handoff_agent_first")
+# The policies a provider's agent-first handoff carries out by itself (on Plivo: the Call
+# API's machine_detection and our <GetDigits>): accepted whenever the provider accepted
+# `handoff: "agent_first"`, whatever its default handoff declares.
+AGENT_FIRST_POLICIES: tuple[str, ...] = ("voicemail_detection", "screening")
 
 # How a refusal names the policy to the AI.
 _POLICY_LABELS: dict[str, str] = {
@@ -260,6 +267,7 @@ _POLICY_LABELS: dict[str, str] = {
     "ring_timeout_per_destination": "a ring_timeout per destination",
     "fallback_on": "a fallback_on narrower than every unreached outcome",
     "extension": "a destination's extension",
+    "handoff_agent_first": "handoff 'agent_first'",
 }
 
 
@@ -286,9 +294,9 @@ def policy_refusal(provider: str, policy: str) -> str | None:
 # with several faults is refused for the first of them. Checks that need the number directory,
 # the clock or the provider's capabilities take them from the validation context.
 # Ranks: 10 lead_id, 20 provider, 30 call_id, 40-46.5 the transfer numbers, their ring
-# timeouts and extensions,
-# 50-52 the outbound number, 60-61 hours, 70-79.8 the policies; once all of these pass,
-# `_accept` checks the destinations' countries, the summary and the request id.
+# timeouts and extensions, 50-52 the outbound number, 60-61 hours, 69-79.8 the policies
+# (69: the handoff); once all of these pass, `_accept` checks the destinations' countries,
+# the summary and the request id.
 
 @dataclass(frozen=True)
 class _Context:
@@ -353,6 +361,8 @@ def _seconds(rank: int, name: str, low: int, high: int) -> Callable[[Any], int |
 
 def _capable(rank: float, policy: str, info: ValidationInfo) -> None:
     ctx = _context(info)
+    if policy in AGENT_FIRST_POLICIES and info.data.get("handoff") == "agent_first":
+        return  # the handoff (accepted just before, at rank 69) carries it out
     refusal = policy_refusal(ctx.provider, policy) if ctx and ctx.provider else None
     if refusal is not None:
         raise _refusal(rank, ErrorCode.UNSUPPORTED_POLICY, refusal)
@@ -366,6 +376,15 @@ def _flag(rank: int, name: str) -> Callable[[Any, ValidationInfo], bool]:
             _capable(rank + 1, name, info)
         return value
     return check
+
+
+def _handoff(value: Any, info: ValidationInfo) -> str:
+    if value not in ("default", "agent_first"):
+        raise _refusal(69, ErrorCode.INVALID_POLICY,
+                       "handoff must be 'default' or 'agent_first'")
+    if value == "agent_first":
+        _capable(69.5, "handoff_agent_first", info)
+    return str(value)
 
 
 def _screening_key(value: Any) -> str:
@@ -479,6 +498,9 @@ class Configurations(BaseModel):
         "timezone": {"type": "string"}, "weekly": {"type": "object", "additionalProperties": {
             "type": "array", "items": {"type": "string", "pattern": r"^\d\d:\d\d-\d\d:\d\d$"}}}},
         "required": ["timezone", "weekly"]})] = None
+    # Before the policies it carries out (fields validate in order: they read it).
+    handoff: Annotated[Literal["default", "agent_first"], BeforeValidator(_handoff)] = \
+        "default"
     voicemail_detection: Annotated[bool, BeforeValidator(_flag(70, "voicemail_detection"))] = False
     screening: Annotated[bool, BeforeValidator(_flag(72, "screening"))] = False
     screening_key: Annotated[str, BeforeValidator(_screening_key), WithJsonSchema(
@@ -730,6 +752,7 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
         hold_audio=config.hold_audio,
         fallback_on=config.fallback_on,
         extensions=dests.extensions,
+        handoff=config.handoff,
     )
 
 

@@ -43,6 +43,12 @@ class CallbackKind(StrEnum):
     # Plivo
     DIAL_CALLBACK = "dial-callback"
     DIAL_ACTION = "dial-action"
+    # Plivo's agent-first handoff: the human's leg (hangup_url), its machine detection, its
+    # acceptance (the briefing's end, or the key at GetDigits' action), the conference.
+    AF_LEG = "af-leg"
+    AF_MACHINE = "af-machine"
+    AF_ACCEPT = "af-accept"
+    AF_CONFERENCE = "af-conference"
     # Exotel
     PASSTHRU = "passthru"
     # Plivo and Exotel: the provider fetched the dial-up with no transfer pending.

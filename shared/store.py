@@ -355,9 +355,12 @@ class Store:
             # "" when every outcome moves on (the default, and records from before).
             fallback_on=("" if set(req.fallback_on) >= set(FALLBACK_REASONS)
                          else ",".join(req.fallback_on) or "none"),
-            # Per destination, the digits sent once it answers (only when there are some).
-            extra={"extensions": json.dumps(list(req.extensions))} if any(req.extensions)
-            else {}).to_hash()
+            # Per destination, the digits sent once it answers (only when there are some);
+            # only a non-default handoff is recorded (the record stays as it was).
+            extra={**({"extensions": json.dumps(list(req.extensions))}
+                      if any(req.extensions) else {}),
+                   **({"handoff": req.handoff} if req.handoff != "default" else {})}
+            ).to_hash()
         # The state is set by the script, with the claim (see _BEGIN).
         del record["state"]
         entry = self._entry(now, State.REQUESTED, "transfer requested")

@@ -18,6 +18,8 @@ CAPABILITIES: Mapping[str, Capability] = {
     "fallback_on": Refused("its Connect applet dials the next number on any unanswered "
                            "outcome"),
     "extension": Refused("not built"),
+    # The flow's Connect applet is the handoff; there is no other.
+    "handoff_agent_first": Refused(""),
 }
 
 # Conformance cases (tests/conformance) Exotel's flow cannot show, and why.

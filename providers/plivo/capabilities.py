@@ -6,10 +6,16 @@ from collections.abc import Mapping
 
 from providers.base import Capability, Refused, Supported
 
+# Of the default handoff (calls.transfer to our <Dial>); `handoff: "agent_first"` carries
+# out voicemail_detection and screening by itself (see shared.contracts.AGENT_FIRST_POLICIES).
 CAPABILITIES: Mapping[str, Capability] = {
-    "voicemail_detection": Refused("its Dial has no machine detection; turn on screening "
-                                   "instead: a voicemail cannot press the key"),
-    "screening": Supported("the Dial's confirmSound and confirmKey"),
+    "voicemail_detection": Refused("its Dial has no machine detection; use handoff "
+                                   "'agent_first' (the Call API's machine_detection), or "
+                                   "screening: a voicemail cannot press the key"),
+    "screening": Supported("the Dial's confirmSound and confirmKey; with handoff "
+                           "'agent_first', our GetDigits"),
+    "handoff_agent_first": Supported("calls.create for the human, GetDigits, then a "
+                                     "Conference the customer is transferred into"),
     "caller_id_customer": Supported("the Dial's callerId"),
     "hold_audio_url": Supported("the Dial's dialMusic"),
     "ring_timeout_per_destination": Supported("each Dial's timeout"),

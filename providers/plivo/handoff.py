@@ -1,4 +1,5 @@
 """Plivo: `calls.transfer` of the customer's leg to our dial-up XML; the AI leaves at once.
+(The default handoff; `handoff: "agent_first"` selects `agent_first` instead.)
 
 1. `calls.transfer(call_uuid, legs="aleg", aleg_url=/plivo/dial-up)`: Plivo replaces the
    call's XML, which ends the AI's stream; we emit `transfer.disconnect_ai`.
@@ -34,7 +35,7 @@ from providers.base import (
     sort_http_failure,
     unreachable,
 )
-from providers.plivo import callbacks
+from providers.plivo import agent_first, callbacks
 from providers.plivo.markup import DIAL_UP_PATH, steering_url
 from shared.config import Settings
 from shared.model import CallbackKind
@@ -50,7 +51,11 @@ T = TypeVar("T")
 DIAL_UP_GRACE = 3.0
 # The callbacks our routes hand to the worker.
 CALLBACK_KINDS = frozenset({CallbackKind.DIAL_CALLBACK, CallbackKind.DIAL_ACTION,
-                            CallbackKind.DIAL_UP_MISSING})
+                            CallbackKind.DIAL_UP_MISSING, CallbackKind.AF_LEG,
+                            CallbackKind.AF_MACHINE, CallbackKind.AF_ACCEPT,
+                            CallbackKind.AF_CONFERENCE})
+_AF_KINDS = frozenset({CallbackKind.AF_LEG, CallbackKind.AF_MACHINE, CallbackKind.AF_ACCEPT,
+                       CallbackKind.AF_CONFERENCE})
 
 _sdk_lock = threading.Lock()
 
@@ -112,6 +117,9 @@ class PlivoProvider:
     name = "plivo"
 
     def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        if agent_first.selected(transfer):
+            agent_first.place(self, rt, transfer, "0", transfer["transfer_number"])
+            return
         settings = rt.settings
         client = make_client(settings, transfer)
         tid = transfer["transfer_id"]
@@ -148,17 +156,27 @@ class PlivoProvider:
             rt.emit_disconnect(transfer)
 
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+        if agent_first.selected(transfer):
+            agent_first.cleanup(self, rt, transfer)
+            return
         # Nothing to release: the Dial's own timeout ends the human's leg, and its action URL
         # sends the customer back to the AI.
         return None
 
     def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
+        if kind in _AF_KINDS:
+            agent_first.handle_callback(self, rt, transfer, kind, params, task_id)
+            return
         callbacks.handle_callback(self, rt, transfer, kind, params, task_id)
 
     def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
                             params: Mapping[str, str]) -> bool:
+        if agent_first.selected(transfer):
+            return agent_first.customer_call_ended(self, rt, transfer, params)
         return callbacks.customer_call_ended(self, rt, transfer, params)
 
     def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+        if agent_first.selected(transfer):
+            return False  # every outcome arrives by callback; none came in time
         return callbacks.reconcile(self, rt, transfer)

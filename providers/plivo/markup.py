@@ -262,3 +262,106 @@ def dial_action_xml(settings: Settings, bridged: bool) -> str:
     return resume_xml(settings)
 
 
+
+# --- the agent-first handoff (providers.plivo.agent_first) ---------------------------------
+
+AF_ANSWER_PATH = "/plivo/af-answer"
+AF_ACCEPT_PATH = "/plivo/af-accept"
+AF_JOIN_PATH = "/plivo/af-join"
+AF_HANGUP_PATH = "/plivo/af-hangup"
+AF_RING_PATH = "/plivo/af-ring"
+AF_MACHINE_PATH = "/plivo/af-machine"
+AF_CONFERENCE_PATH = "/plivo/af-conference"
+
+# What the agent-first steering URLs carry besides the dial-up's context: the detection
+# flag (the answer XML waits for detection's verdict when nobody presses a key).
+AF_CONTEXT_FIELDS = ("voicemail_detection",)
+# Plivo's machine_detection_time we ask for (ms; "Default is 5000 ms", api/call/make-a-call).
+MACHINE_DETECTION_MS = 5000
+# With detection and no screening nothing but time tells a person from a machine: the
+# human's answer XML holds them this long (s) before they may join. Plivo's docs do not say
+# when the verdict is posted once detection ends; a second past the detection time is taken.
+DETECTION_HOLD = MACHINE_DETECTION_MS // 1000 + 1
+GOODBYE = "Thank you. The caller will be looked after."
+
+
+def af_payload(transfer: Mapping[str, str]) -> str:
+    """The signed context of the agent-first URLs: the dial-up's, and the detection flag."""
+    ctx = dial_context(transfer)
+    ctx.update({k: str(transfer[k]) for k in AF_CONTEXT_FIELDS if transfer.get(k)})
+    return base64.urlsafe_b64encode(json.dumps(
+        ctx, separators=(",", ":"), sort_keys=True).encode()).rstrip(b"=").decode()
+
+
+def af_url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
+    return steering_url(settings, path, transfer, af_payload(transfer))
+
+
+def af_status_url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
+    """A pure status callback of the agent-first handoff (nothing to sign: no answer steers
+    a call)."""
+    return _url(settings, path, transfer)
+
+
+def conference_room(transfer_id: str) -> str:
+    """The Plivo conference of a transfer: named after it (account-scoped, xml/conference)."""
+    return f"transfer-{transfer_id}"
+
+
+def human_answer_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
+    """What the human hears on answering (our answer_url): the briefing, then with screening
+    the key prompt in a <GetDigits> whose action is ours; without, our accept URL. Either
+    way the decision to join comes to us explicitly, never from a timer of Plivo's."""
+    accept = af_url(settings, AF_ACCEPT_PATH, transfer)
+    response = plivoxml.ResponseElement()
+    if transfer.get("voicemail_detection") and not transfer.get("screening"):
+        # A machine cannot be told by its key: detection's verdict must come first.
+        response.add(plivoxml.WaitElement(length=DETECTION_HOLD))
+    texts = briefing_texts(transfer)
+    if transfer.get("screening"):
+        briefing, prompt = texts[:-1], texts[-1]
+        for text in briefing:
+            response.add(plivoxml.SpeakElement(text))
+        # xml/getdigits: "timeout ... seconds to wait for the first digit", numDigits the
+        # most to collect; the digits are posted to `action` as `Digits`.
+        digits = plivoxml.GetDigitsElement(
+            action=accept, method="POST",
+            timeout=int(transfer.get("screening_timeout") or 8), num_digits=1, retries=1,
+            redirect=True)
+        digits.add(plivoxml.SpeakElement(prompt))
+        response.add(digits)
+        # No key at all: GetDigits falls through to the next element; our accept URL then
+        # hears it (no Digits) and declines explicitly.
+        response.add(plivoxml.RedirectElement(accept, method="POST"))
+    else:
+        for text in texts:
+            response.add(plivoxml.SpeakElement(text))
+        response.add(plivoxml.RedirectElement(accept, method="POST"))
+    return str(response.to_string(False))
+
+
+def conference_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
+    """The human's or the customer's way into the transfer's conference. Either may wait
+    alone in it: the human while the customer is being moved, the customer when the human
+    left meanwhile (the worker then sends them back to the AI). Either leaving ends it."""
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.ConferenceElement(
+        conference_room(transfer["transfer_id"]), start_conference_on_enter=True,
+        end_conference_on_exit=True, stay_alone=True, enter_sound="", exit_sound="",
+        callback_url=af_status_url(settings, AF_CONFERENCE_PATH, transfer),
+        callback_method="POST"))
+    return str(response.to_string(False))
+
+
+def goodbye_xml() -> str:
+    """A declined (or late) human: their leg ends here."""
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.SpeakElement(GOODBYE))
+    response.add(plivoxml.HangupElement())
+    return str(response.to_string(False))
+
+
+def hangup_xml() -> str:
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.HangupElement())
+    return str(response.to_string(False))

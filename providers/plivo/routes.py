@@ -177,3 +177,7 @@ def customer_status() -> Response:
         enqueue(TASK_CALL_STATUS, provider="plivo", call_id=params["CallUUID"], status=status,
                 lead_id=request.args.get("lead_id") or None)
     return Response(status=200)
+
+
+# The agent-first handoff's routes, on this blueprint.
+from providers.plivo import af_routes  # noqa: E402,F401

@@ -63,6 +63,11 @@ class PlivoSim:
         self.sb = sb
         # Seconds after the screening prompt ends before the human at a number presses.
         self.press_delays: dict[str, float] = {}
+        # Conferences by name (members by CallUUID), members that left, the Call API's
+        # request_uuid -> CallUUID.
+        self.rooms: dict[str, dict[str, Any]] = {}
+        self.left: dict[str, dict[str, Any]] = {}
+        self.requests_by_uuid: dict[str, str] = {}
 
     def set_press_delay(self, number: str, seconds: float) -> None:
         with self.sb.lock:
@@ -134,8 +139,22 @@ class PlivoSim:
             call.spoken.append("[invalid XML]")
             self.sb._end_call(call.sid, "failed")
             return
-        for element in root:
+        self._run(call, list(root))
+
+    def _run(self, call: SimCall, elements: list[ET.Element]) -> None:
+        for i, element in enumerate(elements):
             if call.status in _ENDED:
+                return
+            rest = elements[i + 1:]
+            if element.tag == "Wait":  # xml/wait: "length ... Defaults to 1" second
+                self.sb.scheduler.at(float(element.get("length", "1")),
+                                     lambda rest=rest: self._run(call, rest), key=call.sid)
+                return
+            if element.tag == "GetDigits":
+                self._get_digits(call, element, rest)
+                return
+            if element.tag == "Conference":
+                self._conference(call, element)
                 return
             if element.tag == "Speak":  # xml/speak
                 call.spoken.append(element.text or "")
@@ -149,6 +168,145 @@ class PlivoSim:
             elif element.tag == "Dial":  # xml/dial
                 self.dial(call, element)
                 return
+        if call.flow.get("af_leg") and call.status not in _ENDED:
+            # The XML ran out: Plivo hangs the call up (xml/response-format: the call ends
+            # when there are no more elements; least convenient for a human's leg).
+            self.sb._end_call(call.sid, "completed")
+
+    # --- the Call API's legs (agent first): GetDigits, Conference, machine detection -----
+
+    def _get_digits(self, call: SimCall, element: ET.Element, rest: list[ET.Element]) -> None:
+        """xml/getdigits: the nested Speak is played, then the key is awaited; the digits are
+        posted to `action` as `Digits`, whose XML is run; none within `timeout` (each of
+        `retries` tries) and the call goes on with the next element."""
+        call.spoken.extend(e.text or "" for e in element if e.tag == "Speak")
+        speech = speech_seconds(element)
+        fate = call.flow.get("fate", "answer")
+        with self.sb.lock:
+            key = self.sb.keys.get(call.to, "1") if fate == "answer" else ""
+            delay = self.press_delays.get(call.to, DEFAULT_PRESS_DELAY)
+        timeout = float(element.get("timeout", "5"))
+        retries = int(element.get("retries", "1"))
+        action = element.get("action", "")
+
+        def pressed() -> None:
+            if call.status in _ENDED:
+                return
+            code, text = self.send(action, {**self._call_params(call), "Digits": key})
+            if code == 200:
+                self.execute(call, text)
+            else:  # no XML from the action: the call ends (as any failed fetch)
+                self.sb._end_call(call.sid, "completed")
+
+        if key and action and delay < timeout:
+            self.sb.scheduler.at(speech + delay, pressed, key=call.sid)
+        else:
+            # Nothing pressed: after every try's timeout (least convenient: the full time).
+            self.sb.scheduler.at(speech + timeout * retries, lambda: self._run(call, rest),
+                                 key=call.sid)
+
+    def _conference(self, call: SimCall, element: ET.Element) -> None:
+        """xml/conference: the call enters the named room (account-scoped); callbackUrl gets
+        ConferenceAction=enter / exit with ConferenceName, ConferenceUUID, ConferenceMemberID,
+        CallUUID. endConferenceOnExit: "If a member with this attribute set to true leaves,
+        the conference ends"; its members then go on with their next element (none here:
+        they hang up)."""
+        name = (element.text or "").strip()
+        with self.sb.lock:
+            room = self.rooms.setdefault(name, {"uuid": str(uuid.uuid4()), "members": {}})
+            member = str(len(room["members"]) + 1)
+            room["members"][call.sid] = {
+                "callback": element.get("callbackUrl", ""), "member": member,
+                "end_on_exit": element.get("endConferenceOnExit") == "true"}
+            call.conference = f"plivo:{name}"
+        self._room_event(name, call, "enter")
+
+    def _room_event(self, name: str, call: SimCall, action: str) -> None:
+        room = self.rooms.get(name) or {}
+        member = (room.get("members") or {}).get(call.sid) or self.left.get(call.sid, {})
+        url = member.get("callback")
+        if url:
+            params = {"ConferenceAction": action, "ConferenceName": name,
+                      "ConferenceUUID": room.get("uuid", ""),
+                      "ConferenceMemberID": member.get("member", ""), "CallUUID": call.sid}
+            self.sb.scheduler.at(0.01, lambda: self._callback(url, params), key=call.sid)
+
+    def _leave_room(self, call: SimCall) -> None:
+        name = (call.conference or "").removeprefix("plivo:")
+        room = self.rooms.get(name)
+        if room is None or call.sid not in room["members"]:
+            return
+        member = room["members"].pop(call.sid)
+        self.left[call.sid] = member
+        self._room_event(name, call, "exit")
+        if member["end_on_exit"]:
+            # The conference ends: every other member leaves it, and with no XML left after
+            # the Conference their calls end (least convenient).
+            self.rooms.pop(name, None)
+            for other in list(room["members"]):
+                self.left[other] = room["members"][other]
+                peer = self.sb.calls.get(other)
+                if peer is not None:
+                    self._room_event(name, peer, "exit")
+                    self.sb._end_call(other, "completed")
+
+    def place_leg(self, body: dict[str, Any]) -> str:
+        """api/call/make-a-call: the leg rings `ring_timeout` seconds; answered, Plivo fetches
+        answer_url (POST by default) and runs its XML; its end is posted to hangup_url."""
+        from sandbox.core import SimCall
+
+        request_uuid = str(uuid.uuid4())
+        number = str(body["to"])
+        with self.sb.lock:
+            fate = self.sb.fates.get(number, self.sb.default_fate)
+            leg = SimCall(str(uuid.uuid4()), number, str(body["from"]), "ringing",
+                          str(body.get("hangup_url") or "") or None, ("completed",),
+                          provider="plivo",
+                          flow={"af_leg": "1", "request_uuid": request_uuid,
+                                "fate": fate.outcome})
+            self.sb.calls[leg.sid] = leg
+            self.requests_by_uuid[request_uuid] = leg.sid
+        timeout = float(body.get("ring_timeout") or 120)  # "Defaults to 120 seconds"
+        detect = str(body.get("machine_detection") or "")
+        detect_url = str(body.get("machine_detection_url") or "")
+        detect_time = float(body.get("machine_detection_time") or 5000) / 1000
+
+        ring_url = str(body.get("ring_url") or "")
+        if ring_url and fate.outcome not in ("fail", "ignore"):
+            # "ring_url: notified when the call starts ringing" (api/call/make-a-call).
+            self.sb.scheduler.at(0.01, lambda: self._callback(ring_url, {
+                **self._call_params(leg), "RequestUUID": request_uuid,
+                "Direction": "outbound", "CallStatus": "ringing", "Event": "Ring"}),
+                key=leg.sid)
+
+        def outcome() -> None:
+            if leg.status != "ringing":
+                return
+            if fate.outcome == "ignore":
+                return
+            if fate.outcome not in ("answer", "decline", "machine") or fate.ring >= timeout:
+                status = {"fail": "failed", "busy": "busy"}.get(fate.outcome, "no-answer")
+                self.sb._end_call(leg.sid, status)
+                return
+            leg.status = "in-progress"
+            if fate.outcome == "machine" and detect in ("true", "hangup"):
+                # The verdict only at the end of machine_detection_time (least convenient),
+                # posted to machine_detection_url (api/call/asynchronous-machine-detection).
+                def verdict() -> None:
+                    if leg.status in _ENDED:
+                        return
+                    if detect_url:
+                        self._callback(detect_url, {
+                            **self._call_params(leg), "Machine": "true", "IfMachine": detect,
+                            "Event": "MachineDetection", "RequestUUID": request_uuid,
+                            "Direction": "outbound", "CallStatus": "in-progress"})
+                    if detect == "hangup":
+                        self.sb._end_call(leg.sid, "completed")
+                self.sb.scheduler.at(detect_time, verdict, key=leg.sid)
+            self.fetch(leg, str(body["answer_url"]), str(body.get("answer_method") or "POST"))
+
+        self.sb.scheduler.at(max(min(fate.ring, timeout), 0.02), outcome, key=leg.sid)
+        return request_uuid
 
     def dial(self, call: SimCall, element: ET.Element) -> None:
         from sandbox.core import SimCall
@@ -307,6 +465,9 @@ class PlivoSim:
 
     def reset(self) -> None:
         self.press_delays.clear()
+        self.rooms.clear()
+        self.left.clear()
+        self.requests_by_uuid.clear()
 
     def new_sid(self) -> str:
         # CallUUIDs are UUIDs (api/call: "call_uuid").
@@ -336,9 +497,12 @@ class PlivoSim:
             elif bleg is not None:
                 bleg.status = "canceled"
                 call.dial = None
+        self._leave_room(call)
         # (Event=Hangup: seen in integrations, not in xml/request; the service ignores it.)
         params = {**self._call_params(call), "CallStatus": status, "Event": "Hangup",
                   "HangupCause": "NORMAL_CLEARING", "Duration": "1", "BillDuration": "60"}
+        if call.flow.get("request_uuid"):
+            params.update(RequestUUID=call.flow["request_uuid"], Direction="outbound")
         url = call.status_callback
         if url:
             self.sb.scheduler.at(0.01, lambda: self._callback(url, params))
@@ -385,10 +549,58 @@ class PlivoSim:
                 return error(400, "legs and aleg_url are required")
             # aleg_method defaults to POST (transfer-a-call).
             url, method = str(body["aleg_url"]), str(body.get("aleg_method") or "POST").upper()
-            # The call leaves the XML it was running (the AI's stream) for aleg_url's.
+            # The call leaves the XML it was running (the AI's stream, or a Conference) for
+            # aleg_url's.
             call.dial = None
+            self._leave_room(call)
             sb.scheduler.at(0.01, lambda: self.fetch(call, url, method), key=call.sid)
             return jsonify({"message": "call transferred", "api_id": str(uuid.uuid4())}), 202
+
+        def authorised(auth_id: str) -> bool:
+            auth = request.authorization
+            return (auth_id == sb.plivo_auth_id and auth is not None
+                    and auth.username == sb.plivo_auth_id
+                    and auth.password == sb.plivo_auth_token)
+
+        # Make a call: POST /v1/Account/{auth_id}/Call/, JSON {from, to, answer_url, ...},
+        # 201 {"message": "call fired", "request_uuid"} (api/call/make-a-call; SDK
+        # plivo/resources/calls.py Calls.create).
+        @app.post("/v1/Account/<auth_id>/Call/")
+        def plivo_make_call(auth_id: str) -> Any:
+            if not authorised(auth_id):
+                return error(401, "authentication failed")
+            body = request.get_json(silent=True) or {}
+            if not (body.get("from") and body.get("to") and body.get("answer_url")):
+                return error(400, "from, to and answer_url are required")
+            request_uuid = self.place_leg(body)
+            return jsonify({"message": "call fired", "request_uuid": request_uuid,
+                            "api_id": str(uuid.uuid4())}), 201
+
+        # Hang up a call: DELETE /v1/Account/{auth_id}/Call/{call_uuid}/, 204 (api/call/
+        # hangup-a-call; SDK Calls.delete); an ended or unknown call is 404.
+        @app.delete("/v1/Account/<auth_id>/Call/<call_uuid>/")
+        def plivo_hangup(auth_id: str, call_uuid: str) -> Any:
+            if not authorised(auth_id):
+                return error(401, "authentication failed")
+            with sb.lock:
+                call = sb.calls.get(call_uuid)
+                if call is None or call.status in _ENDED:
+                    return error(404, "call not found")
+            sb.scheduler.at(0.01, lambda: sb._end_call(call_uuid, "completed"), key=call_uuid)
+            return Response(status=204)
+
+        # Cancel a call request: DELETE /v1/Account/{auth_id}/Request/{request_uuid}/, 204;
+        # only while it rings (SDK Calls.cancel; an answered call is hung up by its uuid).
+        @app.delete("/v1/Account/<auth_id>/Request/<request_uuid>/")
+        def plivo_cancel(auth_id: str, request_uuid: str) -> Any:
+            if not authorised(auth_id):
+                return error(401, "authentication failed")
+            with sb.lock:
+                call = sb.calls.get(self.requests_by_uuid.get(request_uuid, ""))
+                if call is None or call.status != "ringing":
+                    return error(404, "request not found")
+            sb.scheduler.at(0.01, lambda: sb._end_call(call.sid, "cancel"), key=call.sid)
+            return Response(status=204)
 
         # Not Plivo: the platform's resume URL, for tests.
         @app.route("/_sandbox/plivo/resume", methods=["GET", "POST"])

@@ -15,4 +15,6 @@ CAPABILITIES: Mapping[str, Capability] = {
     "ring_timeout_per_destination": Supported("each dial's timeout_secs"),
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
     "extension": Refused("not built yet (the send_dtmf action would carry it)"),
+    # Accepted as a no-op: Telnyx's only handoff already reaches the human first.
+    "handoff_agent_first": Supported("its one handoff: the human is dialed first"),
 }

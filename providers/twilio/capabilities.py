@@ -16,4 +16,6 @@ CAPABILITIES: Mapping[str, Capability] = {
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
     "extension": Refused("not built yet (only calls.create takes SendDigits; "
                                  "conference participants do not)"),
+    # Accepted as a no-op: the conference handoff already reaches the human first.
+    "handoff_agent_first": Supported("its one handoff: the human joins the conference first"),
 }

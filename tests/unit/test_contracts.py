@@ -121,11 +121,32 @@ def test_voicemail_detection_is_validated_and_twilio_only() -> None:
     raw = make_request(provider="plivo")
     raw["template"]["configurations"]["voicemail_detection"] = True
     assert code_of(raw) == "unsupported_policy"
-    with pytest.raises(RequestError, match="turn on screening instead"):
+    with pytest.raises(RequestError, match="use handoff 'agent_first'"):
         parse(raw)
     raw = make_request()
     raw["template"]["configurations"]["voicemail_detection"] = True
     assert parse(raw).voicemail_detection is True
+
+
+def test_handoff_agent_first_is_validated_and_carries_its_policies() -> None:
+    raw = make_request(provider="plivo")
+    config = raw["template"]["configurations"]
+    config["handoff"] = "agent-first"
+    assert code_of(raw) == "invalid_policy"
+    # On Plivo the agent-first handoff carries out voicemail detection and screening.
+    config.update(handoff="agent_first", voicemail_detection=True, screening=True)
+    req = parse(raw)
+    assert (req.handoff, req.voicemail_detection, req.screening) == ("agent_first", True, True)
+    assert parse(make_request(provider="plivo")).handoff == "default"
+    # Exotel has one handoff: refused, and refused before the policies it would carry.
+    raw = make_request(provider="exotel")
+    raw["template"]["configurations"].update(handoff="agent_first", voicemail_detection=True)
+    with pytest.raises(RequestError, match="handoff 'agent_first' is not available on exotel"):
+        parse(raw)
+    # Twilio and Telnyx reach the human first anyway: accepted, a no-op.
+    raw = make_request()
+    raw["template"]["configurations"]["handoff"] = "agent_first"
+    assert parse(raw).handoff == "agent_first"
 
 
 def test_fallback_destinations() -> None:

@@ -44,6 +44,8 @@ CARRIED = {
     "ring_timeout_per_destination": {"twilio", "plivo", "telnyx"},
     "fallback_on": {"twilio", "plivo", "telnyx"},
     "extension": {"plivo"},
+    # A no-op on twilio and telnyx: their one handoff reaches the human first.
+    "handoff_agent_first": {"twilio", "plivo", "telnyx"},
 }
 HINTS = {("extension", "twilio"): "not built yet (only calls.create takes SendDigits; "
                                      "conference participants do not)",
@@ -51,8 +53,9 @@ HINTS = {("extension", "twilio"): "not built yet (only calls.create takes SendDi
          ("extension", "exotel"): "not built",
          ("fallback_on", "exotel"): "its Connect applet dials the next number on any "
                                    "unanswered outcome",
-         ("voicemail_detection", "plivo"): "its Dial has no machine detection; turn on "
-                                           "screening instead: a voicemail cannot press the key"}
+         ("voicemail_detection", "plivo"): "its Dial has no machine detection; use handoff "
+                                           "'agent_first' (the Call API's machine_detection), "
+                                           "or screening: a voicemail cannot press the key"}
 
 
 @pytest.mark.parametrize("policy", contracts.POLICIES)
