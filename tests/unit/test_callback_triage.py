@@ -138,3 +138,44 @@ def test_publishes_reuse_one_redis_client_per_pool() -> None:
     given = object()
     with acquire(chan, given) as d:  # type: ignore[arg-type]
         assert d is given
+
+
+@pytest.mark.parametrize("accesslog", [None, "-"])
+def test_access_line_only_with_accesslog(accesslog: str | None) -> None:
+    from types import SimpleNamespace
+
+    from gunicorn.glogging import Logger  # type: ignore[import-untyped]
+
+    import webhooks.gunicorn_conf as conf
+
+    calls: list[Any] = []
+    logger = conf.QuietAccessLogger.__new__(conf.QuietAccessLogger)
+    logger.cfg = SimpleNamespace(accesslog=accesslog)
+    original = Logger.access
+    try:
+        Logger.access = lambda self, *a: calls.append(a)  # type: ignore[method-assign]
+        logger.access(None, None, {}, None)
+    finally:
+        Logger.access = original  # type: ignore[method-assign]
+    assert len(calls) == (1 if accesslog else 0)
+
+
+def test_a_declared_queue_is_not_declared_again_per_publish() -> None:
+    from types import SimpleNamespace
+
+    from kombu import common
+
+    from shared.celery_config import reuse_redis_clients
+
+    reuse_redis_clients()
+
+    class Queue:
+        can_cache_declaration = True
+
+    queue = Queue()
+    client = SimpleNamespace(declared_entities={hash(queue)})
+    channel = SimpleNamespace(connection=SimpleNamespace(client=client))
+    assert common._imaybe_declare(queue, channel) is False
+    client.declared_entities = set()  # a new connection: declared again (through kombu)
+    with pytest.raises(Exception):  # noqa: B017,PT011 - kombu's own path, on a fake entity
+        common._imaybe_declare(queue, channel)
