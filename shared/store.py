@@ -205,6 +205,14 @@ return due
 """
 
 
+_NOTE = """
+-- KEYS (one lead's slot): record, timeline   ARGV: entry, record_ttl
+if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
 _TRIAGE = """
 -- KEYS (one lead's slot): record, timeline
 -- ARGV: record_ttl, late entry, live entry ('' = must go to the worker), attempt (''
@@ -278,6 +286,7 @@ class Store:
         self._serve = client.register_script(_SERVE_DIAL_UP)
         self._advance = client.register_script(_ADVANCE)
         self._triage = client.register_script(_TRIAGE)
+        self._note = client.register_script(_NOTE)
         # transfer id -> lead id (never changes): saves a read before every transition.
         self._leads: dict[str, str] = {}
 
@@ -480,14 +489,12 @@ class Store:
     def note(self, transfer_id: str, note: str, now: float | None = None) -> None:
         """Add a timeline entry that does not change the state."""
         now = time.time() if now is None else now
-        state = self.r.hget(self.record_key(transfer_id), "state")
-        if state is None:
+        lead = self._lead_of(transfer_id)
+        if lead is None:
             return
-        key = self.timeline_key(transfer_id)
-        pipe = self.r.pipeline()
-        pipe.rpush(key, self._entry(now, None, note))
-        pipe.expire(key, self.settings.transfer_record_ttl)
-        pipe.execute()
+        # One round trip (it was a read, then a pipeline): a note is the commonest write.
+        self._note(keys=[self.record_key(transfer_id, lead), self.timeline_key(transfer_id, lead)],
+                   args=[self._entry(now, None, note), self.settings.transfer_record_ttl])
 
     def triage_callback(self, transfer_id: str, kind: str, live_note: str | None = None, *,
                         attempt: str = "", call_sid: str = "",
