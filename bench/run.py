@@ -126,6 +126,9 @@ class Bench:
             "PYTHONPATH": str(ROOT), "REDIS_URL": self.redis.url, "LOG_LEVEL": "WARNING",
             "PUBLIC_BASE_URL": self.web_url, "API_TOKEN": "bench",
             "TRANSFER_HOME_COUNTRY": "US",  # the requests carry no outbound_number_id
+            # The Exotel case transfers to an Indian number: the home-country default
+            # refused them all (destination_not_allowed; the step showed 200 "missing").
+            "TRANSFER_ALLOWED_DESTINATIONS": "US,IN",
             "TWILIO_ACCOUNT_SID": sb.twilio_account_sid,
             "TWILIO_AUTH_TOKEN": sb.twilio_auth_token, "TWILIO_API_BASE_URL": self.sandbox_url,
             "PLIVO_AUTH_ID": sb.plivo_auth_id, "PLIVO_AUTH_TOKEN": sb.plivo_auth_token,
