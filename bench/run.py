@@ -126,6 +126,9 @@ class Bench:
             "PYTHONPATH": str(ROOT), "REDIS_URL": self.redis.url, "LOG_LEVEL": "WARNING",
             "PUBLIC_BASE_URL": self.web_url, "API_TOKEN": "bench",
             "TRANSFER_HOME_COUNTRY": "US",  # the requests carry no outbound_number_id
+            # The Exotel case transfers to an Indian number: the home-country default
+            # refused them all (destination_not_allowed; the step showed 200 "missing").
+            "TRANSFER_ALLOWED_DESTINATIONS": "US,IN",
             "TWILIO_ACCOUNT_SID": sb.twilio_account_sid,
             "TWILIO_AUTH_TOKEN": sb.twilio_auth_token, "TWILIO_API_BASE_URL": self.sandbox_url,
             "PLIVO_AUTH_ID": sb.plivo_auth_id, "PLIVO_AUTH_TOKEN": sb.plivo_auth_token,
@@ -415,6 +418,9 @@ def main() -> int:
     parser.add_argument("--profile", metavar="DIR",
                         help="only profile the web and worker processes with py-spy under the "
                              "load phase; write the stacks and a summary to DIR")
+    parser.add_argument("--load-only", action="store_true",
+                        help="only the load phase's CPU per transfer (to compare code versions "
+                             "run after run); prints it, writes nothing")
     args = parser.parse_args()
     n = 100 if args.quick else 300
     started = time.monotonic()
@@ -426,6 +432,9 @@ def main() -> int:
             from bench.profile import profile
 
             return profile(b, Path(args.profile), args.rate, 6.0 if args.quick else 15.0)
+        if args.load_only:
+            print_load_only(load_phase(b, args.rate, 4.0 if args.quick else 10.0))
+            return 0
         idle = {"worker": memory(b.worker), "web": memory(b.web)}
         # Warm-up (connections, caches), not measured.
         measure_baseline(b, 20)
@@ -479,6 +488,16 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
     return 0
+
+
+def print_load_only(load: dict[str, Any]) -> None:
+    print("case | web | worker | web+worker | sandbox | redis | busy | ended")
+    for name, x in load.items():
+        if isinstance(x, dict) and "cpu_ms_per_transfer" in x:
+            c = x["cpu_ms_per_transfer"]
+            print(f"{name} | {c['web']:.1f} | {c['worker']:.1f} | {c['web+worker']:.1f} | "
+                  f"{c['sandbox']:.1f} | {c['redis']:.1f} | {x['machine_busy']:.0%} | "
+                  + " ".join(f"{k}:{v}" for k, v in sorted(x["states"].items())))
 
 
 def with_bare_multiple(r: dict[str, Any], bare_ms: float) -> dict[str, Any]:

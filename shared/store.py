@@ -207,6 +207,39 @@ return due
 """
 
 
+_NOTE = """
+-- KEYS (one lead's slot): record, timeline   ARGV: entry, record_ttl
+if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+_TRIAGE = """
+-- KEYS (one lead's slot): record, timeline
+-- ARGV: record_ttl, late entry, live entry ('' = must go to the worker), attempt (''
+--       = any), call sid ('' = any), field name, value, ...
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 'enqueue' end
+if state == 'succeeded' or state == 'failed' then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+  return 'late'
+end
+if ARGV[3] == '' then return 'enqueue' end
+if ARGV[4] ~= '' and (redis.call('HGET', KEYS[1], 'attempt') or '0') ~= ARGV[4] then
+  return 'enqueue'
+end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'agent_call_sid') ~= ARGV[5] then
+  return 'enqueue'
+end
+for i = 6, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 'recorded'
+"""
+
+
 def redis_client(settings: Settings, **overrides: Any) -> Any:
     """The store's client for REDIS_URL: one server, a Sentinel-managed master
     (`redis+sentinel://...`), or a Cluster (REDIS_CLUSTER=1, any node's URL).
@@ -254,6 +287,8 @@ class Store:
         self._claim_due = client.register_script(_CLAIM_DUE)
         self._serve = client.register_script(_SERVE_DIAL_UP)
         self._advance = client.register_script(_ADVANCE)
+        self._triage = client.register_script(_TRIAGE)
+        self._note = client.register_script(_NOTE)
         # transfer id -> lead id (never changes): saves a read before every transition.
         self._leads: dict[str, str] = {}
 
@@ -482,14 +517,33 @@ class Store:
     def note(self, transfer_id: str, note: str, now: float | None = None) -> None:
         """Add a timeline entry that does not change the state."""
         now = time.time() if now is None else now
-        state = self.r.hget(self.record_key(transfer_id), "state")
-        if state is None:
+        lead = self._lead_of(transfer_id)
+        if lead is None:
             return
-        key = self.timeline_key(transfer_id)
-        pipe = self.r.pipeline()
-        pipe.rpush(key, self._entry(now, None, note))
-        pipe.expire(key, self.settings.transfer_record_ttl)
-        pipe.execute()
+        # One round trip (it was a read, then a pipeline): a note is the commonest write.
+        self._note(keys=[self.record_key(transfer_id, lead), self.timeline_key(transfer_id, lead)],
+                   args=[self._entry(now, None, note), self.settings.transfer_record_ttl])
+
+    def triage_callback(self, transfer_id: str, kind: str, live_note: str | None = None, *,
+                        attempt: str = "", call_sid: str = "",
+                        fields: Mapping[str, str] | None = None, now: float | None = None
+                        ) -> str:
+        """One round trip deciding whether a callback can change the transfer, recorded as
+        the worker would record it: "late" (the transfer has ended: noted as a late callback
+        ignored), "recorded" (`live_note` given, and the record's attempt and agent call sid
+        match those given: `fields` set and the note added), or "enqueue" (the worker
+        decides; also for a transfer not found)."""
+        now = time.time() if now is None else now
+        lead = self._lead_of(transfer_id)
+        if lead is None:
+            return "enqueue"
+        late = self._entry(now, None, f"late {kind} callback ignored")
+        live = self._entry(now, None, live_note) if live_note is not None else ""
+        args: list[Any] = [self.settings.transfer_record_ttl, late, live, attempt, call_sid]
+        for name, value in (fields or {}).items():
+            args += [name, value]
+        return str(self._triage(keys=[self.record_key(transfer_id, lead),
+                                      self.timeline_key(transfer_id, lead)], args=args))
 
     def set_fields(self, transfer_id: str, **fields: str) -> None:
         self.r.hset(self.record_key(transfer_id), mapping=dict(fields.items()))

@@ -5,6 +5,9 @@ JSON lines through the same formatter as the rest of the service, phone numbers 
 """
 
 import os
+from typing import Any
+
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -28,6 +31,19 @@ limit_request_field_size = 8190
 # when written to /dev/null). WEB_ACCESS_LOG=1 turns it back on.
 accesslog = "-" if os.environ.get("WEB_ACCESS_LOG", "").lower() in ("1", "true", "yes") else None
 access_log_format = '%(m)s %(U)s %(s)s %(M)sms'
+
+
+class QuietAccessLogger(Logger):  # type: ignore[misc]  # gunicorn ships no types
+    """gunicorn counts the access log as on whenever `logconfig_dict` is set (ours is, for the
+    JSON error log), so it built and wrote each access line even with `accesslog` off: 6 %
+    of the web process's CPU in the profile. Only `accesslog` decides here."""
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        if self.cfg.accesslog:
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = QuietAccessLogger
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -36,6 +36,7 @@ from providers.base import (
 from providers.exotel import callbacks
 from providers.exotel.callbacks import human_outcome
 from shared.config import Settings
+from shared.http import settle_environment
 from shared.model import CallbackKind
 from shared.store import State
 
@@ -62,6 +63,7 @@ class ExotelClient:
         self.timeout = settings.provider_http_timeout
         self.session = requests.Session()
         self.session.auth = (settings.exotel_api_key, settings.exotel_api_token)
+        settle_environment(self.session, self.base)
         retry = Retry(total=2, backoff_factor=0.3, status_forcelist=(429, 500, 502, 503, 504),
                       allowed_methods=frozenset({"GET"}), raise_on_status=False)
         self.session.mount("https://", HTTPAdapter(max_retries=retry))

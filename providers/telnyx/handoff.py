@@ -38,6 +38,7 @@ from providers.base import (
 from providers.telnyx import markup
 from providers.telnyx.callbacks import TelnyxKind, encode_state, failure_reason, is_machine
 from shared.config import Settings
+from shared.http import settle_environment
 from shared.model import Cause, State
 from shared.store import ring_timeout
 
@@ -62,7 +63,7 @@ class TelnyxClient:
     def __init__(self, api_key: str, base_url: str, timeout: float) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
-        self.session = requests.Session()
+        self.session = settle_environment(requests.Session(), self.base)
         # api-reference: "Bearer authentication header of the form Bearer <token>".
         self.session.headers.update({"Authorization": f"Bearer {api_key}",
                                      "Accept": "application/json"})

@@ -253,6 +253,39 @@ def reconcile(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str]) -> bo
     return False
 
 
+# --- the web app's part: callbacks that cannot change the transfer -------------------------
+
+# Conference events the worker acts on (by who joined or left); it only notes the others.
+_DECIDING_EVENTS = frozenset({"participant-join", "participant-leave", "conference-end",
+                           "announcement-end", "announcement-fail"})
+
+
+def needs_worker(store: Store, kind: CallbackKind, transfer_id: str,
+                 params: Mapping[str, str]) -> bool:
+    """Whether a status callback must go to the worker: not when it cannot change the
+    transfer (the human's leg ringing, a conference starting, anything after the end),
+    which is recorded here as the worker would, in the same round trip as the check.
+    Redis down: the worker decides."""
+    live: str | None = None
+    fields: dict[str, str] = {}
+    attempt = call_sid = ""
+    if kind == CallbackKind.AGENT_STATUS and params.get("CallStatus") in RINGING - {""} \
+            and params.get("CallSid"):
+        # Only for the current leg whose sid is recorded (else the worker records it).
+        status = params["CallStatus"]
+        live, fields = f"human agent {status}", {"agent_status": status}
+        attempt, call_sid = params.get("attempt", "0"), params["CallSid"]
+    elif kind == CallbackKind.CONFERENCE and \
+            params.get("StatusCallbackEvent", "") not in _DECIDING_EVENTS:
+        live = f"conference {params.get('StatusCallbackEvent', '')}"
+    try:
+        outcome = store.triage_callback(transfer_id, str(kind), live, attempt=attempt,
+                                        call_sid=call_sid, fields=fields)
+    except redis.RedisError:
+        return True
+    return outcome == "enqueue"
+
+
 # --- the web app's part: the TwiML routes --------------------------------------------------
 
 

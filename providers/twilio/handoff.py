@@ -58,6 +58,7 @@ from providers.twilio.markup import (
     screen_query,
 )
 from shared.config import Settings
+from shared.http import settle_environment
 from shared.model import CallbackKind
 from shared.store import State, ring_timeout
 
@@ -92,8 +93,11 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
         raise ProviderNotConfigured("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set")
 
     def build() -> Client:
+        http = TwilioHttpClient(timeout=settings.provider_http_timeout)
+        if http.session is not None:
+            settle_environment(http.session, settings.twilio_api_base_url)
         client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
-                        http_client=TwilioHttpClient(timeout=settings.provider_http_timeout))
+                        http_client=http)
         client.api.base_url = settings.twilio_api_base_url.rstrip("/")
         return client
 

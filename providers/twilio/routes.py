@@ -2,7 +2,8 @@
 worker through a task), answer.
 
 Two kinds of route. Status callbacks (/status, /agent-status, /conference, /amd) enqueue
-and answer 204; a repeated idempotency token is not enqueued again, and with Redis or the
+and answer 204; a repeated idempotency token is not enqueued again, nor a callback that
+cannot change the transfer (recorded here instead: `callbacks.needs_worker`), and with Redis or the
 broker down they answer 503 (Twilio's answer is only a retry). TwiML routes (/screen,
 /screen-result, /whisper) steer a live call: they answer the same TwiML to a repeated
 request and answer without Redis or the broker, from what our own URL carries (signed by
@@ -23,6 +24,7 @@ from providers.twilio import callbacks, markup
 from providers.twilio.signature import NONCE_WINDOW, verify_twilio
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
 from shared.logs import get_logger
+from shared.model import CallbackKind
 from shared.store import Store
 from webhooks.deps import deps, enqueue, try_enqueue
 from webhooks.parsing import require, transfer_id_arg
@@ -178,8 +180,10 @@ def agent_status() -> Response:
     verify_twilio(dedupe=True)
     params = _form("CallSid", "CallStatus")
     params["attempt"] = _attempt()
-    enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="agent-status",
-            transfer_id=transfer_id_arg(), params=params)
+    transfer_id = transfer_id_arg()
+    if callbacks.needs_worker(deps().store, CallbackKind.AGENT_STATUS, transfer_id, params):
+        enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="agent-status",
+                transfer_id=transfer_id, params=params)
     return _accepted()
 
 
@@ -206,6 +210,8 @@ def conference() -> Response:
     """Conference events of `transfer-{lead_id}`."""
     verify_twilio(dedupe=True)
     params = _form("StatusCallbackEvent")
-    enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="conference",
-            transfer_id=transfer_id_arg(), params=params)
+    transfer_id = transfer_id_arg()
+    if callbacks.needs_worker(deps().store, CallbackKind.CONFERENCE, transfer_id, params):
+        enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="conference",
+                transfer_id=transfer_id, params=params)
     return _accepted()
