@@ -17,6 +17,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
@@ -87,6 +88,22 @@ def settings_env(settings: Settings) -> dict[str, str]:
         env[name.upper()] = value if isinstance(value, str) else json.dumps(value)
     env["PYTHONPATH"] = str(ROOT)
     return env
+
+
+def require_broker() -> None:
+    """With TEST_CELERY_BROKER_URL (e.g. RabbitMQ) the suite runs over that broker, or is
+    skipped, saying why, when it does not answer."""
+    url = os.environ.get("TEST_CELERY_BROKER_URL")
+    if not url:
+        return
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:  # any failure means "not reachable"
+        pytest.skip(f"TEST_CELERY_BROKER_URL={url} is not reachable ({exc}); "
+                    "the broker suite needs a running broker")
 
 
 class Services:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.stack import Services
+from tests.stack import Services, require_broker
 
 RING_TIMEOUT = 5
 DEADLINE_MARGIN = 2
@@ -16,6 +16,7 @@ DEADLINE_MARGIN = 2
 
 @pytest.fixture(scope="session")
 def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    require_broker()
     with Services.running(tmp_path_factory.mktemp("faults"), persistent_redis=True,
                           transfer_ring_timeout=RING_TIMEOUT,
                           transfer_deadline_margin=DEADLINE_MARGIN,

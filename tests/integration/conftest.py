@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.stack import Services
+from tests.stack import Services, require_broker
 
 RING_TIMEOUT = 5
 DEADLINE_MARGIN = 2
@@ -17,25 +16,9 @@ DEADLINE_MARGIN = 2
 Stack = Services
 
 
-def _require_broker() -> None:
-    """With TEST_CELERY_BROKER_URL (e.g. RabbitMQ) the suite runs over that broker, or is
-    skipped, saying why, when it does not answer."""
-    url = os.environ.get("TEST_CELERY_BROKER_URL")
-    if not url:
-        return
-    from kombu import Connection
-
-    try:
-        with Connection(url, connect_timeout=3) as conn:
-            conn.ensure_connection(max_retries=1, timeout=3)
-    except Exception as exc:  # any failure means "not reachable"
-        pytest.skip(f"TEST_CELERY_BROKER_URL={url} is not reachable ({exc}); "
-                    "the broker suite needs a running broker")
-
-
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    _require_broker()
+    require_broker()
     with Services.running(tmp_path_factory.mktemp("integration"),
                           transfer_ring_timeout=RING_TIMEOUT,
                           transfer_deadline_margin=DEADLINE_MARGIN,
