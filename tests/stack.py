@@ -184,8 +184,10 @@ class Services:
         def transfer_event(event: dict[str, Any]) -> None:
             log.add(event)
 
+        # A worker that lost its broker (the fault suite restarts Redis) may be sleeping in
+        # its reconnect backoff (up to 30 s) when the session ends: give it longer than that.
         with start_worker(platform, pool="solo", queues=[self.settings.agent_event_queue],
-                          perform_ping_check=False, loglevel="WARNING", shutdown_timeout=10):
+                          perform_ping_check=False, loglevel="WARNING", shutdown_timeout=60):
             yield
 
     def start_worker(self, concurrency: int = 2, timeout: float = 60) -> subprocess.Popen[bytes]:
