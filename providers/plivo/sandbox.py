@@ -70,9 +70,7 @@ class PlivoSim:
         self.rooms: dict[str, dict[str, Any]] = {}
         self.left: dict[str, dict[str, Any]] = {}
         self.requests_by_uuid: dict[str, str] = {}
-        # Tests: a machine verdict posted this long (s) after a person answered the number
-        # (a late, wrong verdict); a hook run as a transfer of a call is accepted.
-        self.late_verdicts: dict[str, float] = {}
+        # Tests: a hook run as a transfer of a call is accepted (before the call moves).
         self.on_transfer: Callable[[SimCall], None] | None = None
 
     def set_press_delay(self, number: str, seconds: float) -> None:
@@ -250,6 +248,9 @@ class PlivoSim:
         member = room["members"].pop(call.sid)
         self.left[call.sid] = member
         self._room_event(name, call, "exit")
+        if not room["members"]:
+            self.rooms.pop(name, None)  # the last member left: the conference is over
+            return
         alone = [m for m in room["members"].values() if not m.get("stay_alone", True)]
         if member["end_on_exit"] or (len(room["members"]) == 1 and alone):
             # The conference ends: every other member leaves it and goes on with its
@@ -321,20 +322,6 @@ class PlivoSim:
                     if detect == "hangup":
                         self.sb._end_call(leg.sid, "completed")
                 self.sb.scheduler.at(detect_time, verdict, key=leg.sid)
-            late = self.late_verdicts.get(number)
-            if late is not None and detect_url:
-                # A wrong verdict, late, on a person: with "hangup" Plivo would end the call.
-                def wrong() -> None:
-                    if leg.status in _ENDED:
-                        return
-                    self._callback(detect_url, {
-                        **self._call_params(leg), "Machine": "true",
-                        "IfMachine": "hangup" if detect == "hangup" else "continue",
-                        "Event": "MachineDetection", "RequestUUID": request_uuid,
-                        "Direction": "outbound", "CallStatus": "in-progress"})
-                    if detect == "hangup":
-                        self.sb._end_call(leg.sid, "completed")
-                self.sb.scheduler.at(late, wrong, key=leg.sid)
             self.fetch(leg, str(body["answer_url"]), str(body.get("answer_method") or "POST"))
 
         self.sb.scheduler.at(max(min(fate.ring, timeout), 0.02), outcome, key=leg.sid)
@@ -500,7 +487,6 @@ class PlivoSim:
         self.rooms.clear()
         self.left.clear()
         self.requests_by_uuid.clear()
-        self.late_verdicts.clear()
         self.on_transfer = None
 
     def new_sid(self) -> str:
