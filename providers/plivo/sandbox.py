@@ -639,4 +639,6 @@ DEMO = DemoScript(scenarios=(
     (("answer-after:1",), {}, "the human answers"),
     (("no-answer:2",), {}, "nobody answers; the customer goes back to the AI"),
     (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
+    (("busy", "answer-after:1"), {"handoff": "agent_first", "screening": True},
+     "agent first: busy, then the second is briefed, presses 1, the customer joins"),
 ))
