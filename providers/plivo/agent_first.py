@@ -400,8 +400,12 @@ def ringing(store: Store, transfer_id: str, attempt: str, params: Mapping[str, s
     record = store.get_transfer(transfer_id)
     # Only the request: a leg still ringing is ended by cancelling it (its CallUUID, for
     # hanging up, is recorded once it answers).
-    if _pending(record, attempt) and params.get("RequestUUID"):
-        store.set_fields(transfer_id, request_uuid=params["RequestUUID"])
+    # RequestUUID as the sandbox and integrations have it; ALegRequestUUID is the documented
+    # one (xml/request: "A unique request identifier returned by Plivo for an outbound call
+    # initiated via API").
+    request_uuid = params.get("RequestUUID") or params.get("ALegRequestUUID")
+    if _pending(record, attempt) and request_uuid:
+        store.set_fields(transfer_id, request_uuid=request_uuid)
 
 
 def answer_human(store: Store, settings: Settings, ctx: Mapping[str, str],

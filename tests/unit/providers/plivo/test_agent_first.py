@@ -402,13 +402,15 @@ def test_an_interrupted_dial_never_heard_of_is_placed(
     assert len(create_bodies(mocked)) == 1
 
 
+@pytest.mark.parametrize("field", ["RequestUUID", "ALegRequestUUID"])
 def test_ring_route_records_the_leg(rt: Runtime, make_app: AppFactory, settings: Settings,
-                                    store: Store, mocked: responses.RequestsMock) -> None:
+                                    store: Store, mocked: responses.RequestsMock,
+                                    field: str) -> None:
     tid = start(mocked)
     store.set_fields(tid, request_uuid="")
     client = make_app().test_client()
     resp = post(client, settings, f"/plivo/af-ring?transfer_id={tid}",
-                {"CallUUID": HUMAN, "RequestUUID": REQUEST_UUID, "CallStatus": "ringing"})
+                {"CallUUID": HUMAN, field: REQUEST_UUID, "CallStatus": "ringing"})
     assert resp.status_code == 200
     record = store.get_transfer(tid) or {}
     assert record["request_uuid"] == REQUEST_UUID and "agent_call_sid" not in record
