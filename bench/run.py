@@ -303,6 +303,45 @@ def measure_bridge(b: Bench, made: list[tuple[str, str, str]], gap: float = 0.02
             for p in [f"/2010-04-01/Accounts/AC{'0' * 32}/Calls/{c}.json"] if p in arrived]
 
 
+def measure_plivo_agent_first_bridge(b: Bench, n: int, gap: float = 0.02) -> list[float]:
+    """Plivo agent first, measured as the Twilio bridge is: the accepted human's conference
+    `enter` callback reaches our webhook -> the customer's calls.transfer arrives. The
+    human's leg never answers (fate ignore): its enter callback is ours to send."""
+    number = "+14155550143"
+    b.set_fate(number, "ignore")
+    token = b.settings.plivo_auth_token.encode()
+    made = []
+    for _ in range(n):
+        lead = f"bench-af-{uuid.uuid4().hex[:12]}"
+        call_id = str(b.http.post(f"{b.sandbox_url}/_sandbox/calls", timeout=5, json={
+            "provider": "plivo"}).json()["call_id"])
+        result = b.client.connect_to_live_agent({
+            "lead_id": lead, "provider": "plivo", "call_id": call_id,
+            "template": {"configurations": {"transfer_number": number,
+                                            "handoff": "agent_first"}},
+            "lead": {"outbound_number": OUTBOUND}})
+        assert result["status"] == "transfer_requested", result
+        made.append((call_id, str(result["transfer_id"])))
+    time.sleep(1.0)  # every human leg placed (state dialing)
+    sent = {}
+    for call_id, tid in made:
+        url = f"{b.web_url}/plivo/af-conference?{urlencode({'transfer_id': tid})}"
+        form = {"ConferenceAction": "enter", "ConferenceName": f"transfer-{tid}",
+                "ConferenceMemberID": "1", "CallUUID": str(uuid.uuid4())}
+        nonce = uuid.uuid4().hex
+        sig = get_signature_v3(token, construct_post_url(url, dict(form)).decode(),
+                               nonce.encode()).decode()
+        t0 = time.time()
+        b.http.post(url, data=form, timeout=5, headers={
+            "X-Plivo-Signature-V3": sig, "X-Plivo-Signature-V3-Nonce": nonce})
+        sent[call_id] = t0
+        time.sleep(gap)
+    time.sleep(1.0)
+    arrived = b.arrivals("/Call/")
+    return [(arrived[p] - sent[c]) * 1000 for c in sent
+            for p in [f"/v1/Account/{b.settings.plivo_auth_id}/Call/{c}/"] if p in arrived]
+
+
 def loadgen(base_url: str, reqs: list[dict[str, Any]], threads: int = 8) -> dict[str, Any]:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "loadgen.py")],
                          input=json.dumps({"base_url": base_url, "requests": reqs,
@@ -445,6 +484,7 @@ def main() -> int:
         handoff, made = measure_handoff(b, n)
         bridge = measure_bridge(b, made)
         bridge_floor = measure_bridge_floor(b, n)
+        af_bridge = measure_plivo_agent_first_bridge(b, n // 3)
         print("measuring webhook throughput ...", flush=True)
         tput = throughput(b, 2000 if args.quick else 6000)
         print(f"load phase: {args.rate:g} transfers/s with every callback ...", flush=True)
@@ -470,6 +510,7 @@ def main() -> int:
         "handoff": {**hand, "p99_ratio_to_baseline": hand["p99_ms"] / base["p99_ms"]},
         "bridge": {**brid, "p99_ratio_to_baseline": brid["p99_ms"] / base["p99_ms"]},
         "bridge_floor_webhook_enqueue_hop_post": summary(bridge_floor),
+        "plivo_agent_first_bridge": summary(af_bridge),
         "webhooks": {name: {**r, "rps_ratio_to_bare": r["rps"] / bare["rps"]}
                      for name, r in tput.items()},
         "scaling": scale,
@@ -529,6 +570,10 @@ def print_table(r: dict[str, Any]) -> None:
     x = r["bridge_floor_webhook_enqueue_hop_post"]
     row("bridge floor: bare webhook + hop + POST", f"{x['p50_ms']:.2f}", f"{x['p95_ms']:.2f}",
         f"{x['p99_ms']:.2f}", f"{x['p99_ms'] / base['p99_ms']:.2f}")
+    if "plivo_agent_first_bridge" in r:
+        x = r["plivo_agent_first_bridge"]
+        row("bridge, Plivo agent first: enter -> customer transfer", f"{x['p50_ms']:.2f}",
+            f"{x['p95_ms']:.2f}", f"{x['p99_ms']:.2f}", f"{x['p99_ms'] / base['p99_ms']:.2f}")
     print()
     row("webhook (gunicorn, 2 sync workers)", "requests/s", "p50 ms", "p99 ms", "/ bare")
     row("---", "---", "---", "---", "---")

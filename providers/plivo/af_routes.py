@@ -58,7 +58,18 @@ def af_join() -> Response:
     """The customer's aleg_url at the bridge: into the transfer's conference."""
     verify_plivo(steering=True)
     ctx = _signed_context(markup.AF_JOIN_PATH)
-    return _xml(agent_first.join_customer(deps().settings, ctx))
+    d = deps()
+    return _xml(agent_first.join_customer(d.store, d.settings, ctx))
+
+
+@bp.post("/af-left")
+def af_left() -> Response:
+    """The customer's Conference action (the conference ended) or the worker's move out
+    of an empty one: over after a bridge, else back to the AI."""
+    verify_plivo(steering=True)
+    ctx = _signed_context(markup.AF_LEFT_PATH)
+    d = deps()
+    return _xml(agent_first.customer_left(d.store, d.settings, ctx))
 
 
 def _status(kind: CallbackKind, *required: str) -> Response:

@@ -35,6 +35,7 @@ from providers.plivo.markup import (
     AF_ANSWER_PATH,
     AF_HANGUP_PATH,
     AF_JOIN_PATH,
+    AF_LEFT_PATH,
     AF_MACHINE_PATH,
     AF_RING_PATH,
     CONFIRM_GRACE,
@@ -44,6 +45,8 @@ from providers.plivo.markup import (
     af_url,
     conference_xml,
     confirm_timeout,
+    customer_join_xml,
+    customer_left_xml,
     goodbye_xml,
     hangup_xml,
     human_answer_xml,
@@ -117,8 +120,10 @@ def place(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], attempt: s
     }
     if transfer.get("voicemail_detection"):
         # api/call/make-a-call: machine_detection "true" or "hangup"; with
-        # machine_detection_url the verdict is posted there (Machine=true).
-        kwargs.update(machine_detection="hangup", machine_detection_time=MACHINE_DETECTION_MS,
+        # machine_detection_url the verdict is posted there (Machine=true, IfMachine
+        # continue|hangup). "true": Plivo never hangs up by itself, so a late verdict on a
+        # human already accepted cannot cut a bridged call; we hang up before acceptance.
+        kwargs.update(machine_detection="true", machine_detection_time=MACHINE_DETECTION_MS,
                       machine_detection_url=af_status_url(settings, AF_MACHINE_PATH, leg),
                       machine_detection_method="POST")
     rt.store.set_fields(tid, dial_attempted=attempt, dial_attempted_at=repr(time.time()))
@@ -229,7 +234,13 @@ def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], 
         else:
             rt.store.note(tid, f"human agent call {params.get('CallStatus', '')}")
     elif kind == CallbackKind.AF_MACHINE:
-        if params.get("Machine", "").lower() == "true":
+        current = rt.store.get_transfer(tid) or transfer
+        if current.get("accepted") == params.get("attempt", "0") or \
+                current["state"] not in (State.REQUESTED, State.DIALING):
+            # Plivo may post the verdict late: once the human accepted (a key pressed, or
+            # the briefing held past the detection time) a person has the call.
+            rt.store.note(tid, "machine detection verdict after the human accepted: ignored")
+        elif params.get("Machine", "").lower() == "true":
             rt.store.set_fields(tid, answered_by="machine")
             _not_reached(p, rt, {**transfer, "answered_by": "machine"}, "voicemail",
                          "answering machine on the human's leg", task_id, hang_up=True)
@@ -255,7 +266,15 @@ def _conference(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
     call_uuid = params.get("CallUUID", "")
     is_customer = bool(call_uuid) and call_uuid == transfer["call_id"]
     if action == "enter" and is_customer:
-        rt.succeed(transfer, "customer joined the human agent", from_states=(State.BRIDGING,))
+        current = rt.store.get_transfer(tid) or transfer
+        human_room, room = current.get("conference_uuid", ""), params.get("ConferenceUUID", "")
+        if not (human_room and room) or room == human_room:
+            rt.succeed(current, "customer joined the human agent",
+                       from_states=(State.BRIDGING,))
+        else:
+            # The human's leaving ended their conference (endConferenceOnExit) while the
+            # customer was on the way: the customer is alone in a new one.
+            _lost_while_bridging(rt, current, "human agent left before the customer joined")
     elif action == "enter" and transfer["state"] in PRE_BRIDGE:
         # Only an accepted human is answered the conference: their entering moves the
         # customer.
@@ -276,25 +295,32 @@ def _conference(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
 
 
 def _lost_while_bridging(rt: Runtime, transfer: Mapping[str, str], note: str) -> None:
-    """The human left while the customer was being moved: the customer, who may already
-    wait alone in the conference (stayAlone), goes back to the AI (PLIVO_RESUME_URL), never
-    hung up on. Without a resume URL their call stays as it is."""
-    from providers.plivo.handoff import make_client
-
+    """The human left while the customer was being moved: transfer.failed. The customer
+    is never left alone: still with the AI (not moved yet), they stay; once moved (on the
+    way, in the ended conference, or alone in a new one), they are moved again to
+    /plivo/af-left: back to the AI. bridge() checks the other way round after recording
+    the move, so that one of the two sees the other."""
     if not rt.fail(transfer, "agent_hung_up", note, from_states=(State.BRIDGING,)):
         return
-    resume = rt.settings.plivo_resume_url
-    if not resume:
-        return
+    if (rt.store.get_transfer(transfer["transfer_id"]) or {}).get("customer_moved"):
+        _customer_out(rt, transfer)
+
+
+def _customer_out(rt: Runtime, transfer: Mapping[str, str]) -> None:
+    """Move the customer out of a conference they are alone in: to /plivo/af-left (back
+    to the AI, or the apology without a resume URL)."""
+    from providers.plivo.handoff import make_client
+
+    url = af_url(rt.settings, AF_LEFT_PATH, transfer)
     try:
         client = make_client(rt.settings, transfer)
         client.call(lambda sdk: sdk.calls.transfer(
-            call_uuid=transfer["call_id"], legs="aleg", aleg_url=resume, aleg_method="POST"))
+            call_uuid=transfer["call_id"], legs="aleg", aleg_url=url, aleg_method="POST"))
     except (PermanentProviderError, TransientProviderError) as exc:
-        rt.logger(transfer).warning("could not send the customer back to the AI",
+        rt.logger(transfer).warning("could not move the customer out of the conference",
                                     extra={"error": str(exc)})
         return
-    rt.store.note(transfer["transfer_id"], "customer sent back to the AI")
+    rt.store.note(transfer["transfer_id"], "customer moved back out of the conference")
 
 
 def bridge(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
@@ -313,6 +339,8 @@ def bridge(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], task_id: 
                 and current.get("bridge_task") == task_id
                 and not current.get("customer_moved")):
             return
+    if (rt.store.get_transfer(tid) or {}).get("state") != State.BRIDGING:
+        return  # the human left meanwhile: the customer stays with the AI
     client = make_client(rt.settings, transfer)
     aleg_url = af_url(rt.settings, AF_JOIN_PATH, transfer)
     try:
@@ -326,6 +354,9 @@ def bridge(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], task_id: 
         return
     rt.store.set_fields(tid, customer_moved="1")
     rt.store.note(tid, "customer moved into the conference")
+    current = rt.store.get_transfer(tid) or {}
+    if current.get("state") == State.FAILED and current.get("reason") == "agent_hung_up":
+        _customer_out(rt, transfer)  # the human left while the move was under way
 
 
 def customer_call_ended(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
@@ -369,8 +400,12 @@ def ringing(store: Store, transfer_id: str, attempt: str, params: Mapping[str, s
     record = store.get_transfer(transfer_id)
     # Only the request: a leg still ringing is ended by cancelling it (its CallUUID, for
     # hanging up, is recorded once it answers).
-    if _pending(record, attempt) and params.get("RequestUUID"):
-        store.set_fields(transfer_id, request_uuid=params["RequestUUID"])
+    # RequestUUID as the sandbox and integrations have it; ALegRequestUUID is the documented
+    # one (xml/request: "A unique request identifier returned by Plivo for an outbound call
+    # initiated via API").
+    request_uuid = params.get("RequestUUID") or params.get("ALegRequestUUID")
+    if _pending(record, attempt) and request_uuid:
+        store.set_fields(transfer_id, request_uuid=request_uuid)
 
 
 def answer_human(store: Store, settings: Settings, ctx: Mapping[str, str],
@@ -417,10 +452,33 @@ def accept(store: Store, settings: Settings, ctx: Mapping[str, str],
             with contextlib.suppress(redis.RedisError):
                 store.set_fields(tid, declined="1")
         return goodbye_xml(), out
+    if readable:
+        # Read by the worker before a machine verdict (it may come later than this).
+        with contextlib.suppress(redis.RedisError):
+            store.set_fields(tid, accepted=attempt)
     return conference_xml(settings, {**ctx, "attempt": attempt}), \
         {**out, "accepted": "1"}
 
 
-def join_customer(settings: Settings, ctx: Mapping[str, str]) -> str:
-    """/plivo/af-join: the customer's leg into the conference (all it needs is in the URL)."""
-    return conference_xml(settings, ctx)
+def join_customer(store: Store, settings: Settings, ctx: Mapping[str, str]) -> str:
+    """/plivo/af-join: the customer's leg into the conference; a transfer already over (the
+    human left while the customer was on the way): /plivo/af-left's answer instead. Redis
+    down: the conference (all it needs is in the URL)."""
+    try:
+        record = store.get_transfer(ctx["transfer_id"])
+    except redis.RedisError:
+        record = None
+    if record is not None and record["state"] != State.BRIDGING:
+        return customer_left_xml(settings, record["state"] == State.SUCCEEDED)
+    return customer_join_xml(settings, ctx)
+
+
+def customer_left(store: Store, settings: Settings, ctx: Mapping[str, str]) -> str:
+    """/plivo/af-left (the customer's Conference action, or the worker's move out of an
+    empty one): the call is over after a bridge, else back to the AI. Redis down: back to
+    the AI (a customer not served is never hung up on)."""
+    try:
+        record = store.get_transfer(ctx["transfer_id"])
+    except redis.RedisError:
+        record = None
+    return customer_left_xml(settings, (record or {}).get("state") == State.SUCCEEDED)

@@ -272,6 +272,7 @@ AF_HANGUP_PATH = "/plivo/af-hangup"
 AF_RING_PATH = "/plivo/af-ring"
 AF_MACHINE_PATH = "/plivo/af-machine"
 AF_CONFERENCE_PATH = "/plivo/af-conference"
+AF_LEFT_PATH = "/plivo/af-left"
 
 # What the agent-first steering URLs carry besides the dial-up's context: the detection
 # flag (the answer XML waits for detection's verdict when nobody presses a key).
@@ -341,9 +342,9 @@ def human_answer_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
 
 
 def conference_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
-    """The human's or the customer's way into the transfer's conference. Either may wait
-    alone in it: the human while the customer is being moved, the customer when the human
-    left meanwhile (the worker then sends them back to the AI). Either leaving ends it."""
+    """The human's way into the transfer's conference: they wait alone in it (stayAlone)
+    while the customer is being moved; their leaving ends it (endConferenceOnExit), and
+    with nothing after it their call ends."""
     response = plivoxml.ResponseElement()
     response.add(plivoxml.ConferenceElement(
         conference_room(transfer["transfer_id"]), start_conference_on_enter=True,
@@ -351,6 +352,29 @@ def conference_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
         callback_url=af_status_url(settings, AF_CONFERENCE_PATH, transfer),
         callback_method="POST"))
     return str(response.to_string(False))
+
+
+def customer_join_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
+    """The customer's way into the conference. Never left alone in it: stayAlone false
+    (xml/conference: "stayAlone ... End conference if only one member"), and on leaving
+    (the human gone) our `action` decides: back to the AI unless the transfer succeeded.
+    The worker moves a customer who entered a conference the human had already ended
+    (another ConferenceUUID) to the same URL: the docs do not say whether stayAlone ends a
+    conference its member enters alone."""
+    response = plivoxml.ResponseElement()
+    response.add(plivoxml.ConferenceElement(
+        conference_room(transfer["transfer_id"]), start_conference_on_enter=True,
+        end_conference_on_exit=True, stay_alone=False, enter_sound="", exit_sound="",
+        callback_url=af_status_url(settings, AF_CONFERENCE_PATH, transfer),
+        callback_method="POST", action=af_url(settings, AF_LEFT_PATH, transfer),
+        method="POST", redirect=True))
+    return str(response.to_string(False))
+
+
+def customer_left_xml(settings: Settings, bridged: bool) -> str:
+    """The customer out of the conference: over after a bridge (the human hung up); else
+    back to the AI (PLIVO_RESUME_URL), or the apology without one, never silence."""
+    return dial_action_xml(settings, bridged)
 
 
 def goodbye_xml() -> str:

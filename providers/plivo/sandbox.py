@@ -23,6 +23,8 @@ from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_
 from sandbox.core import DemoScript
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sandbox.core import Sandbox, SimCall
 
 _ENDED = ("completed", "busy", "no-answer", "failed", "canceled", "timeout", "cancel")
@@ -68,6 +70,8 @@ class PlivoSim:
         self.rooms: dict[str, dict[str, Any]] = {}
         self.left: dict[str, dict[str, Any]] = {}
         self.requests_by_uuid: dict[str, str] = {}
+        # Tests: a hook run as a transfer of a call is accepted (before the call moves).
+        self.on_transfer: Callable[[SimCall], None] | None = None
 
     def set_press_delay(self, number: str, seconds: float) -> None:
         with self.sb.lock:
@@ -209,15 +213,20 @@ class PlivoSim:
         """xml/conference: the call enters the named room (account-scoped); callbackUrl gets
         ConferenceAction=enter / exit with ConferenceName, ConferenceUUID, ConferenceMemberID,
         CallUUID. endConferenceOnExit: "If a member with this attribute set to true leaves,
-        the conference ends"; its members then go on with their next element (none here:
-        they hang up)."""
+        the conference ends"; its members then go on with their `action` (xml/conference:
+        "action: URL called when member leaves"), else hang up (no element after it here).
+        stayAlone false ("End conference if only one member"): ends it once the member is
+        left alone by another's leaving; not on entering alone (the docs do not say:
+        least convenient)."""
         name = (element.text or "").strip()
         with self.sb.lock:
             room = self.rooms.setdefault(name, {"uuid": str(uuid.uuid4()), "members": {}})
             member = str(len(room["members"]) + 1)
             room["members"][call.sid] = {
                 "callback": element.get("callbackUrl", ""), "member": member,
-                "end_on_exit": element.get("endConferenceOnExit") == "true"}
+                "end_on_exit": element.get("endConferenceOnExit") == "true",
+                "stay_alone": element.get("stayAlone", "true") != "false",
+                "action": element.get("action", ""), "method": element.get("method", "POST")}
             call.conference = f"plivo:{name}"
         self._room_event(name, call, "enter")
 
@@ -239,16 +248,25 @@ class PlivoSim:
         member = room["members"].pop(call.sid)
         self.left[call.sid] = member
         self._room_event(name, call, "exit")
-        if member["end_on_exit"]:
-            # The conference ends: every other member leaves it, and with no XML left after
-            # the Conference their calls end (least convenient).
+        if not room["members"]:
+            self.rooms.pop(name, None)  # the last member left: the conference is over
+            return
+        alone = [m for m in room["members"].values() if not m.get("stay_alone", True)]
+        if member["end_on_exit"] or (len(room["members"]) == 1 and alone):
+            # The conference ends: every other member leaves it and goes on with its
+            # Conference action; without one, with no XML left, its call ends.
             self.rooms.pop(name, None)
             for other in list(room["members"]):
-                self.left[other] = room["members"][other]
+                left = self.left[other] = room["members"][other]
                 peer = self.sb.calls.get(other)
                 if peer is not None:
+                    peer.conference = None
                     self._room_event(name, peer, "exit")
-                    self.sb._end_call(other, "completed")
+                    if left.get("action"):
+                        self.sb.scheduler.at(0.01, lambda peer=peer, left=left: self.fetch(
+                            peer, left["action"], left["method"]), key=peer.sid)
+                    else:
+                        self.sb._end_call(other, "completed")
 
     def place_leg(self, body: dict[str, Any]) -> str:
         """api/call/make-a-call: the leg rings `ring_timeout` seconds; answered, Plivo fetches
@@ -297,7 +315,8 @@ class PlivoSim:
                         return
                     if detect_url:
                         self._callback(detect_url, {
-                            **self._call_params(leg), "Machine": "true", "IfMachine": detect,
+                            **self._call_params(leg), "Machine": "true",
+                            "IfMachine": "hangup" if detect == "hangup" else "continue",
                             "Event": "MachineDetection", "RequestUUID": request_uuid,
                             "Direction": "outbound", "CallStatus": "in-progress"})
                     if detect == "hangup":
@@ -468,6 +487,7 @@ class PlivoSim:
         self.rooms.clear()
         self.left.clear()
         self.requests_by_uuid.clear()
+        self.on_transfer = None
 
     def new_sid(self) -> str:
         # CallUUIDs are UUIDs (api/call: "call_uuid").
@@ -551,6 +571,8 @@ class PlivoSim:
             url, method = str(body["aleg_url"]), str(body.get("aleg_method") or "POST").upper()
             # The call leaves the XML it was running (the AI's stream, or a Conference) for
             # aleg_url's.
+            if self.on_transfer is not None:
+                self.on_transfer(call)
             call.dial = None
             self._leave_room(call)
             sb.scheduler.at(0.01, lambda: self.fetch(call, url, method), key=call.sid)
@@ -617,4 +639,6 @@ DEMO = DemoScript(scenarios=(
     (("answer-after:1",), {}, "the human answers"),
     (("no-answer:2",), {}, "nobody answers; the customer goes back to the AI"),
     (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
+    (("busy", "answer-after:1"), {"handoff": "agent_first", "screening": True},
+     "agent first: busy, then the second is briefed, presses 1, the customer joins"),
 ))

@@ -22,15 +22,21 @@ OUTBOUND = {"twilio": "+14155550199", "plivo": "+14155550199", "exotel": "+91999
 _seq = iter(range(10**6))
 
 
-def begin(s: Services, provider: str, fate: str, **flow: Any) -> tuple[str, str, str, str]:
+AGENT_FIRST = {"handoff": "agent_first"}  # Plivo's second handoff
+
+
+def begin(s: Services, provider: str, fate: str, config: dict[str, Any] | None = None,
+          **flow: Any) -> tuple[str, str, str, str]:
     """Place a customer call and request its transfer; (lead, call, number, transfer id)."""
     lead = unique_lead()
     call_id = s.customer_call(lead, provider=provider, **flow)
     number = f"+{NUMBERS[provider] + 1000 + next(_seq) % 8000}"
     s.sandbox.set_fate(number, fate)
-    result = s.client.connect_to_live_agent(make_request(
+    request = make_request(
         lead_id=lead, call_id=call_id, transfer_number=number, provider=provider,
-        outbound_number=OUTBOUND[provider], outbound_number_id=None))
+        outbound_number=OUTBOUND[provider], outbound_number_id=None)
+    request["template"]["configurations"].update(config or {})
+    result = s.client.connect_to_live_agent(request)
     assert result["status"] == "transfer_requested", result
     return lead, call_id, number, str(result["transfer_id"])
 
@@ -117,7 +123,8 @@ def test_callbacks_twice_shuffled_and_late(services: Services) -> None:
     s = services
     s.sandbox.repeat_callbacks = 2
     s.sandbox.callback_jitter = 0.3
-    started = [begin(s, provider, fate) for provider in ("twilio", "plivo")
+    started = [begin(s, provider, fate, config) for provider, config in
+               (("twilio", None), ("plivo", None), ("plivo", AGENT_FIRST))
                for fate in ("answer", "busy", "no-answer:0.3", "answer-after:0.5")]
     counts = settle(s, [t for *_, t in started], timeout=DEADLINE + 10)
     assert set(counts.values()) == {1}
@@ -134,6 +141,14 @@ def test_callbacks_twice_shuffled_and_late(services: Services) -> None:
             s.sandbox.send_twilio_callback(f"{base}/twilio/conference?transfer_id={tid}",
                                            {"StatusCallbackEvent": "participant-join",
                                             "CallSid": call_id})
+        elif rec.get("handoff") == "agent_first":
+            agent = rec.get("agent_call_sid", "0")
+            for path, params in (
+                    ("af-hangup", {"CallUUID": agent, "CallStatus": "busy"}),
+                    ("af-machine", {"CallUUID": agent, "Machine": "true"}),
+                    ("af-conference", {"ConferenceAction": "enter", "CallUUID": call_id}),
+                    ("af-conference", {"ConferenceAction": "exit", "CallUUID": agent})):
+                s.sandbox.plivo.send(f"{base}/plivo/{path}?transfer_id={tid}", params)
         else:
             s.sandbox.plivo.send(f"{base}/plivo/dial-action?transfer_id={tid}",
                                  {"DialStatus": "busy", "CallUUID": call_id})
@@ -290,6 +305,11 @@ def test_fallback_chains_with_callbacks_twice_and_shuffled(services: Services) -
         # human's leg has outlived it.)
         ("plivo", ["decline", "no-answer:0.2", "answer"],
          {"screening": True, "screening_timeout": 3}, 2),
+        ("plivo", ["busy", "no-answer:0.2", "answer"], AGENT_FIRST, 2),
+        ("plivo", ["machine", "answer"], {**AGENT_FIRST, "voicemail_detection": True}, 1),
+        ("plivo", ["decline", "answer"],
+         {**AGENT_FIRST, "screening": True, "screening_timeout": 3}, 1),
+        ("plivo", ["busy", "fail"], AGENT_FIRST, None),
     ]
     started = []
     for provider, fates, config, expected in chains:

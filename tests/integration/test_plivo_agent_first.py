@@ -143,3 +143,53 @@ def test_fallback_with_every_callback_twice_and_shuffled(stack: Stack) -> None:
         assert stack.terminal_count(tid) == 1
     finally:
         stack.sandbox.callback_jitter = 0.0
+
+
+def test_human_leaves_while_the_customer_is_moved(stack: Stack) -> None:
+    """The bridging race: the human's leg ends just as Plivo accepts the customer's
+    transfer, before the customer enters. The conference ended with the human
+    (endConferenceOnExit); the customer, whose join XML started a new one alone, is
+    taken back to the AI (the resume URL), never left alone nor hung up on."""
+    _, call_id, tid, [number] = _request(stack, ["answer"])
+
+    def human_leaves(call: Any) -> None:
+        if call.sid == call_id:
+            stack.sandbox._end_call(_leg(stack, number).sid, "completed")
+
+    stack.sandbox.plivo.on_transfer = human_leaves
+    event = stack.terminal(tid)
+    assert (event["type"], event["reason"]) == ("transfer.failed", "agent_hung_up")
+    customer = stack.sandbox.calls[call_id]
+    resume = stack.settings.plivo_resume_url
+    _until(lambda: resume in customer.redirects, "the customer was not sent back to the AI")
+    assert customer.status == "in-progress"
+    room = stack.sandbox.plivo.rooms.get(f"transfer-{tid}")
+    assert room is None or call_id not in room["members"]
+    time.sleep(0.5)  # a second move, or a second terminal event, would show by now
+    assert stack.terminal_count(tid) == 1 and customer.status == "in-progress"
+    print("\nbridging race:", [e["note"] for e in stack.store.timeline(tid)][-4:],
+          customer.redirects[-2:])
+
+
+def test_late_machine_verdict_on_a_bridged_call_changes_nothing(stack: Stack) -> None:
+    """Plivo's machine_detection_url may be posted late: a verdict after the human was
+    accepted and joined neither ends the bridged call nor makes a second terminal event."""
+    _, call_id, tid, [number] = _request(stack, ["answer"], screening=True,
+                                          voicemail_detection=True)
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    [create] = [r for r in stack.sandbox.api_requests("/Call/", method="POST")
+                if (r.json or {}).get("to") == number]
+    assert create.json["machine_detection"] == "true"  # Plivo does not hang up by itself
+    human = _leg(stack, number)
+    status, _ = stack.sandbox.plivo.send(create.json["machine_detection_url"], {
+        "CallUUID": human.sid, "Machine": "true", "IfMachine": "continue",
+        "Event": "MachineDetection", "CallStatus": "in-progress", "Direction": "outbound"})
+    assert status == 200
+    _until(lambda: any("af-machine callback ignored" in e["note"]
+                       for e in stack.store.timeline(tid)), "the verdict was not handled")
+    assert stack.terminal_count(tid) == 1
+    assert human.status == "in-progress" and stack.sandbox.calls[call_id].status == \
+        "in-progress"
+    assert set(stack.sandbox.plivo.rooms[f"transfer-{tid}"]["members"]) == {human.sid, call_id}
+    assert stack.sandbox.api_requests(f"/Call/{human.sid}/", method="DELETE") == []

@@ -68,7 +68,7 @@ def test_places_the_human_leg_with_the_call_api(rt: Runtime, store: Store, event
     machine_url = body.pop("machine_detection_url")
     assert body == {"from": "+14155550199", "to": "+14155550101", "answer_method": "POST",
                     "hangup_method": "POST", "ring_timeout": rt.settings.transfer_ring_timeout,
-                    "machine_detection": "hangup", "machine_detection_time": 5000,
+                    "machine_detection": "true", "machine_detection_time": 5000,
                     "machine_detection_method": "POST",
                     # The SDK's own defaults, sent with every call.
                     "ring_method": "POST", "fallback_method": "POST",  # ring_method: ours too
@@ -275,13 +275,104 @@ def test_human_gone_while_bridging_sends_the_customer_back(
         rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
     tid = start(mocked)
     mocked.post(TRANSFER_URL, status=202, json={"message": "call transferred", "api_id": "x"})
-    callback("af-conference", tid, ConferenceAction="enter", CallUUID=HUMAN)
+    callback("af-conference", tid, ConferenceAction="enter", CallUUID=HUMAN,
+             ConferenceUUID="conf-1")
     assert store.get_transfer(tid)["state"] == "bridging"  # type: ignore[index]
     callback("af-leg", tid, attempt="0", CallStatus="completed", CallUUID=HUMAN)
     [event] = events()
     assert (event["type"], event["reason"]) == ("transfer.failed", "agent_hung_up")
     moves = [json.loads(c.request.body) for c in mocked.calls if c.request.url == TRANSFER_URL]
-    assert [m["aleg_url"] for m in moves][1:] == [rt.settings.plivo_resume_url]
+    assert "/plivo/af-left?" in moves[-1]["aleg_url"] and len(moves) == 2
+
+
+@pytest.mark.parametrize("human_left_first", [True, False])
+def test_customer_alone_in_a_new_conference_is_moved_out(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock,
+        human_left_first: bool) -> None:
+    tid = start(mocked)
+    mocked.post(TRANSFER_URL, status=202, json={"message": "call transferred", "api_id": "x"})
+    callback("af-conference", tid, ConferenceAction="enter", CallUUID=HUMAN,
+             ConferenceUUID="conf-1")
+    if human_left_first:
+        callback("af-conference", tid, ConferenceAction="exit", CallUUID=HUMAN,
+                 ConferenceUUID="conf-1")
+    # The human's leaving ended conf-1: the customer starts conf-2, alone.
+    callback("af-conference", tid, ConferenceAction="enter", CallUUID=CUSTOMER,
+             ConferenceUUID="conf-2")
+    [event] = events()
+    assert (event["type"], event["reason"]) == ("transfer.failed", "agent_hung_up")
+    moves = [json.loads(c.request.body) for c in mocked.calls if c.request.url == TRANSFER_URL]
+    assert [bare(m["aleg_url"]) for m in moves] == [
+        f"https://hooks.example.com/plivo/af-join?transfer_id={tid}",
+        f"https://hooks.example.com/plivo/af-left?transfer_id={tid}"]
+
+
+def test_late_machine_verdict_after_acceptance_changes_nothing(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked, voicemail_detection=True)
+    mocked.post(TRANSFER_URL, status=202, json={"message": "call transferred", "api_id": "x"})
+    callback("af-accept", tid, attempt="0", CallUUID=HUMAN, accepted="1")
+    callback("af-machine", tid, attempt="0", Machine="true", CallUUID=HUMAN)
+    assert store.get_transfer(tid)["state"] == "human_answered"  # type: ignore[index]
+    callback("af-conference", tid, ConferenceAction="enter", CallUUID=HUMAN,
+             ConferenceUUID="conf-1")
+    callback("af-machine", tid, attempt="0", Machine="true", CallUUID=HUMAN)
+    callback("af-conference", tid, ConferenceAction="enter", CallUUID=CUSTOMER,
+             ConferenceUUID="conf-1")
+    callback("af-machine", tid, attempt="0", Machine="true", CallUUID=HUMAN)
+    [event] = events()
+    assert event["type"] == "transfer.succeeded"
+    assert not any(c.request.method == "DELETE" for c in mocked.calls)  # nobody hung up
+
+
+def test_verdict_after_the_key_reached_us_changes_nothing(
+        rt: Runtime, make_app: AppFactory, settings: Settings, store: Store,
+        events: Any, mocked: responses.RequestsMock) -> None:
+    client = make_app().test_client()
+    tid = start(mocked, screening=True, voicemail_detection=True)
+    [body] = create_bodies(mocked)
+    action = _answer(client, settings, body["answer_url"]).find("GetDigits").get(
+        "action")  # type: ignore[union-attr]
+    post(client, settings, path_of(action), {"CallUUID": HUMAN, "Digits": "1"})
+    # The worker has not yet heard of the key; the verdict comes first.
+    callback("af-machine", tid, attempt="0", Machine="true", CallUUID=HUMAN)
+    assert events() == [] and store.get_transfer(tid)["state"] == "dialing"  # type: ignore[index]
+    assert not any(c.request.method == "DELETE" for c in mocked.calls)
+
+
+@pytest.mark.parametrize(("state", "tags"), [
+    ("bridging", ["Conference"]), ("failed", ["Redirect"]), ("succeeded", ["Hangup"])])
+def test_join_route_by_state(rt: Runtime, make_app: AppFactory, settings: Settings,
+                             store: Store, mocked: responses.RequestsMock, state: str,
+                             tags: list[str]) -> None:
+    client = make_app().test_client()
+    tid = start(mocked)
+    store.set_fields(tid, state=state)
+    url = plivo.af_url(settings, plivo.AF_JOIN_PATH, store.get_transfer(tid) or {})
+    root = ET.fromstring(post(client, settings, path_of(url), {"CallUUID": CUSTOMER}).data)
+    assert [e.tag for e in root] == tags
+    if state == "bridging":
+        conf = root[0]
+        assert conf.get("stayAlone") == "false" and conf.get("endConferenceOnExit") == "true"
+        assert "/plivo/af-left?" in conf.get("action", "")
+    if state == "failed":
+        assert root[0].text == settings.plivo_resume_url
+
+
+@pytest.mark.parametrize(("state", "resume", "tags"), [
+    ("succeeded", "https://ai.example.com/resume", ["Hangup"]),
+    ("bridging", "https://ai.example.com/resume", ["Redirect"]),
+    ("failed", "", ["Speak", "Hangup"])])
+def test_left_route(rt: Runtime, make_app: AppFactory, settings: Settings, store: Store,
+                    mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch,
+                    state: str, resume: str, tags: list[str]) -> None:
+    monkeypatch.setattr(settings, "plivo_resume_url", resume)
+    client = make_app().test_client()
+    tid = start(mocked)
+    store.set_fields(tid, state=state)
+    url = plivo.af_url(settings, plivo.AF_LEFT_PATH, store.get_transfer(tid) or {})
+    root = ET.fromstring(post(client, settings, path_of(url), {"CallUUID": CUSTOMER}).data)
+    assert [e.tag for e in root] == tags
 
 
 def _interrupted(store: Store, **fields: str) -> dict[str, str]:
@@ -311,13 +402,15 @@ def test_an_interrupted_dial_never_heard_of_is_placed(
     assert len(create_bodies(mocked)) == 1
 
 
+@pytest.mark.parametrize("field", ["RequestUUID", "ALegRequestUUID"])
 def test_ring_route_records_the_leg(rt: Runtime, make_app: AppFactory, settings: Settings,
-                                    store: Store, mocked: responses.RequestsMock) -> None:
+                                    store: Store, mocked: responses.RequestsMock,
+                                    field: str) -> None:
     tid = start(mocked)
     store.set_fields(tid, request_uuid="")
     client = make_app().test_client()
     resp = post(client, settings, f"/plivo/af-ring?transfer_id={tid}",
-                {"CallUUID": HUMAN, "RequestUUID": REQUEST_UUID, "CallStatus": "ringing"})
+                {"CallUUID": HUMAN, field: REQUEST_UUID, "CallStatus": "ringing"})
     assert resp.status_code == 200
     record = store.get_transfer(tid) or {}
     assert record["request_uuid"] == REQUEST_UUID and "agent_call_sid" not in record
