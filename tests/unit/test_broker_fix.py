@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,6 +14,8 @@ import redis
 from kombu.transport import redis as kombu_redis
 
 from workers import broker_fix
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class _ReleasedClient:
@@ -46,3 +52,58 @@ def test_other_attribute_errors_are_not_hidden() -> None:
                               _in_poll=None, _flush_brpop_reauth=lambda: None)
     with pytest.raises(AttributeError, match="something else"):
         kombu_redis.Channel._brpop_read(channel)
+
+
+# A worker's QoS objects whose connection went are restored by kombu's exit finalizer
+# (multiprocessing.util.Finalize, exitpriority=1), after a test runner or a supervisor may
+# have closed the stream the log handler writes to.
+_EXIT_CHILD = """
+import logging, os
+from types import SimpleNamespace
+from workers import broker_fix
+assert broker_fix.apply()
+from kombu.transport import redis as kombu_redis
+stream = open(os.devnull, "w")
+logging.getLogger().addHandler(logging.StreamHandler(stream))
+qos = kombu_redis.QoS(SimpleNamespace(connection=None, do_restore=True))
+qos._delivered["tag-1"] = object()  # delivered, never acknowledged
+stream.close()
+"""
+
+
+def test_nothing_is_logged_at_interpreter_exit() -> None:
+    child = subprocess.run([sys.executable, "-c", _EXIT_CHILD], capture_output=True, text=True,
+                           cwd=ROOT, timeout=60, check=False)
+    assert child.returncode == 0, child.stderr
+    assert "Logging error" not in child.stderr
+    assert "broker connection already closed" not in child.stderr
+
+
+def _gone_qos() -> Any:
+    return kombu_redis.QoS(SimpleNamespace(connection=None, do_restore=True))
+
+
+def test_unacknowledged_messages_on_a_closed_connection_are_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert broker_fix.apply()
+    qos = _gone_qos()
+    qos._delivered["tag-1"] = object()
+    with caplog.at_level(logging.WARNING, logger="workers.broker_fix"):
+        qos.restore_unacked_once()
+        qos.restore_unacked_once()  # once only, as kombu's own
+    assert [r.getMessage() for r in caplog.records] == [
+        "broker connection already closed; 1 unacknowledged message(s) come back after "
+        "the visibility timeout"]
+    assert not qos._delivered and qos._delivered.restored
+
+
+def test_a_closed_connection_with_nothing_unacknowledged_says_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert broker_fix.apply()
+    qos = _gone_qos()
+    qos._delivered["tag-1"] = object()
+    qos._dirty.add("tag-1")  # acknowledged since
+    with caplog.at_level(logging.DEBUG, logger="workers.broker_fix"):
+        qos.restore_unacked_once()
+    assert caplog.records == []
+    assert qos._delivered.restored

@@ -21,7 +21,7 @@ def test_a_silent_server_is_stopped_and_named(monkeypatch: pytest.MonkeyPatch) -
         started.append(proc)
         return proc
 
-    monkeypatch.setattr(rs.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
     # A process that lives but listens nowhere: nothing answers on the port.
     silent = [sys.executable, "-c", "import time; time.sleep(60)"]
     with pytest.raises(RuntimeError, match="redis sentinel did not start on port"):
