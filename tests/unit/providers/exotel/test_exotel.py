@@ -69,7 +69,9 @@ def test_status_callback_with_human_answered_is_success(rt: Runtime, store: Stor
 
 
 @pytest.mark.parametrize(("leg2", "reason"), [("busy", "busy"), ("no-answer", "no_answer"),
-                                              ("failed", "failed")])
+                                              ("failed", "failed"),
+                                              # the caller hung up while the human rang
+                                              ("canceled", "customer_hung_up")])
 def test_status_callback_with_human_not_reached(rt: Runtime, events: Any, leg2: str,
                                                 reason: str) -> None:
     start()
@@ -105,6 +107,18 @@ def test_deadline_reconciles_through_call_details(rt: Runtime, events: Any,
     auth = base64.b64encode(b"exo-key:exo-token").decode()
     assert request.request.headers["Authorization"] == f"Basic {auth}"
     assert [e["type"] for e in events()][-1] == "transfer.succeeded"
+
+
+def test_deadline_reads_a_canceled_leg2_as_the_customer_hanging_up(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start()
+    mocked.get(DETAILS_URL, json={"Call": {"Sid": CALL, "Status": "completed", "Details": {
+        "ConversationDuration": 0, "Leg1Status": "completed", "Leg2Status": "canceled",
+        "Legs": [{"Leg": {"Id": 1, "OnCallDuration": 20}},
+                 {"Leg": {"Id": 2, "OnCallDuration": 0}}]}}})
+    run(tasks.expire, transfer_id=tid)
+    assert [e["reason"] for e in events() if e["type"] == "transfer.failed"] == [
+        "customer_hung_up"]
 
 
 def test_deadline_waits_while_the_call_cannot_tell_then_times_out(
