@@ -24,13 +24,9 @@ _seq = iter(range(10**6))
 
 def begin(s: Services, provider: str, fate: str, **flow: Any) -> tuple[str, str, str, str]:
     """Place a customer call and request its transfer; (lead, call, number, transfer id)."""
-    lead = unique_lead()
-    call_id = s.customer_call(lead, provider=provider, **flow)
-    number = f"+{NUMBERS[provider] + 1000 + next(_seq) % 8000}"
-    s.sandbox.set_fate(number, fate)
-    result = s.client.connect_to_live_agent(make_request(
-        lead_id=lead, call_id=call_id, transfer_number=number, provider=provider,
-        outbound_number=OUTBOUND[provider], outbound_number_id=None))
+    lead, call_id, number, result = s.request_transfer(
+        fate, f"+{NUMBERS[provider] + 1000 + next(_seq) % 8000}", provider=provider,
+        outbound=OUTBOUND[provider], flow=flow)
     assert result["status"] == "transfer_requested", result
     return lead, call_id, number, str(result["transfer_id"])
 
