@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,9 +10,8 @@ import pytest
 import redis
 from kombu.transport import redis as kombu_redis
 
+from tests.helpers import stderr_at_exit_with_closed_log_stream
 from workers import broker_fix
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class _ReleasedClient:
@@ -57,26 +53,17 @@ def test_other_attribute_errors_are_not_hidden() -> None:
 # A worker's QoS objects whose connection went are restored by kombu's exit finalizer
 # (multiprocessing.util.Finalize, exitpriority=1), after a test runner or a supervisor may
 # have closed the stream the log handler writes to.
-_EXIT_CHILD = """
-import logging, os
+def test_nothing_is_logged_at_interpreter_exit() -> None:
+    stderr = stderr_at_exit_with_closed_log_stream("""
 from types import SimpleNamespace
 from workers import broker_fix
 assert broker_fix.apply()
 from kombu.transport import redis as kombu_redis
-stream = open(os.devnull, "w")
-logging.getLogger().addHandler(logging.StreamHandler(stream))
 qos = kombu_redis.QoS(SimpleNamespace(connection=None, do_restore=True))
 qos._delivered["tag-1"] = object()  # delivered, never acknowledged
-stream.close()
-"""
-
-
-def test_nothing_is_logged_at_interpreter_exit() -> None:
-    child = subprocess.run([sys.executable, "-c", _EXIT_CHILD], capture_output=True, text=True,
-                           cwd=ROOT, timeout=60, check=False)
-    assert child.returncode == 0, child.stderr
-    assert "Logging error" not in child.stderr
-    assert "broker connection already closed" not in child.stderr
+""")
+    assert "Logging error" not in stderr
+    assert "broker connection already closed" not in stderr
 
 
 def _gone_qos() -> Any:
