@@ -32,6 +32,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn_until_ping(args: list[str], port: int, what: str,
+                     timeout: float) -> subprocess.Popen[bytes]:
+    """Start `args` and wait until a Redis on `port` answers PING; a server that exits or
+    stays silent past `timeout` is stopped and raises."""
+    # Its own session: a Ctrl-C meant for `up` must not stop Redis before the worker.
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return proc
+            except redis.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                raise RuntimeError(f"{what} did not start on port {port}")
+            time.sleep(0.02)
+    finally:
+        client.close()
+
+
 class RedisServer:
     """`with RedisServer() as server: server.url`"""
 
@@ -58,20 +84,8 @@ class RedisServer:
                 # A broker must not evict keys.
                 "--maxmemory-policy", "noeviction", "--daemonize", "no",
                 "--logfile", str(self.directory / "redis.log"), *self.extra_args]
-        # Its own session: a Ctrl-C meant for `up` must not stop Redis before the worker.
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if client.ping():
-                    return self
-            except redis.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
+        self.proc = spawn_until_ping(args, self.port, "redis-server", timeout)
+        return self
 
     def restart(self, down_for: float = 0.0) -> None:
         """Stop the server (it saves its AOF on the way down) and start it again on the same
@@ -121,21 +135,11 @@ class SentinelServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> SentinelServer:
-        self.proc = subprocess.Popen(
+        self.proc = spawn_until_ping(
             [redis_binary(), str(self.conf), "--sentinel", "--logfile",
              str(Path(self._tmp.name) / "sentinel.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if client.ping():
-                    return self
-            except redis.ConnectionError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis sentinel did not start on port {self.port}")
-            time.sleep(0.02)
+            self.port, "redis sentinel", timeout)
+        return self
 
     def master_port(self) -> int:
         client = redis.Redis(port=self.port, decode_responses=True)

@@ -59,6 +59,7 @@ class Metrics:
         self._counts: dict[str, int] = defaultdict(int)
         self._sums: dict[str, float] = defaultdict(float)
         self._flusher: threading.Thread | None = None
+        self._at_exit = False
 
     def inc(self, name: str, amount: int = 1, **labels: str) -> None:
         _, names = COUNTERS[name]
@@ -84,15 +85,18 @@ class Metrics:
                     self._flusher = threading.Thread(target=self._run, daemon=True,
                                                      name="metrics-flush")
                     self._flusher.start()
-                    atexit.register(self.flush)
+                    if not self._at_exit:
+                        self._at_exit = True
+                        atexit.register(self.flush, quiet=True)
 
     def _run(self) -> None:
         stop = threading.Event()
         while not stop.wait(FLUSH_SECONDS):
             self.flush()
 
-    def flush(self) -> None:
-        """Write this process's increments to Redis now."""
+    def flush(self, quiet: bool = False) -> None:
+        """Write this process's increments to Redis now. `quiet` (at interpreter exit, when a
+        log handler's stream may already be closed): a failed write is not logged."""
         with self._lock:
             counts, sums = self._counts, self._sums
             self._counts, self._sums = defaultdict(int), defaultdict(float)
@@ -108,7 +112,8 @@ class Metrics:
             pipe.expire(KEY, TTL)
             pipe.execute()
         except redis.RedisError:
-            log.warning("metrics not recorded: redis unavailable")
+            if not quiet:
+                log.warning("metrics not recorded: redis unavailable")
 
     def render(self) -> bytes:
         self.flush()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import itertools
 import random
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -63,3 +66,18 @@ def drain_queue(app: Celery, queue: str) -> list[dict[str, Any]]:
         finally:
             q.close()
     return out
+
+
+def stderr_at_exit_with_closed_log_stream(code: str) -> str:
+    """Run `code` in a fresh interpreter whose root log handler's stream is closed before it
+    exits (as a test runner's capture or a supervisor's pipe may be); its stderr. Whatever
+    logs at exit then makes Python print '--- Logging error ---'."""
+    script = ("import logging, os\n"
+              "stream = open(os.devnull, 'w')\n"
+              "logging.getLogger().addHandler(logging.StreamHandler(stream))\n"
+              f"{code}\n"
+              "stream.close()\n")
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parents[1], timeout=60, check=False)
+    assert child.returncode == 0, child.stderr
+    return child.stderr

@@ -28,6 +28,7 @@ from sandbox.server import ThreadedServer
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.store import Store
+from tests.helpers import fictional_number, make_request, unique_lead
 from webhooks import create_app
 from workers import broker_fix
 
@@ -257,6 +258,24 @@ class Services:
         return self.sandbox.create_customer_call(
             to="+14155550150", from_="+14155550151", provider=provider,
             status_callback=status, **flow)
+
+    def request_transfer(self, fate: str, number: str | None = None, *,
+                         provider: str = "twilio", outbound: str = "+14155550199",
+                         flow: dict[str, Any] | None = None,
+                         configurations: dict[str, Any] | None = None, **request: Any
+                         ) -> tuple[str, str, str, dict[str, Any]]:
+        """A customer call on `provider` and the AI's request to transfer it to `number` (a
+        fresh fictional one by default), whose fate in the sandbox is `fate`:
+        (lead, call id, number, the tool result)."""
+        lead = unique_lead()
+        call_id = self.customer_call(lead, provider=provider, **(flow or {}))
+        number = number or fictional_number()
+        self.sandbox.set_fate(number, fate)
+        body = make_request(
+            lead_id=lead, call_id=call_id, transfer_number=number, provider=provider,
+            outbound_number=outbound, outbound_number_id=None, **request)
+        body["template"]["configurations"].update(configurations or {})
+        return lead, call_id, number, self.client.connect_to_live_agent(body)
 
     def terminal(self, transfer_id: str, timeout: float = 10.0) -> dict[str, Any]:
         return self.events.wait(lambda e: e["transfer_id"] == transfer_id

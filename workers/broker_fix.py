@@ -33,12 +33,19 @@ reconnection handles it.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 _APPLIED = False
+_exiting = False
+
+
+def _set_exiting() -> None:
+    global _exiting
+    _exiting = True
 
 
 def _connection_gone(channel: Any) -> bool:
@@ -64,10 +71,15 @@ def apply() -> bool:
             # Mark this QoS as done (as restore_unacked_once does) and leave the messages
             # to the visibility-timeout sweep.
             self._on_collect.cancel()
+            self._flush()  # drops the acknowledged ones (in memory only)
+            pending = 0 if getattr(self._delivered, "restored", False) else len(self._delivered)
             self._delivered.clear()
             self._delivered.restored = True
-            log.warning("broker connection already closed; unacknowledged messages come "
-                        "back after the visibility timeout")
+            # kombu's exit finalizer calls this after logging's streams may be closed (a
+            # test runner's capture, a supervisor's pipe): say nothing then.
+            if pending and not _exiting:
+                log.warning("broker connection already closed; %d unacknowledged message(s) "
+                            "come back after the visibility timeout", pending)
             return None
         return original_restore(self, stderr)  # type: ignore[no-untyped-call]
 
@@ -95,6 +107,9 @@ def apply() -> bool:
 
             raise redis.ConnectionError("kombu BRPOP read on a released connection") from exc
 
+    # Registered after kombu's import registered multiprocessing's exit hook, so it runs
+    # first (atexit is last in, first out): the flag is set before QoS finalizers run.
+    atexit.register(_set_exiting)
     kombu_redis.Channel._brpop_read = _brpop_read  # type: ignore[method-assign]
     kombu_redis.QoS.restore_unacked_once = restore_unacked_once  # type: ignore[method-assign]
     kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]

@@ -38,6 +38,32 @@ BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 60.0
 
 
 @dataclass
+class Restarts:
+    """When a supervised part that exited comes back: after a backoff that grows with the
+    failures in a row (a part that ran STABLE_AFTER seconds starts the count again)."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    failures: int = 0
+    restart_at: float | None = None
+
+    def exited(self, now: float) -> float:
+        """Schedule the restart; the delay."""
+        if now - self.started_at > STABLE_AFTER:
+            self.failures = 0
+        self.failures += 1
+        delay = backoff(self.failures)
+        self.restart_at = now + delay
+        return delay
+
+    def due(self, now: float) -> bool:
+        return self.restart_at is not None and now >= self.restart_at
+
+    def started(self) -> None:
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+
+@dataclass
 class Child:
     """A process `up` runs and restarts: its command, where its output goes, its restarts."""
 
@@ -46,9 +72,7 @@ class Child:
     env: dict[str, str]
     log_path: Path | None  # None: output discarded
     proc: subprocess.Popen[bytes] | None = None
-    started_at: float = 0.0
-    failures: int = 0
-    restart_at: float | None = None
+    restarts: Restarts = field(default_factory=Restarts)
 
     def start(self) -> None:
         out: IO[bytes] | int = subprocess.DEVNULL
@@ -60,8 +84,7 @@ class Child:
         finally:
             if not isinstance(out, int):
                 out.close()
-        self.started_at = time.monotonic()
-        self.restart_at = None
+        self.restarts.started()
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -83,47 +106,37 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     redis_server: RedisServer | None = None
     log_dir: Path | None = None
-    _redis_failures: int = 0
-    _redis_restart_at: float | None = None
-    _redis_started_at: float = field(default_factory=time.monotonic)
+    _redis_restarts: Restarts = field(default_factory=Restarts)
 
     def supervise(self, say: Callable[[str], None]) -> None:
         """One round of supervision: restart what has exited, once its backoff is over."""
         now = time.monotonic()
         server = self.redis_server
         if server is not None and server.proc is not None and server.proc.poll() is not None:
-            if self._redis_restart_at is None:
-                if now - self._redis_started_at > STABLE_AFTER:
-                    self._redis_failures = 0
-                self._redis_failures += 1
-                delay = backoff(self._redis_failures)
-                self._redis_restart_at = now + delay
+            restarts = self._redis_restarts
+            if restarts.restart_at is None:
+                delay = restarts.exited(now)
                 say(f"redis      exited (status {server.proc.returncode}); restarting in "
                     f"{delay:.0f}s")
-            elif now >= self._redis_restart_at:
+            elif restarts.due(now):
                 try:
                     server.start()
                 except RuntimeError as exc:
-                    self._redis_restart_at = None  # counted as another failure
+                    restarts.restart_at = None  # counted as another failure
                     say(f"redis      did not start again: {exc}")
                 else:
-                    self._redis_restart_at = None
-                    self._redis_started_at = time.monotonic()
+                    restarts.started()
                     say(f"redis      restarted on {server.url} (its AOF kept every write)")
         for child in self.children:
             proc = child.proc
             if proc is None or proc.poll() is None:
                 continue
-            if child.restart_at is None:
-                if now - child.started_at > STABLE_AFTER:
-                    child.failures = 0
-                child.failures += 1
-                delay = backoff(child.failures)
-                child.restart_at = now + delay
+            if child.restarts.restart_at is None:
+                delay = child.restarts.exited(now)
                 where = f"; log {child.log_path}" if child.log_path else ""
                 say(f"{child.name:<10} exited (status {proc.returncode}); restarting in "
                     f"{delay:.0f}s{where}")
-            elif now >= child.restart_at:
+            elif child.restarts.due(now):
                 child.start()
                 say(f"{child.name:<10} restarted (pid {child.proc.pid})")  # type: ignore[union-attr]
 

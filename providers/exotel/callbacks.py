@@ -26,9 +26,11 @@ if TYPE_CHECKING:
 
 log = get_logger("webhooks.exotel")
 MAX_ID = 100
-# Leg 2 (the human) status -> failure reason.
+# Leg 2 (the human) status -> failure reason. "canceled: The caller disconnected the call
+# during a dial attempt or ringing the destination number" (support.exotel.com/support/
+# solutions/articles/27323, Leg2Status / DialCallStatus).
 LEG_FAILURES = {"busy": "busy", "no-answer": "no_answer", "failed": "failed",
-                "canceled": "failed"}
+                "canceled": "customer_hung_up"}
 ANSWERED = frozenset({"completed", "in-progress", "answered"})
 
 # A Passthru after Connect says how the Connect went in CallType ("Call conversation

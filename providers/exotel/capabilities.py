@@ -28,13 +28,8 @@ _ONE_NUMBER = ("the flow's Connect applet asks the 'Dial whom' URL, which dials 
 CONFORMANCE_EXCLUDES: Mapping[str, str] = {
     "fallback": _ONE_NUMBER,
     "duplicated_shuffled_fallback": _ONE_NUMBER,
-    # A caller who hangs up ends the flow (no Passthru with CallType client-hangup runs) and
-    # the StatusCallback documents no status for a leg 2 cut off while ringing
-    # (developer.exotel.com/docs/voice-v1/api-reference/status-callback): reported `failed`.
     # Connect dials and reports; only a Passthru after it names the number (DialWhomNumber,
     # support.exotel.com/support/solutions/articles/48283), and the sandbox's flow has none.
     "destination_index": "the StatusCallback names no dialed number; only a Passthru "
                          "after Connect does",
-    "customer_hangs_up_while_ringing": "a caller's hangup during Connect is not told apart "
-                                       "from a failed leg 2: the transfer fails with `failed`",
 }

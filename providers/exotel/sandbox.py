@@ -256,6 +256,8 @@ class ExotelSim:
             legs[1]["Status"] = "completed"
         else:
             if call.flow.get("leg2") == "ringing":
+                # "canceled: The caller disconnected the call during a dial attempt or ringing
+                # the destination number" (support.exotel.com/support/solutions/articles/27323).
                 call.flow["leg2"] = "canceled"
             legs = self._legs(call)
         url = call.status_callback

@@ -19,7 +19,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.browser.conftest import CONSOLE_TOKEN
-from tests.helpers import fictional_number, make_request, unique_lead
 from tests.stack import Services
 from webhooks import console
 
@@ -42,13 +41,7 @@ def _shot(driver: Any, shots: Path, name: str) -> None:
 
 
 def _transfer(stack: Services, fate: str) -> tuple[str, str]:
-    lead = unique_lead()
-    call_id = stack.customer_call(lead)
-    number = fictional_number()
-    stack.sandbox.set_fate(number, fate)
-    result = stack.client.connect_to_live_agent(make_request(
-        lead_id=lead, call_id=call_id, transfer_number=number, outbound_number=OUTBOUND,
-        outbound_number_id=None))
+    _, _, number, result = stack.request_transfer(fate, outbound=OUTBOUND)
     assert result["status"] == "transfer_requested", result
     return str(result["transfer_id"]), number
 

@@ -28,15 +28,9 @@ AGENT_FIRST = {"handoff": "agent_first"}  # Plivo's second handoff
 def begin(s: Services, provider: str, fate: str, config: dict[str, Any] | None = None,
           **flow: Any) -> tuple[str, str, str, str]:
     """Place a customer call and request its transfer; (lead, call, number, transfer id)."""
-    lead = unique_lead()
-    call_id = s.customer_call(lead, provider=provider, **flow)
-    number = f"+{NUMBERS[provider] + 1000 + next(_seq) % 8000}"
-    s.sandbox.set_fate(number, fate)
-    request = make_request(
-        lead_id=lead, call_id=call_id, transfer_number=number, provider=provider,
-        outbound_number=OUTBOUND[provider], outbound_number_id=None)
-    request["template"]["configurations"].update(config or {})
-    result = s.client.connect_to_live_agent(request)
+    lead, call_id, number, result = s.request_transfer(
+        fate, f"+{NUMBERS[provider] + 1000 + next(_seq) % 8000}", provider=provider,
+        outbound=OUTBOUND[provider], flow=flow, configurations=config)
     assert result["status"] == "transfer_requested", result
     return lead, call_id, number, str(result["transfer_id"])
 

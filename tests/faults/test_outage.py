@@ -15,13 +15,13 @@ import contextlib
 import os
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.faults.conftest import DEADLINE_MARGIN, RING_TIMEOUT
 from tests.faults.test_faults import begin, settle
+from tests.integration.processes import descendants
 from tests.stack import Services
 
 DEADLINE = RING_TIMEOUT + DEADLINE_MARGIN
@@ -31,23 +31,8 @@ PROVIDERS = ("twilio", "plivo", "exotel")
 
 
 def process_tree(pid: int) -> set[int]:
-    """A process and all its descendants (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        found.add(current)
-        todo.extend(children.get(current, []))
-    return found
+    """A process and all its descendants."""
+    return {pid} | descendants(pid)
 
 
 def dials(s: Services, provider: str, lead: str, call_id: str) -> int:

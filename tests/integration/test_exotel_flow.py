@@ -30,6 +30,16 @@ def _request(stack: Stack, fate: str, n: int, **flow: str | None) -> tuple[str, 
     return lead, call_id, str(result["transfer_id"])
 
 
+def _inbound_call(stack: Stack, **flow: str) -> str:
+    """A customer who called in to the README's flow: no StatusCallback (Exotel documents it
+    for API calls only), a Passthru after Connect."""
+    base, token = stack.settings.public_base_url, stack.settings.exotel_webhook_token
+    return stack.sandbox.create_customer_call(
+        to="+919999900009", from_="+919999900008", provider="exotel", status_callback=None,
+        dial_whom_url=f"{base}/exotel/dial-up?token={token}",
+        passthru_url=f"{base}/exotel/passthru?token={token}", **flow)
+
+
 def _wait(pred: object, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():  # type: ignore[operator]
@@ -121,11 +131,7 @@ def test_inbound_call_reports_through_the_passthru_and_returns_to_the_ai(stack: 
     # A customer who called in: no StatusCallback exists for such a call (Exotel documents it
     # for API calls only); the Passthru after Connect says how it went.
     lead = unique_lead()
-    base, token = stack.settings.public_base_url, stack.settings.exotel_webhook_token
-    call_id = stack.sandbox.create_customer_call(
-        to="+919999900009", from_="+919999900008", provider="exotel", status_callback=None,
-        dial_whom_url=f"{base}/exotel/dial-up?token={token}",
-        passthru_url=f"{base}/exotel/passthru?token={token}")
+    call_id = _inbound_call(stack)
     stack.sandbox.set_fate(_agent(50), "busy")
     result = stack.client.connect_to_live_agent(make_request(
         lead_id=lead, call_id=call_id, transfer_number=_agent(50),
@@ -143,11 +149,7 @@ def test_programmable_connect_goes_down_the_list_and_names_the_destination(stack
     # The dynamic URL (Exotel-Version header) gets JSON with both destinations; the second
     # answers; the human hangs up first, so the Passthru names it, in national format.
     lead = unique_lead()
-    base, token = stack.settings.public_base_url, stack.settings.exotel_webhook_token
-    call_id = stack.sandbox.create_customer_call(
-        to="+919999900009", from_="+919999900008", provider="exotel", status_callback=None,
-        dial_whom_url=f"{base}/exotel/dial-up?token={token}", connect_mode="programmable",
-        passthru_url=f"{base}/exotel/passthru?token={token}")
+    call_id = _inbound_call(stack, connect_mode="programmable")
     numbers = [_agent(40), _agent(41)]
     stack.sandbox.set_fate(numbers[0], "busy")
     stack.sandbox.set_fate(numbers[1], "answer")

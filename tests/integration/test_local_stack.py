@@ -42,6 +42,13 @@ def _up(port: int, sandbox_port: int) -> tuple[subprocess.Popen[str], Output]:
     return proc, out
 
 
+def _ready(out: Output) -> str:
+    """Wait for `up`'s status block; the URL of the Redis it embedded."""
+    out.wait_for("ready      Ctrl-C stops everything", 90)
+    redis_line = out.wait_for("(embedded redis-server)", 1)
+    return re.search(r"redis://\S+", redis_line).group(0)  # type: ignore[union-attr]
+
+
 def _transfer_succeeds(port: int, sandbox_port: int, redis_url: str, lead: str,
                        timeout: float = 15.0) -> None:
     sandbox = f"http://127.0.0.1:{sandbox_port}"
@@ -68,9 +75,7 @@ def test_up_runs_a_transfer_and_leaves_no_process_behind() -> None:
     port, sandbox_port = free_port(), free_port()
     proc, out = _up(port, sandbox_port)
     try:
-        out.wait_for("ready      Ctrl-C stops everything", 90)
-        redis_line = out.wait_for("(embedded redis-server)", 1)
-        redis_url = re.search(r"redis://\S+", redis_line).group(0)  # type: ignore[union-attr]
+        redis_url = _ready(out)
         # A short status block: the processes' own logs are in files, not on the terminal.
         assert len(out.lines) <= 8, out.lines
         assert not [line for line in out.lines if line.lstrip().startswith("{")], out.lines
@@ -120,9 +125,7 @@ def test_up_restarts_its_redis_and_worker_when_they_die() -> None:
     port, sandbox_port = free_port(), free_port()
     proc, out = _up(port, sandbox_port)
     try:
-        out.wait_for("ready      Ctrl-C stops everything", 90)
-        redis_line = out.wait_for("(embedded redis-server)", 1)
-        redis_url = re.search(r"redis://\S+", redis_line).group(0)  # type: ignore[union-attr]
+        redis_url = _ready(out)
         redis_pid = _child_running(proc.pid, "redis-server")
         worker_pid = _child_running(proc.pid, "celery")
         os.kill(redis_pid, signal.SIGKILL)

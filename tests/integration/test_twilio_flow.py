@@ -18,14 +18,7 @@ OUTBOUND = "+14155550199"
 
 
 def _request(stack: Stack, fate: str, **kw: object) -> tuple[str, str, str, dict[str, object]]:
-    lead = unique_lead()
-    call_id = stack.customer_call(lead)
-    number = fictional_number()
-    stack.sandbox.set_fate(number, fate)
-    result = stack.client.connect_to_live_agent(make_request(
-        lead_id=lead, call_id=call_id, transfer_number=number, outbound_number=OUTBOUND,
-        outbound_number_id=None, **kw))
-    return lead, call_id, number, result
+    return stack.request_transfer(fate, outbound=OUTBOUND, **kw)
 
 
 def _participant_requests(stack: Stack, lead: str) -> list[object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import redis
 from kombu.transport import redis as kombu_redis
 
+from tests.helpers import stderr_at_exit_with_closed_log_stream
 from workers import broker_fix
 
 
@@ -46,3 +48,49 @@ def test_other_attribute_errors_are_not_hidden() -> None:
                               _in_poll=None, _flush_brpop_reauth=lambda: None)
     with pytest.raises(AttributeError, match="something else"):
         kombu_redis.Channel._brpop_read(channel)
+
+
+# A worker's QoS objects whose connection went are restored by kombu's exit finalizer
+# (multiprocessing.util.Finalize, exitpriority=1), after a test runner or a supervisor may
+# have closed the stream the log handler writes to.
+def test_nothing_is_logged_at_interpreter_exit() -> None:
+    stderr = stderr_at_exit_with_closed_log_stream("""
+from types import SimpleNamespace
+from workers import broker_fix
+assert broker_fix.apply()
+from kombu.transport import redis as kombu_redis
+qos = kombu_redis.QoS(SimpleNamespace(connection=None, do_restore=True))
+qos._delivered["tag-1"] = object()  # delivered, never acknowledged
+""")
+    assert "Logging error" not in stderr
+    assert "broker connection already closed" not in stderr
+
+
+def _gone_qos() -> Any:
+    return kombu_redis.QoS(SimpleNamespace(connection=None, do_restore=True))
+
+
+def test_unacknowledged_messages_on_a_closed_connection_are_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert broker_fix.apply()
+    qos = _gone_qos()
+    qos._delivered["tag-1"] = object()
+    with caplog.at_level(logging.WARNING, logger="workers.broker_fix"):
+        qos.restore_unacked_once()
+        qos.restore_unacked_once()  # once only, as kombu's own
+    assert [r.getMessage() for r in caplog.records] == [
+        "broker connection already closed; 1 unacknowledged message(s) come back after "
+        "the visibility timeout"]
+    assert not qos._delivered and qos._delivered.restored
+
+
+def test_a_closed_connection_with_nothing_unacknowledged_says_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    assert broker_fix.apply()
+    qos = _gone_qos()
+    qos._delivered["tag-1"] = object()
+    qos._dirty.add("tag-1")  # acknowledged since
+    with caplog.at_level(logging.DEBUG, logger="workers.broker_fix"):
+        qos.restore_unacked_once()
+    assert caplog.records == []
+    assert qos._delivered.restored

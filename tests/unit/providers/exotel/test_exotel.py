@@ -69,7 +69,9 @@ def test_status_callback_with_human_answered_is_success(rt: Runtime, store: Stor
 
 
 @pytest.mark.parametrize(("leg2", "reason"), [("busy", "busy"), ("no-answer", "no_answer"),
-                                              ("failed", "failed")])
+                                              ("failed", "failed"),
+                                              # the caller hung up while the human rang
+                                              ("canceled", "customer_hung_up")])
 def test_status_callback_with_human_not_reached(rt: Runtime, events: Any, leg2: str,
                                                 reason: str) -> None:
     start()
@@ -92,13 +94,21 @@ def test_passthru_settles_by_call_id(rt: Runtime, events: Any) -> None:
         "no_answer"]
 
 
+def call_details(status: str, leg2: str | None, talked: int | None = None) -> dict[str, Any]:
+    """A call details answer (details=true); `talked` None: no leg 2 yet
+    (developer.exotel.com/docs/voice-v1/api-reference/call-details)."""
+    legs = [{"Leg": {"Id": 1, "OnCallDuration": 20}}]
+    if talked is not None:
+        legs.append({"Leg": {"Id": 2, "OnCallDuration": talked}})
+    return {"Call": {"Sid": CALL, "Status": status, "Details": {
+        "ConversationDuration": talked or 0, "Leg1Status": "completed"
+        if status == "completed" else "in-progress", "Leg2Status": leg2, "Legs": legs}}}
+
+
 def test_deadline_reconciles_through_call_details(rt: Runtime, events: Any,
                                                   mocked: responses.RequestsMock) -> None:
     tid = start()
-    mocked.get(DETAILS_URL, json={"Call": {"Sid": CALL, "Status": "in-progress", "Details": {
-        "ConversationDuration": 12, "Leg1Status": "in-progress", "Leg2Status": "in-progress",
-        "Legs": [{"Leg": {"Id": 1, "OnCallDuration": 20}},
-                 {"Leg": {"Id": 2, "OnCallDuration": 12}}]}}})
+    mocked.get(DETAILS_URL, json=call_details("in-progress", "in-progress", talked=12))
     run(tasks.expire, transfer_id=tid)
     [request] = mocked.calls
     assert request.request.url == DETAILS_URL + "?details=true"
@@ -107,13 +117,20 @@ def test_deadline_reconciles_through_call_details(rt: Runtime, events: Any,
     assert [e["type"] for e in events()][-1] == "transfer.succeeded"
 
 
+def test_deadline_reads_a_canceled_leg2_as_the_customer_hanging_up(
+        rt: Runtime, events: Any, mocked: responses.RequestsMock) -> None:
+    tid = start()
+    mocked.get(DETAILS_URL, json=call_details("completed", "canceled", talked=0))
+    run(tasks.expire, transfer_id=tid)
+    assert [e["reason"] for e in events() if e["type"] == "transfer.failed"] == [
+        "customer_hung_up"]
+
+
 def test_deadline_waits_while_the_call_cannot_tell_then_times_out(
         rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
     tid = start()
     store.set_fields(tid, dial_up_served="1")  # as /exotel/dial-up records it
-    mocked.get(DETAILS_URL, json={"Call": {"Sid": CALL, "Status": "in-progress", "Details": {
-        "ConversationDuration": 0, "Leg1Status": "in-progress", "Leg2Status": None,
-        "Legs": [{"Leg": {"Id": 1, "OnCallDuration": 20}}]}}})
+    mocked.get(DETAILS_URL, json=call_details("in-progress", None))
     run(tasks.expire, transfer_id=tid)
     assert [e["type"] for e in events()] == ["transfer.disconnect_ai"]
     due = store.r.zscore(Store.DEADLINES, tid)
@@ -127,9 +144,7 @@ def test_deadline_without_a_dial_up_fails_at_once(rt: Runtime, events: Any,
                                                   mocked: responses.RequestsMock) -> None:
     # Exotel never asked whom to dial: the AI most likely never left; it resumes now.
     tid = start()
-    mocked.get(DETAILS_URL, json={"Call": {"Sid": CALL, "Status": "in-progress", "Details": {
-        "ConversationDuration": 0, "Leg1Status": "in-progress", "Leg2Status": None,
-        "Legs": [{"Leg": {"Id": 1, "OnCallDuration": 20}}]}}})
+    mocked.get(DETAILS_URL, json=call_details("in-progress", None))
     run(tasks.expire, transfer_id=tid)
     assert [e["reason"] for e in events() if e["type"] == "transfer.failed"] == ["timeout"]
 

@@ -5,22 +5,11 @@ port and are not looked at here)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from providers.telnyx.signature import verify
 from sandbox import Sandbox
 
 NOWHERE = "http://127.0.0.1:1/telnyx/webhook"
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    sb = Sandbox()
-    sb.callback_attempts = 1
-    yield sb
-    sb.stop()
 
 
 def headers(sb: Sandbox) -> dict[str, str]:

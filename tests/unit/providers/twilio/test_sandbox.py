@@ -4,23 +4,13 @@ through its Flask app; callbacks go to a closed port and are not looked at here)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from flask.testing import FlaskClient
 
 from sandbox import Sandbox
 
 NOWHERE = "http://127.0.0.1:1/cb"  # refused at once
-
-
-@pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    sb = Sandbox()
-    sb.callback_attempts = 1
-    yield sb
-    sb.stop()
 
 
 def api(sb: Sandbox) -> tuple[FlaskClient, str, tuple[str, str]]:
