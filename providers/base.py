@@ -9,6 +9,7 @@ exports `PROVIDER`, a `ProviderSpec`; `providers/__init__.py` lists them.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -103,6 +104,14 @@ def cached_client(key: tuple[str, ...], build: Callable[[], T]) -> T:
 def screening_key(transfer: Mapping[str, str]) -> str:
     """The key a screened human presses to take the call (the template's, default 1)."""
     return transfer.get("screening_key") or "1"
+
+
+def extension(transfer: Mapping[str, str], attempt: str | int | None = None) -> str:
+    """The digits destination `attempt` (default: the record's current one) wants once it
+    answers ("" for none)."""
+    extensions = json.loads(transfer.get("extensions") or "[]")
+    index = int(transfer.get("attempt") or 0) if attempt is None else int(attempt or 0)
+    return str(extensions[index]) if 0 <= index < len(extensions) else ""
 
 
 def key_prompt(transfer: Mapping[str, str]) -> str:

@@ -368,6 +368,22 @@ def _capable(rank: float, policy: str, info: ValidationInfo) -> None:
         raise _refusal(rank, ErrorCode.UNSUPPORTED_POLICY, refusal)
 
 
+def _capable_in_handoff(rank: float, policy: str, info: ValidationInfo) -> None:
+    """A destination policy under a handoff other than the default: refused where the
+    provider declares that handoff does not carry it out (`policy@handoff`)."""
+    ctx = _context(info)
+    handoff = info.data.get("handoff", "default")
+    if ctx is None or not ctx.provider or handoff == "default":
+        return
+    import providers  # here: the registry imports the store, which imports this module
+
+    why = providers.handoff_refusal(ctx.provider, handoff, policy)
+    if why is not None:
+        raise _refusal(rank, ErrorCode.UNSUPPORTED_POLICY,
+                       f"{_POLICY_LABELS.get(policy, policy)} is not available on "
+                       f"{ctx.provider} with handoff '{handoff}'" + (f" ({why})" if why else ""))
+
+
 def _flag(rank: int, name: str) -> Callable[[Any, ValidationInfo], bool]:
     def check(value: Any, info: ValidationInfo) -> bool:
         if not isinstance(value, bool):
@@ -376,6 +392,18 @@ def _flag(rank: int, name: str) -> Callable[[Any, ValidationInfo], bool]:
             _capable(rank + 1, name, info)
         return value
     return check
+
+
+def _detection(value: Any, info: ValidationInfo) -> bool:
+    on = _flag(70, "voicemail_detection")(value, info)
+    dests = info.data.get("transfer_numbers")
+    if on and isinstance(dests, _Destinations) and any(dests.extensions):
+        # Whoever answers first (the switchboard, before its extension is dialed) is what
+        # detection would judge; and Twilio ignores MachineDetection with SendDigits.
+        raise _refusal(71.5, ErrorCode.UNSUPPORTED_POLICY, "voicemail_detection is not "
+                       "available with a destination's extension (detection would judge the "
+                       "switchboard that answers before the extension is dialed)")
+    return on
 
 
 def _handoff(value: Any, info: ValidationInfo) -> str:
@@ -488,6 +516,10 @@ class Configurations(BaseModel):
 
     transfer_number: Annotated[Any, WithJsonSchema(_NUMBER)] = None
     ring_timeout: _RING = None
+    # Before the policies it carries out and the destinations (fields validate in order:
+    # they read it; its own checks rank 69, after theirs).
+    handoff: Annotated[Literal["default", "agent_first"], BeforeValidator(_handoff)] = \
+        "default"
     # Checked with transfer_number (fields validate in order; it sees the two above).
     # Fallback destinations, tried in order (transfer_number first); the validator below
     # replaces the type's own (which only describes the items).
@@ -498,10 +530,7 @@ class Configurations(BaseModel):
         "timezone": {"type": "string"}, "weekly": {"type": "object", "additionalProperties": {
             "type": "array", "items": {"type": "string", "pattern": r"^\d\d:\d\d-\d\d:\d\d$"}}}},
         "required": ["timezone", "weekly"]})] = None
-    # Before the policies it carries out (fields validate in order: they read it).
-    handoff: Annotated[Literal["default", "agent_first"], BeforeValidator(_handoff)] = \
-        "default"
-    voicemail_detection: Annotated[bool, BeforeValidator(_flag(70, "voicemail_detection"))] = False
+    voicemail_detection: Annotated[bool, BeforeValidator(_detection)] = False
     screening: Annotated[bool, BeforeValidator(_flag(72, "screening"))] = False
     screening_key: Annotated[str, BeforeValidator(_screening_key), WithJsonSchema(
         {"type": "string", "pattern": r"^[0-9*#]$"})] = "1"
@@ -556,6 +585,7 @@ class Configurations(BaseModel):
                            for n in items)
         if any(extensions):
             _capable(46.5, "extension", info)
+            _capable_in_handoff(46.6, "extension", info)
         return _Destinations(numbers=numbers, ring_timeouts=rings,
                              extensions=extensions if any(extensions) else ())
 

@@ -21,4 +21,7 @@ CAPABILITIES: Mapping[str, Capability] = {
     "ring_timeout_per_destination": Supported("each Dial's timeout"),
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
     "extension": Supported("the Number's sendDigits"),
+    # What the agent-first handoff (agent_first.py) does not carry out.
+    "extension@agent_first": Refused("not built for agent first; the default handoff "
+                                     "sends it (the Number's sendDigits)"),
 }

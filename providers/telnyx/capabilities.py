@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from providers.base import Capability, Refused, Supported
+from providers.base import Capability, Supported
 
 CAPABILITIES: Mapping[str, Capability] = {
     "voicemail_detection": Supported("the dial's answering_machine_detection (detect)"),
@@ -14,7 +14,7 @@ CAPABILITIES: Mapping[str, Capability] = {
                                 "bridge"),
     "ring_timeout_per_destination": Supported("each dial's timeout_secs"),
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
-    "extension": Refused("not built yet (the send_dtmf action would carry it)"),
+    "extension": Supported("actions/send_dtmf on the answered leg, before the briefing"),
     # Accepted as a no-op: Telnyx's only handoff already reaches the human first.
     "handoff_agent_first": Supported("its one handoff: the human is dialed first"),
 }

@@ -31,12 +31,21 @@ from providers.base import (
     ProviderNotConfigured,
     TransientProviderError,
     cached_client,
+    extension,
     screening_key,
     sort_http_failure,
     unreachable,
 )
 from providers.telnyx import markup
-from providers.telnyx.callbacks import TelnyxKind, encode_state, failure_reason, is_machine
+from providers.telnyx.callbacks import (
+    DTMF_MILLIS,
+    TelnyxKind,
+    dtmf_playout,
+    encode_state,
+    failure_reason,
+    is_machine,
+)
+from shared.celery_config import TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
 from shared.config import Settings
 from shared.http import settle_environment
 from shared.model import Cause, State
@@ -46,7 +55,7 @@ if TYPE_CHECKING:
     from workers.runtime import Runtime
 
 WEBHOOK_PATH = "/telnyx/webhook"
-CALLBACK_KINDS = frozenset({TelnyxKind.CALL_EVENT})
+CALLBACK_KINDS = frozenset({TelnyxKind.CALL_EVENT, TelnyxKind.EXTENSION_SENT})
 # Fields of a human leg, besides the store's, cleared when moving to the next destination.
 LEG_FIELDS = ("agent_answered",)
 # Past the deadline, how long an answered leg's verdict / briefing / key is still awaited.
@@ -235,8 +244,13 @@ class TelnyxProvider:
         current = (bool(agent) and ccid == agent) or (
             not agent and params.get("attempt") == attempt)
         if not current:
-            rt.store.note(tid, f"{event} of another leg ignored")
+            rt.store.note(tid, f"{event or kind} of another leg ignored")
             self.ensure_dialed(rt, tid, task_id)
+            return
+        if kind == TelnyxKind.EXTENSION_SENT:
+            rt.store.set_fields(tid, extension_sent=attempt)
+            rt.store.note(tid, "extension dialed on the human's leg")
+            self._maybe_engage(rt, tid, task_id)
             return
         if not agent and ccid:
             rt.store.set_fields(tid, agent_call_sid=ccid)
@@ -300,6 +314,10 @@ class TelnyxProvider:
             rt.store.note(tid, "human agent answered; waiting for answering-machine detection")
             return
         attempt = current.get("attempt", "0")
+        digits = extension(current)
+        if digits and current.get("extension_sent") != attempt:
+            self._send_extension(rt, current, digits, task_id)
+            return
         if not rt.store.claim_for(f"engage:{tid}:{attempt}", task_id):
             return  # another delivery of these events is on it
         client = make_client(rt.settings, current)
@@ -323,6 +341,29 @@ class TelnyxProvider:
                                        extra={"error": str(exc)})
             return
         self._bridge(rt, current, task_id)
+
+    def _send_extension(self, rt: Runtime, current: Mapping[str, str], digits: str,
+                        task_id: str) -> None:
+        """Dial the destination's extension on the answered leg; the briefing, key or
+        bridge follows once the digits have been played out (send_dtmf reports nothing:
+        our own callback, delayed by their length)."""
+        tid, attempt = current["transfer_id"], current.get("attempt", "0")
+        if not rt.store.claim_for(f"dtmf:{tid}:{attempt}", task_id):
+            return  # another delivery of these events is on it
+        agent = current.get("agent_call_sid", "")
+        try:
+            make_client(rt.settings, current).action(agent, "send_dtmf", {
+                "digits": digits, "duration_millis": DTMF_MILLIS,
+                "client_state": encode_state(tid, attempt),
+                "command_id": _command_id(current, "send_dtmf")})
+        except PermanentProviderError as exc:
+            rt.logger(current).warning("send_dtmf refused", extra={"error": str(exc)})
+            return  # their leg has gone: its call.hangup moves on
+        rt.store.note(tid, "human agent answered; dialing the extension")
+        rt.celery.send_task(TASK_PROVIDER_CALLBACK, kwargs={
+            "provider": self.name, "kind": str(TelnyxKind.EXTENSION_SENT), "transfer_id": tid,
+            "params": {"call_control_id": agent, "attempt": attempt}},
+            queue=TRANSFERS_QUEUE, countdown=dtmf_playout(digits))
 
     def _gathered(self, rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str],
                   task_id: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from providers.base import Capability, Refused, Supported
+from providers.base import Capability, Supported
 
 CAPABILITIES: Mapping[str, Capability] = {
     "voicemail_detection": Supported("AMD on the human's leg (AmdStatusCallback)"),
@@ -14,8 +14,8 @@ CAPABILITIES: Mapping[str, Capability] = {
                                 "human is in the conference"),
     "ring_timeout_per_destination": Supported("each leg's timeout"),
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
-    "extension": Refused("not built yet (only calls.create takes SendDigits; "
-                                 "conference participants do not)"),
+    "extension": Supported("the leg is placed with calls.create and our TwiML plays the "
+                           "digits (<Play digits>) before it joins the conference"),
     # Accepted as a no-op: the conference handoff already reaches the human first.
     "handoff_agent_first": Supported("its one handoff: the human joins the conference first"),
 }

@@ -41,6 +41,7 @@ from providers.base import (
     TransientProviderError,
     cached_client,
     callback_url,
+    extension,
     sort_http_failure,
     unreachable,
 )
@@ -52,6 +53,7 @@ from providers.twilio.markup import (
     CONFERENCE_PATH,
     SCREEN_PATH,
     WHISPER_PATH,
+    agent_join_twiml,
     agent_label,
     conference_name,
     customer_twiml,
@@ -184,8 +186,18 @@ class TwilioProvider:
             call: Any = call_api(lambda: client.calls.create(
                 to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
                 url=_url(settings, SCREEN_PATH, transfer, attempt,
-                                  screen_query(transfer)), method="POST",
+                                  screen_query(transfer, attempt)), method="POST",
                 **status, **({"machine_detection": "Enable"} if detect else {})))
+            return str(call.sid)
+        digits = extension(transfer, attempt)
+        if digits:
+            # Participants create has no SendDigits (SDK participant.py): the leg is a call
+            # whose TwiML plays the digits, then joins the conference. Not calls.create's
+            # send_digits: the docs do not order it before the TwiML, so the briefing could
+            # start first. (Detection is refused with an extension, see contracts.)
+            call = call_api(lambda: client.calls.create(
+                to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
+                twiml=agent_join_twiml(settings, transfer, attempt, digits), **status))
             return str(call.sid)
         # A participant's detection result goes only to AmdStatusCallback (without one,
         # Twilio warns 21262 and the result is on the Call only once it has ended).

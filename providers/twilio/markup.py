@@ -7,8 +7,9 @@ from collections.abc import Mapping
 
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from providers.base import callback_url, key_prompt, screening_key
+from providers.base import callback_url, extension, key_prompt, screening_key
 from shared.config import Settings
+from shared.contracts import EXTENSION_FORMAT
 
 AGENT_STATUS_PATH = "/twilio/agent-status"
 CONFERENCE_PATH = "/twilio/conference"
@@ -25,12 +26,26 @@ def conference_name(transfer: Mapping[str, str]) -> str:
     return f"transfer-{transfer['lead_id']}"
 
 
-def screen_query(transfer: Mapping[str, str]) -> dict[str, str]:
+def screen_query(transfer: Mapping[str, str], attempt: str | None = None) -> dict[str, str]:
     """What /twilio/screen and /twilio/screen-result need besides the summary, carried in
     the URLs we give Twilio so that they answer without Redis. Twilio signs the full URL,
-    so nobody without the auth token can alter it."""
+    so nobody without the auth token can alter it. `ext`: the destination's extension."""
+    digits = extension(transfer, attempt)
     return {"lead_id": transfer["lead_id"], "key": screening_key(transfer),
-            "timeout": transfer.get("screening_timeout") or "8"}
+            "timeout": transfer.get("screening_timeout") or "8",
+            **({"ext": digits} if digits else {})}
+
+
+def valid_extension(digits: str) -> bool:
+    return bool(EXTENSION_FORMAT.match(digits))
+
+
+def _play_digits(response: VoiceResponse, digits: str) -> None:
+    # "The digits attribute lets you play DTMF tones during a call ... Include w to
+    # introduce a 0.5s pause" (twilio.com/docs/voice/twiml/play); verbs run one after
+    # another (docs/voice/twiml), so what follows waits until the digits are sent.
+    if digits:
+        response.play(digits=digits)
 
 
 def briefing(summary: str | None) -> str:
@@ -55,6 +70,7 @@ def screen_twiml(settings: Settings, screen: Mapping[str, str], attempt: str,
     """What the screened human hears on answering: the briefing inside a <Gather> that
     waits for the key. `screen` is screen_query() plus transfer_id (from our own URL)."""
     response = VoiceResponse()
+    _play_digits(response, screen.get("ext", ""))
     gather = response.gather(
         input="dtmf", num_digits=1, timeout=int(screen.get("timeout") or 8), method="POST",
         action=callback_url(settings, SCREEN_RESULT_PATH, screen["transfer_id"], attempt,
@@ -65,15 +81,21 @@ def screen_twiml(settings: Settings, screen: Mapping[str, str], attempt: str,
     return str(response.to_xml(xml_declaration=False))
 
 
-def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: str) -> str:
-    """The screened human accepted: into the conference, as the Participants API would."""
+def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: str,
+                     digits: str = "") -> str:
+    """The human's leg into the conference, as the Participants API would: the screened
+    human who accepted, or (with `digits`) the leg placed to dial an extension first,
+    whose briefing is an announcement (TwiML <Conference> has the `announcement` event:
+    twilio.com/changelog/conference-announce-events)."""
     response = VoiceResponse()
+    _play_digits(response, digits)
     dial = Dial()
     dial.conference(
         conference_name(transfer), start_conference_on_enter=True,
         end_conference_on_exit=True, beep=False, participant_label=agent_label(attempt),
         status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"]),
-        status_callback_method="POST", status_callback_event="start end join leave")
+        status_callback_method="POST",
+        status_callback_event="start end join leave" + (" announcement" if digits else ""))
     response.append(dial)
     return str(response.to_xml(xml_declaration=False))
 

@@ -82,13 +82,17 @@ def _screen(transfer_id: str, record: _Record) -> dict[str, str]:
         if len(lead) > 100 or key not in _KEYS or not (timeout.isdigit() and
                                                         3 <= int(timeout) <= 60):
             abort(400, "malformed screening parameters")
-        return {"transfer_id": transfer_id, "lead_id": lead, "key": key, "timeout": timeout}
+        ext = args.get("ext", "")
+        if ext and not markup.valid_extension(ext):
+            abort(400, "malformed screening parameters")
+        return {"transfer_id": transfer_id, "lead_id": lead, "key": key, "timeout": timeout,
+                **({"ext": ext} if ext else {})}
     transfer, readable = record
     if not readable:
         abort(503)
     if transfer is None:
         return {}
-    return {"transfer_id": transfer_id, **markup.screen_query(transfer)}
+    return {"transfer_id": transfer_id, **markup.screen_query(transfer, _attempt())}
 
 
 def _store() -> Store | None:

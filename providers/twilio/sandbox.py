@@ -156,7 +156,7 @@ def register(app: Flask, sb: Sandbox) -> None:
                        form.get("StatusCallback"),
                        tuple(form.getlist("StatusCallbackEvent")) or ("completed",),
                        machine_detection=bool(form.get("MachineDetection")),
-                       url=form.get("Url"))
+                       url=form.get("Url"), twiml=form.get("Twiml"))
         if not call.url and not form.get("Twiml"):
             return _twilio_error(400, 21205, "Url or Twiml is required")
         with sb.lock:

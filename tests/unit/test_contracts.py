@@ -281,11 +281,27 @@ def test_a_destination_may_carry_an_extension() -> None:
         with pytest.raises(RequestError) as err:
             parse(raw)
         assert err.value.code == "invalid_policy" and "extension" in str(err.value.detail)
-    for provider in ("twilio", "telnyx", "exotel"):  # not built there: refused, not dropped
+    for provider in ("twilio", "telnyx"):
         other = make_request(provider=provider, transfer_number=None)
         other["template"]["configurations"] = {"transfer_numbers": [
             {"number": "+14155550101", "extension": "123"}]}
-        assert code_of(other) == "unsupported_policy"
+        assert parse(other).extensions == ("123",)
+        # Detection would judge the switchboard, not the person behind the extension.
+        other["template"]["configurations"]["voicemail_detection"] = True
+        with pytest.raises(RequestError) as err:
+            parse(other)
+        assert err.value.code == "unsupported_policy" and "switchboard" in str(err.value.detail)
+    # Not built there: refused, not dropped.
+    exotel = make_request(provider="exotel", transfer_number=None)
+    exotel["template"]["configurations"] = {"transfer_numbers": [
+        {"number": "+14155550101", "extension": "123"}]}
+    assert code_of(exotel) == "unsupported_policy"
+    # Plivo's agent-first handoff does not send it (its default handoff does).
+    raw["template"]["configurations"]["transfer_numbers"][0]["extension"] = "123"
+    raw["template"]["configurations"]["handoff"] = "agent_first"
+    with pytest.raises(RequestError) as err:
+        parse(raw)
+    assert err.value.code == "unsupported_policy" and "agent_first" in str(err.value.detail)
 
 
 def test_fallback_on_travels_in_the_celery_message() -> None:
