@@ -225,3 +225,50 @@ def test_hangup_causes() -> None:
     assert failure_reason({"hangup_cause": "unspecified", "sip_hangup_cause": "486"},
                           answered=False) == "busy"
     assert failure_reason({"hangup_cause": "unspecified"}, answered=False) == "failed"
+
+
+def test_an_extension_is_sent_on_the_answered_leg_and_the_briefing_waits_for_it(
+        rt: Runtime, store: Store, celery_app: Any, mocked: responses.RequestsMock) -> None:
+    from providers.telnyx.callbacks import dtmf_playout
+    from tests.helpers import drain_queue
+
+    tid = start(mocked, transfer_number=None, extra={"summary": "Wants a refund"},
+                transfer_numbers=[{"number": "+14155550101", "extension": "ww12#"}])
+    action(mocked, AGENT, "send_dtmf")
+    action(mocked, AGENT, "speak")
+    webhook(tid, "call.answered")
+    webhook(tid, "call.answered")  # a duplicate sends the digits once
+    [dtmf] = [c for c in mocked.calls if c.request.url.endswith("/send_dtmf")]
+    assert dtmf.request.url == f"{API}/calls/{AGENT}/actions/send_dtmf"
+    sent = body(dtmf)
+    assert sent == {"digits": "ww12#", "duration_millis": 250,
+                    "client_state": sent["client_state"], "command_id": f"{tid}:0:send_dtmf"}
+    assert not any(c.request.url.endswith("/speak") for c in mocked.calls)
+    # send_dtmf reports nothing: our own callback, once the digits have played out.
+    [later] = [m for m in drain_queue(celery_app, "transfers")
+               if m["kwargs"].get("kind") == "extension-sent"]
+    assert later["kwargs"] == {"provider": "telnyx", "kind": "extension-sent",
+                               "transfer_id": tid,
+                               "params": {"call_control_id": AGENT, "attempt": "0"}}
+    assert dtmf_playout("ww12#") == 3 * 0.5 + 2 * 0.5 + 1.0
+
+    run(tasks.provider_callback, **later["kwargs"])
+    [speak] = [c for c in mocked.calls if c.request.url.endswith("/speak")]
+    assert body(speak)["payload"] == "Wants a refund"
+    # A repeated delivery of our callback briefs nobody twice.
+    run(tasks.provider_callback, **later["kwargs"])
+    assert len([c for c in mocked.calls if c.request.url.endswith("/speak")]) == 1
+
+
+def test_an_extension_without_briefing_bridges_after_the_playout(
+        rt: Runtime, store: Store, celery_app: Any, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked, transfer_number=None,
+                transfer_numbers=[{"number": "+14155550101", "extension": "9"}])
+    action(mocked, AGENT, "send_dtmf")
+    webhook(tid, "call.answered")
+    assert not any(c.request.url.endswith("/bridge") for c in mocked.calls)
+    action(mocked, CUSTOMER, "bridge")
+    action(mocked, CUSTOMER, "streaming_stop")
+    run(tasks.provider_callback, provider="telnyx", kind="extension-sent", transfer_id=tid,
+        params={"call_control_id": AGENT, "attempt": "0"})
+    assert mocked.calls[-2].request.url == f"{API}/calls/{CUSTOMER}/actions/bridge"

@@ -307,3 +307,72 @@ def test_a_duplicate_callback_does_not_dial_the_next_destination_twice(
     callback("agent-status", tid, CallSid=AGENT, CallStatus="busy", attempt="0")
     assert len(mocked.calls) == dialed  # left to the task placing it
     assert events() == []
+
+
+def test_an_extension_places_a_call_whose_twiml_plays_the_digits_then_joins(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    """Participants take no digits: the leg is a call whose TwiML plays them (<Play
+    digits>), then joins the conference; the briefing is announced after the join."""
+    mocked.post(f"{ACCOUNT}/Calls.json", status=201,
+                json={"sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1",
+                       transfer_number=None, summary="Wants a refund")
+    req["template"]["configurations"] = {"transfer_numbers": [
+        {"number": NUMBERS[0], "extension": "ww123#"}, NUMBERS[1]]}
+    run(tasks.transfer_request, request=req)
+    [placed] = mocked.calls
+    f = form(placed)
+    assert f["To"] == [NUMBERS[0]] and f["Timeout"] == ["30"]
+    assert "SendDigits" not in f and "Url" not in f and "MachineDetection" not in f
+    root = ET.fromstring(f["Twiml"][0])
+    assert [verb.tag for verb in root] == ["Play", "Dial"]
+    assert root[0].get("digits") == "ww123#" and not root[0].text
+    conference = root.find("./Dial/Conference")
+    assert conference is not None and conference.text == "transfer-L1"
+    assert conference.get("participantLabel") == "agent"
+    # The briefing's announcement-end moves the customer: subscribed here.
+    assert conference.get("statusCallbackEvent") == "start end join leave announcement"
+    assert conference.get("statusCallback") == \
+        "https://hooks.example.com/twilio/conference?transfer_id=tr_L1"
+    assert store.get_transfer("tr_L1")["agent_call_sid"] == AGENT  # type: ignore[index]
+
+    # Joined after the digits: briefed, then the customer moves in.
+    mocked.post(f"{ACCOUNT}/Conferences/CF1/Participants/{AGENT}.json",
+                json=leg(AGENT))
+    callback("conference", "tr_L1", StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ParticipantLabel="agent", ConferenceSid="CF1")
+    assert "AnnounceUrl" in form(mocked.calls[-1])
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    callback("conference", "tr_L1", StatusCallbackEvent="announcement-end", CallSid=AGENT,
+             ConferenceSid="CF1")
+    callback("conference", "tr_L1", StatusCallbackEvent="participant-join", CallSid=CUSTOMER)
+    [event] = events()
+    assert event["type"] == "transfer.succeeded" and event["destination_index"] == 0
+
+
+def test_the_next_destination_without_an_extension_is_a_participant_again(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    mocked.post(f"{ACCOUNT}/Calls.json", status=201,
+                json={"sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    mocked.post(participants_url("L1"), json=leg(SECOND), status=201)
+    start(rt, mocked, transfer_numbers=[{"number": NUMBERS[0], "extension": "7"}, NUMBERS[1]])
+    callback("agent-status", "tr_L1", CallSid=AGENT, CallStatus="busy", attempt="0")
+    assert mocked.calls[-1].request.url.startswith(participants_url("L1"))
+    assert form(mocked.calls[-1])["To"] == [NUMBERS[1]]
+
+
+def test_with_screening_the_digits_come_before_the_prompt(
+        rt: Runtime, settings: Settings, mocked: responses.RequestsMock) -> None:
+    mocked.post(f"{ACCOUNT}/Calls.json", status=201,
+                json={"sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    start(rt, mocked, screening=True,
+          transfer_numbers=[{"number": NUMBERS[0], "extension": "w42#"}])
+    # The digits travel in the signed URL, as the rest of what /twilio/screen answers with.
+    assert form(mocked.calls[0])["Url"] == [
+        "https://hooks.example.com/twilio/screen?transfer_id=tr_L1&lead_id=L1&key=1"
+        "&timeout=8&ext=w42%23"]
+    screen = {"transfer_id": "tr_L1", "lead_id": "L1", "key": "1", "timeout": "8",
+              "ext": "w42#"}
+    root = ET.fromstring(markup.screen_twiml(settings, screen, "0", "Wants a refund"))
+    assert [verb.tag for verb in root] == ["Play", "Gather"]
+    assert root[0].get("digits") == "w42#"
