@@ -196,3 +196,25 @@ def test_shuffled_webhooks_still_one_outcome(stack: Stack) -> None:
     assert len(_bridges(stack, call_id)) == 1
     time.sleep(0.5)
     assert stack.terminal_count(tid) == 1
+
+
+def test_an_extension_is_sent_before_the_briefing(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = _customer_call(stack, lead)
+    number = fictional_number()
+    stack.sandbox.set_fate(number, "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, provider="telnyx",
+                           summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": [
+        {"number": number, "extension": "w1234#"}]}
+    result = stack.client.connect_to_live_agent(request)
+    event = stack.terminal(str(result["transfer_id"]))
+    assert event["type"] == "transfer.succeeded"
+    human = _leg(stack, number)
+    # The sandbox marks speech that starts while the tones still play: none here.
+    assert human.spoken == ["[dtmf w1234#]", "Billing question"]
+    [dtmf] = stack.sandbox.api_requests(f"/v2/calls/{human.sid}/actions/send_dtmf")
+    [speak] = stack.sandbox.api_requests(f"/v2/calls/{human.sid}/actions/speak")
+    [bridge] = _bridges(stack, call_id)
+    assert dtmf.json["digits"] == "w1234#" and dtmf.at < speak.at < bridge.at

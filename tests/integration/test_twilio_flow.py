@@ -557,3 +557,30 @@ def test_a_repeated_twiml_request_gets_the_same_twiml(stack: Stack) -> None:
     assert stack.terminal(tid)["type"] == "transfer.succeeded"
     time.sleep(0.3)
     assert stack.terminal_count(tid) == 1
+
+
+def test_an_extension_is_dialed_before_the_briefing(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    numbers = [fictional_number(), fictional_number()]
+    stack.sandbox.set_fate(numbers[0], "busy")
+    stack.sandbox.set_fate(numbers[1], "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": [
+        numbers[0], {"number": numbers[1], "extension": "ww204#"}]}
+    result = stack.client.connect_to_live_agent(request)
+    event = stack.terminal(str(result["transfer_id"]))
+    assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
+    assert [(a["outcome"], a["sip_code"]) for a in event["attempts"]] == [
+        ("busy", 486), ("answered", None)]
+    human = next(c for c in stack.sandbox.calls.values() if c.to == numbers[1])
+    # The digits, then (in the conference) the briefing, then the customer moved in.
+    assert human.spoken == ["[dtmf ww204#]", "Incoming transfer. Note from the AI "
+                            "assistant: Billing question"]
+    assert stack.sandbox.calls[call_id].spoken == []
+    [placed] = [r for r in stack.sandbox.api_requests("/Calls.json", method="POST")
+                if r.value("To") == numbers[1]]
+    assert "<Play digits=\"ww204#\" />" in (placed.value("Twiml") or "")
+    # The first destination (no extension) was a participant, as ever.
+    assert [r.value("To") for r in _participant_requests(stack, lead)] == [numbers[0]]
