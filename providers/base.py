@@ -114,6 +114,26 @@ def extension(transfer: Mapping[str, str], attempt: str | int | None = None) -> 
     return str(extensions[index]) if 0 <= index < len(extensions) else ""
 
 
+# The summary in X-Transfer-Summary, at most (a provider may cut it further to fit).
+MAX_SUMMARY_HEADER = 200
+
+
+def sip_headers(transfer: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The headers a SIP destination gets: the transfer's context (X-Transfer-Id, X-Lead-Id,
+    X-Transfer-Summary: what Vapi, Retell and Synthflow send) and the template's static
+    ones. Values are printable text without CR/LF (the summary's control characters were
+    replaced when the request was read; a lead id holds none)."""
+    headers = [("X-Transfer-Id", transfer["transfer_id"])]
+    if transfer.get("lead_id"):
+        headers.append(("X-Lead-Id", transfer["lead_id"]))
+    summary = " ".join((transfer.get("summary") or "").split())
+    if summary:
+        headers.append(("X-Transfer-Summary", summary[:MAX_SUMMARY_HEADER]))
+    for name, value in json.loads(transfer.get("sip_headers") or "[]"):
+        headers.append((str(name), str(value)))
+    return [(n, v) for n, v in headers if v.isprintable()]
+
+
 def key_prompt(transfer: Mapping[str, str]) -> str:
     key = screening_key(transfer)
     name = {"*": "the star key", "#": "the pound key"}.get(key, key)

@@ -29,10 +29,13 @@ from shared.hours import InvalidHours, parse_hours
 from shared.phone import (
     InvalidNumber,
     destination_allowed,
+    is_sip,
     mask,
     mask_in_text,
     normalize_e164,
+    normalize_sip,
     region_of,
+    sip_allowed,
 )
 
 MAX_DESTINATIONS = 5
@@ -233,6 +236,8 @@ class TransferRequest(BaseModel):
     fallback_on: tuple[str, ...] = FALLBACK_REASONS
     # Per destination: the digits sent once it answers ("" for none).
     extensions: tuple[str, ...] = ()
+    # The template's static headers for SIP destinations (name, value).
+    sip_headers: tuple[tuple[str, str], ...] = ()
     # How the human is reached: the provider's default handoff, or "agent_first" (the
     # human is reached, briefed and screened while the AI keeps the customer; Plivo).
     handoff: Literal["default", "agent_first"] = "default"
@@ -254,7 +259,7 @@ PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 # The policies a provider declares it carries out or not (providers/<name>/capabilities.py).
 POLICIES: tuple[str, ...] = ("voicemail_detection", "screening", "caller_id_customer",
                              "hold_audio_url", "ring_timeout_per_destination", "fallback_on",
-                             "extension", "handoff_agent_first")
+                             "extension", "handoff_agent_first", "sip_destination")
 # The policies a provider's agent-first handoff carries out by itself (on Plivo: the Call
 # API's machine_detection and our <GetDigits>): accepted whenever the provider accepted
 # `handoff: "agent_first"`, whatever its default handoff declares.
@@ -268,6 +273,7 @@ _POLICY_LABELS: dict[str, str] = {
     "fallback_on": "a fallback_on narrower than every unreached outcome",
     "extension": "a destination's extension",
     "handoff_agent_first": "handoff 'agent_first'",
+    "sip_destination": "a SIP destination",
 }
 
 
@@ -304,6 +310,8 @@ class _Context:
     now: datetime
     home_country: str
     allowed_destinations: str
+    # The SIP hosts a destination may name (TRANSFER_ALLOWED_SIP_DOMAINS; none by default).
+    allowed_sip_domains: str
     # The request's provider (None when it names none we know: refused for that first) and
     # the customer's number: the policies in the template are checked against them.
     provider: str | None
@@ -478,12 +486,50 @@ def _extension(value: Any) -> str:
     return value
 
 
+def _address(raw: Any) -> str:
+    """A destination: an E.164 number, or a SIP address (sip:user@host)."""
+    return normalize_sip(raw) if is_sip(raw) else normalize_e164(raw)
+
+
+# Headers we send to a SIP destination ourselves (providers.base.sip_headers); a template
+# adds static ones, named X- and letters, digits or hyphens ("Header names should generally
+# contain letters, numbers, and hyphens", twilio.com/docs/api/errors/13252; a subset of
+# RFC 3261's token, so safe in a URI), never X-Twilio (dropped: docs/api/errors/32113).
+SIP_CONTEXT_HEADERS = ("X-Transfer-Id", "X-Lead-Id", "X-Transfer-Summary")
+_SIP_HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,40}$")
+MAX_SIP_HEADERS = 5
+MAX_SIP_HEADER_VALUE = 100
+
+
+def _sip_headers(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    bad = _refusal(79.9, ErrorCode.INVALID_POLICY, (
+        f"sip_headers must map up to {MAX_SIP_HEADERS} header names (X- and letters, "
+        f"digits or -, not X-Twilio, not one of ours) to text of up to "
+        f"{MAX_SIP_HEADER_VALUE} printable characters"))
+    if not isinstance(value, Mapping) or len(value) > MAX_SIP_HEADERS:
+        raise bad
+    ours = {h.lower() for h in SIP_CONTEXT_HEADERS}
+    out: list[tuple[str, str]] = []
+    for name, text in value.items():
+        if not (isinstance(name, str) and _SIP_HEADER_NAME.match(name)
+                and not name.lower().startswith("x-twilio") and name.lower() not in ours
+                and isinstance(text, str) and 0 < len(text) <= MAX_SIP_HEADER_VALUE
+                and text.isprintable()):
+            raise bad
+        out.append((name, text))
+    return tuple(out)
+
+
 def _item_number(item: Any) -> Any:
     """A transfer_numbers item: the number, or {"number": ..., "ring_timeout": ...}."""
     return item.get("number") if isinstance(item, Mapping) else item
 
 
-_NUMBER = {"type": "string", "description": "E.164, with its + (spaces and dashes allowed)"}
+_NUMBER = {"type": "string", "description": (
+    "E.164, with its + (spaces and dashes allowed), or a SIP address sip:user@host[:port] "
+    "(where the provider dials SIP and the host is in TRANSFER_ALLOWED_SIP_DOMAINS)")}
 _RING = Annotated[int | None, BeforeValidator(_seconds(42, "ring_timeout", 5, 120)),
                   WithJsonSchema({"type": "integer", "minimum": 5, "maximum": 120})]
 
@@ -548,6 +594,14 @@ class Configurations(BaseModel):
         "type": "array", "items": {"enum": list(FALLBACK_REASONS)}, "uniqueItems": True})] = \
         Field(None, validate_default=True)
     summary: Annotated[Any, WithJsonSchema({"type": "string"})] = None
+    # Static headers sent to SIP destinations, beside ours (SIP_CONTEXT_HEADERS).
+    sip_headers: Annotated[tuple[tuple[str, str], ...], BeforeValidator(_sip_headers),
+                           WithJsonSchema({"type": "object", "maxProperties": MAX_SIP_HEADERS,
+                                           "propertyNames": {
+                                               "pattern": _SIP_HEADER_NAME.pattern},
+                                           "additionalProperties": {
+                                               "type": "string",
+                                               "maxLength": MAX_SIP_HEADER_VALUE}})] = ()
 
     @field_validator("transfer_numbers", mode="wrap")
     @classmethod
@@ -573,9 +627,12 @@ class Configurations(BaseModel):
             return None  # refused for its ring_timeout, the earlier check
         items = raw_list or [raw_number]
         try:
-            numbers = tuple(normalize_e164(_item_number(n)) for n in items)
+            numbers = tuple(_address(_item_number(n)) for n in items)
         except InvalidNumber as exc:
             raise _refusal(43, ErrorCode.INVALID_TRANSFER_NUMBER, str(exc)) from None
+        if any(is_sip(n) for n in numbers):
+            _capable(46.7, "sip_destination", info)
+            _capable_in_handoff(46.8, "sip_destination", info)
         ring = _seconds(44, "transfer_numbers[].ring_timeout", 5, 120)
         rings = tuple(ring(n.get("ring_timeout")) if isinstance(n, Mapping) else None
                       for n in items)
@@ -710,13 +767,15 @@ def parse_request(
     allowed_destinations: str = "",
     home_country: str = "",
     now: datetime | None = None,
+    allowed_sip_domains: str = "",
 ) -> TransferRequest:
     """Validate a raw request dict (the wire contract) into a TransferRequest.
 
     `resolve_outbound_number` maps `lead.outbound_number_id` to an E.164 number (the number
     directory); `allowed_destinations` is the toll-fraud policy (see
     shared.phone.destination_allowed), whose home country is `home_country` (a setting) or
-    else the directory number's country: never a number the request carries. `transfer_id`
+    else the directory number's country: never a number the request carries;
+    `allowed_sip_domains` the SIP hosts a destination may name. `transfer_id`
     is ours to give (a new one when None); a request's own "transfer_id" is ignored. Raises
     RequestError with a stable code.
     """
@@ -730,7 +789,7 @@ def parse_request(
         provider = None
     lead = raw.get("lead")
     ctx = _Context(resolve_outbound_number, now or datetime.now(UTC), home_country,
-                   allowed_destinations, provider,
+                   allowed_destinations, allowed_sip_domains, provider,
                    lead.get("phone_number") if isinstance(lead, Mapping) else None)
     try:
         body = TransferRequestBody.model_validate(dict(raw), context={"request": ctx})
@@ -751,7 +810,11 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
     if home is None and body.lead.outbound_number_id is not None:
         home = region_of(ctx.resolve(body.lead.outbound_number_id) or "")
     for number in dests.numbers:
-        if not destination_allowed(number, home, ctx.allowed_destinations):
+        if is_sip(number):
+            if not sip_allowed(number, ctx.allowed_sip_domains):
+                raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
+                                   f"{mask(number)}: SIP host not in the allowed SIP domains")
+        elif not destination_allowed(number, home, ctx.allowed_destinations):
             raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
                                f"{mask(number)} is outside the allowed destinations")
 
@@ -782,6 +845,7 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
         hold_audio=config.hold_audio,
         fallback_on=config.fallback_on,
         extensions=dests.extensions,
+        sip_headers=config.sip_headers if any(is_sip(n) for n in dests.numbers) else (),
         handoff=config.handoff,
     )
 

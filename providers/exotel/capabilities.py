@@ -20,6 +20,7 @@ CAPABILITIES: Mapping[str, Capability] = {
     "extension": Refused("not built"),
     # The flow's Connect applet is the handoff; there is no other.
     "handoff_agent_first": Refused(""),
+    "sip_destination": Refused("its Connect applet dials phone numbers only"),
 }
 
 # Conformance cases (tests/conformance) Exotel's flow cannot show, and why.

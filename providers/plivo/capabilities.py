@@ -24,4 +24,7 @@ CAPABILITIES: Mapping[str, Capability] = {
     # What the agent-first handoff (agent_first.py) does not carry out.
     "extension@agent_first": Refused("not built for agent first; the default handoff "
                                      "sends it (the Number's sendDigits)"),
+    "sip_destination": Supported("a <User> in the Dial, our headers as its sipHeaders"),
+    "sip_destination@agent_first": Refused("not built for agent first; the default "
+                                           "handoff dials it (a <User>)"),
 }

@@ -17,4 +17,6 @@ CAPABILITIES: Mapping[str, Capability] = {
     "extension": Supported("actions/send_dtmf on the answered leg, before the briefing"),
     # Accepted as a no-op: Telnyx's only handoff already reaches the human first.
     "handoff_agent_first": Supported("its one handoff: the human is dialed first"),
+    "sip_destination": Supported("the SIP URI as the dial's to, our headers as its "
+                                 "custom_headers"),
 }

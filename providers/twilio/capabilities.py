@@ -18,4 +18,6 @@ CAPABILITIES: Mapping[str, Capability] = {
                            "digits (<Play digits>) before it joins the conference"),
     # Accepted as a no-op: the conference handoff already reaches the human first.
     "handoff_agent_first": Supported("its one handoff: the human joins the conference first"),
+    "sip_destination": Supported("the SIP URI as the leg's To, our headers as its URI "
+                                 "headers"),
 }

@@ -26,6 +26,7 @@ screening, detection is synchronous and the verdict arrives with the /twilio/scr
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -58,10 +59,12 @@ from providers.twilio.markup import (
     conference_name,
     customer_twiml,
     screen_query,
+    sip_to,
 )
 from shared.config import Settings
 from shared.http import settle_environment
 from shared.model import CallbackKind
+from shared.phone import is_sip
 from shared.store import State, ring_timeout
 
 if TYPE_CHECKING:
@@ -106,6 +109,17 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
     return cached_client(("twilio", settings.twilio_account_sid, settings.twilio_auth_token,
                           settings.twilio_api_base_url, str(settings.provider_http_timeout)),
                          build)
+
+
+def sip_auth(settings: Settings) -> dict[str, str]:
+    """The credentials Twilio answers a SIP destination's digest challenge with
+    (`sip_auth_username`/`sip_auth_password` on calls and participants), from the
+    credential source, never from the request. Stopgap: the environment, until the
+    account's credentials carry them."""
+    user = os.environ.get("TWILIO_SIP_AUTH_USERNAME", "")
+    password = os.environ.get("TWILIO_SIP_AUTH_PASSWORD", "")
+    return {"sip_auth_username": user, "sip_auth_password": password} \
+        if user and password else {}
 
 
 def call_api(fn: Callable[[], T]) -> T:
@@ -179,6 +193,11 @@ class TwilioProvider:
                   "status_callback_method": "POST",
                   "status_callback_event": ["initiated", "ringing", "answered", "completed"]}
         detect = bool(transfer.get("voicemail_detection"))
+        if is_sip(number):
+            # Participants and calls take a SIP URI in To, with its credentials (SDK
+            # participant.py and call/__init__.py, sip_auth_username/_password).
+            status = {**status, **sip_auth(settings)}
+            number = sip_to(transfer, number)
         if transfer.get("screening"):
             # Our TwiML runs on the human's leg first: the key decides whether they join.
             # Synchronous detection (no AsyncAmd): Twilio fetches the Url only once it knows

@@ -4,10 +4,11 @@ into the conference `transfer-{lead_id}`, and the paths of our Twilio callbacks.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import quote
 
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from providers.base import callback_url, extension, key_prompt, screening_key
+from providers.base import callback_url, extension, key_prompt, screening_key, sip_headers
 from shared.config import Settings
 from shared.contracts import EXTENSION_FORMAT
 
@@ -34,6 +35,36 @@ def screen_query(transfer: Mapping[str, str], attempt: str | None = None) -> dic
     return {"lead_id": transfer["lead_id"], "key": screening_key(transfer),
             "timeout": transfer.get("screening_timeout") or "8",
             **({"ext": digits} if digits else {})}
+
+
+# "The body of the URI element should be a valid SIP URI under 255 characters"
+# (docs/voice/api/sip-making-calls): taken to include the headers, the least convenient
+# reading (their own limit is 1024: docs/api/errors/21227).
+MAX_SIP_URI = 254
+
+
+def sip_to(transfer: Mapping[str, str], uri: str) -> str:
+    """A SIP destination with our headers as URI headers: "sip:jack@example.com?x-my
+    header=bar", several joined by & (docs/voice/api/receiving-sip), each value
+    URL-encoded. The summary is cut (then the last headers dropped) to fit the limit."""
+    headers = sip_headers(transfer)
+
+    def build(items: list[tuple[str, str]]) -> str:
+        query = "&".join(f"{name}={quote(value, safe='')}" for name, value in items)
+        return f"{uri}?{query}" if query else uri
+
+    names = [n for n, _ in headers]
+    if "X-Transfer-Summary" in names and len(build(headers)) > MAX_SIP_URI:
+        at = names.index("X-Transfer-Summary")
+        summary = headers[at][1]
+        while summary and len(build(headers)) > MAX_SIP_URI:
+            summary = summary[:-1].rstrip()
+            headers[at] = ("X-Transfer-Summary", summary)
+        if not summary:
+            del headers[at]
+    while len(build(headers)) > MAX_SIP_URI and headers:
+        headers.pop()
+    return build(headers)
 
 
 def valid_extension(digits: str) -> bool:

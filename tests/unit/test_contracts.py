@@ -413,3 +413,53 @@ def test_the_callers_transfer_id_is_never_taken() -> None:
 def test_ids_are_length_capped(field: str, value: str, code: str) -> None:
     assert code_of({**make_request(), field: value}) == code
     assert parse({**make_request(), field: value[:1] * 100})  # 100 is fine
+
+
+def _sip_request(provider: str = "twilio", **configurations: Any) -> dict[str, Any]:
+    raw = make_request(provider=provider, transfer_number=None)
+    raw["template"]["configurations"] = {"transfer_numbers": [
+        "SIP:Alice@PBX.Example.com", "+14155550102"], **configurations}
+    return raw
+
+
+def test_a_sip_destination_goes_only_to_an_allowed_host() -> None:
+    raw = _sip_request(sip_headers={"X-Queue": "billing"})
+    with pytest.raises(RequestError) as err:
+        parse(raw)  # no SIP host allowed by default
+    assert err.value.code == "destination_not_allowed"
+    assert "sip:A***@pbx.example.com" in str(err.value.detail)
+    req = parse_request(raw, lambda _id: "+14155550199",
+                        allowed_sip_domains="pbx.example.com")
+    assert req.destinations == ("sip:Alice@pbx.example.com", "+14155550102")
+    assert req.sip_headers == (("X-Queue", "billing"),)
+    assert parse_request(raw, lambda _id: "+14155550199",
+                         allowed_sip_domains="*.example.com").destinations[0].startswith("sip:")
+    for other in ("example.com", "pbx.example.com.evil.test", "*.pbx.example.com"):
+        with pytest.raises(RequestError) as err:
+            parse_request(raw, lambda _id: "+14155550199", allowed_sip_domains=other)
+        assert err.value.code == "destination_not_allowed"
+
+
+def test_a_sip_destination_is_a_bare_uri_and_its_headers_are_safe() -> None:
+    def code(raw: dict[str, Any]) -> str:
+        with pytest.raises(RequestError) as err:
+            parse_request(raw, lambda _id: "+14155550199", allowed_sip_domains="*")
+        return err.value.code.value
+
+    for bad in ("sip:alice@pbx.example.com;transport=tcp", "sip:alice@pbx.example.com?X-A=1",
+                "sip:@pbx.example.com", "sip:alice@10.0.0.1", "sips:alice@pbx.example.com",
+                "sip:ali ce@pbx.example.com"):
+        raw = _sip_request()
+        raw["template"]["configurations"]["transfer_numbers"][0] = bad
+        assert code(raw) == "invalid_transfer_number", bad
+    for headers in ({"Queue": "x"}, {"X-Twilio-Foo": "x"}, {"X-Lead-Id": "x"},
+                    {"X-A": "line\r\nInjected: 1"}, {"X-A": "x" * 101}, {"X-A b": "x"},
+                    {f"X-H{i}": "x" for i in range(6)}, ["X-A"]):
+        assert code(_sip_request(sip_headers=headers)) == "invalid_policy", headers
+    # Refused where the provider (or its handoff) does not dial SIP.
+    assert code(_sip_request("exotel")) == "unsupported_policy"
+    assert code(_sip_request("plivo", handoff="agent_first")) == "unsupported_policy"
+    # Without a SIP destination the static headers are not kept.
+    plain = make_request(provider="twilio")
+    plain["template"]["configurations"]["sip_headers"] = {"X-Queue": "billing"}
+    assert parse(plain).sip_headers == ()

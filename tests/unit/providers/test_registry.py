@@ -44,10 +44,12 @@ CARRIED = {
     "ring_timeout_per_destination": {"twilio", "plivo", "telnyx"},
     "fallback_on": {"twilio", "plivo", "telnyx"},
     "extension": {"twilio", "plivo", "telnyx"},
+    "sip_destination": {"twilio", "plivo", "telnyx"},
     # A no-op on twilio and telnyx: their one handoff reaches the human first.
     "handoff_agent_first": {"twilio", "plivo", "telnyx"},
 }
 HINTS = {("extension", "exotel"): "not built",
+         ("sip_destination", "exotel"): "its Connect applet dials phone numbers only",
          ("fallback_on", "exotel"): "its Connect applet dials the next number on any "
                                    "unanswered outcome",
          ("voicemail_detection", "plivo"): "its Dial has no machine detection; use handoff "
