@@ -272,3 +272,20 @@ def test_an_extension_without_briefing_bridges_after_the_playout(
     run(tasks.provider_callback, provider="telnyx", kind="extension-sent", transfer_id=tid,
         params={"call_control_id": AGENT, "attempt": "0"})
     assert mocked.calls[-2].request.url == f"{API}/calls/{CUSTOMER}/actions/bridge"
+
+
+def test_a_sip_destination_is_dialed_with_custom_headers_and_credentials(
+        rt: Runtime, mocked: responses.RequestsMock, monkeypatch: Any) -> None:
+    monkeypatch.setenv("TELNYX_SIP_AUTH_USERNAME", "agent-desk")
+    monkeypatch.setenv("TELNYX_SIP_AUTH_PASSWORD", "desk-secret")
+    tid = start(mocked, transfer_number=None, extra={"summary": "Wants a refund"},
+                transfer_numbers=["sip:desk-7@pbx.example.com"],
+                sip_headers={"X-Queue": "billing"})
+    sent = body(mocked.calls[0])
+    assert sent["to"] == "sip:desk-7@pbx.example.com"
+    assert sent["custom_headers"] == [
+        {"name": "X-Transfer-Id", "value": tid}, {"name": "X-Lead-Id", "value": "L1"},
+        {"name": "X-Transfer-Summary", "value": "Wants a refund"},
+        {"name": "X-Queue", "value": "billing"}]
+    assert (sent["sip_auth_username"], sent["sip_auth_password"]) == ("agent-desk",
+                                                                      "desk-secret")

@@ -376,3 +376,35 @@ def test_with_screening_the_digits_come_before_the_prompt(
     root = ET.fromstring(markup.screen_twiml(settings, screen, "0", "Wants a refund"))
     assert [verb.tag for verb in root] == ["Play", "Gather"]
     assert root[0].get("digits") == "w42#"
+
+
+def test_a_sip_destination_gets_our_headers_in_its_uri_and_the_sip_credentials(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock,
+        monkeypatch: Any) -> None:
+    monkeypatch.setenv("TWILIO_SIP_AUTH_USERNAME", "agent-desk")
+    monkeypatch.setenv("TWILIO_SIP_AUTH_PASSWORD", "desk-secret")
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1",
+                       transfer_number=None, summary="Wants a refund & a call back")
+    req["template"]["configurations"] = {"transfer_numbers": ["sip:desk-7@pbx.example.com"],
+                                         "sip_headers": {"X-Queue": "billing"}}
+    run(tasks.transfer_request, request=req)
+    f = form(mocked.calls[0])
+    # "sip:jack@example.com?x-myotherheader=bar", joined by & (docs/voice/api/receiving-sip).
+    assert f["To"] == ["sip:desk-7@pbx.example.com?X-Transfer-Id=tr_L1&X-Lead-Id=L1"
+                       "&X-Transfer-Summary=Wants%20a%20refund%20%26%20a%20call%20back"
+                       "&X-Queue=billing"]
+    assert f["SipAuthUsername"] == ["agent-desk"] and f["SipAuthPassword"] == ["desk-secret"]
+    assert store.get_flag("L1") == "sip:desk-7@pbx.example.com"
+
+
+def test_a_long_summary_is_cut_to_fit_twilios_sip_uri(rt: Runtime,
+                                                      mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1",
+                       transfer_number=None, summary="word " * 150)
+    req["template"]["configurations"] = {"transfer_numbers": ["sip:desk@pbx.example.com"]}
+    run(tasks.transfer_request, request=req)
+    [to] = form(mocked.calls[0])["To"]
+    assert len(to) <= markup.MAX_SIP_URI and "X-Transfer-Summary=word%20word" in to
+    assert "SipAuthUsername" not in form(mocked.calls[0])  # no credentials configured
