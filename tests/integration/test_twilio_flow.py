@@ -584,3 +584,41 @@ def test_an_extension_is_dialed_before_the_briefing(stack: Stack) -> None:
     assert "<Play digits=\"ww204#\" />" in (placed.value("Twiml") or "")
     # The first destination (no extension) was a participant, as ever.
     assert [r.value("To") for r in _participant_requests(stack, lead)] == [numbers[0]]
+
+
+def test_a_sip_destination_receives_the_summary_header(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    uri = f"sip:{lead}@pbx.example.com"
+    stack.sandbox.set_fate(uri, "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, summary="Billing question, order 42")
+    request["template"]["configurations"] = {"transfer_numbers": [uri],
+                                             "sip_headers": {"X-Queue": "billing"}}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    assert event["attempts"][0]["number"] == f"sip:{lead[0]}***@pbx.example.com"
+    with stack.sandbox.lock:
+        human = next(c for c in stack.sandbox.calls.values() if c.to == uri)
+    # The INVITE's headers, as the SIP endpoint receives them.
+    assert human.flow["sip_headers"] == {
+        "X-Transfer-Id": tid, "X-Lead-Id": lead,
+        "X-Transfer-Summary": "Billing question, order 42", "X-Queue": "billing"}
+    # Briefed by announcement as any participant, then the customer moved in.
+    assert human.spoken == ["Incoming transfer. Note from the AI assistant: "
+                            "Billing question, order 42"]
+
+
+def test_a_sip_host_not_allowed_is_refused_before_anything_is_dialed(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND)
+    request["template"]["configurations"] = {"transfer_numbers": [
+        "sip:anyone@elsewhere.example.net"]}
+    result = stack.client.connect_to_live_agent(request)
+    assert (result["status"], result["error"]) == ("error", "destination_not_allowed")
+    assert not any("elsewhere" in (r.value("To") or "")
+                   for r in stack.sandbox.api_requests("/Participants.json"))
