@@ -312,12 +312,18 @@ class PlivoSim:
         from sandbox.core import SimCall
 
         number_el = element.find("Number")
+        if number_el is None:
+            # "You can use the User element to specify a SIP endpoint (user) to dial"
+            # (xml/dial/user).
+            number_el = element.find("User")
         number = (number_el.text or "").strip() if number_el is not None else ""
         # timeout: "the amount of time ... the called party has to answer" (xml/dial).
         timeout = float(element.get("timeout", "30"))
         with self.sb.lock:
             bleg = SimCall(str(uuid.uuid4()), number, element.get("callerId", call.from_),
                            "ringing", provider="plivo-bleg")
+            if number_el is not None and number_el.tag == "User":
+                bleg.flow["sip_headers"] = _sip_headers(number_el.get("sipHeaders", ""))
             self.sb.calls[bleg.sid] = bleg
             call.dial = {"action": element.get("action", ""),
                          "callback": element.get("callbackUrl", ""), "bleg": bleg.sid}
@@ -618,3 +624,18 @@ DEMO = DemoScript(scenarios=(
     (("no-answer:2",), {}, "nobody answers; the customer goes back to the AI"),
     (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
 ))
+
+
+def _sip_headers(value: str) -> dict[str, str]:
+    """What a SIP endpoint receives from <User sipHeaders>: "head1=val1,head2=val2 ...
+    always prefixed with X-PH-"; names letters and digits, values letters, digits and %
+    (guides/pass-custom-headers). Anything else is not sent (least convenient: dropped)."""
+    from urllib.parse import unquote
+
+    out: dict[str, str] = {}
+    for item in filter(None, value.split(",")):
+        name, _, raw = item.partition("=")
+        if name.isascii() and name.isalnum() and all(
+                c.isascii() and (c.isalnum() or c == "%") for c in raw):
+            out[f"X-PH-{name}"] = unquote(raw)
+    return out

@@ -227,6 +227,10 @@ class TelnyxSim:
                                  "leg_id": str(uuid.uuid4()), "session_id": str(uuid.uuid4()),
                                  "timeout_secs": timeout, "placed_by_api": True})
             call.machine_detection = amd not in ("disabled", "", None)
+            # custom_headers: "Custom headers to be added to the SIP INVITE" (dial).
+            call.flow["sip_headers"] = {str(h.get("name")): str(h.get("value"))
+                                        for h in body.get("custom_headers") or []
+                                        if isinstance(h, dict)}
             with sb.lock:
                 sb.calls[sid] = call
                 fate = sb.fates.get(call.to, sb.default_fate)

@@ -335,3 +335,22 @@ def test_key_pressed_after_the_confirm_timeout_is_declined(stack: Stack) -> None
         assert time.monotonic() < deadline, "customer was not sent back to the AI"
         time.sleep(0.05)
     assert _human_leg(stack, number).spoken[-1] == "Press 1 to take the call."  # type: ignore[attr-defined]
+
+
+def test_a_sip_destination_is_dialed_as_a_user_with_the_summary_header(stack: Stack) -> None:
+    lead = unique_lead()
+    uri = f"sip:{lead}@pbx.example.com"
+    stack.sandbox.set_fate(uri, "answer")
+    call_id = stack.customer_call(lead, provider="plivo")
+    request = make_request(lead_id=lead, provider="plivo", call_id=call_id,
+                           transfer_number=None, outbound_number="+14155550199",
+                           summary="Billing question, order 42")
+    request["template"]["configurations"] = {"transfer_numbers": [uri]}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    with stack.sandbox.lock:
+        human = next(c for c in stack.sandbox.calls.values() if c.to == uri)
+    assert human.flow["sip_headers"] == {
+        "X-PH-TransferId": tid, "X-PH-LeadId": lead,
+        "X-PH-TransferSummary": "Billing question, order 42"}

@@ -218,3 +218,20 @@ def test_an_extension_is_sent_before_the_briefing(stack: Stack) -> None:
     [speak] = stack.sandbox.api_requests(f"/v2/calls/{human.sid}/actions/speak")
     [bridge] = _bridges(stack, call_id)
     assert dtmf.json["digits"] == "w1234#" and dtmf.at < speak.at < bridge.at
+
+
+def test_a_sip_destination_receives_the_context_headers(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = _customer_call(stack, lead)
+    uri = f"sip:{lead}@pbx.example.com"
+    stack.sandbox.set_fate(uri, "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, provider="telnyx",
+                           summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": [uri]}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    human = _leg(stack, uri)
+    assert human.flow["sip_headers"] == {"X-Transfer-Id": tid, "X-Lead-Id": lead,
+                                         "X-Transfer-Summary": "Billing question"}
