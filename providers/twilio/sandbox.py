@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
-from urllib.parse import unquote
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import requests
 from flask import Flask, Response, jsonify, request
