@@ -259,7 +259,8 @@ PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 # The policies a provider declares it carries out or not (providers/<name>/capabilities.py).
 POLICIES: tuple[str, ...] = ("voicemail_detection", "screening", "caller_id_customer",
                              "hold_audio_url", "ring_timeout_per_destination", "fallback_on",
-                             "extension", "handoff_agent_first", "sip_destination")
+                             "extension", "handoff_agent_first", "sip_destination",
+                             "ring_group")
 # The policies a provider's agent-first handoff carries out by itself (on Plivo: the Call
 # API's machine_detection and our <GetDigits>): accepted whenever the provider accepted
 # `handoff: "agent_first"`, whatever its default handoff declares.
@@ -274,6 +275,7 @@ _POLICY_LABELS: dict[str, str] = {
     "extension": "a destination's extension",
     "handoff_agent_first": "handoff 'agent_first'",
     "sip_destination": "a SIP destination",
+    "ring_group": "a ring group",
 }
 
 
@@ -523,8 +525,34 @@ def _sip_headers(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _item_number(item: Any) -> Any:
-    """A transfer_numbers item: the number, or {"number": ..., "ring_timeout": ...}."""
-    return item.get("number") if isinstance(item, Mapping) else item
+    """A transfer_numbers item: the number, {"number": ..., "ring_timeout": ...}, or a ring
+    group's members {"group": [...]}."""
+    if isinstance(item, Mapping):
+        return item.get("group") if "group" in item and "number" not in item \
+            else item.get("number")
+    return item
+
+
+# A ring group: its members rung at once, the first to answer (and accept) takes the call.
+# Twilio's <Dial> rings "up to ten <Number> nouns" at once (docs/voice/twiml/number).
+MAX_GROUP = 10
+GROUP_SEPARATOR = ","
+
+
+def _group_address(raw: Any) -> str:
+    """A ring group's members, normalised, as one destination ("+1...,+1...")."""
+    if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_GROUP:
+        raise InvalidNumber(f"a group lists 2 to {MAX_GROUP} numbers")
+    members = [_address(m) for m in raw]
+    if len(set(members)) != len(members):
+        raise InvalidNumber("a group lists each number once")
+    return GROUP_SEPARATOR.join(members)
+
+
+def _destination(item: Any) -> str:
+    if isinstance(item, Mapping) and "group" in item and "number" not in item:
+        return _group_address(item["group"])
+    return _address(_item_number(item))
 
 
 _NUMBER = {"type": "string", "description": (
@@ -545,6 +573,17 @@ class Destination(BaseModel):
     extension: Annotated[Any, WithJsonSchema({
         "type": "string", "pattern": EXTENSION_FORMAT.pattern,
         "description": "DTMF sent once the destination answers; w waits half a second"})] = None
+
+
+class Group(BaseModel):
+    """A ring group: numbers rung at once; the first to answer takes the call."""
+
+    model_config = ConfigDict(extra="allow")
+
+    group: Annotated[Any, WithJsonSchema({"type": "array", "items": _NUMBER, "minItems": 2,
+                                          "maxItems": MAX_GROUP, "uniqueItems": True})]
+    ring_timeout: Annotated[int | None, WithJsonSchema(
+        {"type": "integer", "minimum": 5, "maximum": 120})] = None
 
 
 class _Destinations(BaseModel):
@@ -569,7 +608,8 @@ class Configurations(BaseModel):
     # Checked with transfer_number (fields validate in order; it sees the two above).
     # Fallback destinations, tried in order (transfer_number first); the validator below
     # replaces the type's own (which only describes the items).
-    transfer_numbers: Annotated[list[Annotated[str, WithJsonSchema(_NUMBER)] | Destination]
+    transfer_numbers: Annotated[list[Annotated[str, WithJsonSchema(_NUMBER)] | Destination
+                                     | Group]
                                 | None, Field(min_length=1, max_length=MAX_DESTINATIONS)] = \
         Field(None, validate_default=True)
     hours: Annotated[Any, WithJsonSchema({"type": "object", "properties": {
@@ -627,10 +667,14 @@ class Configurations(BaseModel):
             return None  # refused for its ring_timeout, the earlier check
         items = raw_list or [raw_number]
         try:
-            numbers = tuple(_address(_item_number(n)) for n in items)
+            numbers = tuple(_destination(n) for n in items)
         except InvalidNumber as exc:
             raise _refusal(43, ErrorCode.INVALID_TRANSFER_NUMBER, str(exc)) from None
-        if any(is_sip(n) for n in numbers):
+        groups = [GROUP_SEPARATOR in n for n in numbers]
+        if any(groups):
+            _capable(46.2, "ring_group", info)
+            _capable_in_handoff(46.3, "ring_group", info)
+        if any(is_sip(m) for n in numbers for m in n.split(GROUP_SEPARATOR)):
             _capable(46.7, "sip_destination", info)
             _capable_in_handoff(46.8, "sip_destination", info)
         ring = _seconds(44, "transfer_numbers[].ring_timeout", 5, 120)
@@ -640,6 +684,8 @@ class Configurations(BaseModel):
             _capable(45, "ring_timeout_per_destination", info)
         extensions = tuple(_extension(n.get("extension")) if isinstance(n, Mapping) else ""
                            for n in items)
+        if any(e and group for e, group in zip(extensions, groups, strict=True)):
+            raise _refusal(46, ErrorCode.INVALID_POLICY, "a group takes no extension")
         if any(extensions):
             _capable(46.5, "extension", info)
             _capable_in_handoff(46.6, "extension", info)
@@ -809,7 +855,7 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
     home: str | None = ctx.home_country.strip().upper() or None
     if home is None and body.lead.outbound_number_id is not None:
         home = region_of(ctx.resolve(body.lead.outbound_number_id) or "")
-    for number in dests.numbers:
+    for number in (m for n in dests.numbers for m in n.split(GROUP_SEPARATOR)):
         if is_sip(number):
             if not sip_allowed(number, ctx.allowed_sip_domains):
                 raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
@@ -845,7 +891,8 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
         hold_audio=config.hold_audio,
         fallback_on=config.fallback_on,
         extensions=dests.extensions,
-        sip_headers=config.sip_headers if any(is_sip(n) for n in dests.numbers) else (),
+        sip_headers=config.sip_headers if any(
+            is_sip(m) for n in dests.numbers for m in n.split(GROUP_SEPARATOR)) else (),
         handoff=config.handoff,
     )
 
@@ -911,6 +958,8 @@ class Attempt(BaseModel):
     # name or code (e.g. 486 / "user_busy"); see the README's table of causes.
     sip_code: int | None = None
     provider_cause: str | None = None
+    # A ring group that took the call: which member answered (its index in the group).
+    member: int | None = None
 
 
 class TransferEvent(BaseModel):
@@ -934,6 +983,9 @@ class TransferEvent(BaseModel):
     # transfer numbers) and every destination tried, in order, with how each ended
     # (numbers masked).
     destination_index: int | None = None
+    # transfer.succeeded to a ring group: which of its members answered (index in the
+    # group; null where the provider did not say).
+    destination_member: int | None = None
     attempts: list[Attempt] | None = None
     # transfer.failed: the provider's cause of the outcome that ended it, where it gives one.
     sip_code: int | None = None
@@ -946,10 +998,12 @@ class TransferEvent(BaseModel):
     @classmethod
     def succeeded(cls, *, lead_id: str, transfer_id: str, provider: str, call_id: str,
                   destination_index: int | None = None,
-                  attempts: list[Attempt] | None = None) -> TransferEvent:
+                  attempts: list[Attempt] | None = None,
+                  destination_member: int | None = None) -> TransferEvent:
         return cls(type=EventType.SUCCEEDED, lead_id=lead_id, transfer_id=transfer_id,
                    provider=provider, call_id=call_id, action=Action.END_CONVERSATION,
-                   destination_index=destination_index, attempts=attempts)
+                   destination_index=destination_index, attempts=attempts,
+                   destination_member=destination_member)
 
     @classmethod
     def failed(cls, *, lead_id: str, transfer_id: str | None, provider: str,

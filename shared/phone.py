@@ -159,6 +159,8 @@ def mask(number: str | None) -> str:
     SIP address: its first character and the host)."""
     if not number:
         return ""
+    if "," in number:  # a ring group's members
+        return ",".join(mask(m) for m in number.split(","))
     if is_sip(number) and "@" in number:
         user, host = number.strip()[4:].split("@", 1)
         return f"sip:{user[:1]}***@{host}"

@@ -21,6 +21,7 @@ CAPABILITIES: Mapping[str, Capability] = {
     # The flow's Connect applet is the handoff; there is no other.
     "handoff_agent_first": Refused(""),
     "sip_destination": Refused("its Connect applet dials phone numbers only"),
+    "ring_group": Refused("its Connect applet rings a list in order"),
 }
 
 # Conformance cases (tests/conformance) Exotel's flow cannot show, and why.

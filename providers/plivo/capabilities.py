@@ -27,4 +27,8 @@ CAPABILITIES: Mapping[str, Capability] = {
     "sip_destination": Supported("a <User> in the Dial, our headers as its sipHeaders"),
     "sip_destination@agent_first": Refused("not built for agent first; the default "
                                            "handoff dials it (a <User>)"),
+    "ring_group": Supported("several <Number>s in one Dial, rung at once; the first to "
+                            "answer is connected and the rest hung up"),
+    "ring_group@agent_first": Refused("not built for agent first; the default handoff "
+                                      "rings a group (one Dial)"),
 }

@@ -18,6 +18,7 @@ from plivo import plivoxml
 
 from providers.base import callback_url, key_prompt, screening_key, sip_headers
 from shared.config import Settings
+from shared.contracts import GROUP_SEPARATOR
 from shared.phone import is_sip
 from shared.store import ring_timeout
 
@@ -213,15 +214,20 @@ def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) ->
     # ... Each w character tells the Plivo API to wait 0.5 seconds" (xml/dial/number).
     digits = _extension(transfer)
     number_attrs = f" sendDigits={quoteattr(digits)}" if digits else ""
-    if is_sip(number):
-        # "You can use the User element to specify a SIP endpoint (user) to dial", with
-        # sendDigits and sipHeaders (plivo.com/docs/voice/xml/dial/user).
-        headers = plivo_sip_headers(transfer)
-        user_attrs = number_attrs + (f" sipHeaders={quoteattr(headers)}" if headers else "")
-        return (f"<Response><Dial {dial}><User{user_attrs}>{escape(number)}</User>"
-                "</Dial></Response>")
-    return (f"<Response><Dial {dial}><Number{number_attrs}>{escape(number)}</Number>"
-            "</Dial></Response>")
+    # A ring group: "You can use multiple Number elements within a Dial element to
+    # simultaneously call multiple numbers. The first call to pick up is connected to the
+    # current call and the rest are hung up" (xml/dial/number; the same for User).
+    targets = []
+    for member in number.split(GROUP_SEPARATOR):
+        if is_sip(member):
+            # "You can use the User element to specify a SIP endpoint (user) to dial", with
+            # sendDigits and sipHeaders (plivo.com/docs/voice/xml/dial/user).
+            headers = plivo_sip_headers(transfer)
+            attrs_ = number_attrs + (f" sipHeaders={quoteattr(headers)}" if headers else "")
+            targets.append(f"<User{attrs_}>{escape(member)}</User>")
+        else:
+            targets.append(f"<Number{number_attrs}>{escape(member)}</Number>")
+    return f"<Response><Dial {dial}>{''.join(targets)}</Dial></Response>"
 
 
 def plivo_sip_headers(transfer: Mapping[str, str]) -> str:

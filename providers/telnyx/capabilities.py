@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from providers.base import Capability, Supported
+from providers.base import Capability, Refused, Supported
 
 CAPABILITIES: Mapping[str, Capability] = {
     "voicemail_detection": Supported("the dial's answering_machine_detection (detect)"),
@@ -19,4 +19,5 @@ CAPABILITIES: Mapping[str, Capability] = {
     "handoff_agent_first": Supported("its one handoff: the human is dialed first"),
     "sip_destination": Supported("the SIP URI as the dial's to, our headers as its "
                                  "custom_headers"),
+    "ring_group": Refused("not built yet: one dial per member, the first answer bridged"),
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from providers.base import Capability, Supported
+from providers.base import Capability, Refused, Supported
 
 CAPABILITIES: Mapping[str, Capability] = {
     "voicemail_detection": Supported("AMD on the human's leg (AmdStatusCallback)"),
@@ -20,4 +20,6 @@ CAPABILITIES: Mapping[str, Capability] = {
     "handoff_agent_first": Supported("its one handoff: the human joins the conference first"),
     "sip_destination": Supported("the SIP URI as the leg's To, our headers as its URI "
                                  "headers"),
+    "ring_group": Refused("not built yet: the first member to answer must be the only one "
+                          "to join the conference"),
 }

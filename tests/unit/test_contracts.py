@@ -95,7 +95,8 @@ def test_failed_event_shape() -> None:
                                  call_id="CA1", reason="busy").as_dict()
     assert set(event) == {"event_id", "type", "lead_id", "transfer_id", "provider", "call_id",
                           "reason", "message", "action", "transferred", "destination_index",
-                          "attempts", "sip_code", "provider_cause", "occurred_at"}
+                          "destination_member", "attempts", "sip_code", "provider_cause",
+                          "occurred_at"}
     assert event["type"] == "transfer.failed"
     assert event["action"] == "resume"
     assert "busy" in event["message"]

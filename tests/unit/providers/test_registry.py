@@ -45,11 +45,17 @@ CARRIED = {
     "fallback_on": {"twilio", "plivo", "telnyx"},
     "extension": {"twilio", "plivo", "telnyx"},
     "sip_destination": {"twilio", "plivo", "telnyx"},
+    "ring_group": {"plivo"},
     # A no-op on twilio and telnyx: their one handoff reaches the human first.
     "handoff_agent_first": {"twilio", "plivo", "telnyx"},
 }
 HINTS = {("extension", "exotel"): "not built",
          ("sip_destination", "exotel"): "its Connect applet dials phone numbers only",
+         ("ring_group", "exotel"): "its Connect applet rings a list in order",
+         ("ring_group", "twilio"): "not built yet: the first member to answer must be the "
+                                   "only one to join the conference",
+         ("ring_group", "telnyx"): "not built yet: one dial per member, the first answer "
+                                   "bridged",
          ("fallback_on", "exotel"): "its Connect applet dials the next number on any "
                                    "unanswered outcome",
          ("voicemail_detection", "plivo"): "its Dial has no machine detection; use handoff "
