@@ -464,3 +464,33 @@ def test_a_sip_destination_is_a_bare_uri_and_its_headers_are_safe() -> None:
     plain = make_request(provider="twilio")
     plain["template"]["configurations"]["sip_headers"] = {"X-Queue": "billing"}
     assert parse(plain).sip_headers == ()
+
+
+def test_a_ring_group_is_one_destination_of_several_numbers() -> None:
+    raw = make_request(provider="plivo", transfer_number=None)
+    raw["template"]["configurations"] = {"transfer_numbers": [
+        {"group": ["+14155550101", "+1 (415) 555-0102"], "ring_timeout": 20}, "+14155550103"]}
+    req = parse(raw)
+    assert req.destinations == ("+14155550101,+14155550102", "+14155550103")
+    assert req.transfer_number == "+14155550101,+14155550102"
+    assert req.ring_timeouts == (20, 0)
+
+    def code(group: Any, provider: str = "plivo", **more: Any) -> str:
+        bad = make_request(provider=provider, transfer_number=None)
+        bad["template"]["configurations"] = {"transfer_numbers": [
+            {"group": group, **more}], **more.pop("config", {})}
+        return code_of(bad)
+
+    assert code(["+14155550101"]) == "invalid_transfer_number"  # a group of one
+    assert code([f"+141555501{i:02}" for i in range(11)]) == "invalid_transfer_number"
+    assert code(["+14155550101", "+14155550101"]) == "invalid_transfer_number"
+    assert code(["+14155550101", "not a number"]) == "invalid_transfer_number"
+    assert code(["+14155550101", "+442079460000"]) == "destination_not_allowed"
+    assert code(["+14155550101", "+14155550102"], extension="12") == "invalid_policy"
+    for provider in ("twilio", "telnyx", "exotel"):
+        assert code(["+14155550101", "+14155550102"], provider) == "unsupported_policy"
+    agent_first = make_request(provider="plivo", transfer_number=None)
+    agent_first["template"]["configurations"] = {
+        "handoff": "agent_first",
+        "transfer_numbers": [{"group": ["+14155550101", "+14155550102"]}]}
+    assert code_of(agent_first) == "unsupported_policy"
