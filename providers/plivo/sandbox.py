@@ -637,6 +637,9 @@ DEMO = DemoScript(scenarios=(
     (("answer-after:1",), {}, "the human answers"),
     (("no-answer:2",), {}, "nobody answers; the customer goes back to the AI"),
     (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
+    (("answer-after:2|answer-after:1",), {},
+     "a ring group: both ring at once, the second answers first"),
+    (("sip:answer-after:1",), {}, "a SIP destination gets the context in X-PH- headers"),
 ))
 
 

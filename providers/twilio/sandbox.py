@@ -252,6 +252,7 @@ DEMO = DemoScript(scenarios=(
      "screening: the first human declines, the second presses 1"),
     (("machine", "answer-after:1"), {"voicemail_detection": True},
      "voicemail on the first line, the second answers"),
+    (("sip:answer-after:1",), {}, "a SIP destination gets the summary in its URI headers"),
 ))
 
 
