@@ -110,7 +110,7 @@ def test_request_and_status_reach_the_running_stack(up: tuple[Stack, int, Path])
 def test_the_demo_shows_a_ring_group_and_sip_destinations(up: tuple[Stack, int, Path]) -> None:
     from workers.demo import scenarios
 
-    stack, port, state = up
+    _, port, state = up
     chosen = [str(i) for i, (_, _, _, what) in enumerate(scenarios(), start=1)
               if "ring group" in what or "SIP destination" in what]
     assert len(chosen) >= 3
