@@ -260,7 +260,7 @@ PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 POLICIES: tuple[str, ...] = ("voicemail_detection", "screening", "caller_id_customer",
                              "hold_audio_url", "ring_timeout_per_destination", "fallback_on",
                              "extension", "handoff_agent_first", "sip_destination",
-                             "ring_group")
+                             "ring_group", "ring_group_screening")
 # The policies a provider's agent-first handoff carries out by itself (on Plivo: the Call
 # API's machine_detection and our <GetDigits>): accepted whenever the provider accepted
 # `handoff: "agent_first"`, whatever its default handoff declares.
@@ -276,6 +276,7 @@ _POLICY_LABELS: dict[str, str] = {
     "handoff_agent_first": "handoff 'agent_first'",
     "sip_destination": "a SIP destination",
     "ring_group": "a ring group",
+    "ring_group_screening": "screening with a ring group",
 }
 
 
@@ -400,6 +401,10 @@ def _flag(rank: int, name: str) -> Callable[[Any, ValidationInfo], bool]:
             raise _refusal(rank, ErrorCode.INVALID_POLICY, f"{name} must be true or false")
         if value:
             _capable(rank + 1, name, info)
+            dests = info.data.get("transfer_numbers")
+            if name == "screening" and isinstance(dests, _Destinations) and any(
+                    GROUP_SEPARATOR in n for n in dests.numbers):
+                _capable(rank + 1.5, "ring_group_screening", info)
         return value
     return check
 

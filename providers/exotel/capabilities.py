@@ -22,6 +22,7 @@ CAPABILITIES: Mapping[str, Capability] = {
     "handoff_agent_first": Refused(""),
     "sip_destination": Refused("its Connect applet dials phone numbers only"),
     "ring_group": Refused("its Connect applet rings a list in order"),
+    "ring_group_screening": Refused(""),
 }
 
 # Conformance cases (tests/conformance) Exotel's flow cannot show, and why.

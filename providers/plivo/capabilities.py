@@ -31,4 +31,6 @@ CAPABILITIES: Mapping[str, Capability] = {
                             "answer is connected and the rest hung up"),
     "ring_group@agent_first": Refused("not built for agent first; the default handoff "
                                       "rings a group (one Dial)"),
+    "ring_group_screening": Supported("the Dial's confirmKey: \"the phone that confirms the "
+                                      "key correctly is bridged and all others fail\""),
 }

@@ -20,4 +20,5 @@ CAPABILITIES: Mapping[str, Capability] = {
     "sip_destination": Supported("the SIP URI as the dial's to, our headers as its "
                                  "custom_headers"),
     "ring_group": Refused("not built yet: one dial per member, the first answer bridged"),
+    "ring_group_screening": Refused("ring groups are not built"),
 }

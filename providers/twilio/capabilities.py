@@ -20,6 +20,8 @@ CAPABILITIES: Mapping[str, Capability] = {
     "handoff_agent_first": Supported("its one handoff: the human joins the conference first"),
     "sip_destination": Supported("the SIP URI as the leg's To, our headers as its URI "
                                  "headers"),
-    "ring_group": Refused("not built yet: the first member to answer must be the only one "
-                          "to join the conference"),
+    "ring_group": Supported("a call per member whose answer asks /twilio/member: the first "
+                            "(claimed in Redis) joins the conference, any other hangs up"),
+    "ring_group_screening": Refused("not built: a group member's leg is gated by "
+                                    "/twilio/member, not by the screening prompt"),
 }

@@ -52,6 +52,7 @@ from providers.twilio.markup import (
     AGENT_STATUS_PATH,
     AMD_PATH,
     CONFERENCE_PATH,
+    MEMBER_PATH,
     SCREEN_PATH,
     WHISPER_PATH,
     agent_join_twiml,
@@ -62,6 +63,7 @@ from providers.twilio.markup import (
     sip_to,
 )
 from shared.config import Settings
+from shared.contracts import GROUP_SEPARATOR
 from shared.http import settle_environment
 from shared.model import CallbackKind
 from shared.phone import is_sip
@@ -111,6 +113,12 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
                          build)
 
 
+def group_legs(transfer: Mapping[str, str], attempt: str) -> list[str]:
+    """The call sids of the ring group of `attempt` placed so far."""
+    raw = json.loads(transfer.get("group_sids") or "{}")
+    return [str(s) for s in raw.get("sids", [])] if raw.get("attempt") == attempt else []
+
+
 def sip_auth(settings: Settings) -> dict[str, str]:
     """The credentials Twilio answers a SIP destination's digest challenge with
     (`sip_auth_username`/`sip_auth_password` on calls and participants), from the
@@ -142,6 +150,9 @@ class TwilioProvider:
     def _place(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
                number: str) -> None:
         """Dial the human leg of `attempt` (once: a retry looks for the leg first)."""
+        if GROUP_SEPARATOR in number:
+            self._place_group(rt, transfer, attempt, number.split(GROUP_SEPARATOR))
+            return
         settings = rt.settings
         client = make_client(settings, transfer)
         tid = transfer["transfer_id"]
@@ -243,6 +254,61 @@ class TwilioProvider:
         ))
         return str(participant.call_sid)
 
+    def _place_group(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+                     members: list[str]) -> None:
+        """A ring group: one call per member, all at once. Each asks /twilio/member on
+        answering: the first to ask (claimed in Redis) joins the conference, any other is
+        hung up there, so only one human ever reaches the customer. A retry places only the
+        members not placed yet (their sids are recorded one by one)."""
+        settings = rt.settings
+        client = make_client(settings, transfer)
+        tid = transfer["transfer_id"]
+        from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
+        placed = group_legs(transfer, attempt)
+        caller = transfer.get("caller_number") or transfer["outbound_number"]
+        for j, member in enumerate(members[len(placed):], start=len(placed)):
+            sid = self._create_member_leg(settings, client, transfer, attempt, j, member,
+                                          caller)
+            placed.append(sid)
+            rt.store.index_call(self.name, sid, tid)
+            rt.store.set_fields(tid, group_sids=json.dumps({"attempt": attempt,
+                                                            "sids": placed}))
+        what = "dialing the human agents" if attempt == "0" else \
+            f"dialing destination {int(attempt) + 1}"
+        rt.store.transition(tid, State.DIALING, f"{what} (a group of {len(members)}, rung "
+                            "at once)", from_states=from_states, fields={"placed": attempt})
+
+    @staticmethod
+    def _create_member_leg(settings: Settings, client: Client, transfer: Mapping[str, str],
+                           attempt: str, member: int, number: str, caller: str) -> str:
+        extra = {"m": str(member)}
+        status: dict[str, Any] = {
+            "status_callback": _url(settings, AGENT_STATUS_PATH, transfer, attempt, extra),
+            "status_callback_method": "POST",
+            "status_callback_event": ["initiated", "ringing", "answered", "completed"]}
+        if is_sip(number):
+            status.update(sip_auth(settings))
+            number = sip_to(transfer, number)
+        # Synchronous detection: the verdict comes with the /twilio/member request, which
+        # hangs up on a machine (SDK call/__init__.py, async_amd).
+        detect = {"machine_detection": "Enable"} if transfer.get("voicemail_detection") \
+            else {}
+        call: Any = call_api(lambda: client.calls.create(
+            to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
+            url=_url(settings, MEMBER_PATH, transfer, attempt,
+                     {"lead_id": transfer["lead_id"], **extra}),
+            method="POST", **status, **detect))
+        return str(call.sid)
+
+    def hang_up_group(self, rt: Runtime, transfer: Mapping[str, str],
+                      keep: str = "") -> None:
+        """Best effort: end every leg of the current group but `keep` (the one that took the
+        call). A member still ringing is canceled; one that answered was hung up by
+        /twilio/member already."""
+        for sid in group_legs(transfer, transfer.get("attempt", "0")):
+            if sid != keep:
+                self.hang_up(rt, transfer, sid, "canceled")
+
     @staticmethod
     def _find_live_dial(client: Client, transfer: Mapping[str, str], number: str
                         ) -> str | None:
@@ -327,6 +393,7 @@ class TwilioProvider:
 
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
+        self.hang_up_group(rt, current, keep=current.get("agent_call_sid", ""))
         # "canceled" ends only a call still ringing; a leg seen in the conference has been
         # answered, whatever its status callbacks have said so far.
         ringing = current.get("agent_status", "") in RINGING and not current.get(

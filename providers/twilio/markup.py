@@ -18,6 +18,8 @@ WHISPER_PATH = "/twilio/whisper"
 SCREEN_PATH = "/twilio/screen"
 SCREEN_RESULT_PATH = "/twilio/screen-result"
 AMD_PATH = "/twilio/amd"
+# A ring group member's leg asks here on answering whether it is the first (it joins).
+MEMBER_PATH = "/twilio/member"
 
 # What the human hears first (issue 20: the summary is the AI's note, not ours).
 BRIEFING_INTRO = "Incoming transfer."

@@ -45,15 +45,17 @@ CARRIED = {
     "fallback_on": {"twilio", "plivo", "telnyx"},
     "extension": {"twilio", "plivo", "telnyx"},
     "sip_destination": {"twilio", "plivo", "telnyx"},
-    "ring_group": {"plivo"},
+    "ring_group": {"twilio", "plivo"},
+    "ring_group_screening": {"plivo"},
     # A no-op on twilio and telnyx: their one handoff reaches the human first.
     "handoff_agent_first": {"twilio", "plivo", "telnyx"},
 }
 HINTS = {("extension", "exotel"): "not built",
          ("sip_destination", "exotel"): "its Connect applet dials phone numbers only",
          ("ring_group", "exotel"): "its Connect applet rings a list in order",
-         ("ring_group", "twilio"): "not built yet: the first member to answer must be the "
-                                   "only one to join the conference",
+         ("ring_group_screening", "twilio"): "not built: a group member's leg is gated by "
+                                             "/twilio/member, not by the screening prompt",
+         ("ring_group_screening", "telnyx"): "ring groups are not built",
          ("ring_group", "telnyx"): "not built yet: one dial per member, the first answer "
                                    "bridged",
          ("fallback_on", "exotel"): "its Connect applet dials the next number on any "
