@@ -427,4 +427,4 @@ def member_answered(store: Store | None, settings: Settings, context: Mapping[st
         store.index_call("twilio", call_sid, tid)
     except redis.RedisError:
         return Answer(markup.hangup_twiml())
-    return Answer(markup.agent_join_twiml(settings, context, attempt))
+    return Answer(markup.agent_join_twiml(settings, context, attempt, announce=True))

@@ -115,11 +115,12 @@ def screen_twiml(settings: Settings, screen: Mapping[str, str], attempt: str,
 
 
 def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: str,
-                     digits: str = "") -> str:
+                     digits: str = "", *, announce: bool = False) -> str:
     """The human's leg into the conference, as the Participants API would: the screened
-    human who accepted, or (with `digits`) the leg placed to dial an extension first,
-    whose briefing is an announcement (TwiML <Conference> has the `announcement` event:
-    twilio.com/changelog/conference-announce-events)."""
+    human who accepted, the leg placed to dial an extension first (`digits`), or a ring
+    group's first member. The last two are briefed by an announcement (`announce`; TwiML
+    <Conference> has the `announcement` event: twilio.com/changelog/conference-announce-
+    events)."""
     response = VoiceResponse()
     _play_digits(response, digits)
     dial = Dial()
@@ -128,7 +129,8 @@ def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: s
         end_conference_on_exit=True, beep=False, participant_label=agent_label(attempt),
         status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"]),
         status_callback_method="POST",
-        status_callback_event="start end join leave" + (" announcement" if digits else ""))
+        status_callback_event="start end join leave" + (
+            " announcement" if announce or digits else ""))
     response.append(dial)
     return str(response.to_xml(xml_declaration=False))
 

@@ -622,3 +622,48 @@ def test_a_sip_host_not_allowed_is_refused_before_anything_is_dialed(stack: Stac
     assert (result["status"], result["error"]) == ("error", "destination_not_allowed")
     assert not any("elsewhere" in (r.value("To") or "")
                    for r in stack.sandbox.api_requests("/Participants.json"))
+
+
+def test_a_ring_group_the_second_member_answers_first_and_the_first_is_cancelled(
+        stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    members = [fictional_number(), fictional_number()]
+    stack.sandbox.set_fate(members[0], "answer-after:2")
+    stack.sandbox.set_fate(members[1], "answer-after:0.3")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": [{"group": members}]}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded", "\n".join([str(event)] + [
+        f"{e.get('state', '')} {e['note']}" for e in stack.store.timeline(tid)])
+    assert (event["destination_index"], event["destination_member"]) == (0, 1)
+    with stack.sandbox.lock:
+        legs = {c.to: c for c in stack.sandbox.calls.values() if c.to in members}
+    # Both rang at once; the first member's leg was canceled while it still rang.
+    assert legs[members[0]].status == "canceled"
+    assert legs[members[1]].spoken == ["Incoming transfer. Note from the AI assistant: "
+                                       "Billing question"]
+    conference = stack.sandbox.conferences[f"transfer-{lead}"]
+    assert legs[members[0]].sid not in conference.participants
+    time.sleep(0.5)
+    assert stack.terminal_count(tid) == 1
+
+
+def test_a_ring_group_none_answers_then_the_next_destination(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    numbers = [fictional_number() for _ in range(3)]
+    for number, fate in zip(numbers, ["busy", "no-answer:0.3", "answer"], strict=True):
+        stack.sandbox.set_fate(number, fate)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND)
+    request["template"]["configurations"] = {"transfer_numbers": [
+        {"group": numbers[:2]}, numbers[2]]}
+    result = stack.client.connect_to_live_agent(request)
+    event = stack.terminal(str(result["transfer_id"]))
+    assert event["type"] == "transfer.succeeded"
+    assert (event["destination_index"], event["destination_member"]) == (1, None)
+    assert [a["outcome"] for a in event["attempts"]] == ["no_answer", "answered"]
