@@ -253,6 +253,8 @@ DEMO = DemoScript(scenarios=(
     (("machine", "answer-after:1"), {"voicemail_detection": True},
      "voicemail on the first line, the second answers"),
     (("sip:answer-after:1",), {}, "a SIP destination gets the summary in its URI headers"),
+    (("answer-after:2|answer-after:1",), {},
+     "a ring group: both ring at once, the second answers first"),
 ))
 
 
