@@ -19,6 +19,8 @@ CAPABILITIES: Mapping[str, Capability] = {
     "handoff_agent_first": Supported("its one handoff: the human is dialed first"),
     "sip_destination": Supported("the SIP URI as the dial's to, our headers as its "
                                  "custom_headers"),
-    "ring_group": Refused("not built yet: one dial per member, the first answer bridged"),
-    "ring_group_screening": Refused("ring groups are not built"),
+    "ring_group": Supported("a dial per member; the first answered (a person, with "
+                            "detection) is claimed and bridged, the others hung up"),
+    "ring_group_screening": Refused("the first member to answer takes the destination "
+                                    "before the prompt: one who declines would end the group"),
 }

@@ -370,5 +370,7 @@ DEMO = DemoScript(scenarios=(
     (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
     (("machine-after:1", "answer-after:1"), {"voicemail_detection": True},
      "a voicemail picks up and is skipped; the second line answers"),
+    (("answer-after:2|answer-after:1",), {},
+     "a ring group: both ring at once, the second answers first"),
 # The Call Control application's one webhook URL carries the customer call's events too.
 ), status_path="webhook")

@@ -390,7 +390,7 @@ def test_ring_groups_with_callbacks_twice_and_shuffled(services: Services) -> No
                         member))
     counts = settle(s, [t for _, _, t, *_ in started], timeout=3 * DEADLINE + 40)
     assert set(counts.values()) == {1}
-    for provider, lead, tid, numbers, expected, member in started:
+    for provider, _lead, tid, numbers, expected, member in started:
         [event] = s.events.matching(lambda e, t=tid: e["transfer_id"] == t
                                     and e["type"] in ("transfer.succeeded", "transfer.failed"))
         assert (event["destination_index"], event["destination_member"]) == (

@@ -235,3 +235,30 @@ def test_a_sip_destination_receives_the_context_headers(stack: Stack) -> None:
     human = _leg(stack, uri)
     assert human.flow["sip_headers"] == {"X-Transfer-Id": tid, "X-Lead-Id": lead,
                                          "X-Transfer-Summary": "Billing question"}
+
+
+def test_a_ring_group_the_second_member_answers_first_and_the_first_is_hung_up(
+        stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = _customer_call(stack, lead)
+    members = [fictional_number(), fictional_number()]
+    stack.sandbox.set_fate(members[0], "answer-after:2")
+    stack.sandbox.set_fate(members[1], "answer-after:0.3")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, provider="telnyx",
+                           summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": [{"group": members}]}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    assert (event["destination_index"], event["destination_member"]) == (0, 1)
+    first, second = _leg(stack, members[0]), _leg(stack, members[1])
+    [bridge] = _bridges(stack, call_id)
+    assert bridge.json["call_control_id"] == second.sid
+    assert second.spoken == ["Billing question"] and first.spoken == []
+    # The first member's leg was hung up while it still rang.
+    [hangup] = stack.sandbox.api_requests(f"/v2/calls/{first.sid}/actions/hangup")
+    assert hangup.at < bridge.at and first.status == "canceled"
+    time.sleep(0.5)
+    assert stack.terminal_count(tid) == 1

@@ -45,7 +45,7 @@ CARRIED = {
     "fallback_on": {"twilio", "plivo", "telnyx"},
     "extension": {"twilio", "plivo", "telnyx"},
     "sip_destination": {"twilio", "plivo", "telnyx"},
-    "ring_group": {"twilio", "plivo"},
+    "ring_group": {"twilio", "plivo", "telnyx"},
     "ring_group_screening": {"plivo"},
     # A no-op on twilio and telnyx: their one handoff reaches the human first.
     "handoff_agent_first": {"twilio", "plivo", "telnyx"},
@@ -55,9 +55,9 @@ HINTS = {("extension", "exotel"): "not built",
          ("ring_group", "exotel"): "its Connect applet rings a list in order",
          ("ring_group_screening", "twilio"): "not built: a group member's leg is gated by "
                                              "/twilio/member, not by the screening prompt",
-         ("ring_group_screening", "telnyx"): "ring groups are not built",
-         ("ring_group", "telnyx"): "not built yet: one dial per member, the first answer "
-                                   "bridged",
+         ("ring_group_screening", "telnyx"): "the first member to answer takes the "
+                                             "destination before the prompt: one who "
+                                             "declines would end the group",
          ("fallback_on", "exotel"): "its Connect applet dials the next number on any "
                                    "unanswered outcome",
          ("voicemail_detection", "plivo"): "its Dial has no machine detection; use handoff "

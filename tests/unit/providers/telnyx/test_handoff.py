@@ -289,3 +289,58 @@ def test_a_sip_destination_is_dialed_with_custom_headers_and_credentials(
         {"name": "X-Queue", "value": "billing"}]
     assert (sent["sip_auth_username"], sent["sip_auth_password"]) == ("agent-desk",
                                                                       "desk-secret")
+
+
+def test_a_ring_group_dials_every_member_and_bridges_the_first_to_answer(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    ids = iter([AGENT, AGENT2])
+    mocked.add_callback(responses.POST, f"{API}/calls", callback=lambda _req: (
+        200, {}, json.dumps({"data": {"call_control_id": next(ids), "call_leg_id": "leg",
+                                      "call_session_id": "s", "is_alive": False,
+                                      "record_type": "call"}})))
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1", provider="telnyx",
+                       transfer_number=None)
+    req["template"]["configurations"] = {"transfer_numbers": [
+        {"group": ["+14155550101", "+14155550102"]}, "+14155550103"]}
+    run(tasks.transfer_request, request=req)
+    dials = [body(c) for c in mocked.calls]
+    assert [d["to"] for d in dials] == ["+14155550101", "+14155550102"]
+    assert [d["command_id"] for d in dials] == ["tr_L1:0:dial:0", "tr_L1:0:dial:1"]
+    rec = store.get_transfer("tr_L1")
+    assert rec is not None and rec["state"] == "dialing" and not rec.get("agent_call_sid")
+
+    # The second answers first: claimed, the first member's leg hung up, then bridged.
+    action(mocked, AGENT, "hangup")
+    action(mocked, CUSTOMER, "bridge")
+    action(mocked, CUSTOMER, "streaming_stop")
+    webhook("tr_L1", "call.answered", ccid=AGENT2)
+    webhook("tr_L1", "call.answered", ccid=AGENT)  # too late: hung up
+    hangups = [c for c in mocked.calls if c.request.url.endswith(f"{AGENT}/actions/hangup")]
+    assert len(hangups) >= 1
+    [bridge] = [c for c in mocked.calls if c.request.url.endswith("/bridge")]
+    assert body(bridge)["call_control_id"] == AGENT2
+    webhook("tr_L1", "call.hangup", ccid=AGENT, hangup_cause="normal_clearing")
+    webhook("tr_L1", "call.bridged", ccid=AGENT2)
+    [event] = events()
+    assert (event["type"], event["destination_index"], event["destination_member"]) == (
+        "transfer.succeeded", 0, 1)
+
+
+def test_a_ring_group_none_answers_then_the_next_destination(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    ids = iter([AGENT, AGENT2, "v3:human-3"])
+    mocked.add_callback(responses.POST, f"{API}/calls", callback=lambda _req: (
+        200, {}, json.dumps({"data": {"call_control_id": next(ids), "call_leg_id": "leg",
+                                      "call_session_id": "s", "is_alive": False,
+                                      "record_type": "call"}})))
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1", provider="telnyx",
+                       transfer_number=None)
+    req["template"]["configurations"] = {"transfer_numbers": [
+        {"group": ["+14155550101", "+14155550102"]}, "+14155550103"]}
+    run(tasks.transfer_request, request=req)
+    webhook("tr_L1", "call.hangup", ccid=AGENT, hangup_cause="user_busy")
+    assert store.get_transfer("tr_L1")["attempt"] == "0"  # type: ignore[index]
+    webhook("tr_L1", "call.hangup", ccid=AGENT2, hangup_cause="timeout")
+    rec = store.get_transfer("tr_L1")
+    assert rec is not None and rec["attempt"] == "1" and rec["tried"] == "no_answer"
+    assert body(mocked.calls[-1])["to"] == "+14155550103"
