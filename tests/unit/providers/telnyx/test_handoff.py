@@ -344,3 +344,30 @@ def test_a_ring_group_none_answers_then_the_next_destination(
     rec = store.get_transfer("tr_L1")
     assert rec is not None and rec["attempt"] == "1" and rec["tried"] == "no_answer"
     assert body(mocked.calls[-1])["to"] == "+14155550103"
+
+
+def test_a_ring_group_member_on_voicemail_never_takes_the_call(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    ids = iter([AGENT, AGENT2])
+    mocked.add_callback(responses.POST, f"{API}/calls", callback=lambda _req: (
+        200, {}, json.dumps({"data": {"call_control_id": next(ids), "call_leg_id": "leg",
+                                      "call_session_id": "s", "is_alive": False,
+                                      "record_type": "call"}})))
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1", provider="telnyx",
+                       transfer_number=None)
+    req["template"]["configurations"] = {"voicemail_detection": True, "transfer_numbers": [
+        {"group": ["+14155550101", "+14155550102"]}]}
+    run(tasks.transfer_request, request=req)
+    action(mocked, AGENT, "hangup")
+    action(mocked, CUSTOMER, "bridge")
+    action(mocked, CUSTOMER, "streaming_stop")
+    webhook("tr_L1", "call.answered", ccid=AGENT)  # a machine answers first...
+    assert not store.get_transfer("tr_L1").get("agent_call_sid")  # type: ignore[union-attr]
+    webhook("tr_L1", "call.machine.detection.ended", ccid=AGENT, result="machine")
+    assert mocked.calls[-1].request.url == f"{API}/calls/{AGENT}/actions/hangup"
+    webhook("tr_L1", "call.answered", ccid=AGENT2)  # ...a person second
+    webhook("tr_L1", "call.machine.detection.ended", ccid=AGENT2, result="human")
+    rec = store.get_transfer("tr_L1")
+    assert rec is not None and (rec["agent_call_sid"], rec["member"]) == (AGENT2, "1")
+    [bridge] = [c for c in mocked.calls if c.request.url.endswith("/bridge")]
+    assert body(bridge)["call_control_id"] == AGENT2
