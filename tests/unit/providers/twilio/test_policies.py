@@ -522,3 +522,20 @@ def test_the_member_gate_hangs_up_a_machine_and_without_redis(
     bad = signed(client, settings, f"/twilio/member?transfer_id={tid}&m=1",
                  {"CallSid": MEMBER2})
     assert bad.status_code == 400
+
+
+def test_a_group_member_s_callbacks_go_to_the_worker_not_the_webhook_s_triage(
+        rt: Runtime, store: Store, client: FlaskClient, settings: Settings,
+        celery_app: Any, mocked: responses.RequestsMock) -> None:
+    """The webhook records a ringing callback itself only for the one human leg it knows
+    (agent_call_sid); a group member's is handed to the worker."""
+    from tests.helpers import drain_queue
+    from tests.unit.providers.twilio.test_routes import signed
+
+    tid = _group(rt, mocked)
+    drain_queue(celery_app, "transfers")
+    resp = signed(client, settings, f"/twilio/agent-status?transfer_id={tid}&m=1",
+                  {"CallSid": MEMBER2, "CallStatus": "ringing"})
+    assert resp.status_code == 204
+    [task] = drain_queue(celery_app, "transfers")
+    assert task["kwargs"]["params"]["member"] == "1"
