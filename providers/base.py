@@ -106,6 +106,14 @@ def screening_key(transfer: Mapping[str, str]) -> str:
     return transfer.get("screening_key") or "1"
 
 
+def current_destination(transfer: Mapping[str, str]) -> str:
+    """The destination of the record's current attempt: a number, a SIP address, or a ring
+    group's members joined by "," ("" when there is none)."""
+    numbers = json.loads(transfer.get("destinations") or "[]")
+    index = int(transfer.get("attempt") or 0)
+    return str(numbers[index]) if 0 <= index < len(numbers) else ""
+
+
 def extension(transfer: Mapping[str, str], attempt: str | int | None = None) -> str:
     """The digits destination `attempt` (default: the record's current one) wants once it
     answers ("" for none)."""

@@ -32,6 +32,7 @@ from providers.base import (
     ProviderNotConfigured,
     TransientProviderError,
     cached_client,
+    current_destination,
     extension,
     screening_key,
     sip_headers,
@@ -135,12 +136,6 @@ def group_legs(transfer: Mapping[str, str], attempt: str) -> list[str]:
     """The call_control_ids of the ring group of `attempt` dialed so far."""
     raw = json.loads(transfer.get("group_legs") or "{}")
     return [str(c) for c in raw.get("legs", [])] if raw.get("attempt") == attempt else []
-
-
-def _destination(transfer: Mapping[str, str]) -> str:
-    numbers = json.loads(transfer.get("destinations") or "[]")
-    index = int(transfer.get("attempt") or 0)
-    return str(numbers[index]) if 0 <= index < len(numbers) else ""
 
 
 def sip_auth(settings: Settings) -> dict[str, str]:
@@ -283,7 +278,7 @@ class TelnyxProvider:
             rt.store.set_fields(tid, **{f"ended:{ccid}": reason})
             current = rt.store.get_transfer(tid) or dict(current)
             legs = group_legs(current, attempt)
-            count = len(_destination(current).split(GROUP_SEPARATOR))
+            count = len(current_destination(current).split(GROUP_SEPARATOR))
             ended = [current.get(f"ended:{c}", "") for c in legs]
             if len(legs) < count or not all(ended) or current.get("agent_call_sid"):
                 rt.store.note(tid, f"a group member not reached ({reason})")
@@ -377,7 +372,7 @@ class TelnyxProvider:
         attempt = transfer.get("attempt", "0")
         agent = transfer.get("agent_call_sid", "")
         if (kind == TelnyxKind.CALL_EVENT and params.get("attempt") == attempt
-                and GROUP_SEPARATOR in _destination(transfer) and ccid != agent):
+                and GROUP_SEPARATOR in current_destination(transfer) and ccid != agent):
             self._member_event(rt, transfer, params, task_id)
             return
         # The current leg: by its call_control_id, or by our client_state's attempt while

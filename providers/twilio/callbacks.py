@@ -9,7 +9,6 @@ is down (the answers then come from what our signed URL carries).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from providers.base import screening_key
+from providers.base import current_destination, screening_key
 from providers.twilio import markup
 from providers.twilio.markup import agent_label
 from shared.config import Settings
@@ -157,7 +156,7 @@ def _member_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
         _AGENT_FAILURES[status]
     rt.store.set_fields(tid, **{f"ended:{attempt}:{member}": reason})
     current = rt.store.get_transfer(tid) or dict(current)
-    count = len(markup_destination(current).split(GROUP_SEPARATOR))
+    count = len(current_destination(current).split(GROUP_SEPARATOR))
     ended = [current.get(f"ended:{attempt}:{k}", "") for k in range(count)]
     if current.get("agent_call_sid") or not all(ended):
         rt.store.note(tid, f"group member {int(member) + 1} not reached ({reason})")
@@ -165,13 +164,6 @@ def _member_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
     worst = next(r for r in _GROUP_OUTCOMES if r in ended or r == "failed")
     _not_reached(p, rt, current, worst, f"no member of the group took the call ({status})",
                  task_id, cause=Cause.of(params.get("SipResponseCode")))
-
-
-def markup_destination(transfer: Mapping[str, str]) -> str:
-    """The destination of the record's current attempt ("" when none)."""
-    numbers = json.loads(transfer.get("destinations") or "[]")
-    index = int(transfer.get("attempt") or 0)
-    return str(numbers[index]) if 0 <= index < len(numbers) else ""
 
 
 def _conference(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
