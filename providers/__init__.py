@@ -51,3 +51,14 @@ def warm_up() -> None:
     for spec in REGISTRY.values():
         if spec.warm_up is not None:
             spec.warm_up()
+
+
+def handoff_refusal(provider: str, handoff: str, policy: str) -> str | None:
+    """Why `provider`'s handoff `handoff` (e.g. "agent_first") cannot carry out `policy`
+    when the provider declares so (`"policy@handoff"` in its capabilities), else None: a
+    handoff declaring nothing carries out what the provider does."""
+    spec = REGISTRY.get(provider)
+    capability = spec.capabilities.get(f"{policy}@{handoff}") if spec else None
+    if capability is None:
+        return None
+    return spec.refusal(f"{policy}@{handoff}") if spec else None

@@ -9,6 +9,7 @@ exports `PROVIDER`, a `ProviderSpec`; `providers/__init__.py` lists them.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -103,6 +104,42 @@ def cached_client(key: tuple[str, ...], build: Callable[[], T]) -> T:
 def screening_key(transfer: Mapping[str, str]) -> str:
     """The key a screened human presses to take the call (the template's, default 1)."""
     return transfer.get("screening_key") or "1"
+
+
+def current_destination(transfer: Mapping[str, str]) -> str:
+    """The destination of the record's current attempt: a number, a SIP address, or a ring
+    group's members joined by "," ("" when there is none)."""
+    numbers = json.loads(transfer.get("destinations") or "[]")
+    index = int(transfer.get("attempt") or 0)
+    return str(numbers[index]) if 0 <= index < len(numbers) else ""
+
+
+def extension(transfer: Mapping[str, str], attempt: str | int | None = None) -> str:
+    """The digits destination `attempt` (default: the record's current one) wants once it
+    answers ("" for none)."""
+    extensions = json.loads(transfer.get("extensions") or "[]")
+    index = int(transfer.get("attempt") or 0) if attempt is None else int(attempt or 0)
+    return str(extensions[index]) if 0 <= index < len(extensions) else ""
+
+
+# The summary in X-Transfer-Summary, at most (a provider may cut it further to fit).
+MAX_SUMMARY_HEADER = 200
+
+
+def sip_headers(transfer: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The headers a SIP destination gets: the transfer's context (X-Transfer-Id, X-Lead-Id,
+    X-Transfer-Summary: what Vapi, Retell and Synthflow send) and the template's static
+    ones. Values are printable text without CR/LF (the summary's control characters were
+    replaced when the request was read; a lead id holds none)."""
+    headers = [("X-Transfer-Id", transfer["transfer_id"])]
+    if transfer.get("lead_id"):
+        headers.append(("X-Lead-Id", transfer["lead_id"]))
+    summary = " ".join((transfer.get("summary") or "").split())
+    if summary:
+        headers.append(("X-Transfer-Summary", summary[:MAX_SUMMARY_HEADER]))
+    for name, value in json.loads(transfer.get("sip_headers") or "[]"):
+        headers.append((str(name), str(value)))
+    return [(n, v) for n, v in headers if v.isprintable()]
 
 
 def key_prompt(transfer: Mapping[str, str]) -> str:

@@ -103,6 +103,8 @@ class SimCall:
     # decides the key a <Gather> hears).
     url: str | None = None
     fate: str = ""
+    # Twilio calls.create with Twiml instead: run on answer.
+    twiml: str | None = None
 
 
 @dataclass
@@ -512,6 +514,12 @@ class Sandbox:
                         call.answered_by = "machine_start" if fate.outcome == "machine" \
                             else "human"
                     self._call_event(call, "in-progress")
+                    if call.twiml:
+                        # calls.create with Twiml: "TwiML instructions for the call Twilio
+                        # will use without fetching Twiml from url" (SDK call/__init__.py).
+                        self.scheduler.at(0.01, lambda: self.run_twiml(
+                            call, _parse_twiml(call.twiml or "")))
+                        return
                     if call.url:
                         # calls.create without AsyncAmd: "blocks the execution of the call
                         # until Answering Machine Detection is completed" (SDK call/
@@ -586,6 +594,10 @@ class Sandbox:
                 return
             if verb.tag == "Say":
                 call.spoken.append(verb.text or "")
+            elif verb.tag == "Play" and verb.get("digits"):
+                # "The digits attribute lets you play DTMF tones during a call"
+                # (docs/voice/twiml/play); the next verb runs once they are played.
+                call.spoken.append(f"[dtmf {verb.get('digits')}]")
             elif verb.tag == "Gather":
                 call.spoken.extend(e.text or "" for e in verb if e.tag == "Say")
                 digits = self.keys.get(call.to, "1") if call.fate == "answer" else ""
@@ -711,6 +723,13 @@ class Sandbox:
         for model in self.models.values():
             model.register(app)
         return app
+
+
+def _parse_twiml(text: str) -> Any:
+    try:
+        return ET.fromstring(text)  # noqa: S314 - the service's TwiML, in tests
+    except ET.ParseError:
+        return None
 
 
 def _sid(prefix: str) -> str:

@@ -69,7 +69,8 @@ class TransferClient:
         try:
             req = parse_request(request, self.store.get_number,
                                 allowed_destinations=self.settings.transfer_allowed_destinations,
-                                home_country=self.settings.transfer_home_country)
+                                home_country=self.settings.transfer_home_country,
+                                allowed_sip_domains=self.settings.transfer_allowed_sip_domains)
         except RequestError as exc:
             log.info("transfer refused", extra={"error": exc.code.value,
                                                 "lead_id": _lead_of(request)})

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # The home country for the "" policy (ISO code, e.g. "US"); empty: the country of the
     # directory number named by the request's lead.outbound_number_id.
     transfer_home_country: str = ""
+    # The SIP hosts a destination may name ("pbx.example.com,*.example.net"); empty: no SIP
+    # destination is allowed.
+    transfer_allowed_sip_domains: str = ""
 
     # Bearer token for POST /transfers; the endpoint refuses everything while it is empty.
     api_token: str = ""

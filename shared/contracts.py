@@ -29,10 +29,13 @@ from shared.hours import InvalidHours, parse_hours
 from shared.phone import (
     InvalidNumber,
     destination_allowed,
+    is_sip,
     mask,
     mask_in_text,
     normalize_e164,
+    normalize_sip,
     region_of,
+    sip_allowed,
 )
 
 MAX_DESTINATIONS = 5
@@ -233,6 +236,8 @@ class TransferRequest(BaseModel):
     fallback_on: tuple[str, ...] = FALLBACK_REASONS
     # Per destination: the digits sent once it answers ("" for none).
     extensions: tuple[str, ...] = ()
+    # The template's static headers for SIP destinations (name, value).
+    sip_headers: tuple[tuple[str, str], ...] = ()
     # How the human is reached: the provider's default handoff, or "agent_first" (the
     # human is reached, briefed and screened while the AI keeps the customer; Plivo).
     handoff: Literal["default", "agent_first"] = "default"
@@ -254,7 +259,8 @@ PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 # The policies a provider declares it carries out or not (providers/<name>/capabilities.py).
 POLICIES: tuple[str, ...] = ("voicemail_detection", "screening", "caller_id_customer",
                              "hold_audio_url", "ring_timeout_per_destination", "fallback_on",
-                             "extension", "handoff_agent_first")
+                             "extension", "handoff_agent_first", "sip_destination",
+                             "ring_group", "ring_group_screening")
 # The policies a provider's agent-first handoff carries out by itself (on Plivo: the Call
 # API's machine_detection and our <GetDigits>): accepted whenever the provider accepted
 # `handoff: "agent_first"`, whatever its default handoff declares.
@@ -268,6 +274,9 @@ _POLICY_LABELS: dict[str, str] = {
     "fallback_on": "a fallback_on narrower than every unreached outcome",
     "extension": "a destination's extension",
     "handoff_agent_first": "handoff 'agent_first'",
+    "sip_destination": "a SIP destination",
+    "ring_group": "a ring group",
+    "ring_group_screening": "screening with a ring group",
 }
 
 
@@ -304,6 +313,8 @@ class _Context:
     now: datetime
     home_country: str
     allowed_destinations: str
+    # The SIP hosts a destination may name (TRANSFER_ALLOWED_SIP_DOMAINS; none by default).
+    allowed_sip_domains: str
     # The request's provider (None when it names none we know: refused for that first) and
     # the customer's number: the policies in the template are checked against them.
     provider: str | None
@@ -368,14 +379,46 @@ def _capable(rank: float, policy: str, info: ValidationInfo) -> None:
         raise _refusal(rank, ErrorCode.UNSUPPORTED_POLICY, refusal)
 
 
+def _capable_in_handoff(rank: float, policy: str, info: ValidationInfo) -> None:
+    """A destination policy under a handoff other than the default: refused where the
+    provider declares that handoff does not carry it out (`policy@handoff`)."""
+    ctx = _context(info)
+    handoff = info.data.get("handoff", "default")
+    if ctx is None or not ctx.provider or handoff == "default":
+        return
+    import providers  # here: the registry imports the store, which imports this module
+
+    why = providers.handoff_refusal(ctx.provider, handoff, policy)
+    if why is not None:
+        raise _refusal(rank, ErrorCode.UNSUPPORTED_POLICY,
+                       f"{_POLICY_LABELS.get(policy, policy)} is not available on "
+                       f"{ctx.provider} with handoff '{handoff}'" + (f" ({why})" if why else ""))
+
+
 def _flag(rank: int, name: str) -> Callable[[Any, ValidationInfo], bool]:
     def check(value: Any, info: ValidationInfo) -> bool:
         if not isinstance(value, bool):
             raise _refusal(rank, ErrorCode.INVALID_POLICY, f"{name} must be true or false")
         if value:
             _capable(rank + 1, name, info)
+            dests = info.data.get("transfer_numbers")
+            if name == "screening" and isinstance(dests, _Destinations) and any(
+                    GROUP_SEPARATOR in n for n in dests.numbers):
+                _capable(rank + 1.5, "ring_group_screening", info)
         return value
     return check
+
+
+def _detection(value: Any, info: ValidationInfo) -> bool:
+    on = _flag(70, "voicemail_detection")(value, info)
+    dests = info.data.get("transfer_numbers")
+    if on and isinstance(dests, _Destinations) and any(dests.extensions):
+        # Whoever answers first (the switchboard, before its extension is dialed) is what
+        # detection would judge; and Twilio ignores MachineDetection with SendDigits.
+        raise _refusal(71.5, ErrorCode.UNSUPPORTED_POLICY, "voicemail_detection is not "
+                       "available with a destination's extension (detection would judge the "
+                       "switchboard that answers before the extension is dialed)")
+    return on
 
 
 def _handoff(value: Any, info: ValidationInfo) -> str:
@@ -450,12 +493,76 @@ def _extension(value: Any) -> str:
     return value
 
 
+def _address(raw: Any) -> str:
+    """A destination: an E.164 number, or a SIP address (sip:user@host)."""
+    return normalize_sip(raw) if is_sip(raw) else normalize_e164(raw)
+
+
+# Headers we send to a SIP destination ourselves (providers.base.sip_headers); a template
+# adds static ones, named X- and letters, digits or hyphens ("Header names should generally
+# contain letters, numbers, and hyphens", twilio.com/docs/api/errors/13252; a subset of
+# RFC 3261's token, so safe in a URI), never X-Twilio (dropped: docs/api/errors/32113).
+SIP_CONTEXT_HEADERS = ("X-Transfer-Id", "X-Lead-Id", "X-Transfer-Summary")
+_SIP_HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,40}$")
+MAX_SIP_HEADERS = 5
+MAX_SIP_HEADER_VALUE = 100
+
+
+def _sip_headers(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    bad = _refusal(79.9, ErrorCode.INVALID_POLICY, (
+        f"sip_headers must map up to {MAX_SIP_HEADERS} header names (X- and letters, "
+        f"digits or -, not X-Twilio, not one of ours) to text of up to "
+        f"{MAX_SIP_HEADER_VALUE} printable characters"))
+    if not isinstance(value, Mapping) or len(value) > MAX_SIP_HEADERS:
+        raise bad
+    ours = {h.lower() for h in SIP_CONTEXT_HEADERS}
+    out: list[tuple[str, str]] = []
+    for name, text in value.items():
+        if not (isinstance(name, str) and _SIP_HEADER_NAME.match(name)
+                and not name.lower().startswith("x-twilio") and name.lower() not in ours
+                and isinstance(text, str) and 0 < len(text) <= MAX_SIP_HEADER_VALUE
+                and text.isprintable()):
+            raise bad
+        out.append((name, text))
+    return tuple(out)
+
+
 def _item_number(item: Any) -> Any:
-    """A transfer_numbers item: the number, or {"number": ..., "ring_timeout": ...}."""
-    return item.get("number") if isinstance(item, Mapping) else item
+    """A transfer_numbers item: the number, {"number": ..., "ring_timeout": ...}, or a ring
+    group's members {"group": [...]}."""
+    if isinstance(item, Mapping):
+        return item.get("group") if "group" in item and "number" not in item \
+            else item.get("number")
+    return item
 
 
-_NUMBER = {"type": "string", "description": "E.164, with its + (spaces and dashes allowed)"}
+# A ring group: its members rung at once, the first to answer (and accept) takes the call.
+# Twilio's <Dial> rings "up to ten <Number> nouns" at once (docs/voice/twiml/number).
+MAX_GROUP = 10
+GROUP_SEPARATOR = ","
+
+
+def _group_address(raw: Any) -> str:
+    """A ring group's members, normalised, as one destination ("+1...,+1...")."""
+    if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_GROUP:
+        raise InvalidNumber(f"a group lists 2 to {MAX_GROUP} numbers")
+    members = [_address(m) for m in raw]
+    if len(set(members)) != len(members):
+        raise InvalidNumber("a group lists each number once")
+    return GROUP_SEPARATOR.join(members)
+
+
+def _destination(item: Any) -> str:
+    if isinstance(item, Mapping) and "group" in item and "number" not in item:
+        return _group_address(item["group"])
+    return _address(_item_number(item))
+
+
+_NUMBER = {"type": "string", "description": (
+    "E.164, with its + (spaces and dashes allowed), or a SIP address sip:user@host[:port] "
+    "(where the provider dials SIP and the host is in TRANSFER_ALLOWED_SIP_DOMAINS)")}
 _RING = Annotated[int | None, BeforeValidator(_seconds(42, "ring_timeout", 5, 120)),
                   WithJsonSchema({"type": "integer", "minimum": 5, "maximum": 120})]
 
@@ -473,6 +580,17 @@ class Destination(BaseModel):
         "description": "DTMF sent once the destination answers; w waits half a second"})] = None
 
 
+class Group(BaseModel):
+    """A ring group: numbers rung at once; the first to answer takes the call."""
+
+    model_config = ConfigDict(extra="allow")
+
+    group: Annotated[Any, WithJsonSchema({"type": "array", "items": _NUMBER, "minItems": 2,
+                                          "maxItems": MAX_GROUP, "uniqueItems": True})]
+    ring_timeout: Annotated[int | None, WithJsonSchema(
+        {"type": "integer", "minimum": 5, "maximum": 120})] = None
+
+
 class _Destinations(BaseModel):
     """The destinations a template names, normalised (not part of the wire form)."""
 
@@ -488,20 +606,22 @@ class Configurations(BaseModel):
 
     transfer_number: Annotated[Any, WithJsonSchema(_NUMBER)] = None
     ring_timeout: _RING = None
+    # Before the policies it carries out and the destinations (fields validate in order:
+    # they read it; its own checks rank 69, after theirs).
+    handoff: Annotated[Literal["default", "agent_first"], BeforeValidator(_handoff)] = \
+        "default"
     # Checked with transfer_number (fields validate in order; it sees the two above).
     # Fallback destinations, tried in order (transfer_number first); the validator below
     # replaces the type's own (which only describes the items).
-    transfer_numbers: Annotated[list[Annotated[str, WithJsonSchema(_NUMBER)] | Destination]
+    transfer_numbers: Annotated[list[Annotated[str, WithJsonSchema(_NUMBER)] | Destination
+                                     | Group]
                                 | None, Field(min_length=1, max_length=MAX_DESTINATIONS)] = \
         Field(None, validate_default=True)
     hours: Annotated[Any, WithJsonSchema({"type": "object", "properties": {
         "timezone": {"type": "string"}, "weekly": {"type": "object", "additionalProperties": {
             "type": "array", "items": {"type": "string", "pattern": r"^\d\d:\d\d-\d\d:\d\d$"}}}},
         "required": ["timezone", "weekly"]})] = None
-    # Before the policies it carries out (fields validate in order: they read it).
-    handoff: Annotated[Literal["default", "agent_first"], BeforeValidator(_handoff)] = \
-        "default"
-    voicemail_detection: Annotated[bool, BeforeValidator(_flag(70, "voicemail_detection"))] = False
+    voicemail_detection: Annotated[bool, BeforeValidator(_detection)] = False
     screening: Annotated[bool, BeforeValidator(_flag(72, "screening"))] = False
     screening_key: Annotated[str, BeforeValidator(_screening_key), WithJsonSchema(
         {"type": "string", "pattern": r"^[0-9*#]$"})] = "1"
@@ -519,6 +639,14 @@ class Configurations(BaseModel):
         "type": "array", "items": {"enum": list(FALLBACK_REASONS)}, "uniqueItems": True})] = \
         Field(None, validate_default=True)
     summary: Annotated[Any, WithJsonSchema({"type": "string"})] = None
+    # Static headers sent to SIP destinations, beside ours (SIP_CONTEXT_HEADERS).
+    sip_headers: Annotated[tuple[tuple[str, str], ...], BeforeValidator(_sip_headers),
+                           WithJsonSchema({"type": "object", "maxProperties": MAX_SIP_HEADERS,
+                                           "propertyNames": {
+                                               "pattern": _SIP_HEADER_NAME.pattern},
+                                           "additionalProperties": {
+                                               "type": "string",
+                                               "maxLength": MAX_SIP_HEADER_VALUE}})] = ()
 
     @field_validator("transfer_numbers", mode="wrap")
     @classmethod
@@ -544,9 +672,16 @@ class Configurations(BaseModel):
             return None  # refused for its ring_timeout, the earlier check
         items = raw_list or [raw_number]
         try:
-            numbers = tuple(normalize_e164(_item_number(n)) for n in items)
+            numbers = tuple(_destination(n) for n in items)
         except InvalidNumber as exc:
             raise _refusal(43, ErrorCode.INVALID_TRANSFER_NUMBER, str(exc)) from None
+        groups = [GROUP_SEPARATOR in n for n in numbers]
+        if any(groups):
+            _capable(46.2, "ring_group", info)
+            _capable_in_handoff(46.3, "ring_group", info)
+        if any(is_sip(m) for n in numbers for m in n.split(GROUP_SEPARATOR)):
+            _capable(46.7, "sip_destination", info)
+            _capable_in_handoff(46.8, "sip_destination", info)
         ring = _seconds(44, "transfer_numbers[].ring_timeout", 5, 120)
         rings = tuple(ring(n.get("ring_timeout")) if isinstance(n, Mapping) else None
                       for n in items)
@@ -554,8 +689,11 @@ class Configurations(BaseModel):
             _capable(45, "ring_timeout_per_destination", info)
         extensions = tuple(_extension(n.get("extension")) if isinstance(n, Mapping) else ""
                            for n in items)
+        if any(e and group for e, group in zip(extensions, groups, strict=True)):
+            raise _refusal(46, ErrorCode.INVALID_POLICY, "a group takes no extension")
         if any(extensions):
             _capable(46.5, "extension", info)
+            _capable_in_handoff(46.6, "extension", info)
         return _Destinations(numbers=numbers, ring_timeouts=rings,
                              extensions=extensions if any(extensions) else ())
 
@@ -680,13 +818,15 @@ def parse_request(
     allowed_destinations: str = "",
     home_country: str = "",
     now: datetime | None = None,
+    allowed_sip_domains: str = "",
 ) -> TransferRequest:
     """Validate a raw request dict (the wire contract) into a TransferRequest.
 
     `resolve_outbound_number` maps `lead.outbound_number_id` to an E.164 number (the number
     directory); `allowed_destinations` is the toll-fraud policy (see
     shared.phone.destination_allowed), whose home country is `home_country` (a setting) or
-    else the directory number's country: never a number the request carries. `transfer_id`
+    else the directory number's country: never a number the request carries;
+    `allowed_sip_domains` the SIP hosts a destination may name. `transfer_id`
     is ours to give (a new one when None); a request's own "transfer_id" is ignored. Raises
     RequestError with a stable code.
     """
@@ -700,7 +840,7 @@ def parse_request(
         provider = None
     lead = raw.get("lead")
     ctx = _Context(resolve_outbound_number, now or datetime.now(UTC), home_country,
-                   allowed_destinations, provider,
+                   allowed_destinations, allowed_sip_domains, provider,
                    lead.get("phone_number") if isinstance(lead, Mapping) else None)
     try:
         body = TransferRequestBody.model_validate(dict(raw), context={"request": ctx})
@@ -720,8 +860,12 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
     home: str | None = ctx.home_country.strip().upper() or None
     if home is None and body.lead.outbound_number_id is not None:
         home = region_of(ctx.resolve(body.lead.outbound_number_id) or "")
-    for number in dests.numbers:
-        if not destination_allowed(number, home, ctx.allowed_destinations):
+    for number in (m for n in dests.numbers for m in n.split(GROUP_SEPARATOR)):
+        if is_sip(number):
+            if not sip_allowed(number, ctx.allowed_sip_domains):
+                raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
+                                   f"{mask(number)}: SIP host not in the allowed SIP domains")
+        elif not destination_allowed(number, home, ctx.allowed_destinations):
             raise RequestError(ErrorCode.DESTINATION_NOT_ALLOWED,
                                f"{mask(number)} is outside the allowed destinations")
 
@@ -752,6 +896,8 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
         hold_audio=config.hold_audio,
         fallback_on=config.fallback_on,
         extensions=dests.extensions,
+        sip_headers=config.sip_headers if any(
+            is_sip(m) for n in dests.numbers for m in n.split(GROUP_SEPARATOR)) else (),
         handoff=config.handoff,
     )
 
@@ -817,6 +963,8 @@ class Attempt(BaseModel):
     # name or code (e.g. 486 / "user_busy"); see the README's table of causes.
     sip_code: int | None = None
     provider_cause: str | None = None
+    # A ring group that took the call: which member answered (its index in the group).
+    member: int | None = None
 
 
 class TransferEvent(BaseModel):
@@ -840,6 +988,9 @@ class TransferEvent(BaseModel):
     # transfer numbers) and every destination tried, in order, with how each ended
     # (numbers masked).
     destination_index: int | None = None
+    # transfer.succeeded to a ring group: which of its members answered (index in the
+    # group; null where the provider did not say).
+    destination_member: int | None = None
     attempts: list[Attempt] | None = None
     # transfer.failed: the provider's cause of the outcome that ended it, where it gives one.
     sip_code: int | None = None
@@ -852,10 +1003,12 @@ class TransferEvent(BaseModel):
     @classmethod
     def succeeded(cls, *, lead_id: str, transfer_id: str, provider: str, call_id: str,
                   destination_index: int | None = None,
-                  attempts: list[Attempt] | None = None) -> TransferEvent:
+                  attempts: list[Attempt] | None = None,
+                  destination_member: int | None = None) -> TransferEvent:
         return cls(type=EventType.SUCCEEDED, lead_id=lead_id, transfer_id=transfer_id,
                    provider=provider, call_id=call_id, action=Action.END_CONVERSATION,
-                   destination_index=destination_index, attempts=attempts)
+                   destination_index=destination_index, attempts=attempts,
+                   destination_member=destination_member)
 
     @classmethod
     def failed(cls, *, lead_id: str, transfer_id: str | None, provider: str,

@@ -42,6 +42,47 @@ class InvalidNumber(ValueError):
     pass
 
 
+# A SIP destination: sip:user@host[:port], nothing else (no URI parameters or headers: the
+# headers we send are ours, see providers.base.sip_headers). Twilio takes "a valid SIP URI
+# under 255 characters" (docs/voice/api/sip-making-calls).
+_SIP_URI = re.compile(
+    r"^sip:(?P<user>[A-Za-z0-9._~+-]{1,64})@"
+    r"(?P<host>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
+    r"(?::(?P<port>[0-9]{1,5}))?$")
+
+
+def is_sip(address: str | None) -> bool:
+    """Whether a destination is a SIP address (sip:...) rather than a phone number."""
+    return isinstance(address, str) and address.strip().lower().startswith("sip:")
+
+
+def normalize_sip(raw: str) -> str:
+    """sip:user@host[:port] with the scheme and host in lower case, or InvalidNumber."""
+    text = raw.strip()
+    candidate = "sip:" + text[4:] if text.lower().startswith("sip:") else text
+    match = _SIP_URI.match(candidate)
+    if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
+        raise InvalidNumber("a SIP destination must be sip:user@host (a host name, an "
+                            "optional :port, no parameters or headers)")
+    port = f":{match['port']}" if match["port"] else ""
+    return f"sip:{match['user']}@{match['host'].lower()}{port}"
+
+
+def sip_host(uri: str) -> str:
+    return uri.split("@", 1)[1].split(":", 1)[0]
+
+
+def sip_allowed(uri: str, domains: str) -> bool:
+    """The toll-fraud guard for SIP: only hosts the operator names
+    (TRANSFER_ALLOWED_SIP_DOMAINS: "pbx.example.com,*.example.net"; "*." also allows every
+    subdomain). None by default: a request cannot send a call to any SIP host."""
+    host = sip_host(uri)
+    for item in (d.strip().lower() for d in domains.split(",")):
+        if item and (host == item or (item.startswith("*.") and host.endswith(item[1:]))):
+            return True
+    return False
+
+
 def normalize_e164(raw: str) -> str:
     """Return the number in E.164, or raise InvalidNumber.
 
@@ -114,9 +155,15 @@ def _luhn_valid(digits: str) -> bool:
 
 
 def mask(number: str | None) -> str:
-    """Mask a phone number for logs: keep the country prefix and the last two digits."""
+    """Mask a phone number for logs: keep the country prefix and the last two digits (a
+    SIP address: its first character and the host)."""
     if not number:
         return ""
+    if "," in number:  # a ring group's members
+        return ",".join(mask(m) for m in number.split(","))
+    if is_sip(number) and "@" in number:
+        user, host = number.strip()[4:].split("@", 1)
+        return f"sip:{user[:1]}***@{host}"
     digits = re.sub(r"\D", "", number)
     if len(digits) < 5:
         return "*" * len(digits)

@@ -394,6 +394,8 @@ class Store:
             # only a non-default handoff is recorded (the record stays as it was).
             extra={**({"extensions": json.dumps(list(req.extensions))}
                       if any(req.extensions) else {}),
+                   **({"sip_headers": json.dumps([list(h) for h in req.sip_headers])}
+                      if req.sip_headers else {}),
                    **({"handoff": req.handoff} if req.handoff != "default" else {})}
             ).to_hash()
         # The state is set by the script, with the claim (see _BEGIN).

@@ -40,9 +40,11 @@ def _settings() -> Settings:
     broker = settings.celery_broker_url if os.environ.get("CELERY_BROKER_URL") \
         else running.celery_broker_url
     home = settings.transfer_home_country or running.transfer_home_country
+    sip = settings.transfer_allowed_sip_domains or running.transfer_allowed_sip_domains
     return settings.model_copy(update={"redis_url": running.redis_url,
                                        "celery_broker_url": broker,
-                                       "transfer_home_country": home})
+                                       "transfer_home_country": home,
+                                       "transfer_allowed_sip_domains": sip})
 
 
 def _store() -> Store:

@@ -74,6 +74,8 @@ class RunningStack:
     # The toll-fraud guard's home country the stack runs with (requests are checked
     # client-side too, so a `request` against the stack needs the same).
     transfer_home_country: str = ""
+    # And the SIP hosts it allows (the sandbox's SIP endpoints).
+    transfer_allowed_sip_domains: str = ""
 
 
 def state_path(port: int) -> Path:
@@ -95,7 +97,8 @@ def write_up_state(stack: Stack, port: int) -> Path:
         demo_env={name: env.get(name, "") for script in _scripts().values()
                   for name in script.settings} if stack.sandbox_url else {},
         agent_event_queue=env.get("AGENT_EVENT_QUEUE") or "agent_events",
-        transfer_home_country=env.get("TRANSFER_HOME_COUNTRY", ""))
+        transfer_home_country=env.get("TRANSFER_HOME_COUNTRY", ""),
+        transfer_allowed_sip_domains=env.get("TRANSFER_ALLOWED_SIP_DOMAINS", ""))
     path = state_path(port)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     # Owner-only: it names the Redis URL (which may carry a password).
@@ -250,7 +253,8 @@ def _settings_of(running: RunningStack) -> Settings:
     return Settings(redis_url=running.redis_url, celery_broker_url=running.celery_broker_url,
                     public_base_url=running.public_base_url,
                     agent_event_queue=running.agent_event_queue,
-                    transfer_home_country=running.transfer_home_country)
+                    transfer_home_country=running.transfer_home_country,
+                    transfer_allowed_sip_domains=running.transfer_allowed_sip_domains)
 
 
 def _run(settings: Settings, env: Mapping[str, str], public_base_url: str, sandbox_url: str,
@@ -275,9 +279,7 @@ def _run(settings: Settings, env: Mapping[str, str], public_base_url: str, sandb
     for i, (provider, fates, policies, what) in chosen:
         # No long digit runs: the logs and the console would mask them as phone numbers.
         lead = f"demo-{provider}-{i}-{uuid.uuid4().hex[:6]}"
-        agents = [f"+1415555{100 + 10 * i + k:04d}" for k in range(len(fates))]
-        for agent, fate in zip(agents, fates, strict=True):
-            sandbox.set_fate(agent, fate)
+        agents = _destinations(sandbox, i, fates)
         status_url = (f"{public_base_url}/{provider}/{scripts[provider].status_path}"
                       f"?lead_id={lead}")
         flow: dict[str, Any] = {}
@@ -309,6 +311,31 @@ def _run(settings: Settings, env: Mapping[str, str], public_base_url: str, sandb
     return 0 if all(o not in ("no outcome", "refused") for _, _, o in results) else 1
 
 
+# A scenario's destination: a fate ("answer-after:1"), a ring group's fates joined by "|"
+# (its members rung at once), or "sip:" and a fate (a SIP address at the sandbox's host).
+SIP_HOST = "pbx.example.com"
+
+
+def _destinations(sandbox: SandboxControl, i: int, fates: list[str]) -> list[Any]:
+    """The template's transfer_numbers for scenario `i`, their fates set in the sandbox."""
+    out: list[Any] = []
+    numbers = iter(f"+1415555{100 + 10 * i + k:04d}" for k in range(10))
+    for k, fate in enumerate(fates):
+        if fate.startswith("sip:"):
+            address = f"sip:demo-{i}-{k}@{SIP_HOST}"
+            sandbox.set_fate(address, fate.removeprefix("sip:"))
+            out.append(address)
+        elif "|" in fate:
+            members = [next(numbers) for _ in fate.split("|")]
+            for member, member_fate in zip(members, fate.split("|"), strict=True):
+                sandbox.set_fate(member, member_fate)
+            out.append({"group": members})
+        else:
+            out.append(next(numbers))
+            sandbox.set_fate(out[-1], fate)
+    return out
+
+
 def _follow(store: Store, reader: EventReader, transfer_id: str, timeout: float = 20.0) -> str:
     shown_timeline = shown_events = 0
     started = time.monotonic()
@@ -326,8 +353,10 @@ def _follow(store: Store, reader: EventReader, transfer_id: str, timeout: float 
         shown_events = len(events)
         for event in events:
             if event["type"] in ("transfer.succeeded", "transfer.failed"):
-                tried = ", ".join(f"{a['number']} {a['outcome']}"
-                                  for a in event.get("attempts") or [])
+                tried = ", ".join(
+                    f"{a['number']} {a['outcome']}"
+                    + (f" (member {a['member'] + 1})" if a.get("member") is not None else "")
+                    for a in event.get("attempts") or [])
                 if tried:
                     print(f"   destinations tried: {tried}", flush=True)
                 return f"{event['type']} {event.get('reason') or ''}".strip()

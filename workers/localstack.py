@@ -146,7 +146,10 @@ def sandbox_env(sandbox: Sandbox, url: str) -> dict[str, str]:
     return {**sandbox.env(url),
             # The toll-fraud guard's home country, where nothing else names one: the
             # sandbox's own numbers are fictional US ones (`request --outbound-number` works).
-            "TRANSFER_HOME_COUNTRY": os.environ.get("TRANSFER_HOME_COUNTRY") or "US"}
+            "TRANSFER_HOME_COUNTRY": os.environ.get("TRANSFER_HOME_COUNTRY") or "US",
+            # The sandbox answers SIP destinations at this host (the demo's).
+            "TRANSFER_ALLOWED_SIP_DOMAINS": os.environ.get("TRANSFER_ALLOWED_SIP_DOMAINS")
+            or "pbx.example.com"}
 
 
 def redis_reachable(url: str) -> bool:

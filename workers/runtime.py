@@ -70,11 +70,17 @@ class Runtime:
     def succeed(self, transfer: Mapping[str, str], note: str, *,
                 from_states: tuple[State, ...]) -> bool:
         index, attempts = self.attempts(transfer["transfer_id"], "answered")
+        # A ring group's member that answered, where the provider said (record "member").
+        raw = (self.store.get_transfer(transfer["transfer_id"]) or {}).get("member", "")
+        member = int(raw) if raw.isdigit() else None
+        if member is not None and attempts:
+            attempts[-1] = attempts[-1].model_copy(update={"member": member})
         event = TransferEvent.succeeded(lead_id=transfer["lead_id"],
                                         transfer_id=transfer["transfer_id"],
                                         provider=transfer["provider"],
                                         call_id=transfer["call_id"], destination_index=index,
-                                        attempts=attempts or None)
+                                        attempts=attempts or None,
+                                        destination_member=member)
         return self._finish(transfer, State.SUCCEEDED, note, event, from_states)
 
     def fail(self, transfer: Mapping[str, str], reason: str, note: str, *,

@@ -86,7 +86,8 @@ def parse_message(rt: Runtime, request: Any, transfer_id: str) -> TransferReques
     accepted_at = datetime.fromtimestamp(float(started), UTC) if started else None
     return parse_request(request, rt.store.get_number, transfer_id=transfer_id,
                          allowed_destinations=rt.settings.transfer_allowed_destinations,
-                         home_country=rt.settings.transfer_home_country, now=accepted_at)
+                         home_country=rt.settings.transfer_home_country, now=accepted_at,
+                         allowed_sip_domains=rt.settings.transfer_allowed_sip_domains)
 
 
 @app.task(name=TASK_REQUEST, bind=True)

@@ -20,6 +20,9 @@ CAPABILITIES: Mapping[str, Capability] = {
     "extension": Refused("not built"),
     # The flow's Connect applet is the handoff; there is no other.
     "handoff_agent_first": Refused(""),
+    "sip_destination": Refused("its Connect applet dials phone numbers only"),
+    "ring_group": Refused("its Connect applet rings a list in order"),
+    "ring_group_screening": Refused(""),
 }
 
 # Conformance cases (tests/conformance) Exotel's flow cannot show, and why.

@@ -22,7 +22,9 @@ from providers.plivo.markup import (
     whisper_xml,
 )
 from shared.config import Settings
+from shared.contracts import GROUP_SEPARATOR
 from shared.model import TERMINAL_STATES, CallbackKind, Cause, State
+from shared.phone import from_provider
 from shared.store import Store
 
 if TYPE_CHECKING:
@@ -130,6 +132,8 @@ def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], 
                 from_states=pending)
     elif kind == CallbackKind.DIAL_CALLBACK:
         event = params.get("Event") or params.get("DialAction", "")
+        if event in ("DialAnswer", "answer"):
+            _member_answered(rt, transfer, params)
         if event not in ("DialAnswer", "answer"):
             rt.store.note(tid, f"dial {event}")
         elif transfer.get("screening"):
@@ -149,6 +153,20 @@ def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], 
         else:
             rt.fail(transfer, failure_reason(current, status),
                     f"dial ended {status}; customer sent back", from_states=pending)
+
+
+def _member_answered(rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str]
+                     ) -> None:
+    """A ring group's member that picked up: by the B leg's number (DialBLegTo, sent by
+    Plivo-compatible servers and integrations; the dial callback table is not readable in
+    Plivo's docs). Without it the event names no member. The first pick-up recorded is
+    the one (Plivo connects the first and hangs up the rest, xml/dial/number)."""
+    members = destination(transfer).split(GROUP_SEPARATOR)
+    if len(members) < 2 or params.get("attempt", "0") != transfer.get("attempt", "0"):
+        return
+    to = from_provider(params.get("DialBLegTo", ""), None)
+    if to in members and not transfer.get("member"):
+        rt.store.set_fields(transfer["transfer_id"], member=str(members.index(to)))
 
 
 def _picked_up(rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str]

@@ -21,4 +21,16 @@ CAPABILITIES: Mapping[str, Capability] = {
     "ring_timeout_per_destination": Supported("each Dial's timeout"),
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
     "extension": Supported("the Number's sendDigits"),
+    # What the agent-first handoff (agent_first.py) does not carry out.
+    "extension@agent_first": Refused("not built for agent first; the default handoff "
+                                     "sends it (the Number's sendDigits)"),
+    "sip_destination": Supported("a <User> in the Dial, our headers as its sipHeaders"),
+    "sip_destination@agent_first": Refused("not built for agent first; the default "
+                                           "handoff dials it (a <User>)"),
+    "ring_group": Supported("several <Number>s in one Dial, rung at once; the first to "
+                            "answer is connected and the rest hung up"),
+    "ring_group@agent_first": Refused("not built for agent first; the default handoff "
+                                      "rings a group (one Dial)"),
+    "ring_group_screening": Supported("the Dial's confirmKey: \"the phone that confirms the "
+                                      "key correctly is bridged and all others fail\""),
 }

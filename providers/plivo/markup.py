@@ -16,8 +16,10 @@ from xml.sax.saxutils import escape, quoteattr
 
 from plivo import plivoxml
 
-from providers.base import callback_url, key_prompt, screening_key
+from providers.base import callback_url, key_prompt, screening_key, sip_headers
 from shared.config import Settings
+from shared.contracts import GROUP_SEPARATOR
+from shared.phone import is_sip
 from shared.store import ring_timeout
 
 DIAL_UP_PATH = "/plivo/dial-up"
@@ -34,7 +36,7 @@ APOLOGY = "Sorry, we could not connect you to an agent right now. Please call ag
 # briefing while Redis is down) and never anything secret.
 CONTEXT_FIELDS = ("destinations", "attempt", "outbound_number", "caller_number",
                   "ring_timeouts", "screening", "screening_key", "screening_timeout",
-                  "hold_audio", "confirm_timeout", "briefing", "extensions")
+                  "hold_audio", "confirm_timeout", "briefing", "extensions", "sip_headers")
 
 
 @lru_cache(maxsize=8)
@@ -56,6 +58,8 @@ def dial_context(transfer: Mapping[str, str]) -> dict[str, str]:
     ctx = {k: str(transfer[k]) for k in CONTEXT_FIELDS if transfer.get(k)}
     if ctx.get("attempt") == "0":
         del ctx["attempt"]  # the defaults, left out to keep the URLs short
+    if "sip:" in ctx.get("destinations", "") and transfer.get("lead_id"):
+        ctx["lead_id"] = str(transfer["lead_id"])  # X-Lead-Id of a SIP destination
     if ctx.get("ring_timeouts") in ("[]", "[0]"):
         del ctx["ring_timeouts"]
     if not ctx.get("screening"):
@@ -210,8 +214,36 @@ def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) ->
     # ... Each w character tells the Plivo API to wait 0.5 seconds" (xml/dial/number).
     digits = _extension(transfer)
     number_attrs = f" sendDigits={quoteattr(digits)}" if digits else ""
-    return (f"<Response><Dial {dial}><Number{number_attrs}>{escape(number)}</Number>"
-            "</Dial></Response>")
+    # A ring group: "You can use multiple Number elements within a Dial element to
+    # simultaneously call multiple numbers. The first call to pick up is connected to the
+    # current call and the rest are hung up" (xml/dial/number; the same for User).
+    targets = []
+    for member in number.split(GROUP_SEPARATOR):
+        if is_sip(member):
+            # "You can use the User element to specify a SIP endpoint (user) to dial", with
+            # sendDigits and sipHeaders (plivo.com/docs/voice/xml/dial/user).
+            headers = plivo_sip_headers(transfer)
+            attrs_ = number_attrs + (f" sipHeaders={quoteattr(headers)}" if headers else "")
+            targets.append(f"<User{attrs_}>{escape(member)}</User>")
+        else:
+            targets.append(f"<Number{number_attrs}>{escape(member)}</Number>")
+    return f"<Response><Dial {dial}>{''.join(targets)}</Dial></Response>"
+
+
+def plivo_sip_headers(transfer: Mapping[str, str]) -> str:
+    """sipHeaders: "head1=val1,head2=val2 ... always prefixed with X-PH-"; names letters
+    and digits only, values letters, digits and '%' "so that you can encode this value in
+    a URL" (plivo.com/docs/voice/guides/pass-custom-headers; the User page lists no '%':
+    then only the alphanumeric values would pass). So X-Transfer-Summary arrives as
+    X-PH-TransferSummary, every other character of a value percent-encoded (UTF-8)."""
+    items = []
+    for name, value in sip_headers(transfer):
+        key = re.sub(r"[^A-Za-z0-9]", "", name.removeprefix("X-"))
+        encoded = "".join(c if c.isascii() and c.isalnum() else
+                          "".join(f"%{b:02X}" for b in c.encode()) for c in value)
+        if key:
+            items.append(f"{key}={encoded}")
+    return ",".join(items)
 
 
 def _extension(transfer: Mapping[str, str]) -> str:

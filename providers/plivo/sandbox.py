@@ -20,7 +20,7 @@ import requests
 from flask import Flask, Response, jsonify, request
 from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 
-from sandbox.core import DemoScript
+from sandbox.core import DemoScript, Fate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -330,17 +330,31 @@ class PlivoSim:
     def dial(self, call: SimCall, element: ET.Element) -> None:
         from sandbox.core import SimCall
 
-        number_el = element.find("Number")
-        number = (number_el.text or "").strip() if number_el is not None else ""
+        # Several Numbers (or Users) in one Dial ring at once: "The first call to pick up is
+        # connected to the current call and the rest are hung up" (xml/dial/number, and
+        # xml/dial/user for SIP endpoints).
+        targets = [el for el in element if el.tag in ("Number", "User")]
         # timeout: "the amount of time ... the called party has to answer" (xml/dial).
         timeout = float(element.get("timeout", "30"))
+        legs: list[tuple[SimCall, Fate]] = []
         with self.sb.lock:
-            bleg = SimCall(str(uuid.uuid4()), number, element.get("callerId", call.from_),
-                           "ringing", provider="plivo-bleg")
-            self.sb.calls[bleg.sid] = bleg
+            for target in targets:
+                to = (target.text or "").strip()
+                leg = SimCall(str(uuid.uuid4()), to, element.get("callerId", call.from_),
+                              "ringing", provider="plivo-bleg")
+                if target.tag == "User":
+                    # "You can use the User element to specify a SIP endpoint (user) to
+                    # dial" (xml/dial/user).
+                    leg.flow["sip_headers"] = _sip_headers(target.get("sipHeaders", ""))
+                self.sb.calls[leg.sid] = leg
+                legs.append((leg, self.sb.fates.get(to, self.sb.default_fate)))
+            if not legs:
+                return
+            bleg, fate = _first_to_pick_up(legs, timeout)
+            number = bleg.to
+            others = [leg for leg, _ in legs if leg is not bleg]
             call.dial = {"action": element.get("action", ""),
                          "callback": element.get("callbackUrl", ""), "bleg": bleg.sid}
-            fate = self.sb.fates.get(number, self.sb.default_fate)
         if fate.outcome == "ignore":
             return
 
@@ -362,11 +376,17 @@ class PlivoSim:
                 status = {"fail": "failed", "answer": "no-answer", "decline": "no-answer",
                           "machine": "no-answer"}.get(fate.outcome, fate.outcome)
                 bleg.status = status
+                for other in others:
+                    if other.status == "ringing":
+                        other.status = "no-answer"
                 self.dial_over(call, status)
                 return
             answered_at = time.monotonic()
             with self.sb.lock:
                 bleg.status = "in-progress"
+                for other in others:  # "the rest are hung up"
+                    if other.status == "ringing":
+                        other.status = "canceled"
             # The Dial's callbackUrl on the answer. Whether Plivo sends it when the human picks
             # up or once they have pressed confirmKey, the docs do not say: least convenient,
             # at pick-up, before the key. Its name: DialAction=answer (Plivo-compatible
@@ -641,4 +661,38 @@ DEMO = DemoScript(scenarios=(
     (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
     (("busy", "answer-after:1"), {"handoff": "agent_first", "screening": True},
      "agent first: busy, then the second is briefed, presses 1, the customer joins"),
+    (("answer-after:2|answer-after:1",), {},
+     "a ring group: both ring at once, the second answers first"),
+    (("sip:answer-after:1",), {}, "a SIP destination gets the context in X-PH- headers"),
 ))
+
+
+def _sip_headers(value: str) -> dict[str, str]:
+    """What a SIP endpoint receives from <User sipHeaders>: "head1=val1,head2=val2 ...
+    always prefixed with X-PH-"; names letters and digits, values letters, digits and %
+    (guides/pass-custom-headers). Anything else is not sent (least convenient: dropped)."""
+    from urllib.parse import unquote
+
+    out: dict[str, str] = {}
+    for item in filter(None, value.split(",")):
+        name, _, raw = item.partition("=")
+        if name.isascii() and name.isalnum() and all(
+                c.isascii() and (c.isalnum() or c == "%") for c in raw):
+            out[f"X-PH-{name}"] = unquote(raw)
+    return out
+
+
+def _first_to_pick_up(legs: list[tuple[SimCall, Fate]], timeout: float
+                      ) -> tuple[SimCall, Fate]:
+    """Of a Dial's legs rung at once, the one whose outcome decides the Dial: the first to
+    pick up (a voicemail picks up too), else the one that rang out, else a busy one. How
+    Plivo reports a group none of which answered is not documented: least convenient, the
+    outcome of whichever leg ended last."""
+    picking = [(fate.ring, i) for i, (_, fate) in enumerate(legs)
+               if fate.outcome in ("answer", "decline", "machine") and fate.ring < timeout]
+    if picking:
+        return legs[min(picking)[1]]
+    if len(legs) == 1:
+        return legs[0]
+    last = max(range(len(legs)), key=lambda i: min(legs[i][1].ring, timeout))
+    return legs[last]

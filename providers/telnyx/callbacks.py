@@ -25,6 +25,10 @@ class TelnyxKind(StrEnum):
     # An event of one of our human legs (call.initiated, .answered, .hangup,
     # .machine.detection.ended, .speak.ended, .gather.ended, .bridged).
     CALL_EVENT = "call-event"
+    # Ours, never a webhook's: the extension's digits have been played out on the human's
+    # leg (send_dtmf has no webhook: "There are no webhooks associated with this command",
+    # api-reference/call-commands/send-dtmf), scheduled by the worker that sent them.
+    EXTENSION_SENT = "extension-sent"
 
 
 # The events the worker acts on; others (call.dtmf.received, streaming.*) are answered 200
@@ -138,3 +142,15 @@ def failure_reason(params: Mapping[str, str], *, answered: bool) -> str:
 # machine: a person may be there.
 def is_machine(result: str) -> bool:
     return result == "machine"
+
+
+# send_dtmf: each digit sounds `duration_millis` (default 250, "Ranges from 100 to 500ms"),
+# `w` pauses 0.5 s (api-reference/call-commands/send-dtmf). The gap between digits is not
+# documented: taken as long as a digit, and a second on top before anyone speaks.
+DTMF_MILLIS = 250
+
+
+def dtmf_playout(digits: str) -> float:
+    """Seconds until `digits` have been played out on a leg (an upper estimate)."""
+    tones = sum(1 for c in digits if c != "w")
+    return tones * 2 * DTMF_MILLIS / 1000 + digits.count("w") * 0.5 + 1.0

@@ -14,7 +14,13 @@ CAPABILITIES: Mapping[str, Capability] = {
                                 "bridge"),
     "ring_timeout_per_destination": Supported("each dial's timeout_secs"),
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
-    "extension": Refused("not built yet (the send_dtmf action would carry it)"),
+    "extension": Supported("actions/send_dtmf on the answered leg, before the briefing"),
     # Accepted as a no-op: Telnyx's only handoff already reaches the human first.
     "handoff_agent_first": Supported("its one handoff: the human is dialed first"),
+    "sip_destination": Supported("the SIP URI as the dial's to, our headers as its "
+                                 "custom_headers"),
+    "ring_group": Supported("a dial per member; the first answered (a person, with "
+                            "detection) is claimed and bridged, the others hung up"),
+    "ring_group_screening": Refused("the first member to answer takes the destination "
+                                    "before the prompt: one who declines would end the group"),
 }

@@ -18,6 +18,7 @@ hanging up while the human rings hangs the human's leg up.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -31,24 +32,37 @@ from providers.base import (
     ProviderNotConfigured,
     TransientProviderError,
     cached_client,
+    current_destination,
+    extension,
     screening_key,
+    sip_headers,
     sort_http_failure,
     unreachable,
 )
 from providers.telnyx import markup
-from providers.telnyx.callbacks import TelnyxKind, encode_state, failure_reason, is_machine
+from providers.telnyx.callbacks import (
+    DTMF_MILLIS,
+    TelnyxKind,
+    dtmf_playout,
+    encode_state,
+    failure_reason,
+    is_machine,
+)
+from shared.celery_config import TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
 from shared.config import Settings
+from shared.contracts import GROUP_SEPARATOR
 from shared.http import settle_environment
 from shared.model import Cause, State
+from shared.phone import is_sip
 from shared.store import ring_timeout
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime
 
 WEBHOOK_PATH = "/telnyx/webhook"
-CALLBACK_KINDS = frozenset({TelnyxKind.CALL_EVENT})
+CALLBACK_KINDS = frozenset({TelnyxKind.CALL_EVENT, TelnyxKind.EXTENSION_SENT})
 # Fields of a human leg, besides the store's, cleared when moving to the next destination.
-LEG_FIELDS = ("agent_answered",)
+LEG_FIELDS = ("agent_answered", "member")
 # Past the deadline, how long an answered leg's verdict / briefing / key is still awaited.
 GRACE = 35.0
 
@@ -113,6 +127,27 @@ def _error_text(resp: requests.Response) -> str:
         return resp.reason or ""
 
 
+# A ring group none of whose members took the call ends with the most telling of their
+# outcomes: someone let it ring out, else someone was busy, and so on.
+_GROUP_OUTCOMES = ("no_answer", "busy", "declined", "voicemail", "agent_hung_up", "failed")
+
+
+def group_legs(transfer: Mapping[str, str], attempt: str) -> list[str]:
+    """The call_control_ids of the ring group of `attempt` dialed so far."""
+    raw = json.loads(transfer.get("group_legs") or "{}")
+    return [str(c) for c in raw.get("legs", [])] if raw.get("attempt") == attempt else []
+
+
+def sip_auth(settings: Settings) -> dict[str, str]:
+    """The credentials for a SIP destination's digest challenge, from the credential source,
+    never from the request. Stopgap: the environment, until the account's credentials
+    carry them."""
+    user = os.environ.get("TELNYX_SIP_AUTH_USERNAME", "")
+    password = os.environ.get("TELNYX_SIP_AUTH_PASSWORD", "")
+    return {"sip_auth_username": user, "sip_auth_password": password} \
+        if user and password else {}
+
+
 def configured(settings: Settings) -> bool:
     return bool(settings.telnyx_api_key and settings.telnyx_connection_id)
 
@@ -142,6 +177,9 @@ class TelnyxProvider:
 
     def _place(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
                number: str) -> None:
+        if GROUP_SEPARATOR in number:
+            self._place_group(rt, transfer, attempt, number.split(GROUP_SEPARATOR))
+            return
         settings = rt.settings
         client = make_client(settings, transfer)
         tid = transfer["transfer_id"]
@@ -157,17 +195,7 @@ class TelnyxProvider:
         # documented search by number. Its call.initiated webhook carries our client_state
         # and records it (handle_callback); a second leg is the least bad outcome.
         rt.store.set_fields(tid, dial_attempted=attempt)
-        body: dict[str, Any] = {
-            "connection_id": settings.telnyx_connection_id,
-            "to": number,
-            "from": transfer.get("caller_number") or transfer["outbound_number"],
-            "timeout_secs": ring_timeout(settings, transfer, attempt),
-            "client_state": encode_state(tid, attempt),
-            "webhook_url": settings.public_url(WEBHOOK_PATH),
-            "command_id": f"{tid}:{attempt}:dial",
-        }
-        if transfer.get("voicemail_detection"):
-            body["answering_machine_detection"] = "detect"
+        body = self._dial_body(settings, transfer, attempt, number, f"{tid}:{attempt}:dial")
         try:
             ccid = self._dial(rt, client, transfer, body)
         except (TransientProviderError, PermanentProviderError) as exc:
@@ -177,6 +205,119 @@ class TelnyxProvider:
         rt.store.index_call(self.name, ccid, tid)
         rt.store.transition(tid, State.DIALING, note, from_states=from_states,
                             fields={"agent_call_sid": ccid, "placed": attempt})
+
+    @staticmethod
+    def _dial_body(settings: Settings, transfer: Mapping[str, str], attempt: str,
+                   number: str, command_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "connection_id": settings.telnyx_connection_id,
+            "to": number,
+            "from": transfer.get("caller_number") or transfer["outbound_number"],
+            "timeout_secs": ring_timeout(settings, transfer, attempt),
+            "client_state": encode_state(transfer["transfer_id"], attempt),
+            "webhook_url": settings.public_url(WEBHOOK_PATH),
+            "command_id": command_id,
+        }
+        if transfer.get("voicemail_detection"):
+            body["answering_machine_detection"] = "detect"
+        if is_sip(number):
+            # "The DID or SIP URI to dial out to"; custom_headers: "Custom headers to be
+            # added to the SIP INVITE" ({name, value}); sip_auth_username/_password: "used
+            # for SIP challenges" (api-reference/call-commands/dial; telnyx-python
+            # call_dial_params.py).
+            body["custom_headers"] = [{"name": n, "value": v}
+                                      for n, v in sip_headers(transfer)]
+            body.update(sip_auth(settings))
+        return body
+
+    def _place_group(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+                     members: list[str]) -> None:
+        """A ring group: one dial per member, all at once. The first member answered (and,
+        with detection, a person) is claimed in Redis and bridged; every other leg is hung
+        up. A retry dials only the members not dialed yet (recorded one by one)."""
+        settings = rt.settings
+        client = make_client(settings, transfer)
+        tid = transfer["transfer_id"]
+        from_states = (State.REQUESTED,) if attempt == "0" else _PRE_BRIDGE
+        placed = group_legs(transfer, attempt)
+        for j, member in enumerate(members[len(placed):], start=len(placed)):
+            ccid = self._dial(rt, client, transfer, self._dial_body(
+                settings, transfer, attempt, member, f"{tid}:{attempt}:dial:{j}"))
+            placed.append(ccid)
+            rt.store.index_call(self.name, ccid, tid)
+            rt.store.set_fields(tid, group_legs=json.dumps({"attempt": attempt,
+                                                            "legs": placed}))
+        what = "dialing the human agents" if attempt == "0" else \
+            f"dialing destination {int(attempt) + 1}"
+        rt.store.transition(tid, State.DIALING, f"{what} (a group of {len(members)}, rung "
+                            "at once)", from_states=from_states, fields={"placed": attempt})
+
+    def _member_event(self, rt: Runtime, transfer: Mapping[str, str],
+                      params: Mapping[str, str], task_id: str) -> None:
+        """An event of a ring group member's leg that has not taken the call."""
+        tid, attempt = transfer["transfer_id"], transfer.get("attempt", "0")
+        event, ccid = params.get("event_type", ""), params.get("call_control_id", "")
+        if event == "call.answered":
+            rt.store.set_fields(tid, **{f"answered:{ccid}": "1"})
+            self._member_ready(rt, tid, ccid, task_id)
+        elif event == "call.machine.detection.ended":
+            result = params.get("result", "") or "not_sure"
+            rt.store.set_fields(tid, **{f"verdict:{ccid}": result})
+            if is_machine(result):
+                self._hang_up(rt, transfer, ccid)  # its call.hangup says voicemail
+            else:
+                self._member_ready(rt, tid, ccid, task_id)
+        elif event == "call.hangup":
+            current = rt.store.get_transfer(tid) or dict(transfer)
+            if current.get("agent_call_sid"):
+                rt.store.note(tid, "a group member's leg ended: another took the call")
+                return
+            answered = bool(current.get(f"answered:{ccid}"))
+            reason = "voicemail" if is_machine(current.get(f"verdict:{ccid}", "")) else \
+                failure_reason(params, answered=answered)
+            rt.store.set_fields(tid, **{f"ended:{ccid}": reason})
+            current = rt.store.get_transfer(tid) or dict(current)
+            legs = group_legs(current, attempt)
+            count = len(current_destination(current).split(GROUP_SEPARATOR))
+            ended = [current.get(f"ended:{c}", "") for c in legs]
+            if len(legs) < count or not all(ended) or current.get("agent_call_sid"):
+                rt.store.note(tid, f"a group member not reached ({reason})")
+                return
+            worst = next(r for r in _GROUP_OUTCOMES if r in ended or r == "failed")
+            self._not_reached(rt, current, worst, "no member of the group took the call",
+                              task_id, cause=Cause.of(params.get("sip_hangup_cause"),
+                                                      params.get("hangup_cause")))
+        else:
+            rt.store.note(tid, f"{event} of a group member")
+
+    def _member_ready(self, rt: Runtime, tid: str, ccid: str, task_id: str) -> None:
+        """A member answered (and detection, if asked, says a person): the first takes the
+        destination (a claim in Redis), then is briefed, screened or bridged as any human
+        leg; any later one is hung up."""
+        current = rt.store.get_transfer(tid) or {}
+        attempt = current.get("attempt", "0")
+        if current.get("state") not in _PRE_BRIDGE:
+            self._hang_up(rt, current, ccid)
+            return
+        if not current.get(f"answered:{ccid}"):
+            return
+        verdict = current.get(f"verdict:{ccid}", "")
+        if current.get("voicemail_detection") and not verdict:
+            return  # its verdict decides
+        if not rt.store.claim_for(f"member:{tid}:{attempt}", ccid):
+            self._hang_up(rt, current, ccid)
+            return
+        legs = group_legs(current, attempt)
+        rt.store.set_fields(tid, agent_call_sid=ccid, agent_answered="1",
+                            agent_status="answered",
+                            member=str(legs.index(ccid)) if ccid in legs else "",
+                            **({"answered_by": verdict} if verdict else {}))
+        rt.store.transition(tid, State.HUMAN_ANSWERED, "a group member answered",
+                            from_states=(State.REQUESTED, State.DIALING))
+        for other in legs:
+            if other != ccid and not current.get(f"ended:{other}"):
+                self._hang_up(rt, current, other)
+        self._maybe_engage(rt, tid, task_id)
 
     @staticmethod
     def _dial(rt: Runtime, client: TelnyxClient, transfer: Mapping[str, str],
@@ -230,13 +371,22 @@ class TelnyxProvider:
         ccid = params.get("call_control_id", "")
         attempt = transfer.get("attempt", "0")
         agent = transfer.get("agent_call_sid", "")
+        if (kind == TelnyxKind.CALL_EVENT and params.get("attempt") == attempt
+                and GROUP_SEPARATOR in current_destination(transfer) and ccid != agent):
+            self._member_event(rt, transfer, params, task_id)
+            return
         # The current leg: by its call_control_id, or by our client_state's attempt while
         # the dial's answer has not recorded the id yet. Anything else is a leg left behind.
         current = (bool(agent) and ccid == agent) or (
             not agent and params.get("attempt") == attempt)
         if not current:
-            rt.store.note(tid, f"{event} of another leg ignored")
+            rt.store.note(tid, f"{event or kind} of another leg ignored")
             self.ensure_dialed(rt, tid, task_id)
+            return
+        if kind == TelnyxKind.EXTENSION_SENT:
+            rt.store.set_fields(tid, extension_sent=attempt)
+            rt.store.note(tid, "extension dialed on the human's leg")
+            self._maybe_engage(rt, tid, task_id)
             return
         if not agent and ccid:
             rt.store.set_fields(tid, agent_call_sid=ccid)
@@ -300,6 +450,10 @@ class TelnyxProvider:
             rt.store.note(tid, "human agent answered; waiting for answering-machine detection")
             return
         attempt = current.get("attempt", "0")
+        digits = extension(current)
+        if digits and current.get("extension_sent") != attempt:
+            self._send_extension(rt, current, digits, task_id)
+            return
         if not rt.store.claim_for(f"engage:{tid}:{attempt}", task_id):
             return  # another delivery of these events is on it
         client = make_client(rt.settings, current)
@@ -323,6 +477,29 @@ class TelnyxProvider:
                                        extra={"error": str(exc)})
             return
         self._bridge(rt, current, task_id)
+
+    def _send_extension(self, rt: Runtime, current: Mapping[str, str], digits: str,
+                        task_id: str) -> None:
+        """Dial the destination's extension on the answered leg; the briefing, key or
+        bridge follows once the digits have been played out (send_dtmf reports nothing:
+        our own callback, delayed by their length)."""
+        tid, attempt = current["transfer_id"], current.get("attempt", "0")
+        if not rt.store.claim_for(f"dtmf:{tid}:{attempt}", task_id):
+            return  # another delivery of these events is on it
+        agent = current.get("agent_call_sid", "")
+        try:
+            make_client(rt.settings, current).action(agent, "send_dtmf", {
+                "digits": digits, "duration_millis": DTMF_MILLIS,
+                "client_state": encode_state(tid, attempt),
+                "command_id": _command_id(current, "send_dtmf")})
+        except PermanentProviderError as exc:
+            rt.logger(current).warning("send_dtmf refused", extra={"error": str(exc)})
+            return  # their leg has gone: its call.hangup moves on
+        rt.store.note(tid, "human agent answered; dialing the extension")
+        rt.celery.send_task(TASK_PROVIDER_CALLBACK, kwargs={
+            "provider": self.name, "kind": str(TelnyxKind.EXTENSION_SENT), "transfer_id": tid,
+            "params": {"call_control_id": agent, "attempt": attempt}},
+            queue=TRANSFERS_QUEUE, countdown=dtmf_playout(digits))
 
     def _gathered(self, rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str],
                   task_id: str) -> None:
@@ -404,6 +581,9 @@ class TelnyxProvider:
 
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
+        for ccid in group_legs(current, current.get("attempt", "0")):
+            if ccid != current.get("agent_call_sid") and not current.get(f"ended:{ccid}"):
+                self._hang_up(rt, current, ccid)
         if current.get("agent_status") != "hangup":
             self._hang_up(rt, current, current.get("agent_call_sid", ""))
 

@@ -1,5 +1,5 @@
 """The fake Telnyx Call Control v2 API: Dial (`POST /v2/calls`), the call commands we use
-(`actions/bridge`, `speak`, `gather_using_speak`, `hangup`, `streaming_stop`), the call
+(`actions/bridge`, `speak`, `gather_using_speak`, `send_dtmf`, `hangup`, `streaming_stop`), the call
 status (`GET /v2/calls/{id}`), and the webhooks, signed with an Ed25519 key pair the sandbox
 generates (its public key is the service's TELNYX_PUBLIC_KEY).
 
@@ -227,6 +227,10 @@ class TelnyxSim:
                                  "leg_id": str(uuid.uuid4()), "session_id": str(uuid.uuid4()),
                                  "timeout_secs": timeout, "placed_by_api": True})
             call.machine_detection = amd not in ("disabled", "", None)
+            # custom_headers: "Custom headers to be added to the SIP INVITE" (dial).
+            call.flow["sip_headers"] = {str(h.get("name")): str(h.get("value"))
+                                        for h in body.get("custom_headers") or []
+                                        if isinstance(h, dict)}
             with sb.lock:
                 sb.calls[sid] = call
                 fate = sb.fates.get(call.to, sb.default_fate)
@@ -293,9 +297,31 @@ class TelnyxSim:
             call.flow["streaming"] = False
             call.spoken.append("[streaming stopped]")
             return None
+        if action == "send_dtmf":
+            # digits required: "Valid digits are 0-9, A-D, *, and #. Pauses can be added
+            # using w (0.5s) and W (1s)"; duration_millis "Ranges from 100 to 500ms",
+            # default 250; "There are no webhooks associated with this command"
+            # (api-reference/call-commands/send-dtmf).
+            digits = str(body.get("digits") or "")
+            millis = int(body.get("duration_millis") or 250)
+            if not digits or set(digits) - set("0123456789ABCD*#wW") or \
+                    not 100 <= millis <= 500:
+                return error("10015", "invalid digits or duration_millis")
+            if call.status != "in-progress":
+                return error("90018", "Call is not answered")
+            call.spoken.append(f"[dtmf {digits}]")
+            # The gap between tones is not documented: none (the shortest playout, so a
+            # command sent too early is caught).
+            call.flow["dtmf_until"] = time.time() + (
+                sum(1 for c in digits if c not in "wW") * millis / 1000
+                + digits.count("w") * 0.5 + digits.count("W") * 1.0)
+            return None
         if action in ("speak", "gather_using_speak"):
             if call.status != "in-progress":
                 return error("90018", "Call is not answered")
+            if time.time() < float(call.flow.get("dtmf_until", 0)):
+                # Not documented whether speech waits for the tones: it does not.
+                call.spoken.append("[spoken over the digits]")
             payload = str(body.get("payload") or "")
             # payload and voice are required (gather-using-speak).
             if not payload or not body.get("voice"):
@@ -344,5 +370,7 @@ DEMO = DemoScript(scenarios=(
     (("busy", "answer-after:1"), {}, "the first line is busy, the second answers"),
     (("machine-after:1", "answer-after:1"), {"voicemail_detection": True},
      "a voicemail picks up and is skipped; the second line answers"),
+    (("answer-after:2|answer-after:1",), {},
+     "a ring group: both ring at once, the second answers first"),
 # The Call Control application's one webhook URL carries the customer call's events too.
 ), status_path="webhook")

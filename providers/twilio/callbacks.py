@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from providers.base import screening_key
+from providers.base import current_destination, screening_key
 from providers.twilio import markup
 from providers.twilio.markup import agent_label
 from shared.config import Settings
+from shared.contracts import GROUP_SEPARATOR
 from shared.logs import get_logger
 from shared.model import TERMINAL_STATES, CallbackKind, Cause, State
 from shared.store import Store
@@ -42,7 +43,7 @@ PRE_BRIDGE = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
 _MOVE_ON = frozenset({"busy", "no_answer", "failed", "voicemail", "declined", "agent_hung_up"})
 RINGING = {"", "queued", "initiated", "ringing"}
 # Fields of a human leg, besides the store's, cleared when moving to the next destination.
-LEG_FIELDS = ("conference_sid",)
+LEG_FIELDS = ("conference_sid", "member", "answered_by")
 
 
 # --- the worker's part: the human's leg, the conference, detection -----------------------
@@ -79,6 +80,10 @@ def handle_callback(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
         rt.store.note(transfer["transfer_id"], f"{kind} callback of destination "
                       f"{int(params.get('attempt', '0')) + 1} ignored")
         p.ensure_dialed(rt, transfer["transfer_id"], task_id)
+        return
+    if kind == CallbackKind.AGENT_STATUS and params.get("member", "") != "" and \
+            params.get("CallSid") != transfer.get("agent_call_sid"):
+        _member_status(p, rt, transfer, params, task_id)
         return
     if kind in (CallbackKind.AGENT_STATUS, CallbackKind.AMD) and params.get("CallSid") \
             and not transfer.get("agent_call_sid"):
@@ -128,6 +133,39 @@ def _agent_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
                      cause=Cause.of(params.get("SipResponseCode")))
 
 
+# A ring group none of whose members took the call ends with the most telling of their
+# outcomes: someone let it ring out, else someone was busy, and so on.
+_GROUP_OUTCOMES = ("no_answer", "busy", "declined", "voicemail", "agent_hung_up", "failed")
+
+
+def _member_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
+                   params: Mapping[str, str], task_id: str) -> None:
+    """The status of a ring group member's leg that has not taken the call (yet). Only once
+    every member has ended with none taking the call is the destination not reached."""
+    tid, attempt = transfer["transfer_id"], transfer.get("attempt", "0")
+    status, member = params.get("CallStatus", ""), params.get("member", "")
+    if status not in _AGENT_FAILURES:
+        rt.store.note(tid, f"group member {int(member) + 1}: {status}")
+        return
+    if transfer.get("agent_call_sid"):
+        rt.store.note(tid, f"group member {int(member) + 1}'s leg ended ({status}): "
+                      "another member took the call")
+        return
+    current = rt.store.get_transfer(tid) or dict(transfer)
+    reason = "voicemail" if current.get(f"machine:{attempt}:{member}") else \
+        _AGENT_FAILURES[status]
+    rt.store.set_fields(tid, **{f"ended:{attempt}:{member}": reason})
+    current = rt.store.get_transfer(tid) or dict(current)
+    count = len(current_destination(current).split(GROUP_SEPARATOR))
+    ended = [current.get(f"ended:{attempt}:{k}", "") for k in range(count)]
+    if current.get("agent_call_sid") or not all(ended):
+        rt.store.note(tid, f"group member {int(member) + 1} not reached ({reason})")
+        return
+    worst = next(r for r in _GROUP_OUTCOMES if r in ended or r == "failed")
+    _not_reached(p, rt, current, worst, f"no member of the group took the call ({status})",
+                 task_id, cause=Cause.of(params.get("SipResponseCode")))
+
+
 def _conference(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
                 params: Mapping[str, str], task_id: str) -> None:
     event = params.get("StatusCallbackEvent", "")
@@ -141,6 +179,8 @@ def _conference(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
             transfer.get("attempt", "0")))
     is_customer = bool(call_sid) and call_sid == transfer["call_id"]
     if event == "participant-join" and is_agent:
+        # A ring group's first member is in: the others' legs are ended at once.
+        p.hang_up_group(rt, transfer, keep=agent_sid)
         # The conference's SID: the participant update (the briefing) needs it.
         fields = {"conference_sid": params.get("ConferenceSid", "")}
         if not agent_sid:
@@ -351,3 +391,32 @@ def screen_result(store: Store | None, settings: Settings, context: Mapping[str,
         # Read by the leg's "completed" callback, which may come before the worker's task.
         _best_effort(store, context["transfer_id"], declined="1")
     return Answer(markup.goodbye_twiml(), CallbackKind.SCREEN, params)
+
+
+def member_answered(store: Store | None, settings: Settings, context: Mapping[str, str],
+                    record: Mapping[str, str] | None, readable: bool,
+                    params: Mapping[str, str]) -> Answer:
+    """/twilio/member: a ring group member answered. The first to ask (a claim in Redis)
+    joins the conference; any other, a machine, a transfer no longer waiting for this
+    destination, or an unreadable Redis, is hung up: never two humans with the customer."""
+    attempt, member = params.get("attempt", "0"), context.get("member", "")
+    call_sid, answered_by = params.get("CallSid", ""), params.get("AnsweredBy", "")
+    tid = context["transfer_id"]
+    if is_machine(answered_by):
+        _best_effort(store, tid, **{f"machine:{attempt}:{member}": answered_by})
+        return Answer(markup.hangup_twiml())
+    if store is None or not readable or record is None or not call_sid \
+            or not pending(record, readable, attempt):
+        return Answer(markup.hangup_twiml())
+    try:
+        # The winner's own retried request claims again (same owner) and joins again.
+        if not store.claim_for(f"member:{tid}:{attempt}", call_sid):
+            return Answer(markup.hangup_twiml())
+        # Detection ran before this request (synchronous): a person, or undecided.
+        store.set_fields(tid, agent_call_sid=call_sid, member=member,
+                         **({"answered_by": answered_by or "unknown"}
+                            if record.get("voicemail_detection") else {}))
+        store.index_call("twilio", call_sid, tid)
+    except redis.RedisError:
+        return Answer(markup.hangup_twiml())
+    return Answer(markup.agent_join_twiml(settings, context, attempt, announce=True))

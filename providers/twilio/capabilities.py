@@ -14,8 +14,14 @@ CAPABILITIES: Mapping[str, Capability] = {
                                 "human is in the conference"),
     "ring_timeout_per_destination": Supported("each leg's timeout"),
     "fallback_on": Supported("the store's advance step stops at an outcome not named"),
-    "extension": Refused("not built yet (only calls.create takes SendDigits; "
-                                 "conference participants do not)"),
+    "extension": Supported("the leg is placed with calls.create and our TwiML plays the "
+                           "digits (<Play digits>) before it joins the conference"),
     # Accepted as a no-op: the conference handoff already reaches the human first.
     "handoff_agent_first": Supported("its one handoff: the human joins the conference first"),
+    "sip_destination": Supported("the SIP URI as the leg's To, our headers as its URI "
+                                 "headers"),
+    "ring_group": Supported("a call per member whose answer asks /twilio/member: the first "
+                            "(claimed in Redis) joins the conference, any other hangs up"),
+    "ring_group_screening": Refused("not built: a group member's leg is gated by "
+                                    "/twilio/member, not by the screening prompt"),
 }

@@ -26,6 +26,7 @@ screening, detection is synchronous and the verdict arrives with the /twilio/scr
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,6 +42,7 @@ from providers.base import (
     TransientProviderError,
     cached_client,
     callback_url,
+    extension,
     sort_http_failure,
     unreachable,
 )
@@ -50,16 +52,21 @@ from providers.twilio.markup import (
     AGENT_STATUS_PATH,
     AMD_PATH,
     CONFERENCE_PATH,
+    MEMBER_PATH,
     SCREEN_PATH,
     WHISPER_PATH,
+    agent_join_twiml,
     agent_label,
     conference_name,
     customer_twiml,
     screen_query,
+    sip_to,
 )
 from shared.config import Settings
+from shared.contracts import GROUP_SEPARATOR
 from shared.http import settle_environment
 from shared.model import CallbackKind
+from shared.phone import is_sip
 from shared.store import State, ring_timeout
 
 if TYPE_CHECKING:
@@ -106,6 +113,23 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
                          build)
 
 
+def group_legs(transfer: Mapping[str, str], attempt: str) -> list[str]:
+    """The call sids of the ring group of `attempt` placed so far."""
+    raw = json.loads(transfer.get("group_sids") or "{}")
+    return [str(s) for s in raw.get("sids", [])] if raw.get("attempt") == attempt else []
+
+
+def sip_auth(settings: Settings) -> dict[str, str]:
+    """The credentials Twilio answers a SIP destination's digest challenge with
+    (`sip_auth_username`/`sip_auth_password` on calls and participants), from the
+    credential source, never from the request. Stopgap: the environment, until the
+    account's credentials carry them."""
+    user = os.environ.get("TWILIO_SIP_AUTH_USERNAME", "")
+    password = os.environ.get("TWILIO_SIP_AUTH_PASSWORD", "")
+    return {"sip_auth_username": user, "sip_auth_password": password} \
+        if user and password else {}
+
+
 def call_api(fn: Callable[[], T]) -> T:
     """Run one Twilio API call, sorting its failures into transient and permanent."""
     try:
@@ -126,6 +150,9 @@ class TwilioProvider:
     def _place(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
                number: str) -> None:
         """Dial the human leg of `attempt` (once: a retry looks for the leg first)."""
+        if GROUP_SEPARATOR in number:
+            self._place_group(rt, transfer, attempt, number.split(GROUP_SEPARATOR))
+            return
         settings = rt.settings
         client = make_client(settings, transfer)
         tid = transfer["transfer_id"]
@@ -177,6 +204,11 @@ class TwilioProvider:
                   "status_callback_method": "POST",
                   "status_callback_event": ["initiated", "ringing", "answered", "completed"]}
         detect = bool(transfer.get("voicemail_detection"))
+        if is_sip(number):
+            # Participants and calls take a SIP URI in To, with its credentials (SDK
+            # participant.py and call/__init__.py, sip_auth_username/_password).
+            status = {**status, **sip_auth(settings)}
+            number = sip_to(transfer, number)
         if transfer.get("screening"):
             # Our TwiML runs on the human's leg first: the key decides whether they join.
             # Synchronous detection (no AsyncAmd): Twilio fetches the Url only once it knows
@@ -184,8 +216,18 @@ class TwilioProvider:
             call: Any = call_api(lambda: client.calls.create(
                 to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
                 url=_url(settings, SCREEN_PATH, transfer, attempt,
-                                  screen_query(transfer)), method="POST",
+                                  screen_query(transfer, attempt)), method="POST",
                 **status, **({"machine_detection": "Enable"} if detect else {})))
+            return str(call.sid)
+        digits = extension(transfer, attempt)
+        if digits:
+            # Participants create has no SendDigits (SDK participant.py): the leg is a call
+            # whose TwiML plays the digits, then joins the conference. Not calls.create's
+            # send_digits: the docs do not order it before the TwiML, so the briefing could
+            # start first. (Detection is refused with an extension, see contracts.)
+            call = call_api(lambda: client.calls.create(
+                to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
+                twiml=agent_join_twiml(settings, transfer, attempt, digits), **status))
             return str(call.sid)
         # A participant's detection result goes only to AmdStatusCallback (without one,
         # Twilio warns 21262 and the result is on the Call only once it has ended).
@@ -211,6 +253,61 @@ class TwilioProvider:
             **status, **amd,
         ))
         return str(participant.call_sid)
+
+    def _place_group(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+                     members: list[str]) -> None:
+        """A ring group: one call per member, all at once. Each asks /twilio/member on
+        answering: the first to ask (claimed in Redis) joins the conference, any other is
+        hung up there, so only one human ever reaches the customer. A retry places only the
+        members not placed yet (their sids are recorded one by one)."""
+        settings = rt.settings
+        client = make_client(settings, transfer)
+        tid = transfer["transfer_id"]
+        from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
+        placed = group_legs(transfer, attempt)
+        caller = transfer.get("caller_number") or transfer["outbound_number"]
+        for j, member in enumerate(members[len(placed):], start=len(placed)):
+            sid = self._create_member_leg(settings, client, transfer, attempt, j, member,
+                                          caller)
+            placed.append(sid)
+            rt.store.index_call(self.name, sid, tid)
+            rt.store.set_fields(tid, group_sids=json.dumps({"attempt": attempt,
+                                                            "sids": placed}))
+        what = "dialing the human agents" if attempt == "0" else \
+            f"dialing destination {int(attempt) + 1}"
+        rt.store.transition(tid, State.DIALING, f"{what} (a group of {len(members)}, rung "
+                            "at once)", from_states=from_states, fields={"placed": attempt})
+
+    @staticmethod
+    def _create_member_leg(settings: Settings, client: Client, transfer: Mapping[str, str],
+                           attempt: str, member: int, number: str, caller: str) -> str:
+        extra = {"m": str(member)}
+        status: dict[str, Any] = {
+            "status_callback": _url(settings, AGENT_STATUS_PATH, transfer, attempt, extra),
+            "status_callback_method": "POST",
+            "status_callback_event": ["initiated", "ringing", "answered", "completed"]}
+        if is_sip(number):
+            status.update(sip_auth(settings))
+            number = sip_to(transfer, number)
+        # Synchronous detection: the verdict comes with the /twilio/member request, which
+        # hangs up on a machine (SDK call/__init__.py, async_amd).
+        detect = {"machine_detection": "Enable"} if transfer.get("voicemail_detection") \
+            else {}
+        call: Any = call_api(lambda: client.calls.create(
+            to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
+            url=_url(settings, MEMBER_PATH, transfer, attempt,
+                     {"lead_id": transfer["lead_id"], **extra}),
+            method="POST", **status, **detect))
+        return str(call.sid)
+
+    def hang_up_group(self, rt: Runtime, transfer: Mapping[str, str],
+                      keep: str = "") -> None:
+        """Best effort: end every leg of the current group but `keep` (the one that took the
+        call). A member still ringing is canceled; one that answered was hung up by
+        /twilio/member already."""
+        for sid in group_legs(transfer, transfer.get("attempt", "0")):
+            if sid != keep:
+                self.hang_up(rt, transfer, sid, "canceled")
 
     @staticmethod
     def _find_live_dial(client: Client, transfer: Mapping[str, str], number: str
@@ -296,6 +393,7 @@ class TwilioProvider:
 
     def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
         current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
+        self.hang_up_group(rt, current, keep=current.get("agent_call_sid", ""))
         # "canceled" ends only a call still ringing; a leg seen in the conference has been
         # answered, whatever its status callbacks have said so far.
         ringing = current.get("agent_status", "") in RINGING and not current.get(

@@ -4,11 +4,13 @@ into the conference `transfer-{lead_id}`, and the paths of our Twilio callbacks.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import quote
 
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from providers.base import callback_url, key_prompt, screening_key
+from providers.base import callback_url, extension, key_prompt, screening_key, sip_headers
 from shared.config import Settings
+from shared.contracts import EXTENSION_FORMAT
 
 AGENT_STATUS_PATH = "/twilio/agent-status"
 CONFERENCE_PATH = "/twilio/conference"
@@ -16,6 +18,8 @@ WHISPER_PATH = "/twilio/whisper"
 SCREEN_PATH = "/twilio/screen"
 SCREEN_RESULT_PATH = "/twilio/screen-result"
 AMD_PATH = "/twilio/amd"
+# A ring group member's leg asks here on answering whether it is the first (it joins).
+MEMBER_PATH = "/twilio/member"
 
 # What the human hears first (issue 20: the summary is the AI's note, not ours).
 BRIEFING_INTRO = "Incoming transfer."
@@ -25,12 +29,56 @@ def conference_name(transfer: Mapping[str, str]) -> str:
     return f"transfer-{transfer['lead_id']}"
 
 
-def screen_query(transfer: Mapping[str, str]) -> dict[str, str]:
+def screen_query(transfer: Mapping[str, str], attempt: str | None = None) -> dict[str, str]:
     """What /twilio/screen and /twilio/screen-result need besides the summary, carried in
     the URLs we give Twilio so that they answer without Redis. Twilio signs the full URL,
-    so nobody without the auth token can alter it."""
+    so nobody without the auth token can alter it. `ext`: the destination's extension."""
+    digits = extension(transfer, attempt)
     return {"lead_id": transfer["lead_id"], "key": screening_key(transfer),
-            "timeout": transfer.get("screening_timeout") or "8"}
+            "timeout": transfer.get("screening_timeout") or "8",
+            **({"ext": digits} if digits else {})}
+
+
+# "The body of the URI element should be a valid SIP URI under 255 characters"
+# (docs/voice/api/sip-making-calls): taken to include the headers, the least convenient
+# reading (their own limit is 1024: docs/api/errors/21227).
+MAX_SIP_URI = 254
+
+
+def sip_to(transfer: Mapping[str, str], uri: str) -> str:
+    """A SIP destination with our headers as URI headers: "sip:jack@example.com?x-my
+    header=bar", several joined by & (docs/voice/api/receiving-sip), each value
+    URL-encoded. The summary is cut (then the last headers dropped) to fit the limit."""
+    headers = sip_headers(transfer)
+
+    def build(items: list[tuple[str, str]]) -> str:
+        query = "&".join(f"{name}={quote(value, safe='')}" for name, value in items)
+        return f"{uri}?{query}" if query else uri
+
+    names = [n for n, _ in headers]
+    if "X-Transfer-Summary" in names and len(build(headers)) > MAX_SIP_URI:
+        at = names.index("X-Transfer-Summary")
+        summary = headers[at][1]
+        while summary and len(build(headers)) > MAX_SIP_URI:
+            summary = summary[:-1].rstrip()
+            headers[at] = ("X-Transfer-Summary", summary)
+        if not summary:
+            del headers[at]
+    while len(build(headers)) > MAX_SIP_URI and headers:
+        headers.pop()
+    return build(headers)
+
+
+def valid_extension(digits: str) -> bool:
+    return bool(EXTENSION_FORMAT.match(digits))
+
+
+def _play_digits(response: VoiceResponse, digits: str) -> None:
+    # "The digits attribute lets you play DTMF tones during a call ... Include w to
+    # introduce a 0.5s pause" (twilio.com/docs/voice/twiml/play); verbs run one after
+    # another (docs/voice/twiml), so what follows waits until the digits are sent.
+    if digits:
+        response.play(digits=digits)
 
 
 def briefing(summary: str | None) -> str:
@@ -55,6 +103,7 @@ def screen_twiml(settings: Settings, screen: Mapping[str, str], attempt: str,
     """What the screened human hears on answering: the briefing inside a <Gather> that
     waits for the key. `screen` is screen_query() plus transfer_id (from our own URL)."""
     response = VoiceResponse()
+    _play_digits(response, screen.get("ext", ""))
     gather = response.gather(
         input="dtmf", num_digits=1, timeout=int(screen.get("timeout") or 8), method="POST",
         action=callback_url(settings, SCREEN_RESULT_PATH, screen["transfer_id"], attempt,
@@ -65,15 +114,23 @@ def screen_twiml(settings: Settings, screen: Mapping[str, str], attempt: str,
     return str(response.to_xml(xml_declaration=False))
 
 
-def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: str) -> str:
-    """The screened human accepted: into the conference, as the Participants API would."""
+def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: str,
+                     digits: str = "", *, announce: bool = False) -> str:
+    """The human's leg into the conference, as the Participants API would: the screened
+    human who accepted, the leg placed to dial an extension first (`digits`), or a ring
+    group's first member. The last two are briefed by an announcement (`announce`; TwiML
+    <Conference> has the `announcement` event: twilio.com/changelog/conference-announce-
+    events)."""
     response = VoiceResponse()
+    _play_digits(response, digits)
     dial = Dial()
     dial.conference(
         conference_name(transfer), start_conference_on_enter=True,
         end_conference_on_exit=True, beep=False, participant_label=agent_label(attempt),
         status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"]),
-        status_callback_method="POST", status_callback_event="start end join leave")
+        status_callback_method="POST",
+        status_callback_event="start end join leave" + (
+            " announcement" if announce or digits else ""))
     response.append(dial)
     return str(response.to_xml(xml_declaration=False))
 

@@ -82,13 +82,17 @@ def _screen(transfer_id: str, record: _Record) -> dict[str, str]:
         if len(lead) > 100 or key not in _KEYS or not (timeout.isdigit() and
                                                         3 <= int(timeout) <= 60):
             abort(400, "malformed screening parameters")
-        return {"transfer_id": transfer_id, "lead_id": lead, "key": key, "timeout": timeout}
+        ext = args.get("ext", "")
+        if ext and not markup.valid_extension(ext):
+            abort(400, "malformed screening parameters")
+        return {"transfer_id": transfer_id, "lead_id": lead, "key": key, "timeout": timeout,
+                **({"ext": ext} if ext else {})}
     transfer, readable = record
     if not readable:
         abort(503)
     if transfer is None:
         return {}
-    return {"transfer_id": transfer_id, **markup.screen_query(transfer)}
+    return {"transfer_id": transfer_id, **markup.screen_query(transfer, _attempt())}
 
 
 def _store() -> Store | None:
@@ -174,12 +178,30 @@ def screen_result() -> Response:
         _store(), deps().settings, context, record, readable, params))
 
 
+@bp.post("/member")
+def member() -> Response:
+    """A ring group member answered: the first joins the conference, any other hangs up."""
+    verify_twilio(dedupe=False)
+    transfer_id = transfer_id_arg()
+    params = _form("CallSid")
+    params["attempt"] = _attempt()
+    lead, index = request.args.get("lead_id", ""), request.args.get("m", "")
+    if not lead or len(lead) > 100 or not (index.isdigit() and len(index) < 3):
+        abort(400, "malformed member parameters")
+    record, readable = _record(transfer_id)
+    return _answer("member", transfer_id, callbacks.member_answered(
+        _store(), deps().settings, {"transfer_id": transfer_id, "lead_id": lead,
+                                    "member": index}, record, readable, params))
+
+
 @bp.post("/agent-status")
 def agent_status() -> Response:
     """Status of the human agent's call, which we place."""
     verify_twilio(dedupe=True)
     params = _form("CallSid", "CallStatus")
     params["attempt"] = _attempt()
+    if (index := request.args.get("m", "")).isdigit() and len(index) < 3:
+        params["member"] = index  # a ring group member's leg
     transfer_id = transfer_id_arg()
     if callbacks.needs_worker(deps().store, CallbackKind.AGENT_STATUS, transfer_id, params):
         enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="agent-status",

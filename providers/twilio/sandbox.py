@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import requests
 from flask import Flask, Response, jsonify, request
@@ -27,6 +28,27 @@ def _conference_of(twiml: str | None) -> str | None:
     except ET.ParseError:
         return None
     return node.text.strip() if node is not None and node.text else None
+
+
+# "The body of the URI element should be a valid SIP URI under 255 characters"
+# (docs/voice/api/sip-making-calls); custom headers ride in the URI, "sip:jack@example.com?
+# x-myotherheader=bar", several joined by & (docs/voice/api/receiving-sip), named x-...
+# and never X-Twilio... (errors/13252, 32113: such a header is dropped).
+MAX_SIP_URI = 254
+
+
+def sip_destination(to: str) -> tuple[str, dict[str, str]] | None:
+    """A SIP To: the URI without its headers and the headers Twilio sends in the INVITE;
+    None for a phone number."""
+    if not to.lower().startswith("sip:"):
+        return None
+    uri, _, query = to.partition("?")
+    headers: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        name, _, value = item.partition("=")
+        if name.lower().startswith("x-") and not name.lower().startswith("x-twilio"):
+            headers[name] = unquote(value)
+    return uri, headers
 
 
 def register(app: Flask, sb: Sandbox) -> None:
@@ -63,6 +85,11 @@ def register(app: Flask, sb: Sandbox) -> None:
         if not to or not from_:
             # https://www.twilio.com/docs/api/errors/21201
             return _twilio_error(400, 21201, "No 'To' or 'From' number is specified")
+        sip = sip_destination(to)
+        if sip is not None and len(to) > MAX_SIP_URI:
+            # The code for an over-long SIP URI is not documented: 21211 (invalid To).
+            return _twilio_error(400, 21211, "Invalid 'To' SIP URI")
+        to = sip[0] if sip else to
         with sb.lock:
             conf = sb.conferences.get(name)
             if conf is None:
@@ -78,6 +105,8 @@ def register(app: Flask, sb: Sandbox) -> None:
                            machine_detection=bool(form.get("MachineDetection")),
                            # Where the participant's AMD verdict goes (participant.py).
                            amd_callback=form.get("AmdStatusCallback"))
+            if sip is not None:
+                call.flow["sip_headers"] = sip[1]
             sb.calls[call.sid] = call
             fate = sb.fates.get(to, sb.default_fate)
         with sb.scheduler.keyed(name):
@@ -152,13 +181,18 @@ def register(app: Flask, sb: Sandbox) -> None:
         form = request.form
         if not form.get("To") or not form.get("From"):
             return _twilio_error(400, 21201, "No 'To' or 'From' number is specified")
-        call = SimCall(_sid("CA"), form["To"], form["From"], "queued",
+        sip = sip_destination(form["To"])
+        if sip is not None and len(form["To"]) > MAX_SIP_URI:
+            return _twilio_error(400, 21211, "Invalid 'To' SIP URI")
+        call = SimCall(_sid("CA"), sip[0] if sip else form["To"], form["From"], "queued",
                        form.get("StatusCallback"),
                        tuple(form.getlist("StatusCallbackEvent")) or ("completed",),
                        machine_detection=bool(form.get("MachineDetection")),
-                       url=form.get("Url"))
+                       url=form.get("Url"), twiml=form.get("Twiml"))
         if not call.url and not form.get("Twiml"):
             return _twilio_error(400, 21205, "Url or Twiml is required")
+        if sip is not None:
+            call.flow["sip_headers"] = sip[1]
         with sb.lock:
             sb.calls[call.sid] = call
             fate = sb.fates.get(call.to, sb.default_fate)
@@ -218,6 +252,9 @@ DEMO = DemoScript(scenarios=(
      "screening: the first human declines, the second presses 1"),
     (("machine", "answer-after:1"), {"voicemail_detection": True},
      "voicemail on the first line, the second answers"),
+    (("sip:answer-after:1",), {}, "a SIP destination gets the summary in its URI headers"),
+    (("answer-after:2|answer-after:1",), {},
+     "a ring group: both ring at once, the second answers first"),
 ))
 
 

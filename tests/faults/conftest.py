@@ -22,7 +22,8 @@ def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
                           transfer_deadline_margin=DEADLINE_MARGIN,
                           broker_visibility_timeout=3, provider_http_timeout=1.0,
                           # Anywhere: the load test mixes countries.
-                          transfer_allowed_destinations="*") as running:
+                          transfer_allowed_destinations="*",
+                          transfer_allowed_sip_domains="pbx.example.com") as running:
         yield running
 
 

@@ -366,3 +366,57 @@ def test_worker_killed_while_dialing_the_next_destination(services: Services) ->
     assert (event["type"], event["destination_index"]) == ("transfer.succeeded", 1)
     notes = [e["note"] for e in s.store.timeline(tid)]
     print(f"\nworker killed dialing destination 2: {notes}")
+
+
+def test_ring_groups_with_callbacks_twice_and_shuffled(services: Services) -> None:
+    """Ring groups (Twilio's gated calls, Plivo's one Dial of several Numbers) mixed with
+    single numbers, every callback delivered twice and reordered: one terminal event each,
+    the right destination and member named, no member bridged twice, never two humans
+    with the customer."""
+    s = services
+    s.sandbox.repeat_callbacks = 2
+    s.sandbox.callback_jitter = 0.2
+    # (provider, the group's fates, the single number after it, destination, member)
+    cases: list[tuple[str, list[str], str, int | None, int | None]] = []
+    for provider in ("twilio", "plivo"):
+        cases += [
+            (provider, ["answer-after:0.8", "answer-after:0.2"], "answer", 0, 1),
+            (provider, ["busy", "answer-after:0.3", "answer-after:0.6"], "answer", 0, 1),
+            (provider, ["busy", "busy"], "answer", 1, None),
+            (provider, ["no-answer:0.3", "busy"], "busy", None, None),
+        ]
+    started = []
+    for provider, group_fates, single_fate, expected, member in cases:
+        lead = unique_lead()
+        call_id = s.customer_call(lead, provider=provider)
+        numbers = [f"+{NUMBERS[provider] + 1000 + next(_seq) % 8000}"
+                   for _ in (*group_fates, single_fate)]
+        for number, fate in zip(numbers, (*group_fates, single_fate), strict=True):
+            s.sandbox.set_fate(number, fate)
+        request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                               provider=provider, outbound_number=OUTBOUND[provider],
+                               outbound_number_id=None, summary="Billing")
+        request["template"]["configurations"] = {"transfer_numbers": [
+            {"group": numbers[:-1]}, numbers[-1]]}
+        result = s.client.connect_to_live_agent(request)
+        assert result["status"] == "transfer_requested", result
+        started.append((provider, lead, str(result["transfer_id"]), numbers, expected,
+                        member))
+    counts = settle(s, [t for _, _, t, *_ in started], timeout=3 * DEADLINE + 40)
+    assert set(counts.values()) == {1}
+    for provider, _lead, tid, numbers, expected, member in started:
+        [event] = s.events.matching(lambda e, t=tid: e["transfer_id"] == t
+                                    and e["type"] in ("transfer.succeeded", "transfer.failed"))
+        assert (event["destination_index"], event["destination_member"]) == (
+            expected, member), (provider, [e["note"] for e in s.store.timeline(tid)])
+        with s.sandbox.lock:
+            legs = [c for c in s.sandbox.calls.values() if c.to in numbers]
+            joined = {d.params.get("CallSid") for d in s.sandbox.deliveries
+                      if d.params.get("StatusCallbackEvent") == "participant-join"}
+        assert max(Counter(c.to for c in legs).values()) == 1  # nobody rang twice
+        if provider == "plivo":
+            # One human at most reached the customer: every other leg ended unanswered.
+            assert sum(c.status == "in-progress" for c in legs) == (expected is not None)
+        else:
+            # Only one human ever entered the conference the customer is moved into.
+            assert len(joined & {c.sid for c in legs}) == (expected is not None)

@@ -24,7 +24,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
                           transfer_deadline_margin=DEADLINE_MARGIN,
                           # The requests' outbound ids are not in the directory (so no home
                           # country): the flows dial the US and, on Exotel, India.
-                          transfer_allowed_destinations="US,IN") as running:
+                          transfer_allowed_destinations="US,IN",
+                          # The sandbox's SIP destinations.
+                          transfer_allowed_sip_domains="pbx.example.com") as running:
         yield running
 
 

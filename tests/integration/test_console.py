@@ -105,3 +105,19 @@ def test_request_and_status_reach_the_running_stack(up: tuple[Stack, int, Path])
     status = _cli(state, "status", "cli-lead")
     assert status.returncode == 0, status.stderr
     assert '"lead_id": "cli-lead"' in status.stdout
+
+
+def test_the_demo_shows_a_ring_group_and_sip_destinations(up: tuple[Stack, int, Path]) -> None:
+    from workers.demo import scenarios
+
+    _, port, state = up
+    chosen = [str(i) for i, (_, _, _, what) in enumerate(scenarios(), start=1)
+              if "ring group" in what or "SIP destination" in what]
+    assert len(chosen) >= 5
+    args = [a for n in chosen for a in ("--scenario", n)]
+    done = _cli(state, "demo", "--port", str(port), *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("-> transfer.succeeded") == len(chosen), done.stdout
+    # The group's second member answered first, on Twilio, Plivo and Telnyx.
+    assert done.stdout.count("(member 2)") == 3, done.stdout
+    assert "sip:d***@pbx.example.com answered" in done.stdout

@@ -335,3 +335,46 @@ def test_key_pressed_after_the_confirm_timeout_is_declined(stack: Stack) -> None
         assert time.monotonic() < deadline, "customer was not sent back to the AI"
         time.sleep(0.05)
     assert _human_leg(stack, number).spoken[-1] == "Press 1 to take the call."  # type: ignore[attr-defined]
+
+
+def test_a_sip_destination_is_dialed_as_a_user_with_the_summary_header(stack: Stack) -> None:
+    lead = unique_lead()
+    uri = f"sip:{lead}@pbx.example.com"
+    stack.sandbox.set_fate(uri, "answer")
+    call_id = stack.customer_call(lead, provider="plivo")
+    request = make_request(lead_id=lead, provider="plivo", call_id=call_id,
+                           transfer_number=None, outbound_number="+14155550199",
+                           summary="Billing question, order 42")
+    request["template"]["configurations"] = {"transfer_numbers": [uri]}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    with stack.sandbox.lock:
+        human = next(c for c in stack.sandbox.calls.values() if c.to == uri)
+    assert human.flow["sip_headers"] == {
+        "X-PH-TransferId": tid, "X-PH-LeadId": lead,
+        "X-PH-TransferSummary": "Billing question, order 42"}
+
+
+def test_a_ring_group_the_second_member_answers_first_and_the_first_is_cancelled(
+        stack: Stack) -> None:
+    lead = unique_lead()
+    members = [fictional_number(), fictional_number()]
+    stack.sandbox.set_fate(members[0], "answer-after:1.5")
+    stack.sandbox.set_fate(members[1], "answer-after:0.2")
+    call_id = stack.customer_call(lead, provider="plivo")
+    request = make_request(lead_id=lead, provider="plivo", call_id=call_id,
+                           transfer_number=None, outbound_number=OUTBOUND)
+    request["template"]["configurations"] = {"transfer_numbers": [{"group": members}]}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    assert (event["destination_index"], event["destination_member"]) == (0, 1)
+    assert event["attempts"][0]["member"] == 1
+    with stack.sandbox.lock:
+        legs = {c.to: c for c in stack.sandbox.calls.values() if c.to in members}
+    # Rung at once; the second picked up first, the first's leg was hung up unanswered.
+    assert (legs[members[1]].status, legs[members[0]].status) == ("in-progress", "canceled")
+    time.sleep(0.3)
+    assert stack.terminal_count(tid) == 1

@@ -196,3 +196,69 @@ def test_shuffled_webhooks_still_one_outcome(stack: Stack) -> None:
     assert len(_bridges(stack, call_id)) == 1
     time.sleep(0.5)
     assert stack.terminal_count(tid) == 1
+
+
+def test_an_extension_is_sent_before_the_briefing(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = _customer_call(stack, lead)
+    number = fictional_number()
+    stack.sandbox.set_fate(number, "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, provider="telnyx",
+                           summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": [
+        {"number": number, "extension": "w1234#"}]}
+    result = stack.client.connect_to_live_agent(request)
+    event = stack.terminal(str(result["transfer_id"]))
+    assert event["type"] == "transfer.succeeded"
+    human = _leg(stack, number)
+    # The sandbox marks speech that starts while the tones still play: none here.
+    assert human.spoken == ["[dtmf w1234#]", "Billing question"]
+    [dtmf] = stack.sandbox.api_requests(f"/v2/calls/{human.sid}/actions/send_dtmf")
+    [speak] = stack.sandbox.api_requests(f"/v2/calls/{human.sid}/actions/speak")
+    [bridge] = _bridges(stack, call_id)
+    assert dtmf.json["digits"] == "w1234#" and dtmf.at < speak.at < bridge.at
+
+
+def test_a_sip_destination_receives_the_context_headers(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = _customer_call(stack, lead)
+    uri = f"sip:{lead}@pbx.example.com"
+    stack.sandbox.set_fate(uri, "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, provider="telnyx",
+                           summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": [uri]}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    human = _leg(stack, uri)
+    assert human.flow["sip_headers"] == {"X-Transfer-Id": tid, "X-Lead-Id": lead,
+                                         "X-Transfer-Summary": "Billing question"}
+
+
+def test_a_ring_group_the_second_member_answers_first_and_the_first_is_hung_up(
+        stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = _customer_call(stack, lead)
+    members = [fictional_number(), fictional_number()]
+    stack.sandbox.set_fate(members[0], "answer-after:2")
+    stack.sandbox.set_fate(members[1], "answer-after:0.3")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, provider="telnyx",
+                           summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": [{"group": members}]}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    assert (event["destination_index"], event["destination_member"]) == (0, 1)
+    first, second = _leg(stack, members[0]), _leg(stack, members[1])
+    [bridge] = _bridges(stack, call_id)
+    assert bridge.json["call_control_id"] == second.sid
+    assert second.spoken == ["Billing question"] and first.spoken == []
+    # The first member's leg was hung up while it still rang.
+    [hangup] = stack.sandbox.api_requests(f"/v2/calls/{first.sid}/actions/hangup")
+    assert hangup.at < bridge.at and first.status == "canceled"
+    time.sleep(0.5)
+    assert stack.terminal_count(tid) == 1

@@ -550,3 +550,113 @@ def test_a_repeated_twiml_request_gets_the_same_twiml(stack: Stack) -> None:
     assert stack.terminal(tid)["type"] == "transfer.succeeded"
     time.sleep(0.3)
     assert stack.terminal_count(tid) == 1
+
+
+def test_an_extension_is_dialed_before_the_briefing(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    numbers = [fictional_number(), fictional_number()]
+    stack.sandbox.set_fate(numbers[0], "busy")
+    stack.sandbox.set_fate(numbers[1], "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": [
+        numbers[0], {"number": numbers[1], "extension": "ww204#"}]}
+    result = stack.client.connect_to_live_agent(request)
+    event = stack.terminal(str(result["transfer_id"]))
+    assert event["type"] == "transfer.succeeded" and event["destination_index"] == 1
+    assert [(a["outcome"], a["sip_code"]) for a in event["attempts"]] == [
+        ("busy", 486), ("answered", None)]
+    human = next(c for c in stack.sandbox.calls.values() if c.to == numbers[1])
+    # The digits, then (in the conference) the briefing, then the customer moved in.
+    assert human.spoken == ["[dtmf ww204#]", "Incoming transfer. Note from the AI "
+                            "assistant: Billing question"]
+    assert stack.sandbox.calls[call_id].spoken == []
+    [placed] = [r for r in stack.sandbox.api_requests("/Calls.json", method="POST")
+                if r.value("To") == numbers[1]]
+    assert "<Play digits=\"ww204#\" />" in (placed.value("Twiml") or "")
+    # The first destination (no extension) was a participant, as ever.
+    assert [r.value("To") for r in _participant_requests(stack, lead)] == [numbers[0]]
+
+
+def test_a_sip_destination_receives_the_summary_header(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    uri = f"sip:{lead}@pbx.example.com"
+    stack.sandbox.set_fate(uri, "answer")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, summary="Billing question, order 42")
+    request["template"]["configurations"] = {"transfer_numbers": [uri],
+                                             "sip_headers": {"X-Queue": "billing"}}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded"
+    assert event["attempts"][0]["number"] == f"sip:{lead[0]}***@pbx.example.com"
+    with stack.sandbox.lock:
+        human = next(c for c in stack.sandbox.calls.values() if c.to == uri)
+    # The INVITE's headers, as the SIP endpoint receives them.
+    assert human.flow["sip_headers"] == {
+        "X-Transfer-Id": tid, "X-Lead-Id": lead,
+        "X-Transfer-Summary": "Billing question, order 42", "X-Queue": "billing"}
+    # Briefed by announcement as any participant, then the customer moved in.
+    assert human.spoken == ["Incoming transfer. Note from the AI assistant: "
+                            "Billing question, order 42"]
+
+
+def test_a_sip_host_not_allowed_is_refused_before_anything_is_dialed(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND)
+    request["template"]["configurations"] = {"transfer_numbers": [
+        "sip:anyone@elsewhere.example.net"]}
+    result = stack.client.connect_to_live_agent(request)
+    assert (result["status"], result["error"]) == ("error", "destination_not_allowed")
+    assert not any("elsewhere" in (r.value("To") or "")
+                   for r in stack.sandbox.api_requests("/Participants.json"))
+
+
+def test_a_ring_group_the_second_member_answers_first_and_the_first_is_cancelled(
+        stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    members = [fictional_number(), fictional_number()]
+    stack.sandbox.set_fate(members[0], "answer-after:2")
+    stack.sandbox.set_fate(members[1], "answer-after:0.3")
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND, summary="Billing question")
+    request["template"]["configurations"] = {"transfer_numbers": [{"group": members}]}
+    result = stack.client.connect_to_live_agent(request)
+    tid = str(result["transfer_id"])
+    event = stack.terminal(tid)
+    assert event["type"] == "transfer.succeeded", "\n".join([str(event)] + [
+        f"{e.get('state', '')} {e['note']}" for e in stack.store.timeline(tid)])
+    assert (event["destination_index"], event["destination_member"]) == (0, 1)
+    with stack.sandbox.lock:
+        legs = {c.to: c for c in stack.sandbox.calls.values() if c.to in members}
+    # Both rang at once; the first member's leg was canceled while it still rang.
+    assert legs[members[0]].status == "canceled"
+    assert legs[members[1]].spoken == ["Incoming transfer. Note from the AI assistant: "
+                                       "Billing question"]
+    conference = stack.sandbox.conferences[f"transfer-{lead}"]
+    assert legs[members[0]].sid not in conference.participants
+    time.sleep(0.5)
+    assert stack.terminal_count(tid) == 1
+
+
+def test_a_ring_group_none_answers_then_the_next_destination(stack: Stack) -> None:
+    lead = unique_lead()
+    call_id = stack.customer_call(lead)
+    numbers = [fictional_number() for _ in range(3)]
+    for number, fate in zip(numbers, ["busy", "no-answer:0.3", "answer"], strict=True):
+        stack.sandbox.set_fate(number, fate)
+    request = make_request(lead_id=lead, call_id=call_id, transfer_number=None,
+                           outbound_number=OUTBOUND)
+    request["template"]["configurations"] = {"transfer_numbers": [
+        {"group": numbers[:2]}, numbers[2]]}
+    result = stack.client.connect_to_live_agent(request)
+    event = stack.terminal(str(result["transfer_id"]))
+    assert event["type"] == "transfer.succeeded"
+    assert (event["destination_index"], event["destination_member"]) == (1, None)
+    assert [a["outcome"] for a in event["attempts"]] == ["no_answer", "answered"]

@@ -53,6 +53,7 @@ def settings() -> Settings:
         api_token="api-test-token",
         # The directory's "main-line" is a US number; the Exotel tests dial India.
         transfer_allowed_destinations="US,IN",
+        transfer_allowed_sip_domains="pbx.example.com",
     )
 
 

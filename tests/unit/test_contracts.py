@@ -95,7 +95,8 @@ def test_failed_event_shape() -> None:
                                  call_id="CA1", reason="busy").as_dict()
     assert set(event) == {"event_id", "type", "lead_id", "transfer_id", "provider", "call_id",
                           "reason", "message", "action", "transferred", "destination_index",
-                          "attempts", "sip_code", "provider_cause", "occurred_at"}
+                          "destination_member", "attempts", "sip_code", "provider_cause",
+                          "occurred_at"}
     assert event["type"] == "transfer.failed"
     assert event["action"] == "resume"
     assert "busy" in event["message"]
@@ -281,11 +282,27 @@ def test_a_destination_may_carry_an_extension() -> None:
         with pytest.raises(RequestError) as err:
             parse(raw)
         assert err.value.code == "invalid_policy" and "extension" in str(err.value.detail)
-    for provider in ("twilio", "telnyx", "exotel"):  # not built there: refused, not dropped
+    for provider in ("twilio", "telnyx"):
         other = make_request(provider=provider, transfer_number=None)
         other["template"]["configurations"] = {"transfer_numbers": [
             {"number": "+14155550101", "extension": "123"}]}
-        assert code_of(other) == "unsupported_policy"
+        assert parse(other).extensions == ("123",)
+        # Detection would judge the switchboard, not the person behind the extension.
+        other["template"]["configurations"]["voicemail_detection"] = True
+        with pytest.raises(RequestError) as err:
+            parse(other)
+        assert err.value.code == "unsupported_policy" and "switchboard" in str(err.value.detail)
+    # Not built there: refused, not dropped.
+    exotel = make_request(provider="exotel", transfer_number=None)
+    exotel["template"]["configurations"] = {"transfer_numbers": [
+        {"number": "+14155550101", "extension": "123"}]}
+    assert code_of(exotel) == "unsupported_policy"
+    # Plivo's agent-first handoff does not send it (its default handoff does).
+    raw["template"]["configurations"]["transfer_numbers"][0]["extension"] = "123"
+    raw["template"]["configurations"]["handoff"] = "agent_first"
+    with pytest.raises(RequestError) as err:
+        parse(raw)
+    assert err.value.code == "unsupported_policy" and "agent_first" in str(err.value.detail)
 
 
 def test_fallback_on_travels_in_the_celery_message() -> None:
@@ -397,3 +414,88 @@ def test_the_callers_transfer_id_is_never_taken() -> None:
 def test_ids_are_length_capped(field: str, value: str, code: str) -> None:
     assert code_of({**make_request(), field: value}) == code
     assert parse({**make_request(), field: value[:1] * 100})  # 100 is fine
+
+
+def _sip_request(provider: str = "twilio", **configurations: Any) -> dict[str, Any]:
+    raw = make_request(provider=provider, transfer_number=None)
+    raw["template"]["configurations"] = {"transfer_numbers": [
+        "SIP:Alice@PBX.Example.com", "+14155550102"], **configurations}
+    return raw
+
+
+def test_a_sip_destination_goes_only_to_an_allowed_host() -> None:
+    raw = _sip_request(sip_headers={"X-Queue": "billing"})
+    with pytest.raises(RequestError) as err:
+        parse(raw)  # no SIP host allowed by default
+    assert err.value.code == "destination_not_allowed"
+    assert "sip:A***@pbx.example.com" in str(err.value.detail)
+    req = parse_request(raw, lambda _id: "+14155550199",
+                        allowed_sip_domains="pbx.example.com")
+    assert req.destinations == ("sip:Alice@pbx.example.com", "+14155550102")
+    assert req.sip_headers == (("X-Queue", "billing"),)
+    assert parse_request(raw, lambda _id: "+14155550199",
+                         allowed_sip_domains="*.example.com").destinations[0].startswith("sip:")
+    for other in ("example.com", "pbx.example.com.evil.test", "*.pbx.example.com"):
+        with pytest.raises(RequestError) as err:
+            parse_request(raw, lambda _id: "+14155550199", allowed_sip_domains=other)
+        assert err.value.code == "destination_not_allowed"
+
+
+def test_a_sip_destination_is_a_bare_uri_and_its_headers_are_safe() -> None:
+    def code(raw: dict[str, Any]) -> str:
+        with pytest.raises(RequestError) as err:
+            parse_request(raw, lambda _id: "+14155550199", allowed_sip_domains="*")
+        return err.value.code.value
+
+    for bad in ("sip:alice@pbx.example.com;transport=tcp", "sip:alice@pbx.example.com?X-A=1",
+                "sip:@pbx.example.com", "sip:alice@10.0.0.1", "sips:alice@pbx.example.com",
+                "sip:ali ce@pbx.example.com"):
+        raw = _sip_request()
+        raw["template"]["configurations"]["transfer_numbers"][0] = bad
+        assert code(raw) == "invalid_transfer_number", bad
+    for headers in ({"Queue": "x"}, {"X-Twilio-Foo": "x"}, {"X-Lead-Id": "x"},
+                    {"X-A": "line\r\nInjected: 1"}, {"X-A": "x" * 101}, {"X-A b": "x"},
+                    {f"X-H{i}": "x" for i in range(6)}, ["X-A"]):
+        assert code(_sip_request(sip_headers=headers)) == "invalid_policy", headers
+    # Refused where the provider (or its handoff) does not dial SIP.
+    assert code(_sip_request("exotel")) == "unsupported_policy"
+    assert code(_sip_request("plivo", handoff="agent_first")) == "unsupported_policy"
+    # Without a SIP destination the static headers are not kept.
+    plain = make_request(provider="twilio")
+    plain["template"]["configurations"]["sip_headers"] = {"X-Queue": "billing"}
+    assert parse(plain).sip_headers == ()
+
+
+def test_a_ring_group_is_one_destination_of_several_numbers() -> None:
+    raw = make_request(provider="plivo", transfer_number=None)
+    raw["template"]["configurations"] = {"transfer_numbers": [
+        {"group": ["+14155550101", "+1 (415) 555-0102"], "ring_timeout": 20}, "+14155550103"]}
+    req = parse(raw)
+    assert req.destinations == ("+14155550101,+14155550102", "+14155550103")
+    assert req.transfer_number == "+14155550101,+14155550102"
+    assert req.ring_timeouts == (20, 0)
+
+    def code(group: Any, provider: str = "plivo", **more: Any) -> str:
+        bad = make_request(provider=provider, transfer_number=None)
+        bad["template"]["configurations"] = {"transfer_numbers": [
+            {"group": group, **more}], **more.pop("config", {})}
+        return code_of(bad)
+
+    assert code(["+14155550101"]) == "invalid_transfer_number"  # a group of one
+    assert code([f"+141555501{i:02}" for i in range(11)]) == "invalid_transfer_number"
+    assert code(["+14155550101", "+14155550101"]) == "invalid_transfer_number"
+    assert code(["+14155550101", "not a number"]) == "invalid_transfer_number"
+    assert code(["+14155550101", "+442079460000"]) == "destination_not_allowed"
+    assert code(["+14155550101", "+14155550102"], extension="12") == "invalid_policy"
+    assert code(["+14155550101", "+14155550102"], "exotel") == "unsupported_policy"
+    screened = make_request(provider="twilio", transfer_number=None)
+    screened["template"]["configurations"] = {
+        "screening": True, "transfer_numbers": [{"group": ["+14155550101", "+14155550102"]}]}
+    assert code_of(screened) == "unsupported_policy"  # Twilio's gate is not the prompt
+    screened["provider"] = "plivo"
+    assert parse(screened).screening  # Plivo's confirmKey: the one who presses is bridged
+    agent_first = make_request(provider="plivo", transfer_number=None)
+    agent_first["template"]["configurations"] = {
+        "handoff": "agent_first",
+        "transfer_numbers": [{"group": ["+14155550101", "+14155550102"]}]}
+    assert code_of(agent_first) == "unsupported_policy"

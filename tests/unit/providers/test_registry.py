@@ -43,14 +43,21 @@ CARRIED = {
     "hold_audio_url": {"twilio", "plivo", "telnyx"},
     "ring_timeout_per_destination": {"twilio", "plivo", "telnyx"},
     "fallback_on": {"twilio", "plivo", "telnyx"},
-    "extension": {"plivo"},
+    "extension": {"twilio", "plivo", "telnyx"},
+    "sip_destination": {"twilio", "plivo", "telnyx"},
+    "ring_group": {"twilio", "plivo", "telnyx"},
+    "ring_group_screening": {"plivo"},
     # A no-op on twilio and telnyx: their one handoff reaches the human first.
     "handoff_agent_first": {"twilio", "plivo", "telnyx"},
 }
-HINTS = {("extension", "twilio"): "not built yet (only calls.create takes SendDigits; "
-                                     "conference participants do not)",
-         ("extension", "telnyx"): "not built yet (the send_dtmf action would carry it)",
-         ("extension", "exotel"): "not built",
+HINTS = {("extension", "exotel"): "not built",
+         ("sip_destination", "exotel"): "its Connect applet dials phone numbers only",
+         ("ring_group", "exotel"): "its Connect applet rings a list in order",
+         ("ring_group_screening", "twilio"): "not built: a group member's leg is gated by "
+                                             "/twilio/member, not by the screening prompt",
+         ("ring_group_screening", "telnyx"): "the first member to answer takes the "
+                                             "destination before the prompt: one who "
+                                             "declines would end the group",
          ("fallback_on", "exotel"): "its Connect applet dials the next number on any "
                                    "unanswered outcome",
          ("voicemail_detection", "plivo"): "its Dial has no machine detection; use handoff "
@@ -112,3 +119,13 @@ def test_the_web_app_imports_no_sandbox() -> None:
                             "create_app({'public_base_url': 'https://hooks.example.com'})")
     assert {f"providers.{n}.sandbox" for n in providers.names()} & loaded == set()
     assert {"sandbox", "sandbox.core", "workers.demo"} & loaded == set()
+
+
+def test_a_handoff_refuses_only_what_it_declares() -> None:
+    """Plivo's agent-first handoff does not send an extension; elsewhere a handoff carries
+    out what its provider does."""
+    assert "agent first" in (providers.handoff_refusal("plivo", "agent_first", "extension")
+                             or "")
+    assert providers.handoff_refusal("twilio", "agent_first", "extension") is None
+    assert providers.handoff_refusal("plivo", "default", "extension") is None
+    assert providers.handoff_refusal("nobody", "agent_first", "extension") is None

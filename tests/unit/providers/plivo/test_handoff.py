@@ -296,3 +296,31 @@ def test_screened_dial_completed_after_the_window_is_success(
     callback("dial-callback", tid, DialAction="answer", received_at=repr(picked))
     callback("dial-action", tid, DialStatus="completed")
     assert [e["type"] for e in events()][-1] == "transfer.succeeded"
+
+
+def test_a_ring_group_is_one_dial_and_the_member_who_answered_is_named(
+        rt: Runtime, store: Store, settings: Settings, events: Any,
+        mocked: responses.RequestsMock) -> None:
+    mocked.post(TRANSFER_URL, status=202, json={"message": "call transferred", "api_id": "x"})
+    req = make_request(lead_id="L1", call_id=CUSTOMER, provider="plivo", transfer_id="tr_L1",
+                       transfer_number=None)
+    req["template"]["configurations"] = {"transfer_numbers": [
+        {"group": ["+14155550101", "+1 415 555 0102"], "ring_timeout": 20}, "+14155550103"]}
+    run(tasks.transfer_request, request=req)
+    record = store.get_transfer("tr_L1")
+    assert record is not None
+    assert store.get_flag("L1") == "+14155550101,+14155550102"
+    dial = ET.fromstring(plivo.dial_up_xml(settings, record, plivo.destination(record)))
+    dial_el = dial.find("Dial")
+    assert dial_el is not None and dial_el.get("timeout") == "20"
+    # Rung at once: "The first call to pick up is connected ... the rest are hung up".
+    assert [n.text for n in dial_el.findall("Number")] == ["+14155550101", "+14155550102"]
+
+    callback("dial-callback", "tr_L1", Event="DialAnswer", DialBLegTo="14155550102")
+    callback("dial-callback", "tr_L1", Event="DialAnswer", DialBLegTo="14155550101")
+    [_, event] = events()
+    assert event["type"] == "transfer.succeeded"
+    assert (event["destination_index"], event["destination_member"]) == (0, 1)
+    assert event["attempts"] == [{
+        "index": 0, "number": "+14*******01,+14*******02", "outcome": "answered",
+        "sip_code": None, "provider_cause": None, "member": 1}]

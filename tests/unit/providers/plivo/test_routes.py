@@ -492,3 +492,27 @@ def test_whisper_with_control_characters_in_the_summary_is_xml(
     assert resp.status_code == 200
     assert ET.fromstring(resp.data).findtext("Speak") == (
         "Incoming transfer. Note from the AI assistant: hi  there ")
+
+
+def test_a_sip_destination_is_a_user_with_our_sip_headers(
+        client: FlaskClient, settings: Settings, store: Store) -> None:
+    raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1", transfer_number=None,
+                       summary="Wants a refund, today")
+    raw["template"]["configurations"] = {
+        "transfer_numbers": [{"number": "sip:desk-7@pbx.example.com", "extension": "12"}],
+        "sip_headers": {"X-Queue-Name": "billing"}}
+    req = parse_request(raw, store.get_number, allowed_sip_domains="pbx.example.com")
+    store.begin(req)
+    store.set_flag(req.lead_id, req.transfer_number)
+    store.transition(req.transfer_id, State.DIALING, "transferred")
+    resp = post(client, settings, f"/plivo/dial-up?transfer_id={req.transfer_id}",
+                {"CallUUID": "uuid-1"})
+    dial = ET.fromstring(resp.data).find("Dial")
+    assert dial is not None and dial.find("Number") is None
+    user = dial.find("User")
+    assert user is not None and user.text == "sip:desk-7@pbx.example.com"
+    assert user.get("sendDigits") == "12"
+    # Names: letters and digits (Plivo prefixes X-PH-); values: letters, digits, %-escapes.
+    assert user.get("sipHeaders") == (
+        f"TransferId=tr%5F{req.transfer_id[3:]},LeadId=L1,"
+        "TransferSummary=Wants%20a%20refund%2C%20today,QueueName=billing")

@@ -225,3 +225,149 @@ def test_hangup_causes() -> None:
     assert failure_reason({"hangup_cause": "unspecified", "sip_hangup_cause": "486"},
                           answered=False) == "busy"
     assert failure_reason({"hangup_cause": "unspecified"}, answered=False) == "failed"
+
+
+def test_an_extension_is_sent_on_the_answered_leg_and_the_briefing_waits_for_it(
+        rt: Runtime, store: Store, celery_app: Any, mocked: responses.RequestsMock) -> None:
+    from providers.telnyx.callbacks import dtmf_playout
+    from tests.helpers import drain_queue
+
+    tid = start(mocked, transfer_number=None, extra={"summary": "Wants a refund"},
+                transfer_numbers=[{"number": "+14155550101", "extension": "ww12#"}])
+    action(mocked, AGENT, "send_dtmf")
+    action(mocked, AGENT, "speak")
+    webhook(tid, "call.answered")
+    webhook(tid, "call.answered")  # a duplicate sends the digits once
+    [dtmf] = [c for c in mocked.calls if c.request.url.endswith("/send_dtmf")]
+    assert dtmf.request.url == f"{API}/calls/{AGENT}/actions/send_dtmf"
+    sent = body(dtmf)
+    assert sent == {"digits": "ww12#", "duration_millis": 250,
+                    "client_state": sent["client_state"], "command_id": f"{tid}:0:send_dtmf"}
+    assert not any(c.request.url.endswith("/speak") for c in mocked.calls)
+    # send_dtmf reports nothing: our own callback, once the digits have played out.
+    [later] = [m for m in drain_queue(celery_app, "transfers")
+               if m["kwargs"].get("kind") == "extension-sent"]
+    assert later["kwargs"] == {"provider": "telnyx", "kind": "extension-sent",
+                               "transfer_id": tid,
+                               "params": {"call_control_id": AGENT, "attempt": "0"}}
+    assert dtmf_playout("ww12#") == 3 * 0.5 + 2 * 0.5 + 1.0
+
+    run(tasks.provider_callback, **later["kwargs"])
+    [speak] = [c for c in mocked.calls if c.request.url.endswith("/speak")]
+    assert body(speak)["payload"] == "Wants a refund"
+    # A repeated delivery of our callback briefs nobody twice.
+    run(tasks.provider_callback, **later["kwargs"])
+    assert len([c for c in mocked.calls if c.request.url.endswith("/speak")]) == 1
+
+
+def test_an_extension_without_briefing_bridges_after_the_playout(
+        rt: Runtime, store: Store, celery_app: Any, mocked: responses.RequestsMock) -> None:
+    tid = start(mocked, transfer_number=None,
+                transfer_numbers=[{"number": "+14155550101", "extension": "9"}])
+    action(mocked, AGENT, "send_dtmf")
+    webhook(tid, "call.answered")
+    assert not any(c.request.url.endswith("/bridge") for c in mocked.calls)
+    action(mocked, CUSTOMER, "bridge")
+    action(mocked, CUSTOMER, "streaming_stop")
+    run(tasks.provider_callback, provider="telnyx", kind="extension-sent", transfer_id=tid,
+        params={"call_control_id": AGENT, "attempt": "0"})
+    assert mocked.calls[-2].request.url == f"{API}/calls/{CUSTOMER}/actions/bridge"
+
+
+def test_a_sip_destination_is_dialed_with_custom_headers_and_credentials(
+        rt: Runtime, mocked: responses.RequestsMock, monkeypatch: Any) -> None:
+    monkeypatch.setenv("TELNYX_SIP_AUTH_USERNAME", "agent-desk")
+    monkeypatch.setenv("TELNYX_SIP_AUTH_PASSWORD", "desk-secret")
+    tid = start(mocked, transfer_number=None, extra={"summary": "Wants a refund"},
+                transfer_numbers=["sip:desk-7@pbx.example.com"],
+                sip_headers={"X-Queue": "billing"})
+    sent = body(mocked.calls[0])
+    assert sent["to"] == "sip:desk-7@pbx.example.com"
+    assert sent["custom_headers"] == [
+        {"name": "X-Transfer-Id", "value": tid}, {"name": "X-Lead-Id", "value": "L1"},
+        {"name": "X-Transfer-Summary", "value": "Wants a refund"},
+        {"name": "X-Queue", "value": "billing"}]
+    assert (sent["sip_auth_username"], sent["sip_auth_password"]) == ("agent-desk",
+                                                                      "desk-secret")
+
+
+def test_a_ring_group_dials_every_member_and_bridges_the_first_to_answer(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    ids = iter([AGENT, AGENT2])
+    mocked.add_callback(responses.POST, f"{API}/calls", callback=lambda _req: (
+        200, {}, json.dumps({"data": {"call_control_id": next(ids), "call_leg_id": "leg",
+                                      "call_session_id": "s", "is_alive": False,
+                                      "record_type": "call"}})))
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1", provider="telnyx",
+                       transfer_number=None)
+    req["template"]["configurations"] = {"transfer_numbers": [
+        {"group": ["+14155550101", "+14155550102"]}, "+14155550103"]}
+    run(tasks.transfer_request, request=req)
+    dials = [body(c) for c in mocked.calls]
+    assert [d["to"] for d in dials] == ["+14155550101", "+14155550102"]
+    assert [d["command_id"] for d in dials] == ["tr_L1:0:dial:0", "tr_L1:0:dial:1"]
+    rec = store.get_transfer("tr_L1")
+    assert rec is not None and rec["state"] == "dialing" and not rec.get("agent_call_sid")
+
+    # The second answers first: claimed, the first member's leg hung up, then bridged.
+    action(mocked, AGENT, "hangup")
+    action(mocked, CUSTOMER, "bridge")
+    action(mocked, CUSTOMER, "streaming_stop")
+    webhook("tr_L1", "call.answered", ccid=AGENT2)
+    webhook("tr_L1", "call.answered", ccid=AGENT)  # too late: hung up
+    hangups = [c for c in mocked.calls if c.request.url.endswith(f"{AGENT}/actions/hangup")]
+    assert len(hangups) >= 1
+    [bridge] = [c for c in mocked.calls if c.request.url.endswith("/bridge")]
+    assert body(bridge)["call_control_id"] == AGENT2
+    webhook("tr_L1", "call.hangup", ccid=AGENT, hangup_cause="normal_clearing")
+    webhook("tr_L1", "call.bridged", ccid=AGENT2)
+    [event] = events()
+    assert (event["type"], event["destination_index"], event["destination_member"]) == (
+        "transfer.succeeded", 0, 1)
+
+
+def test_a_ring_group_none_answers_then_the_next_destination(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    ids = iter([AGENT, AGENT2, "v3:human-3"])
+    mocked.add_callback(responses.POST, f"{API}/calls", callback=lambda _req: (
+        200, {}, json.dumps({"data": {"call_control_id": next(ids), "call_leg_id": "leg",
+                                      "call_session_id": "s", "is_alive": False,
+                                      "record_type": "call"}})))
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1", provider="telnyx",
+                       transfer_number=None)
+    req["template"]["configurations"] = {"transfer_numbers": [
+        {"group": ["+14155550101", "+14155550102"]}, "+14155550103"]}
+    run(tasks.transfer_request, request=req)
+    webhook("tr_L1", "call.hangup", ccid=AGENT, hangup_cause="user_busy")
+    assert store.get_transfer("tr_L1")["attempt"] == "0"  # type: ignore[index]
+    webhook("tr_L1", "call.hangup", ccid=AGENT2, hangup_cause="timeout")
+    rec = store.get_transfer("tr_L1")
+    assert rec is not None and rec["attempt"] == "1" and rec["tried"] == "no_answer"
+    assert body(mocked.calls[-1])["to"] == "+14155550103"
+
+
+def test_a_ring_group_member_on_voicemail_never_takes_the_call(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    ids = iter([AGENT, AGENT2])
+    mocked.add_callback(responses.POST, f"{API}/calls", callback=lambda _req: (
+        200, {}, json.dumps({"data": {"call_control_id": next(ids), "call_leg_id": "leg",
+                                      "call_session_id": "s", "is_alive": False,
+                                      "record_type": "call"}})))
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1", provider="telnyx",
+                       transfer_number=None)
+    req["template"]["configurations"] = {"voicemail_detection": True, "transfer_numbers": [
+        {"group": ["+14155550101", "+14155550102"]}]}
+    run(tasks.transfer_request, request=req)
+    action(mocked, AGENT, "hangup")
+    action(mocked, CUSTOMER, "bridge")
+    action(mocked, CUSTOMER, "streaming_stop")
+    webhook("tr_L1", "call.answered", ccid=AGENT)  # a machine answers first...
+    assert not store.get_transfer("tr_L1").get("agent_call_sid")  # type: ignore[union-attr]
+    webhook("tr_L1", "call.machine.detection.ended", ccid=AGENT, result="machine")
+    assert mocked.calls[-1].request.url == f"{API}/calls/{AGENT}/actions/hangup"
+    webhook("tr_L1", "call.answered", ccid=AGENT2)  # ...a person second
+    webhook("tr_L1", "call.machine.detection.ended", ccid=AGENT2, result="human")
+    rec = store.get_transfer("tr_L1")
+    assert rec is not None and (rec["agent_call_sid"], rec["member"]) == (AGENT2, "1")
+    [bridge] = [c for c in mocked.calls if c.request.url.endswith("/bridge")]
+    assert body(bridge)["call_control_id"] == AGENT2

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from typing import Any
 
+import pytest
 import responses
+from flask.testing import FlaskClient
 
 from providers.twilio import markup
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import make_request
-from tests.unit.conftest import TWILIO_SID
+from tests.unit.conftest import TWILIO_SID, AppFactory
 from tests.unit.providers.twilio.test_handoff import (
     ACCOUNT,
     AGENT,
@@ -307,3 +310,232 @@ def test_a_duplicate_callback_does_not_dial_the_next_destination_twice(
     callback("agent-status", tid, CallSid=AGENT, CallStatus="busy", attempt="0")
     assert len(mocked.calls) == dialed  # left to the task placing it
     assert events() == []
+
+
+def test_an_extension_places_a_call_whose_twiml_plays_the_digits_then_joins(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    """Participants take no digits: the leg is a call whose TwiML plays them (<Play
+    digits>), then joins the conference; the briefing is announced after the join."""
+    mocked.post(f"{ACCOUNT}/Calls.json", status=201,
+                json={"sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1",
+                       transfer_number=None, summary="Wants a refund")
+    req["template"]["configurations"] = {"transfer_numbers": [
+        {"number": NUMBERS[0], "extension": "ww123#"}, NUMBERS[1]]}
+    run(tasks.transfer_request, request=req)
+    [placed] = mocked.calls
+    f = form(placed)
+    assert f["To"] == [NUMBERS[0]] and f["Timeout"] == ["30"]
+    assert "SendDigits" not in f and "Url" not in f and "MachineDetection" not in f
+    root = ET.fromstring(f["Twiml"][0])
+    assert [verb.tag for verb in root] == ["Play", "Dial"]
+    assert root[0].get("digits") == "ww123#" and not root[0].text
+    conference = root.find("./Dial/Conference")
+    assert conference is not None and conference.text == "transfer-L1"
+    assert conference.get("participantLabel") == "agent"
+    # The briefing's announcement-end moves the customer: subscribed here.
+    assert conference.get("statusCallbackEvent") == "start end join leave announcement"
+    assert conference.get("statusCallback") == \
+        "https://hooks.example.com/twilio/conference?transfer_id=tr_L1"
+    assert store.get_transfer("tr_L1")["agent_call_sid"] == AGENT  # type: ignore[index]
+
+    # Joined after the digits: briefed, then the customer moves in.
+    mocked.post(f"{ACCOUNT}/Conferences/CF1/Participants/{AGENT}.json",
+                json=leg(AGENT))
+    callback("conference", "tr_L1", StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ParticipantLabel="agent", ConferenceSid="CF1")
+    assert "AnnounceUrl" in form(mocked.calls[-1])
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    callback("conference", "tr_L1", StatusCallbackEvent="announcement-end", CallSid=AGENT,
+             ConferenceSid="CF1")
+    callback("conference", "tr_L1", StatusCallbackEvent="participant-join", CallSid=CUSTOMER)
+    [event] = events()
+    assert event["type"] == "transfer.succeeded" and event["destination_index"] == 0
+
+
+def test_the_next_destination_without_an_extension_is_a_participant_again(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    mocked.post(f"{ACCOUNT}/Calls.json", status=201,
+                json={"sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    mocked.post(participants_url("L1"), json=leg(SECOND), status=201)
+    start(rt, mocked, transfer_numbers=[{"number": NUMBERS[0], "extension": "7"}, NUMBERS[1]])
+    callback("agent-status", "tr_L1", CallSid=AGENT, CallStatus="busy", attempt="0")
+    assert mocked.calls[-1].request.url.startswith(participants_url("L1"))
+    assert form(mocked.calls[-1])["To"] == [NUMBERS[1]]
+
+
+def test_with_screening_the_digits_come_before_the_prompt(
+        rt: Runtime, settings: Settings, mocked: responses.RequestsMock) -> None:
+    mocked.post(f"{ACCOUNT}/Calls.json", status=201,
+                json={"sid": AGENT, "status": "queued", "account_sid": TWILIO_SID})
+    start(rt, mocked, screening=True,
+          transfer_numbers=[{"number": NUMBERS[0], "extension": "w42#"}])
+    # The digits travel in the signed URL, as the rest of what /twilio/screen answers with.
+    assert form(mocked.calls[0])["Url"] == [
+        "https://hooks.example.com/twilio/screen?transfer_id=tr_L1&lead_id=L1&key=1"
+        "&timeout=8&ext=w42%23"]
+    screen = {"transfer_id": "tr_L1", "lead_id": "L1", "key": "1", "timeout": "8",
+              "ext": "w42#"}
+    root = ET.fromstring(markup.screen_twiml(settings, screen, "0", "Wants a refund"))
+    assert [verb.tag for verb in root] == ["Play", "Gather"]
+    assert root[0].get("digits") == "w42#"
+
+
+def test_a_sip_destination_gets_our_headers_in_its_uri_and_the_sip_credentials(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock,
+        monkeypatch: Any) -> None:
+    monkeypatch.setenv("TWILIO_SIP_AUTH_USERNAME", "agent-desk")
+    monkeypatch.setenv("TWILIO_SIP_AUTH_PASSWORD", "desk-secret")
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1",
+                       transfer_number=None, summary="Wants a refund & a call back")
+    req["template"]["configurations"] = {"transfer_numbers": ["sip:desk-7@pbx.example.com"],
+                                         "sip_headers": {"X-Queue": "billing"}}
+    run(tasks.transfer_request, request=req)
+    f = form(mocked.calls[0])
+    # "sip:jack@example.com?x-myotherheader=bar", joined by & (docs/voice/api/receiving-sip).
+    assert f["To"] == ["sip:desk-7@pbx.example.com?X-Transfer-Id=tr_L1&X-Lead-Id=L1"
+                       "&X-Transfer-Summary=Wants%20a%20refund%20%26%20a%20call%20back"
+                       "&X-Queue=billing"]
+    assert f["SipAuthUsername"] == ["agent-desk"] and f["SipAuthPassword"] == ["desk-secret"]
+    assert store.get_flag("L1") == "sip:desk-7@pbx.example.com"
+
+
+def test_a_long_summary_is_cut_to_fit_twilios_sip_uri(rt: Runtime,
+                                                      mocked: responses.RequestsMock) -> None:
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1",
+                       transfer_number=None, summary="word " * 150)
+    req["template"]["configurations"] = {"transfer_numbers": ["sip:desk@pbx.example.com"]}
+    run(tasks.transfer_request, request=req)
+    [to] = form(mocked.calls[0])["To"]
+    assert len(to) <= markup.MAX_SIP_URI and "X-Transfer-Summary=word%20word" in to
+    assert "SipAuthUsername" not in form(mocked.calls[0])  # no credentials configured
+
+
+GROUP = ["+14155550101", "+14155550102"]
+MEMBER2 = "CA" + "d" * 32
+
+
+@pytest.fixture
+def client(make_app: AppFactory) -> FlaskClient:
+    return make_app().test_client()
+
+
+def _group(rt: Runtime, mocked: responses.RequestsMock, **configurations: Any) -> str:
+    sids = iter([AGENT, MEMBER2])
+    mocked.add_callback(responses.POST, f"{ACCOUNT}/Calls.json", callback=lambda _req: (
+        201, {}, json.dumps({"sid": next(sids), "status": "queued",
+                             "account_sid": TWILIO_SID})))
+    req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1",
+                       transfer_number=None)
+    req["template"]["configurations"] = {"transfer_numbers": [{"group": GROUP}, NUMBERS[1]],
+                                         **configurations}
+    run(tasks.transfer_request, request=req)
+    return "tr_L1"
+
+
+def test_a_ring_group_places_one_gated_call_per_member_at_once(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    tid = _group(rt, mocked, voicemail_detection=True)
+    placed = [form(c) for c in mocked.calls]
+    assert [f["To"] for f in placed] == [[GROUP[0]], [GROUP[1]]]
+    for j, f in enumerate(placed):
+        # Each asks our gate on answering, with the verdict of synchronous detection.
+        assert f["Url"] == [f"https://hooks.example.com/twilio/member?transfer_id={tid}"
+                            f"&lead_id=L1&m={j}"]
+        assert f["StatusCallback"] == [
+            f"https://hooks.example.com/twilio/agent-status?transfer_id={tid}&m={j}"]
+        assert f["MachineDetection"] == ["Enable"] and "AsyncAmd" not in f
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["state"] == "dialing" and not rec.get("agent_call_sid")
+    assert store.transfer_for_call("twilio", MEMBER2) == tid
+
+
+def test_the_first_member_to_answer_joins_and_the_others_are_hung_up(
+        rt: Runtime, store: Store, events: Any, client: FlaskClient, settings: Settings,
+        mocked: responses.RequestsMock) -> None:
+    from tests.unit.providers.twilio.test_routes import signed
+
+    tid = _group(rt, mocked)
+    path = f"/twilio/member?transfer_id={tid}&lead_id=L1&m=1"
+    first = signed(client, settings, path, {"CallSid": MEMBER2, "CallStatus": "in-progress"})
+    root = ET.fromstring(first.data)
+    conference = root.find("./Dial/Conference")
+    assert conference is not None and conference.text == "transfer-L1"
+    # The same member's retried request joins again; any other member is hung up.
+    again = signed(client, settings, path, {"CallSid": MEMBER2, "CallStatus": "in-progress"})
+    assert again.data == first.data
+    late = signed(client, settings, f"/twilio/member?transfer_id={tid}&lead_id=L1&m=0",
+                  {"CallSid": AGENT, "CallStatus": "in-progress"})
+    assert [e.tag for e in ET.fromstring(late.data)] == ["Hangup"]
+    rec = store.get_transfer(tid)
+    assert rec is not None and (rec["agent_call_sid"], rec["member"]) == (MEMBER2, "1")
+
+    # The first member's leg (still ringing in another run) is canceled on the join.
+    mocked.post(call_url(AGENT), json={"sid": AGENT, "status": "canceled"})
+    mocked.post(call_url(CUSTOMER), json={"sid": CUSTOMER, "status": "in-progress"})
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=MEMBER2,
+             ParticipantLabel="agent", ConferenceSid="CF1")
+    cancels = [form(c) for c in mocked.calls if c.request.url == call_url(AGENT)]
+    assert cancels == [{"Status": ["canceled"]}]
+    # Its ending changes nothing; the customer joins: one success naming member 2.
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="canceled", attempt="0",
+             member="0")
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=CUSTOMER)
+    [event] = events()
+    assert (event["type"], event["destination_index"], event["destination_member"]) == (
+        "transfer.succeeded", 0, 1)
+
+
+def test_a_group_is_not_reached_only_once_every_member_has_ended(
+        rt: Runtime, store: Store, mocked: responses.RequestsMock) -> None:
+    tid = _group(rt, mocked)
+    mocked.post(participants_url("L1"), json=leg(SECOND), status=201)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="busy", attempt="0", member="0")
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["attempt"] == "0"  # the other still rings
+    callback("agent-status", tid, CallSid=MEMBER2, CallStatus="no-answer", attempt="0",
+             member="1")
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["attempt"] == "1" and rec["agent_call_sid"] == SECOND
+    assert rec["tried"] == "no_answer"  # the most telling of the members' outcomes
+    assert form(mocked.calls[-1])["To"] == [NUMBERS[1]]
+
+
+def test_the_member_gate_hangs_up_a_machine_and_without_redis(
+        rt: Runtime, store: Store, client: FlaskClient, settings: Settings,
+        mocked: responses.RequestsMock) -> None:
+    from providers.twilio import callbacks
+    from tests.unit.providers.twilio.test_routes import signed
+
+    tid = _group(rt, mocked, voicemail_detection=True)
+    machine = signed(client, settings, f"/twilio/member?transfer_id={tid}&lead_id=L1&m=0",
+                     {"CallSid": AGENT, "AnsweredBy": "machine_start"})
+    assert [e.tag for e in ET.fromstring(machine.data)] == ["Hangup"]
+    assert store.get_transfer(tid)["machine:0:0"] == "machine_start"  # type: ignore[index]
+    record = store.get_transfer(tid)
+    down = callbacks.member_answered(None, settings, {"transfer_id": tid, "lead_id": "L1",
+                                                      "member": "1"}, None, False,
+                                     {"CallSid": MEMBER2, "attempt": "0"})
+    assert "<Hangup" in down.twiml and record is not None and not record.get("agent_call_sid")
+    bad = signed(client, settings, f"/twilio/member?transfer_id={tid}&m=1",
+                 {"CallSid": MEMBER2})
+    assert bad.status_code == 400
+
+
+def test_a_group_member_s_callbacks_go_to_the_worker_not_the_webhook_s_triage(
+        rt: Runtime, store: Store, client: FlaskClient, settings: Settings,
+        celery_app: Any, mocked: responses.RequestsMock) -> None:
+    """The webhook records a ringing callback itself only for the one human leg it knows
+    (agent_call_sid); a group member's is handed to the worker."""
+    from tests.helpers import drain_queue
+    from tests.unit.providers.twilio.test_routes import signed
+
+    tid = _group(rt, mocked)
+    drain_queue(celery_app, "transfers")
+    resp = signed(client, settings, f"/twilio/agent-status?transfer_id={tid}&m=1",
+                  {"CallSid": MEMBER2, "CallStatus": "ringing"})
+    assert resp.status_code == 204
+    [task] = drain_queue(celery_app, "transfers")
+    assert task["kwargs"]["params"]["member"] == "1"
