@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from providers.accounts import provider_settings
 from providers.base import PermanentProviderError, TransientProviderError, screening_key
+from providers.plivo.account import PlivoSettings
 from providers.plivo.markup import (
     AF_ANSWER_PATH,
     AF_HANGUP_PATH,
@@ -283,7 +285,7 @@ def _lost_while_bridging(rt: Runtime, transfer: Mapping[str, str], note: str) ->
 
     if not rt.fail(transfer, "agent_hung_up", note, from_states=(State.BRIDGING,)):
         return
-    resume = rt.settings.plivo_resume_url
+    resume = provider_settings(rt.settings, "plivo", PlivoSettings).resume_url
     if not resume:
         return
     try:

@@ -51,7 +51,7 @@ def _context(path: str, transfer_id: str) -> dict[str, str] | None:
     it is given, so its signature alone does not make the URL's content ours)."""
     try:
         return markup.read_context(deps().settings, path, transfer_id, _attempt(),
-                                     request.args.get("t", ""))
+                                     request.args.get("t", ""), request.args.get("account", ""))
     except markup.BadContext:
         log.warning("webhook refused", extra={"provider": "plivo", "path": request.path,
                                               "why": "bad URL context"})

@@ -35,7 +35,9 @@ from providers.base import (
     sort_http_failure,
     unreachable,
 )
+from providers import accounts
 from providers.telnyx import markup
+from providers.telnyx.account import TelnyxAccount
 from providers.telnyx.callbacks import TelnyxKind, encode_state, failure_reason, is_machine
 from shared.config import Settings
 from shared.http import settle_environment
@@ -113,18 +115,29 @@ def _error_text(resp: requests.Response) -> str:
         return resp.reason or ""
 
 
-def configured(settings: Settings) -> bool:
-    return bool(settings.telnyx_api_key and settings.telnyx_connection_id)
+def _account_query(transfer: Mapping[str, str]) -> str:
+    account = transfer.get("account") or accounts.DEFAULT
+    return "" if account == accounts.DEFAULT else f"?account={quote(account, safe='')}"
+
+
+def account_of(settings: Settings, transfer: Mapping[str, str]) -> TelnyxAccount:
+    """The credentials of the transfer's account (ProviderNotConfigured when it has none)."""
+    try:
+        account = accounts.of_transfer(settings, {**transfer, "provider": "telnyx"})
+    except accounts.UnknownAccount as exc:
+        raise ProviderNotConfigured(
+            f"{exc} (TELNYX_API_KEY and TELNYX_CONNECTION_ID for the default)") from None
+    assert isinstance(account, TelnyxAccount)
+    return account
 
 
 def make_client(settings: Settings, transfer: Mapping[str, str]) -> TelnyxClient:
-    """A client for this transfer's account (today: the one from the environment)."""
-    if not configured(settings):
-        raise ProviderNotConfigured("TELNYX_API_KEY and TELNYX_CONNECTION_ID are not set")
-    return cached_client(("telnyx", settings.telnyx_api_key, settings.telnyx_api_base_url,
+    """A client authenticated as the transfer's account."""
+    account = account_of(settings, transfer)
+    key = account.secret("api_key")
+    return cached_client(("telnyx", key, account.api_base_url,
                           str(settings.provider_http_timeout)),
-                         lambda: TelnyxClient(settings.telnyx_api_key,
-                                              settings.telnyx_api_base_url,
+                         lambda: TelnyxClient(key, account.api_base_url,
                                               settings.provider_http_timeout))
 
 
@@ -158,12 +171,13 @@ class TelnyxProvider:
         # and records it (handle_callback); a second leg is the least bad outcome.
         rt.store.set_fields(tid, dial_attempted=attempt)
         body: dict[str, Any] = {
-            "connection_id": settings.telnyx_connection_id,
+            "connection_id": account_of(settings, transfer).connection_id,
             "to": number,
             "from": transfer.get("caller_number") or transfer["outbound_number"],
             "timeout_secs": ring_timeout(settings, transfer, attempt),
             "client_state": encode_state(tid, attempt),
-            "webhook_url": settings.public_url(WEBHOOK_PATH),
+            # The account picks the public key the leg's webhooks are checked with.
+            "webhook_url": settings.public_url(WEBHOOK_PATH) + _account_query(transfer),
             "command_id": f"{tid}:{attempt}:dial",
         }
         if transfer.get("voicemail_detection"):

@@ -44,7 +44,9 @@ from providers.base import (
     sort_http_failure,
     unreachable,
 )
+from providers import accounts
 from providers.twilio import callbacks
+from providers.twilio.account import TwilioAccount
 from providers.twilio.callbacks import PRE_BRIDGE, RINGING
 from providers.twilio.markup import (
     AGENT_STATUS_PATH,
@@ -77,7 +79,8 @@ CALLBACK_KINDS = frozenset({CallbackKind.AGENT_STATUS, CallbackKind.CONFERENCE,
 
 def _url(settings: Settings, path: str, transfer: Mapping[str, str],
          attempt: str | None = None, extra: Mapping[str, str] | None = None) -> str:
-    return callback_url(settings, path, transfer["transfer_id"], attempt, extra)
+    return callback_url(settings, path, transfer["transfer_id"], attempt, extra,
+                        account=transfer.get("account"))
 
 
 def warm_up() -> None:
@@ -87,23 +90,32 @@ def warm_up() -> None:
     client.calls("warm-up")
 
 
+def account_of(settings: Settings, transfer: Mapping[str, str]) -> TwilioAccount:
+    """The credentials of the transfer's account (ProviderNotConfigured when it has none)."""
+    try:
+        account = accounts.of_transfer(settings, {**transfer, "provider": "twilio"})
+    except accounts.UnknownAccount as exc:
+        raise ProviderNotConfigured(
+            f"{exc} (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN for the default)") from None
+    assert isinstance(account, TwilioAccount)
+    return account
+
+
 def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
-    """A Twilio client for this transfer's account (today: the one from the environment)."""
-    if not (settings.twilio_account_sid and settings.twilio_auth_token):
-        raise ProviderNotConfigured("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set")
+    """A Twilio client authenticated as the transfer's account."""
+    account = account_of(settings, transfer)
+    sid, token = account.account_sid, account.secret("auth_token")
 
     def build() -> Client:
         http = TwilioHttpClient(timeout=settings.provider_http_timeout)
         if http.session is not None:
-            settle_environment(http.session, settings.twilio_api_base_url)
-        client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
-                        http_client=http)
-        client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+            settle_environment(http.session, account.api_base_url)
+        client = Client(sid, token, http_client=http)
+        client.api.base_url = account.api_base_url.rstrip("/")
         return client
 
-    return cached_client(("twilio", settings.twilio_account_sid, settings.twilio_auth_token,
-                          settings.twilio_api_base_url, str(settings.provider_http_timeout)),
-                         build)
+    return cached_client(("twilio", sid, token, account.api_base_url,
+                          str(settings.provider_http_timeout)), build)
 
 
 def call_api(fn: Callable[[], T]) -> T:

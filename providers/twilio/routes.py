@@ -82,13 +82,14 @@ def _screen(transfer_id: str, record: _Record) -> dict[str, str]:
         if len(lead) > 100 or key not in _KEYS or not (timeout.isdigit() and
                                                         3 <= int(timeout) <= 60):
             abort(400, "malformed screening parameters")
-        return {"transfer_id": transfer_id, "lead_id": lead, "key": key, "timeout": timeout}
+        return {"transfer_id": transfer_id, "lead_id": lead, "key": key, "timeout": timeout,
+                "account": g.account}
     transfer, readable = record
     if not readable:
         abort(503)
     if transfer is None:
         return {}
-    return {"transfer_id": transfer_id, **markup.screen_query(transfer)}
+    return {"transfer_id": transfer_id, **markup.screen_query(transfer), "account": g.account}
 
 
 def _store() -> Store | None:

@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
-from tests.unit.conftest import AppFactory
+from tests.unit.conftest import TWILIO_SID, AppFactory
 from webhooks import create_app
 
 BASE = "https://hooks.example.com"
@@ -45,7 +45,7 @@ def post(client: FlaskClient, settings: Settings, path: str, params: dict[str, s
                        **kw)
 
 
-AGENT_PARAMS = {"CallSid": "CA" + "a" * 32, "CallStatus": "busy", "AccountSid": "AC1"}
+AGENT_PARAMS = {"CallSid": "CA" + "a" * 32, "CallStatus": "busy", "AccountSid": TWILIO_SID}
 
 
 def test_signed_callback_is_enqueued(client: FlaskClient, settings: Settings,
