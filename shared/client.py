@@ -53,6 +53,12 @@ class TransferClient:
         self.store = store or Store.from_settings(self.settings)
         self._celery = celery
 
+    def account_known(self, provider: str, account: str) -> bool:
+        """Whether the provider account has credentials (resolved, cached: see accounts)."""
+        from providers import accounts  # here: the registry imports the store
+
+        return accounts.known(self.settings, provider, account)
+
     @property
     def celery(self) -> Celery:
         if self._celery is None:
@@ -69,7 +75,8 @@ class TransferClient:
         try:
             req = parse_request(request, self.store.get_number,
                                 allowed_destinations=self.settings.transfer_allowed_destinations,
-                                home_country=self.settings.transfer_home_country)
+                                home_country=self.settings.transfer_home_country,
+                                account_known=self.account_known)
         except RequestError as exc:
             log.info("transfer refused", extra={"error": exc.code.value,
                                                 "lead_id": _lead_of(request)})
@@ -102,7 +109,8 @@ class TransferClient:
             self.store.transition(req.transfer_id, State.FAILED, "could not enqueue",
                                   fields={"reason": "service_unavailable"})
             return ToolResult.refused(ErrorCode.SERVICE_UNAVAILABLE)
-        bound.info("transfer requested", extra={"provider": req.provider})
+        bound.info("transfer requested", extra={"provider": req.provider,
+                                                "account": req.account})
         return ToolResult(status="transfer_requested", transfer_id=req.transfer_id,
                           message=_MSG_REQUESTED)
 

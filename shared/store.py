@@ -394,7 +394,9 @@ class Store:
             # only a non-default handoff is recorded (the record stays as it was).
             extra={**({"extensions": json.dumps(list(req.extensions))}
                       if any(req.extensions) else {}),
-                   **({"handoff": req.handoff} if req.handoff != "default" else {})}
+                   **({"handoff": req.handoff} if req.handoff != "default" else {}),
+                   # The provider account, when not the default (records stay as they were).
+                   **({"account": req.account} if req.account != "default" else {})}
             ).to_hash()
         # The state is set by the script, with the claim (see _BEGIN).
         del record["state"]
@@ -602,8 +604,9 @@ class Store:
         if status is None:
             return None
         transfer_id = status.get("transfer_id", "")
-        event = self.r.hget(self.record_key(transfer_id), "event") if transfer_id else None
-        return {"lead_id": lead_id, **status,
+        event, account = self.r.hmget(self.record_key(transfer_id), ["event", "account"]) \
+            if transfer_id else (None, None)
+        return {"lead_id": lead_id, **status, "account": account or "default",
                 "timeline": self.timeline(transfer_id) if transfer_id else [],
                 "event": json.loads(str(event)) if event else None}
 

@@ -9,7 +9,7 @@ from typing import Any
 from celery import Task
 
 import providers
-from providers import get_provider
+from providers import accounts, get_provider
 from providers.base import PermanentProviderError, Provider, TransientProviderError
 from shared.celery_config import (
     TASK_CALL_STATUS,
@@ -86,7 +86,8 @@ def parse_message(rt: Runtime, request: Any, transfer_id: str) -> TransferReques
     accepted_at = datetime.fromtimestamp(float(started), UTC) if started else None
     return parse_request(request, rt.store.get_number, transfer_id=transfer_id,
                          allowed_destinations=rt.settings.transfer_allowed_destinations,
-                         home_country=rt.settings.transfer_home_country, now=accepted_at)
+                         home_country=rt.settings.transfer_home_country, now=accepted_at,
+                         account_known=lambda p, a: accounts.known(rt.settings, p, a))
 
 
 @app.task(name=TASK_REQUEST, bind=True)
@@ -155,9 +156,11 @@ def _reject(rt: Runtime, request: Any, transfer_id: str, reason: str, message: s
 
 @app.task(name=TASK_PROVIDER_CALLBACK, bind=True)
 def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
-                      params: dict[str, str], call_id: str | None = None) -> None:
+                      params: dict[str, str], call_id: str | None = None,
+                      account: str = accounts.DEFAULT) -> None:
     """A callback about one of our transfers: by transfer id, or by the customer's call id
-    where the provider's URL cannot carry ours (Exotel's statically configured URLs)."""
+    where the provider's URL cannot carry ours (Exotel's statically configured URLs).
+    `account` is the one the webhook was verified as: another account's is ignored."""
     rt = runtime()
     if not transfer_id and call_id:
         transfer_id = rt.store.transfer_for_call(provider, call_id) or ""
@@ -173,6 +176,8 @@ def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
         rt.logger(None, transfer_id=transfer_id).warning(
             "callback for an unknown transfer", extra={"kind": kind})
         return
+    if not _same_account(rt, transfer, account, kind):
+        return
     if transfer["state"] in TERMINAL_STATES:
         rt.store.note(transfer_id, f"late {kind} callback ignored")
         return
@@ -180,10 +185,23 @@ def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
                    lambda: impl.handle_callback(rt, transfer, kind, params, self.request.id))
 
 
+def _same_account(rt: Runtime, transfer: Mapping[str, str], account: str, what: str) -> bool:
+    """A callback verified with one account's secret acts only on that account's transfers
+    (a URL or secret shared by mistake must not let one business steer another's calls)."""
+    if (transfer.get("account") or accounts.DEFAULT) == account:
+        return True
+    rt.logger(transfer).warning("callback of another provider account ignored",
+                                extra={"kind": what, "callback_account": account})
+    rt.store.note(transfer["transfer_id"], f"{what} callback of another account ignored")
+    return False
+
+
 @app.task(name=TASK_CALL_STATUS, bind=True)
 def call_status(self: Task, provider: str, call_id: str, status: str,
-                lead_id: str | None = None, params: dict[str, str] | None = None) -> None:
-    """The customer's own call changed status (the platform's status callback)."""
+                lead_id: str | None = None, params: dict[str, str] | None = None,
+                account: str = accounts.DEFAULT) -> None:
+    """The customer's own call changed status (the platform's status callback; its URL
+    names the account with `?account=`, the default when absent)."""
     if status.lower() not in CALL_ENDED_STATUSES:
         return
     rt = runtime()
@@ -195,6 +213,9 @@ def call_status(self: Task, provider: str, call_id: str, status: str,
         transfer = rt.store.get_transfer(transfer_id) if transfer_id else None
         if transfer is not None and transfer["call_id"] != call_id:
             transfer = None  # a human leg, not a customer call
+        if transfer is not None and not _same_account(rt, transfer, account, "status"):
+            rt.store.release_once(claim)  # the right account's own callback still counts
+            return
         lead = transfer["lead_id"] if transfer else lead_id
         if not lead:
             rt.logger(None, provider=provider, call_id=call_id).info(
