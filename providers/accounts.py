@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -51,8 +51,6 @@ class Account(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     name: str = DEFAULT
-    # At most this many transfers of the account at once (0: ACCOUNT_MAX_CONCURRENT).
-    max_concurrent: int = Field(default=0, ge=0)
 
     def secret(self, name: str) -> str:
         """The plain value of secret field `name` ("" when unset)."""
@@ -232,8 +230,3 @@ def forget(settings: Settings) -> None:
     """Drop what was resolved (tests; an operator's reload)."""
     with _caches_lock:
         _caches.pop(id(settings), None)
-
-
-def max_concurrent(settings: Settings, account: Account) -> int:
-    """The account's cap on concurrent transfers (0: none)."""
-    return account.max_concurrent or settings.account_max_concurrent

@@ -108,8 +108,6 @@ class Settings(BaseSettings):
     credentials_file: str = ""
     credentials_resolver: str = ""
     credentials_ttl: float = Field(default=30.0, ge=0)
-    # Concurrent transfers per account (0: no cap); an account's own `max_concurrent` wins.
-    account_max_concurrent: int = Field(default=0, ge=0)
 
     log_level: str = "INFO"
 

@@ -1,0 +1,234 @@
+"""Provider accounts: resolution order and caching, clients per account, signatures per
+account (cross-account refusal, rotation overlap), secrets kept out of logs and events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import responses
+from twilio.request_validator import RequestValidator
+
+from providers import accounts
+from providers.exotel import handoff as exotel
+from providers.plivo import handoff as plivo
+from providers.telnyx import handoff as telnyx
+from providers.twilio import handoff as twilio
+from providers.twilio.account import TwilioAccount
+from shared.client import TransferClient
+from shared.config import Settings
+from shared.store import Store
+from tests.helpers import drain_queue, make_request
+from tests.unit.conftest import TWILIO_SID, AppFactory
+
+ACME_SID = "AC" + "c" * 32
+ACME_TOKEN = "acme-twilio-token-7f3e"
+FILE = {
+    "twilio": {"acme": {"account_sid": ACME_SID, "auth_token": ACME_TOKEN,
+                        "auth_token_previous": "acme-old-token-1a2b",
+                        "api_base_url": "https://twilio-acme.test"}},
+    "plivo": {"acme": {"auth_id": "MA" + "C" * 18, "auth_token": "acme-plivo-token"}},
+    "exotel": {"acme": {"account_sid": "acme2", "api_key": "acme-exo-key",
+                        "api_token": "acme-exo-token", "webhook_token": "acme-exo-hook",
+                        "api_base_url": "https://exotel-acme.test"}},
+    "telnyx": {"acme": {"api_key": "acme-telnyx-key", "connection_id": "acme-app"}},
+}
+SECRETS = ("acme-twilio-token-7f3e", "acme-old-token-1a2b", "acme-plivo-token",
+           "acme-exo-key", "acme-exo-token", "acme-exo-hook", "acme-telnyx-key")
+
+
+@pytest.fixture
+def multi(settings: Settings, tmp_path: Path) -> Settings:
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps(FILE))
+    return settings.model_copy(update={"credentials_file": str(path)})
+
+
+def test_default_account_is_the_environments(settings: Settings) -> None:
+    account = accounts.resolve(settings, "twilio")
+    assert isinstance(account, TwilioAccount)
+    assert (account.name, account.account_sid) == ("default", TWILIO_SID)
+    assert account.secret("auth_token") == "twilio-test-token"
+    assert accounts.find(settings, "twilio", "acme") is None  # env: the default only
+
+
+def test_the_default_account_reads_the_contract_environment_names(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLIVO_AUTH_ID", "MA" + "E" * 18)
+    monkeypatch.setenv("PLIVO_AUTH_TOKEN", "env-token")
+    monkeypatch.setenv("PLIVO_RESUME_URL", "https://platform.example.com/resume")
+    settings = Settings()
+    account = accounts.resolve(settings, "plivo")
+    assert account.secret("auth_token") == "env-token"
+    from providers.plivo.account import PlivoSettings
+    assert accounts.provider_settings(settings, "plivo", PlivoSettings).resume_url == \
+        "https://platform.example.com/resume"
+
+
+def test_resolution_order_resolver_then_file_then_environment(
+        multi: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("fake_secret_manager")
+    calls: list[tuple[str, str]] = []
+
+    def lookup(provider: str, account: str) -> dict[str, str] | None:
+        calls.append((provider, account))
+        return {"account_sid": "AC" + "d" * 32, "auth_token": "from-resolver"} \
+            if account == "vault" else None
+
+    module.lookup = lookup  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_secret_manager", module)
+    cfg = multi.model_copy(update={"credentials_resolver": "fake_secret_manager:lookup"})
+    assert accounts.resolve(cfg, "twilio", "vault").secret("auth_token") == "from-resolver"
+    assert accounts.resolve(cfg, "twilio", "acme").account_sid == ACME_SID  # the file
+    assert accounts.resolve(cfg, "twilio").account_sid == TWILIO_SID  # the environment
+    assert accounts.find(cfg, "twilio", "nobody") is None
+    assert ("twilio", "vault") in calls and ("twilio", "nobody") in calls
+
+
+def test_resolved_credentials_are_cached_for_the_ttl(
+        multi: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(accounts.time, "monotonic", lambda: clock[0])
+    cfg = multi.model_copy(update={"credentials_ttl": 30})
+    assert accounts.resolve(cfg, "twilio", "acme").secret("auth_token") == ACME_TOKEN
+    rotated = json.loads(json.dumps(FILE))
+    rotated["twilio"]["acme"]["auth_token"] = "rotated-token"
+    Path(cfg.credentials_file).write_text(json.dumps(rotated))
+    clock[0] += 10
+    assert accounts.resolve(cfg, "twilio", "acme").secret("auth_token") == ACME_TOKEN
+    clock[0] += 25  # past the TTL: the rotation takes effect without a restart
+    assert accounts.resolve(cfg, "twilio", "acme").secret("auth_token") == "rotated-token"
+
+
+def test_yaml_file(settings: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "accounts.yaml"
+    path.write_text("exotel:\n  south:\n    account_sid: south1\n    api_key: k\n"
+                    "    api_token: t\n")
+    cfg = settings.model_copy(update={"credentials_file": str(path)})
+    assert accounts.resolve(cfg, "exotel", "south").account_sid == "south1"
+
+
+def test_a_bad_entry_names_the_field_never_the_value(settings: Settings,
+                                                     tmp_path: Path) -> None:
+    path = tmp_path / "accounts.json"
+    path.write_text(json.dumps({"twilio": {"x": {"auth_token": "s3cr3t-value", "oops": 1}}}))
+    cfg = settings.model_copy(update={"credentials_file": str(path)})
+    with pytest.raises(ValueError) as exc:
+        accounts.resolve(cfg, "twilio", "x")
+    assert "oops" in str(exc.value) and "s3cr3t-value" not in str(exc.value)
+    assert not accounts.known(cfg, "twilio", "x")
+
+
+def test_secrets_are_masked_in_reprs(multi: Settings) -> None:
+    for provider in FILE:
+        text = repr(accounts.resolve(multi, provider, "acme")) + str(multi) + repr(multi)
+        assert not [s for s in SECRETS if s in text]
+    assert "twilio-test-token" not in repr(multi)
+
+
+def test_each_providers_client_is_built_with_the_transfers_account(multi: Settings) -> None:
+    acme = {"transfer_id": "tr_1", "account": "acme"}
+    default: dict[str, str] = {"transfer_id": "tr_2"}
+    client = twilio.make_client(multi, acme)
+    assert (client.username, client.password) == (ACME_SID, ACME_TOKEN)
+    assert client.api.base_url == "https://twilio-acme.test"
+    assert twilio.make_client(multi, default).username == TWILIO_SID
+    assert plivo.make_client(multi, acme).sdk.session.auth == ("MA" + "C" * 18,
+                                                               "acme-plivo-token")
+    assert exotel.make_client(multi, acme).session.auth == ("acme-exo-key", "acme-exo-token")
+    assert exotel.make_client(multi, acme).base == \
+        "https://exotel-acme.test/v1/Accounts/acme2"
+    assert telnyx.account_of(multi, acme).connection_id == "acme-app"
+    with pytest.raises(twilio.ProviderNotConfigured):
+        twilio.make_client(multi, {"transfer_id": "tr_3", "account": "nobody"})
+
+
+def test_an_unknown_account_is_refused_and_nothing_enqueued(
+        multi: Settings, store: Store, celery_app: Any) -> None:
+    client = TransferClient(multi, store=store, celery=celery_app)
+    refused = client.connect_to_live_agent(make_request(provider_account="nobody"))
+    assert refused["status"] == "error" and refused["error"] == "unknown_provider_account"
+    assert drain_queue(celery_app, "transfers") == []
+    accepted = client.connect_to_live_agent(make_request(provider_account="acme"))
+    assert accepted["status"] == "transfer_requested"
+    [msg] = drain_queue(celery_app, "transfers")
+    assert msg["kwargs"]["request"]["provider_account"] == "acme"
+    assert store.get_transfer(accepted["transfer_id"])["account"] == "acme"  # type: ignore[index]
+
+
+def _twilio_post(app: Any, settings: Settings, path: str, params: dict[str, str],
+                 token: str) -> int:
+    sig = RequestValidator(token).compute_signature(settings.public_base_url + path, params)
+    resp = app.test_client().post(path, data=params, headers={"X-Twilio-Signature": sig})
+    return int(resp.status_code)
+
+
+def test_twilio_signatures_per_account(multi: Settings, make_app: AppFactory,
+                                       celery_app: Any) -> None:
+    app = make_app(credentials_file=multi.credentials_file)
+    path = "/twilio/agent-status?transfer_id=tr_1&account=acme"
+    params = {"CallSid": "CA" + "a" * 32, "CallStatus": "busy", "AccountSid": ACME_SID}
+    assert _twilio_post(app, multi, path, params, ACME_TOKEN) == 204
+    # The rotation overlap: the previous token is accepted while configured.
+    assert _twilio_post(app, multi, path, params, "acme-old-token-1a2b") == 204
+    # Signed with the default account's token, for acme's URL: refused.
+    assert _twilio_post(app, multi, path, params, "twilio-test-token") == 403
+    # Signed with acme's token but the URL names the default account: refused.
+    assert _twilio_post(app, multi, "/twilio/agent-status?transfer_id=tr_1",
+                        params, ACME_TOKEN) == 403
+    # Acme's valid signature over another account's AccountSid: refused.
+    other = {**params, "AccountSid": TWILIO_SID}
+    assert _twilio_post(app, multi, path, other, ACME_TOKEN) == 403
+    # An account we do not know: refused.
+    assert _twilio_post(app, multi, "/twilio/agent-status?transfer_id=tr_1&account=zz",
+                        params, ACME_TOKEN) == 403
+    tasks = drain_queue(celery_app, "transfers")
+    assert len(tasks) == 2 and all(t["kwargs"]["account"] == "acme" for t in tasks)
+
+
+def test_exotel_tokens_per_account(multi: Settings, make_app: AppFactory) -> None:
+    client = make_app(credentials_file=multi.credentials_file).test_client()
+    call = "c0ffee00c0ffee00c0ffee00c0ffee00"
+    assert client.get(f"/exotel/dial-up?token=acme-exo-hook&account=acme&CallSid={call}"
+                      ).status_code != 403
+    assert client.get(f"/exotel/dial-up?token=exo-webhook-secret&account=acme&CallSid={call}"
+                      ).status_code == 403
+    assert client.get(f"/exotel/dial-up?token=acme-exo-hook&CallSid={call}").status_code == 403
+
+
+def test_a_callback_of_another_account_is_ignored_by_the_worker(
+        multi: Settings, rt: Any, store: Store, mocked: responses.RequestsMock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import tasks
+
+    monkeypatch.setattr(rt, "settings", multi)
+    client = TransferClient(multi, store=store, celery=rt.celery)
+    tid = client.connect_to_live_agent(make_request(provider_account="acme"))["transfer_id"]
+    drain_queue(rt.celery, "transfers")
+    tasks.provider_callback.apply(kwargs={
+        "provider": "twilio", "kind": "agent-status", "transfer_id": tid,
+        "params": {"CallSid": "CA" + "a" * 32, "CallStatus": "busy"}})
+    notes = [e.get("note", "") for e in store.timeline(tid)]
+    assert any("another account" in n for n in notes)
+    assert store.get_transfer(tid)["state"] == "requested"  # type: ignore[index]
+
+
+def test_secrets_never_reach_logs_or_events(multi: Settings, make_app: AppFactory,
+                                            caplog: pytest.LogCaptureFixture,
+                                            celery_app: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    app = make_app(credentials_file=multi.credentials_file)
+    path = "/twilio/agent-status?transfer_id=tr_1&account=acme"
+    params = {"CallSid": "CA" + "a" * 32, "CallStatus": "busy", "AccountSid": ACME_SID}
+    _twilio_post(app, multi, path, params, "wrong-token")
+    _twilio_post(app, multi, path, params, ACME_TOKEN)
+    with pytest.raises(twilio.ProviderNotConfigured) as exc:
+        twilio.make_client(multi, {"transfer_id": "tr_9", "account": "nobody"})
+    text = caplog.text + str(exc.value) + json.dumps(drain_queue(celery_app, "transfers"))
+    text += json.dumps(drain_queue(celery_app, "agent_events"))
+    assert not [s for s in SECRETS if s in text]
