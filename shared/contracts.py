@@ -724,9 +724,9 @@ def parse_request(
     shared.phone.destination_allowed), whose home country is `home_country` (a setting) or
     else the directory number's country: never a number the request carries.
     `account_known(provider, account)` tells whether the request's provider account has
-    credentials (providers.accounts.known); without it only the default account is known. `transfer_id`
-    is ours to give (a new one when None); a request's own "transfer_id" is ignored. Raises
-    RequestError with a stable code.
+    credentials (providers.accounts.known); without it only the default account is known.
+    `transfer_id` is ours to give (a new one when None); a request's own "transfer_id" is
+    ignored. Raises RequestError with a stable code.
     """
     if transfer_id is not None and not TRANSFER_ID_FORMAT.match(transfer_id):
         raise RequestError(ErrorCode.INVALID_REQUEST, "transfer_id is not one of ours")

@@ -24,6 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
@@ -33,7 +34,6 @@ from providers.base import (
     sort_http_failure,
     unreachable,
 )
-from providers import accounts
 from providers.exotel import callbacks
 from providers.exotel.account import ExotelAccount
 from providers.exotel.callbacks import human_outcome

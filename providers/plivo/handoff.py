@@ -26,6 +26,7 @@ import plivo.rest.client as plivo_client
 import requests
 from plivo.exceptions import PlivoRestError
 
+from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
@@ -35,7 +36,6 @@ from providers.base import (
     sort_http_failure,
     unreachable,
 )
-from providers import accounts
 from providers.plivo import agent_first, callbacks
 from providers.plivo.account import PlivoAccount
 from providers.plivo.markup import DIAL_UP_PATH, steering_url

@@ -10,8 +10,8 @@ import redis
 from flask import g, request
 from plivo.utils.signature_v3 import get_signature_v3
 
-from shared.logs import get_logger
 from providers.plivo.account import PlivoAccount
+from shared.logs import get_logger
 from webhooks.deps import deps
 from webhooks.security import public_url, refuse, webhook_account
 

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import requests
 
+from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
@@ -35,7 +36,6 @@ from providers.base import (
     sort_http_failure,
     unreachable,
 )
-from providers import accounts
 from providers.telnyx import markup
 from providers.telnyx.account import TelnyxAccount
 from providers.telnyx.callbacks import TelnyxKind, encode_state, failure_reason, is_machine

@@ -34,6 +34,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
@@ -44,7 +45,6 @@ from providers.base import (
     sort_http_failure,
     unreachable,
 )
-from providers import accounts
 from providers.twilio import callbacks
 from providers.twilio.account import TwilioAccount
 from providers.twilio.callbacks import PRE_BRIDGE, RINGING

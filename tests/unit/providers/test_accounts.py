@@ -118,7 +118,7 @@ def test_a_bad_entry_names_the_field_never_the_value(settings: Settings,
     path = tmp_path / "accounts.json"
     path.write_text(json.dumps({"twilio": {"x": {"auth_token": "s3cr3t-value", "oops": 1}}}))
     cfg = settings.model_copy(update={"credentials_file": str(path)})
-    with pytest.raises(ValueError) as exc:
+    with pytest.raises(ValueError, match="invalid field") as exc:
         accounts.resolve(cfg, "twilio", "x")
     assert "oops" in str(exc.value) and "s3cr3t-value" not in str(exc.value)
     assert not accounts.known(cfg, "twilio", "x")
