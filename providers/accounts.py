@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 if TYPE_CHECKING:
     from shared.config import Settings
@@ -51,6 +51,8 @@ class Account(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     name: str = DEFAULT
+    # At most this many transfers of the account at once (0: ACCOUNT_MAX_CONCURRENT).
+    max_concurrent: int = Field(default=0, ge=0)
 
     def secret(self, name: str) -> str:
         """The plain value of secret field `name` ("" when unset)."""
@@ -224,6 +226,13 @@ def known(settings: Settings, provider: str, account: str | None) -> bool:
         return find(settings, provider, account) is not None
     except (OSError, ValueError, ImportError, AttributeError):
         return False
+
+
+def max_concurrent(settings: Settings, provider: str, account: str | None) -> int:
+    """The cap on concurrent transfers of the account (0: none)."""
+    found = find(settings, provider, account)
+    own = found.max_concurrent if found is not None else 0
+    return own or settings.account_max_concurrent
 
 
 def forget(settings: Settings) -> None:

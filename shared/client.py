@@ -59,6 +59,14 @@ class TransferClient:
 
         return accounts.known(self.settings, provider, account)
 
+    def account_full(self, req: TransferRequest) -> bool:
+        """The account has its cap of transfers in flight (a quick look: the worker's hold
+        is the atomic one, and refuses what slips past this)."""
+        from providers import accounts
+
+        cap = accounts.max_concurrent(self.settings, req.provider, req.account)
+        return bool(cap) and self.store.account_in_flight(req.provider, req.account) >= cap
+
     @property
     def celery(self) -> Celery:
         if self._celery is None:
@@ -88,6 +96,10 @@ class TransferClient:
 
         bound = log.bind(lead_id=req.lead_id, transfer_id=req.transfer_id)
         try:
+            if self.account_full(req):
+                bound.info("transfer refused", extra={"error": ErrorCode.ACCOUNT_LIMIT.value,
+                                                      "account": req.account})
+                return ToolResult.refused(ErrorCode.ACCOUNT_LIMIT)
             outcome, detail = self.store.begin(req)
         except redis.RedisError:
             bound.exception("redis unavailable while claiming the lead")

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     credentials_file: str = ""
     credentials_resolver: str = ""
     credentials_ttl: float = Field(default=30.0, ge=0)
+    # Concurrent transfers per provider account (0: no cap); an account's `max_concurrent`
+    # (in CREDENTIALS_FILE or from the resolver) wins.
+    account_max_concurrent: int = Field(default=0, ge=0)
 
     log_level: str = "INFO"
 

@@ -103,6 +103,7 @@ class ErrorCode(StrEnum):
     INVALID_POLICY = "invalid_policy"
     UNSUPPORTED_POLICY = "unsupported_policy"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    ACCOUNT_LIMIT = "account_limit"
 
 
 # What the AI is told for each refusal: enough to say something sensible and carry on.
@@ -140,6 +141,7 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_POLICY: "A transfer setting is not available on this phone "
     "provider. " + _CANT_CONNECT,
     ErrorCode.SERVICE_UNAVAILABLE: "The transfer service is unavailable. " + _CANT_CONNECT,
+    ErrorCode.ACCOUNT_LIMIT: "All lines for transfers are busy right now. " + _CANT_CONNECT,
 }
 
 
@@ -155,6 +157,7 @@ class FailureReason(StrEnum):
     TIMEOUT = "timeout"
     VOICEMAIL = "voicemail"
     DECLINED = "declined"
+    ACCOUNT_LIMIT = "account_limit"
 
 
 _TRY_AGAIN = "Apologise, keep helping the customer, and offer to try again or arrange a call back."
@@ -173,6 +176,7 @@ FAILURE_MESSAGES: dict[str, str] = {
     FailureReason.TIMEOUT: "The transfer took too long and was abandoned. " + _TRY_AGAIN,
     FailureReason.VOICEMAIL: "The human agent's line went to voicemail. " + _TRY_AGAIN,
     FailureReason.DECLINED: "The human agent could not take the call. " + _TRY_AGAIN,
+    FailureReason.ACCOUNT_LIMIT: "All lines for transfers are busy right now. " + _TRY_AGAIN,
 }
 
 

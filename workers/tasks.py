@@ -122,8 +122,14 @@ def transfer_request(self: Task, request: dict[str, Any]) -> None:
     if not rt.store.set_flag(req.lead_id, req.transfer_number):
         rt.fail(transfer, FailureReason.TRANSFER_IN_PROGRESS, "flag held by another transfer")
         return
+    cap = accounts.max_concurrent(rt.settings, req.provider, req.account)
+    if cap and not rt.store.hold_account_slot(req.provider, req.account, req.transfer_id, cap):
+        # Nothing dialed; the terminal transition releases nothing it did not hold.
+        rt.fail(transfer, FailureReason.ACCOUNT_LIMIT,
+                f"account {req.account} has {cap} transfers in flight")
+        return
     if not self.request.retries:
-        rt.metrics.inc("warm_transfer_requests", provider=req.provider)
+        rt.metrics.inc("warm_transfer_requests", provider=req.provider, account=req.account)
 
     def start() -> None:
         provider.start(rt, transfer)

@@ -232,3 +232,73 @@ def test_secrets_never_reach_logs_or_events(multi: Settings, make_app: AppFactor
     text = caplog.text + str(exc.value) + json.dumps(drain_queue(celery_app, "transfers"))
     text += json.dumps(drain_queue(celery_app, "agent_events"))
     assert not [s for s in SECRETS if s in text]
+
+
+def _participants(base: str, sid: str, lead: str) -> str:
+    return f"{base}/2010-04-01/Accounts/{sid}/Conferences/transfer-{lead}/Participants.json"
+
+
+def test_the_worker_dials_as_the_account_and_its_urls_name_it(
+        multi: Settings, rt: Any, mocked: responses.RequestsMock,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import tasks
+
+    monkeypatch.setattr(rt, "settings", multi)
+    url = _participants("https://twilio-acme.test", ACME_SID, "L1")
+    mocked.post(url, status=201, json={"call_sid": "CA" + "b" * 32, "status": "queued",
+                                       "account_sid": ACME_SID, "conference_sid": "CF1",
+                                       "label": "agent"})
+    tasks.transfer_request.apply(kwargs={"request": make_request(
+        lead_id="L1", transfer_id="tr_L1", provider_account="acme")}).get()
+    [call] = mocked.calls
+    assert call.request.url == url
+    assert call.request.headers["Authorization"].startswith("Basic ")
+    import base64
+    user, _, password = base64.b64decode(
+        call.request.headers["Authorization"][6:]).decode().partition(":")
+    assert (user, password) == (ACME_SID, ACME_TOKEN)
+    body = str(call.request.body)
+    assert "account%3Dacme" in body  # the callback URLs name the account, never its secret
+    assert ACME_TOKEN not in body
+
+
+def test_the_cap_refuses_at_the_limit_and_every_end_releases(
+        multi: Settings, rt: Any, store: Store, events: Any,
+        mocked: responses.RequestsMock, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import tasks
+
+    cfg = multi.model_copy(update={"account_max_concurrent": 1})
+    monkeypatch.setattr(rt, "settings", cfg)
+    for lead in ("L1", "L2"):
+        mocked.post(_participants("https://twilio-acme.test", ACME_SID, lead), status=201,
+                    json={"call_sid": "CA" + "b" * 32, "status": "queued",
+                          "account_sid": ACME_SID, "conference_sid": "CF1",
+                          "label": "agent"})
+    client = TransferClient(cfg, store=store, celery=rt.celery)
+    first = client.connect_to_live_agent(make_request(lead_id="L1", provider_account="acme"))
+    [msg] = drain_queue(rt.celery, "transfers")
+    tasks.transfer_request.apply(kwargs=msg["kwargs"]).get()
+    assert store.account_in_flight("twilio", "acme") == 1
+    # The quick look at request time: refused, nothing enqueued.
+    refused = client.connect_to_live_agent(make_request(lead_id="L2", provider_account="acme"))
+    assert refused["error"] == "account_limit"
+    assert drain_queue(rt.celery, "transfers") == []
+    # Another account is not held back by acme's.
+    assert client.connect_to_live_agent(make_request(lead_id="L3"))["status"] == \
+        "transfer_requested"
+    drain_queue(rt.celery, "transfers")
+    # A request that slips past the look (a producer sending the task itself): the worker's
+    # atomic hold refuses it before anything is dialed.
+    dialed = len(mocked.calls)
+    tasks.transfer_request.apply(kwargs={"request": make_request(
+        lead_id="L2", transfer_id="tr_L2", provider_account="acme")}).get()
+    assert len(mocked.calls) == dialed
+    assert [e["reason"] for e in events() if e["transfer_id"] == "tr_L2"] == ["account_limit"]
+    # The first one ends (a busy human): its slot is released.
+    tasks.provider_callback.apply(kwargs={
+        "provider": "twilio", "kind": "agent-status", "transfer_id": first["transfer_id"],
+        "params": {"CallSid": "CA" + "b" * 32, "CallStatus": "busy"},
+        "account": "acme"}).get()
+    assert store.get_transfer(first["transfer_id"])["state"] == "failed"  # type: ignore[index]
+    assert store.account_in_flight("twilio", "acme") == 0
+    assert store.lead_report("L1")["account"] == "acme"  # type: ignore[index]
