@@ -243,6 +243,13 @@ class SandboxModel(Protocol):
         """The service's environment for this provider pointed at the sandbox at `url`
         (credentials, API base URL...): read by the local stack and the test stack."""
 
+    def second_account(self, url: str) -> dict[str, str]:
+        """The sandbox's second account of the provider, as a CREDENTIALS_FILE entry (the
+        fields of providers/<name>/account.py), its API at `url`."""
+
+    def second_owner(self) -> str:
+        """The provider's id of that account (the owner of its calls in the sandbox)."""
+
 
 class Sandbox:
     """Fake provider APIs with a control API under /_sandbox."""

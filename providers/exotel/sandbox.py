@@ -240,6 +240,11 @@ class ExotelSim:
         return {self.sb.exotel_account_sid: (self.sb.exotel_api_key, self.sb.exotel_api_token),
                 EXOTEL_SECOND_SID: (EXOTEL_SECOND_KEY, EXOTEL_SECOND_TOKEN)}
 
+    def second_owner(self) -> str:
+        from sandbox.core import EXOTEL_SECOND_SID
+
+        return EXOTEL_SECOND_SID
+
     def second_account(self, url: str) -> dict[str, str]:
         """The sandbox's second account, as a CREDENTIALS_FILE entry (account.py's fields);
         its webhook token is ours to choose, the one its flow's URLs carry."""

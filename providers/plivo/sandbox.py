@@ -496,6 +496,11 @@ class PlivoSim:
         # CallUUIDs are UUIDs (api/call: "call_uuid").
         return str(uuid.uuid4())
 
+    def second_owner(self) -> str:
+        from sandbox.core import PLIVO_SECOND_ID
+
+        return PLIVO_SECOND_ID
+
     def second_account(self, url: str) -> dict[str, str]:
         """The sandbox's second account, as a CREDENTIALS_FILE entry (account.py's fields)."""
         from sandbox.core import PLIVO_SECOND_ID, PLIVO_SECOND_TOKEN

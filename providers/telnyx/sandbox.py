@@ -69,6 +69,9 @@ class TelnyxSim:
         key = self.accounts.get(account, (self.connection_id, self._private))[1]
         return base64.b64encode(key.sign(timestamp.encode() + b"|" + body)).decode()
 
+    def second_owner(self) -> str:
+        return "sandbox-telnyx-key-2"
+
     def second_account(self, url: str) -> dict[str, str]:
         """The sandbox's second account, as a CREDENTIALS_FILE entry (account.py's fields)."""
         return {"api_key": "sandbox-telnyx-key-2",

@@ -255,6 +255,11 @@ class Model:
         # Call SIDs: "CA" and 32 hex digits (docs/voice/api/call-resource).
         return "CA" + uuid.uuid4().hex
 
+    def second_owner(self) -> str:
+        from sandbox.core import TWILIO_SECOND_SID
+
+        return TWILIO_SECOND_SID
+
     def second_account(self, url: str) -> dict[str, str]:
         """The sandbox's second account, as a CREDENTIALS_FILE entry (account.py's fields)."""
         from sandbox.core import TWILIO_SECOND_SID, TWILIO_SECOND_TOKEN
