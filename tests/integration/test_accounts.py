@@ -24,11 +24,12 @@ def _agent(provider: str) -> str:
     return fictional_number()
 
 
-def _transfer(stack: Stack, provider: str, account: str | None) -> tuple[str, str]:
+def _transfer(stack: Stack, provider: str, account: str | None, fate: str = "answer"
+              ) -> tuple[str, str]:
     lead = unique_lead()
     call_id = stack.customer_call(lead, provider=provider, account=account)
     number = _agent(provider)
-    stack.sandbox.set_fate(number, "answer")
+    stack.sandbox.set_fate(number, fate)
     extra: dict[str, Any] = {"provider_account": account} if account else {}
     result = stack.client.connect_to_live_agent(make_request(
         lead_id=lead, call_id=call_id, transfer_number=number,
@@ -61,6 +62,15 @@ def test_two_accounts_at_once_each_as_itself(stack: Stack, provider: str) -> Non
             [move] = stack.sandbox.api_requests(f"/Calls/{call_id}.json", method="POST")
             assert (second in move.path) == (account is not None)
         assert any(second in p for p in paths) and any(second not in p for p in paths)
+
+
+@pytest.mark.parametrize("provider", ["twilio", "plivo", "exotel", "telnyx"])
+def test_the_second_accounts_unreached_human_is_reported(stack: Stack, provider: str) -> None:
+    before = _signature_failures(stack, provider)
+    tid, _ = _transfer(stack, provider, SECOND, "busy")
+    event = stack.terminal(tid, timeout=15)
+    assert event["type"] == "transfer.failed" and event["reason"] != "timeout", event
+    assert _signature_failures(stack, provider) == before
 
 
 def _signature_failures(stack: Stack, provider: str) -> float:
