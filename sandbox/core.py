@@ -27,6 +27,8 @@ import requests
 from flask import Flask, Response, abort, jsonify, request
 from twilio.request_validator import RequestValidator
 
+# The name of each provider's second sandbox account in the credentials file it gives.
+SECOND_ACCOUNT = "second"
 # The sandbox's second account of each provider (its own credentials, for the tests of a
 # platform serving several businesses); a fake's secrets.
 TWILIO_SECOND_SID = "AC" + "2" * 32
@@ -260,6 +262,11 @@ class Sandbox:
         if name in models:
             return models[name]
         raise AttributeError(name)
+
+    def accounts(self, url: str) -> dict[str, dict[str, dict[str, str]]]:
+        """A CREDENTIALS_FILE naming each provider's second account SECOND_ACCOUNT."""
+        return {name: {SECOND_ACCOUNT: model.second_account(url)}
+                for name, model in self.models.items()}
 
     def env(self, url: str) -> dict[str, str]:
         """Every registered provider's environment pointed at this sandbox at `url`."""
@@ -729,7 +736,10 @@ class Sandbox:
                 provider=str(body.get("provider", "twilio")),
                 dial_whom_url=body.get("dial_whom_url"), passthru_url=body.get("passthru_url"),
                 status_format=body.get("status_format"), connect_mode=body.get("connect_mode"),
-                fallback_url=body.get("fallback_url"), custom_field=body.get("custom_field"))
+                fallback_url=body.get("fallback_url"), custom_field=body.get("custom_field"),
+                # "second": a call of the provider's second account.
+                account=(self.models[str(body.get("provider", "twilio"))].second_owner()
+                         if body.get("account") == SECOND_ACCOUNT else None))
             return jsonify({"call_id": sid})
 
         @app.post("/_sandbox/calls/<sid>/hangup")
