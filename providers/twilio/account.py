@@ -15,8 +15,11 @@ from providers.accounts import Account, AccountSpec
 class TwilioAccount(Account):
     account_sid: str = ""
     auth_token: SecretStr = SecretStr("")
-    # The token being rotated out: webhooks signed with it are accepted while it is set
-    # (Twilio signs with the primary token; promoting the secondary one swaps them).
+    # The token being rotated out: webhooks signed with it are accepted while it is set.
+    # Twilio signs with the primary token only (docs api/errors/57012: "a secondary token
+    # that has not been promoted" does not verify), and promoting the secondary makes it
+    # the primary (docs iam/api/authtoken): set the new token here and the old one as
+    # previous before promoting, drop the previous once no callback signed with it can come.
     auth_token_previous: SecretStr = SecretStr("")
     api_base_url: str = "https://api.twilio.com"
     # SharedKey secrets of Twilio webhook rules (comma-separated, two during a rotation).

@@ -302,3 +302,55 @@ def test_the_cap_refuses_at_the_limit_and_every_end_releases(
     assert store.get_transfer(first["transfer_id"])["state"] == "failed"  # type: ignore[index]
     assert store.account_in_flight("twilio", "acme") == 0
     assert store.lead_report("L1")["account"] == "acme"  # type: ignore[index]
+
+
+def test_the_design_environment_names_are_the_packages_default_accounts() -> None:
+    """DESIGN's "Configuration and processes" names are a contract: each is a variable of
+    some provider package's default account or settings."""
+    import providers
+
+    names: set[str] = set()
+    for spec in providers.specs():
+        names.update(spec.account.env_names())
+        if spec.account.settings_model is not None:
+            names.update(f"{spec.account.env_prefix}{f.upper()}"
+                         for f in spec.account.settings_model.model_fields)
+    contract = {"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL",
+                "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_API_BASE_URL", "PLIVO_RESUME_URL",
+                "EXOTEL_ACCOUNT_SID", "EXOTEL_API_KEY", "EXOTEL_API_TOKEN",
+                "EXOTEL_API_BASE_URL", "EXOTEL_WEBHOOK_TOKEN", "TELNYX_API_KEY",
+                "TELNYX_PUBLIC_KEY", "TELNYX_CONNECTION_ID", "TELNYX_API_BASE_URL",
+                "TWILIO_WEBHOOK_SHARED_KEYS", "EXOTEL_WEBHOOK_TOKEN_PREVIOUS",
+                "EXOTEL_DIAL_UP_FORMAT", "EXOTEL_ALLOWED_IPS", "EXOTEL_TRUSTED_PROXIES",
+                "TWILIO_SIP_AUTH_USERNAME", "TWILIO_SIP_AUTH_PASSWORD",
+                "TELNYX_SIP_AUTH_USERNAME", "TELNYX_SIP_AUTH_PASSWORD"}
+    assert contract - names == set()
+
+
+def test_sip_credentials_are_secrets_of_the_credential_source(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", TWILIO_SID)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "t")
+    monkeypatch.setenv("TWILIO_SIP_AUTH_USERNAME", "sip-user")
+    monkeypatch.setenv("TWILIO_SIP_AUTH_PASSWORD", "sip-pass-9c1d")
+    account = accounts.resolve(Settings(), "twilio")
+    assert account.secret("sip_auth_password") == "sip-pass-9c1d"
+    assert "sip-pass-9c1d" not in repr(account)
+
+
+def test_a_transfer_of_another_account_logs_and_emits_no_secret(
+        multi: Settings, rt: Any, mocked: responses.RequestsMock, events: Any,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import tasks
+
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(rt, "settings", multi)
+    # Acme's API refuses: the failure path logs the provider's error and emits an event.
+    mocked.post(_participants("https://twilio-acme.test", ACME_SID, "L5"), status=401,
+                json={"code": 20003, "message": "Authenticate", "status": 401})
+    tasks.transfer_request.apply(kwargs={"request": make_request(
+        lead_id="L5", transfer_id="tr_L5", provider_account="acme")}).get()
+    emitted = events()
+    assert [e["reason"] for e in emitted if e["transfer_id"] == "tr_L5"] == ["provider_error"]
+    text = caplog.text + json.dumps(emitted)
+    assert not [s for s in SECRETS if s in text]
