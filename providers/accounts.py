@@ -235,6 +235,20 @@ def max_concurrent(settings: Settings, provider: str, account: str | None) -> in
     return own or settings.account_max_concurrent
 
 
+def setting_names() -> frozenset[str]:
+    """Every environment variable the provider packages read (their default accounts' and
+    their settings'), upper case."""
+    import providers
+
+    names: set[str] = set()
+    for spec in providers.specs():
+        names.update(spec.account.env_names())
+        if spec.account.settings_model is not None:
+            names.update(f"{spec.account.env_prefix}{f.upper()}"
+                         for f in spec.account.settings_model.model_fields)
+    return frozenset(names)
+
+
 def forget(settings: Settings) -> None:
     """Drop what was resolved (tests; an operator's reload)."""
     with _caches_lock:

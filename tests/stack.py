@@ -22,6 +22,7 @@ import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
+from providers import accounts
 from sandbox import Sandbox
 from sandbox.redis_server import RedisServer
 from sandbox.server import ThreadedServer
@@ -84,7 +85,8 @@ class _Dispatch:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    names = {n.upper() for n in Settings.model_fields} | {"TWILIO_EDGE", "TWILIO_REGION"}
+    names = ({n.upper() for n in Settings.model_fields} | accounts.setting_names()
+             | {"TWILIO_EDGE", "TWILIO_REGION"})
     env = {k: v for k, v in os.environ.items() if k.upper() not in names}
     for name, value in settings.model_dump().items():
         env[name.upper()] = value if isinstance(value, str) else json.dumps(value)
