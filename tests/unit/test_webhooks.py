@@ -13,7 +13,8 @@ from twilio.request_validator import RequestValidator
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
-from tests.unit.conftest import TWILIO_SID, AppFactory
+from tests.unit.conftest import AppFactory
+from tests.unit.providers.twilio import TWILIO_SID
 from webhooks import create_app
 
 BASE = "https://hooks.example.com"

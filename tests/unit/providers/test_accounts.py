@@ -24,7 +24,8 @@ from shared.client import TransferClient
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
-from tests.unit.conftest import TWILIO_SID, AppFactory
+from tests.unit.conftest import AppFactory
+from tests.unit.providers.twilio import TWILIO_SID
 
 ACME_SID = "AC" + "c" * 32
 ACME_TOKEN = "acme-twilio-token-7f3e"

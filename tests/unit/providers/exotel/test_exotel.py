@@ -17,7 +17,8 @@ from providers.exotel import handoff as exotel
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
-from tests.unit.conftest import EXOTEL_API, EXOTEL_SID, AppFactory
+from tests.unit.conftest import AppFactory
+from tests.unit.providers.exotel import EXOTEL_API, EXOTEL_SID
 from webhooks import create_app
 from workers import tasks
 from workers.runtime import Runtime

@@ -10,7 +10,7 @@ import responses
 
 from shared.store import Store
 from tests.helpers import make_request
-from tests.unit.conftest import TWILIO_API, TWILIO_SID
+from tests.unit.providers.twilio import TWILIO_API, TWILIO_SID
 from workers import tasks
 from workers.runtime import Runtime
 

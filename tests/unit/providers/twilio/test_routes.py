@@ -23,7 +23,8 @@ from shared.config import Settings
 from shared.contracts import parse_request
 from shared.store import State, Store
 from tests.helpers import drain_queue, make_request
-from tests.unit.conftest import TWILIO_SID, AppFactory
+from tests.unit.conftest import AppFactory
+from tests.unit.providers.twilio import TWILIO_SID
 from webhooks.deps import Deps
 
 BASE = "https://hooks.example.com"
