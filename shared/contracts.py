@@ -979,6 +979,8 @@ class LeadReport(BaseModel):
     transfer_id: str | None = None
     call_id: str | None = None
     provider: str | None = None
+    # The provider account of the latest transfer ("default" when the request named none).
+    account: str | None = None
     updated_at: str | None = None
     timeline: list[TimelineEntry]
     event: TransferEvent | None
