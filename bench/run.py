@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load import HANGUP_AFTER, RING, CpuWindow, load_phase, max_rate  # noqa: E402
+from providers import accounts  # noqa: E402
 from sandbox import Sandbox  # noqa: E402
 from sandbox.redis_server import RedisServer, free_port  # noqa: E402
 from shared.client import TransferClient  # noqa: E402
@@ -120,8 +121,8 @@ class Bench:
         self.web_url = f"http://127.0.0.1:{self.web_port}"
         sb = Sandbox()  # only for its credentials; the served one runs in its own process
         sb.stop()
-        self.env = {k: v for k, v in os.environ.items()
-                    if k.upper() not in {n.upper() for n in Settings.model_fields}}
+        ours = {n.upper() for n in Settings.model_fields} | accounts.setting_names()
+        self.env = {k: v for k, v in os.environ.items() if k.upper() not in ours}
         self.env.update({
             "PYTHONPATH": str(ROOT), "REDIS_URL": self.redis.url, "LOG_LEVEL": "WARNING",
             "PUBLIC_BASE_URL": self.web_url, "API_TOKEN": "bench",
@@ -138,7 +139,9 @@ class Bench:
             "EXOTEL_API_TOKEN": sb.exotel_api_token, "EXOTEL_API_BASE_URL": self.sandbox_url,
             "EXOTEL_WEBHOOK_TOKEN": "bench-exotel-secret"})
         self.settings = Settings.model_validate(
-            {k.lower(): v for k, v in self.env.items() if k.lower() in Settings.model_fields})
+            # The provider packages' variables too (read as Settings' undeclared values).
+            {k.lower(): v for k, v in self.env.items()
+             if k.lower() in Settings.model_fields or k.upper() in ours})
         self.store = Store.from_settings(self.settings)
         self.client = TransferClient(self.settings, store=self.store)
         self.http = requests.Session()
@@ -378,7 +381,8 @@ def throughput(b: Bench, n: int) -> dict[str, Any]:
             "Content-Type": "application/x-www-form-urlencoded",
             "X-Plivo-Signature-V3": sig, "X-Plivo-Signature-V3-Nonce": nonce}})
     status_path = f"/twilio/agent-status?transfer_id={tid}"
-    status_form = {"CallSid": "CA" + "b" * 32, "CallStatus": "ringing", "AccountSid": "AC1"}
+    status_form = {"CallSid": "CA" + "b" * 32, "CallStatus": "ringing",
+                   "AccountSid": b.settings.twilio_account_sid}
     sig = RequestValidator(b.settings.twilio_auth_token).compute_signature(
         b.web_url + status_path, status_form)
     status = [{"method": "POST", "path": status_path, "body": urlencode(status_form),

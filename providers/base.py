@@ -18,6 +18,8 @@ from urllib.parse import urlencode
 
 import requests
 
+from providers.accounts import DEFAULT, AccountSpec, known
+
 if TYPE_CHECKING:
     from shared.config import Settings
     from workers.runtime import Runtime
@@ -72,12 +74,16 @@ NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout)
 
 
 def callback_url(settings: Settings, path: str, transfer_id: str, attempt: str | int | None = None,
-                 extra: Mapping[str, str] | None = None) -> str:
-    """One of our callback URLs: the transfer it is about and, past the first destination,
-    which destination's leg (so that callbacks of a leg left behind can be told apart)."""
+                 extra: Mapping[str, str] | None = None, account: str | None = None) -> str:
+    """One of our callback URLs: the transfer it is about, past the first destination which
+    destination's leg (so that callbacks of a leg left behind can be told apart), and the
+    transfer's provider account unless it is the default (its name, never its secret: it
+    picks the secret the callback's signature is checked with)."""
     query = {"transfer_id": transfer_id}
     if attempt is not None and str(attempt) not in ("", "0"):
         query["attempt"] = str(attempt)
+    if account and account != DEFAULT:
+        query["account"] = account
     query.update(extra or {})
     return settings.public_url(path) + "?" + urlencode(query)
 
@@ -212,8 +218,8 @@ class ProviderSpec:
     sandbox: str
     # Policy name (the request field, e.g. "screening") -> Supported or Refused.
     capabilities: Mapping[str, Capability]
-    # Whether the settings carry this provider's credentials.
-    configured: Callable[[Settings], bool]
+    # Its accounts: credential model, default account's variables, settings (account.py).
+    account: AccountSpec
     # The callback kinds its routes hand to the worker (`shared.model.CallbackKind`, or a
     # str enum of the provider's own); any other is logged as an error.
     callback_kinds: frozenset[str] = frozenset()
@@ -224,6 +230,10 @@ class ProviderSpec:
     # Conformance cases (tests/conformance) this provider's flow cannot show, case -> why.
     conformance_excludes: Mapping[str, str] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def configured(self, settings: Settings) -> bool:
+        """Whether the default account has credentials."""
+        return known(settings, self.name, DEFAULT)
 
     def refusal(self, policy: str) -> str | None:
         """Why this provider cannot carry `policy` out ("" when it has no more to say), or

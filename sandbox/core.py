@@ -27,6 +27,17 @@ import requests
 from flask import Flask, Response, abort, jsonify, request
 from twilio.request_validator import RequestValidator
 
+# The name of each provider's second sandbox account in the credentials file it gives.
+SECOND_ACCOUNT = "second"
+# The sandbox's second account of each provider (its own credentials, for the tests of a
+# platform serving several businesses); a fake's secrets.
+TWILIO_SECOND_SID = "AC" + "2" * 32
+TWILIO_SECOND_TOKEN = "sandbox-twilio-token-2"
+PLIVO_SECOND_ID = "MA" + "SECOND" + "0" * 12
+PLIVO_SECOND_TOKEN = "sandbox-plivo-token-2"
+EXOTEL_SECOND_SID = "sandbox-exotel-2"
+EXOTEL_SECOND_KEY = "sandbox-exotel-key-2"
+EXOTEL_SECOND_TOKEN = "sandbox-exotel-token-2"
 
 @dataclass(frozen=True)
 class Fate:
@@ -85,6 +96,9 @@ class SimCall:
     label: str | None = None
     sequence: itertools.count[int] = field(default_factory=itertools.count)
     provider: str = "twilio"
+    # The provider account that owns the call (its id: Twilio's AccountSid, Plivo's auth
+    # id...); "" for the sandbox's first account.
+    account: str = ""
     # Plivo: the Dial the call is in (action/callback URLs and the human's leg).
     dial: dict[str, str] | None = None
     # Where the call's XML sent it (Redirect) and what it was told (Speak).
@@ -116,6 +130,7 @@ class SimConference:
     started: bool = False
     participants: set[str] = field(default_factory=set)
     sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    account: str = ""
 
 
 @dataclass
@@ -232,6 +247,13 @@ class SandboxModel(Protocol):
         """The service's environment for this provider pointed at the sandbox at `url`
         (credentials, API base URL...): read by the local stack and the test stack."""
 
+    def second_account(self, url: str) -> dict[str, str]:
+        """The sandbox's second account of the provider, as a CREDENTIALS_FILE entry (the
+        fields of providers/<name>/account.py), its API at `url`."""
+
+    def second_owner(self) -> str:
+        """The provider's id of that account (the owner of its calls in the sandbox)."""
+
 
 class Sandbox:
     """Fake provider APIs with a control API under /_sandbox."""
@@ -242,6 +264,11 @@ class Sandbox:
         if name in models:
             return models[name]
         raise AttributeError(name)
+
+    def accounts(self, url: str) -> dict[str, dict[str, dict[str, str]]]:
+        """A CREDENTIALS_FILE naming each provider's second account SECOND_ACCOUNT."""
+        return {name: {SECOND_ACCOUNT: model.second_account(url)}
+                for name, model in self.models.items()}
 
     def env(self, url: str) -> dict[str, str]:
         """Every registered provider's environment pointed at this sandbox at `url`."""
@@ -267,6 +294,10 @@ class Sandbox:
         self.exotel_account_sid = exotel_account_sid
         self.exotel_api_key = exotel_api_key
         self.exotel_api_token = exotel_api_token
+        # Twilio accounts hosted, AccountSid -> AuthToken: the first, and a second one with
+        # credentials of its own (a platform serving two businesses).
+        self.twilio_accounts = {twilio_account_sid: twilio_auth_token,
+                                TWILIO_SECOND_SID: TWILIO_SECOND_TOKEN}
         # Each registered provider's model (`providers/<name>/sandbox.py`, class `Model`).
         self.models: dict[str, SandboxModel] = {
             spec.name: importlib.import_module(spec.sandbox).Model(self)
@@ -334,10 +365,11 @@ class Sandbox:
         or "json"). An Exotel status_callback means the call was placed through the API:
         calls that come in to a flow have none (Exotel documents StatusCallback for API calls
         only)."""
+        account = str(flow.pop("account", None) or "")
         sid = self.models[provider].new_sid()
         with self.lock:
             self.calls[sid] = SimCall(sid, to, from_, "in-progress", status_callback,
-                                      ("completed",), provider=provider,
+                                      ("completed",), provider=provider, account=account,
                                       flow={k: v for k, v in flow.items() if v is not None})
         return sid
 
@@ -371,11 +403,21 @@ class Sandbox:
         jitter = random.uniform(0, self.callback_jitter) if self.callback_jitter else 0.0
         self.scheduler.at(delay + jitter, lambda: attempt(self.callback_attempts))
 
+    def twilio_sid(self, owner: SimCall | SimConference | None) -> str:
+        """The AccountSid of the account owning a call or conference."""
+        return (owner.account if owner is not None else "") or self.twilio_account_sid
+
+    def twilio_signature(self, url: str, params: dict[str, str]) -> str:
+        """X-Twilio-Signature with the auth token of the account the request is about (its
+        AccountSid): "Twilio uses your AuthToken" (docs usage/security#validating-requests)."""
+        token = self.twilio_accounts.get(params.get("AccountSid", ""), self.twilio_auth_token)
+        return str(RequestValidator(token).compute_signature(url, params))
+
     def send_twilio_callback(self, url: str, params: dict[str, str],
                              idempotency_token: str | None = None) -> int:
         """POST a callback signed as Twilio signs it (X-Twilio-Signature over URL + params)."""
         # https://www.twilio.com/docs/usage/security#validating-requests (HMAC-SHA1, token)
-        signature = RequestValidator(self.twilio_auth_token).compute_signature(url, params)
+        signature = self.twilio_signature(url, params)
         status = 0
         try:
             # I-Twilio-Idempotency-Token, the same on Twilio's retries of one delivery
@@ -405,7 +447,7 @@ class Sandbox:
         # fields. No AnsweredBy: detection's verdict goes to AmdStatusCallback (participants)
         # or to the Url's request (calls.create); the docs list it on neither callback.
         params = {
-            "AccountSid": self.twilio_account_sid, "ApiVersion": "2010-04-01",
+            "AccountSid": self.twilio_sid(call), "ApiVersion": "2010-04-01",
             "CallSid": call.sid, "CallStatus": status, "Called": call.to, "To": call.to,
             "Caller": call.from_, "From": call.from_, "Direction": "outbound-api",
             "CallbackSource": "call-progress-events", "SequenceNumber": str(next(call.sequence)),
@@ -441,7 +483,7 @@ class Sandbox:
         if short not in conf.events:
             return
         params = {
-            "AccountSid": self.twilio_account_sid, "ConferenceSid": conf.sid,
+            "AccountSid": self.twilio_sid(conf), "ConferenceSid": conf.sid,
             "FriendlyName": conf.name, "StatusCallbackEvent": event,
             "SequenceNumber": str(next(conf.sequence)), "Timestamp": formatdate(usegmt=True),
         }
@@ -536,7 +578,7 @@ class Sandbox:
                         # AccountSid, CallSid, AnsweredBy, MachineDetectionDuration. Without
                         # it, nothing is sent (warning 21262).
                         self._schedule_callback(0.15, call.amd_callback, {
-                            "AccountSid": self.twilio_account_sid, "CallSid": call.sid,
+                            "AccountSid": self.twilio_sid(call), "CallSid": call.sid,
                             "AnsweredBy": call.answered_by,
                             "MachineDetectionDuration": "1500"})
                 else:
@@ -550,7 +592,7 @@ class Sandbox:
     def _fetch_twiml(self, call: SimCall, url: str, extra: dict[str, str]) -> Any:
         """POST to the application's URL, signed as Twilio signs it; its TwiML, or None."""
         # https://www.twilio.com/docs/voice/twiml#request-parameters
-        params = {"AccountSid": self.twilio_account_sid, "CallSid": call.sid,
+        params = {"AccountSid": self.twilio_sid(call), "CallSid": call.sid,
                   "CallStatus": call.status, "From": call.from_, "To": call.to,
                   "Direction": "outbound-api", **extra}
         if call.machine_detection:
@@ -560,8 +602,7 @@ class Sandbox:
         status, text = -1, ""
         try:
             resp = self.http.post(url, data=params, timeout=10, headers={
-                "X-Twilio-Signature": RequestValidator(
-                    self.twilio_auth_token).compute_signature(url, params),
+                "X-Twilio-Signature": self.twilio_signature(url, params),
                 "I-Twilio-Idempotency-Token": uuid.uuid4().hex})
             status, text = resp.status_code, resp.text
         except requests.RequestException:
@@ -707,7 +748,10 @@ class Sandbox:
                 provider=str(body.get("provider", "twilio")),
                 dial_whom_url=body.get("dial_whom_url"), passthru_url=body.get("passthru_url"),
                 status_format=body.get("status_format"), connect_mode=body.get("connect_mode"),
-                fallback_url=body.get("fallback_url"), custom_field=body.get("custom_field"))
+                fallback_url=body.get("fallback_url"), custom_field=body.get("custom_field"),
+                # "second": a call of the provider's second account.
+                account=(self.models[str(body.get("provider", "twilio"))].second_owner()
+                         if body.get("account") == SECOND_ACCOUNT else None))
             return jsonify({"call_id": sid})
 
         @app.post("/_sandbox/calls/<sid>/hangup")

@@ -53,6 +53,20 @@ class TransferClient:
         self.store = store or Store.from_settings(self.settings)
         self._celery = celery
 
+    def account_known(self, provider: str, account: str) -> bool:
+        """Whether the provider account has credentials (resolved, cached: see accounts)."""
+        from providers import accounts  # here: the registry imports the store
+
+        return accounts.known(self.settings, provider, account)
+
+    def account_full(self, req: TransferRequest) -> bool:
+        """The account has its cap of transfers in flight (a quick look: the worker's hold
+        is the atomic one, and refuses what slips past this)."""
+        from providers import accounts
+
+        cap = accounts.max_concurrent(self.settings, req.provider, req.account)
+        return bool(cap) and self.store.account_in_flight(req.provider, req.account) >= cap
+
     @property
     def celery(self) -> Celery:
         if self._celery is None:
@@ -70,7 +84,8 @@ class TransferClient:
             req = parse_request(request, self.store.get_number,
                                 allowed_destinations=self.settings.transfer_allowed_destinations,
                                 home_country=self.settings.transfer_home_country,
-                                allowed_sip_domains=self.settings.transfer_allowed_sip_domains)
+                                allowed_sip_domains=self.settings.transfer_allowed_sip_domains,
+                                account_known=self.account_known)
         except RequestError as exc:
             log.info("transfer refused", extra={"error": exc.code.value,
                                                 "lead_id": _lead_of(request)})
@@ -82,6 +97,10 @@ class TransferClient:
 
         bound = log.bind(lead_id=req.lead_id, transfer_id=req.transfer_id)
         try:
+            if self.account_full(req):
+                bound.info("transfer refused", extra={"error": ErrorCode.ACCOUNT_LIMIT.value,
+                                                      "account": req.account})
+                return ToolResult.refused(ErrorCode.ACCOUNT_LIMIT)
             outcome, detail = self.store.begin(req)
         except redis.RedisError:
             bound.exception("redis unavailable while claiming the lead")
@@ -103,7 +122,8 @@ class TransferClient:
             self.store.transition(req.transfer_id, State.FAILED, "could not enqueue",
                                   fields={"reason": "service_unavailable"})
             return ToolResult.refused(ErrorCode.SERVICE_UNAVAILABLE)
-        bound.info("transfer requested", extra={"provider": req.provider})
+        bound.info("transfer requested", extra={"provider": req.provider,
+                                                "account": req.account})
         return ToolResult(status="transfer_requested", transfer_id=req.transfer_id,
                           message=_MSG_REQUESTED)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
+import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -45,7 +45,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget | None:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="allow")
 
     # redis://, rediss://, unix://, or redis+sentinel://host:26379[,host:26379]/master/db.
     redis_url: str = "redis://localhost:6379/0"
@@ -98,52 +98,26 @@ class Settings(BaseSettings):
     # Retry delays (seconds) for transient provider API errors, one per retry.
     provider_retry_delays: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0])
 
-    twilio_account_sid: str = ""
-    twilio_auth_token: str = ""
-    twilio_api_base_url: str = "https://api.twilio.com"
-    # SharedKey secrets of Twilio webhook rules (comma-separated, two during a rotation).
-    twilio_webhook_shared_keys: str = ""
-
-    plivo_auth_id: str = ""
-    plivo_auth_token: str = ""
-    plivo_api_base_url: str = "https://api.plivo.com"
-    plivo_resume_url: str = ""
-    # Signs the context our Plivo URLs carry (whom to dial, hold audio...), so that the XML
-    # routes can answer from the URL when Redis is down. Empty: derived from PLIVO_AUTH_TOKEN.
+    # Signs the context our callback URLs carry (whom to dial, hold audio...), so that the
+    # XML routes can answer from the URL when Redis is down. Empty: derived from the default
+    # account's secret by the provider that signs (see its package).
     webhook_hmac_key: str = ""
 
-    telnyx_api_key: str = ""
-    # The account's Ed25519 webhook public key (base64), from the Mission Control Portal.
-    telnyx_public_key: str = ""
-    # The Call Control application (connection) that places the human's call.
-    telnyx_connection_id: str = ""
-    telnyx_api_base_url: str = "https://api.telnyx.com"
-
-    exotel_account_sid: str = ""
-    exotel_api_key: str = ""
-    exotel_api_token: str = ""
-    exotel_api_base_url: str = "https://api.exotel.com"
-    exotel_webhook_token: str = ""
-    # The token being rotated out: accepted too until every URL in Exotel carries the new one.
-    exotel_webhook_token_previous: str = ""
-    # How /exotel/dial-up answers: "auto" tells the Connect applet's two URLs apart by the
-    # request (programmable connect sends an Exotel-Version header and gets JSON; the "Dial
-    # whom" URL gets the number as text); "text" or "json" forces one (e.g. behind a proxy
-    # that drops the header).
-    exotel_dial_up_format: Literal["auto", "text", "json"] = "auto"
-    # Optional allow-list of the addresses Exotel calls from (comma-separated CIDRs, as Exotel
-    # support gives them); empty = off. X-Forwarded-For is believed only from these proxies.
-    exotel_allowed_ips: str = ""
-    exotel_trusted_proxies: str = ""
+    # Provider accounts (providers/accounts.py). Each provider package declares its own
+    # settings and default account's variables (providers/<name>/account.py: TWILIO_*,
+    # PLIVO_*...), read by `section` below. Named accounts come from CREDENTIALS_FILE (a
+    # mounted JSON or YAML secret) or CREDENTIALS_RESOLVER (`module:function`, e.g. a secret
+    # manager's client); resolved credentials are kept this many seconds.
+    credentials_file: str = ""
+    credentials_resolver: str = ""
+    credentials_ttl: float = Field(default=30.0, ge=0)
+    # Concurrent transfers per provider account (0: no cap); an account's `max_concurrent`
+    # (in CREDENTIALS_FILE or from the resolver) wins.
+    account_max_concurrent: int = Field(default=0, ge=0)
 
     log_level: str = "INFO"
 
-    @field_validator("exotel_allowed_ips", "exotel_trusted_proxies")
-    @classmethod
-    def _cidrs(cls, value: str) -> str:
-        for item in filter(None, (part.strip() for part in value.split(","))):
-            ipaddress.ip_network(item, strict=False)  # ValueError: a clear startup error
-        return value
+    _environ: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:
@@ -154,7 +128,25 @@ class Settings(BaseSettings):
                                  "or Sentinel-managed Redis)")
             self.celery_broker_url = self.redis_url
         self.public_base_url = self.public_base_url.rstrip("/")
+        # The environment as read now: what `section` gives the provider packages.
+        self._environ = {k.lower(): v for k, v in os.environ.items()}
         return self
+
+    def __repr_args__(self) -> Any:
+        # The undeclared values are the provider packages' (credentials among them).
+        return [(k, v) for k, v in super().__repr_args__() if k in type(self).model_fields]
+
+    def section(self, prefix: str) -> dict[str, str]:
+        """The settings named `<prefix>*` that this class does not declare (a provider
+        package's own), from the values given to it or else the environment as read at
+        start; keys lower case, without the prefix. Values given to the constructor are
+        strings (as in the environment) or plain values."""
+        p = prefix.lower()
+        out = {k[len(p):]: v for k, v in self._environ.items() if k.startswith(p)}
+        for key, value in (self.model_extra or {}).items():
+            if key.lower().startswith(p):
+                out[key.lower()[len(p):]] = value
+        return out
 
     @property
     def redis_sentinel(self) -> SentinelTarget | None:

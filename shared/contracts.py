@@ -94,6 +94,7 @@ class ErrorCode(StrEnum):
     MISSING_CALL_ID = "missing_call_id"
     INVALID_CALL_ID = "invalid_call_id"
     UNSUPPORTED_PROVIDER = "unsupported_provider"
+    UNKNOWN_PROVIDER_ACCOUNT = "unknown_provider_account"
     MISSING_TRANSFER_NUMBER = "missing_transfer_number"
     INVALID_TRANSFER_NUMBER = "invalid_transfer_number"
     MISSING_OUTBOUND_NUMBER_ID = "missing_outbound_number_id"
@@ -105,6 +106,7 @@ class ErrorCode(StrEnum):
     INVALID_POLICY = "invalid_policy"
     UNSUPPORTED_POLICY = "unsupported_policy"
     SERVICE_UNAVAILABLE = "service_unavailable"
+    ACCOUNT_LIMIT = "account_limit"
 
 
 # What the AI is told for each refusal: enough to say something sensible and carry on.
@@ -120,6 +122,8 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.INVALID_CALL_ID: "The transfer request's call id is not valid. " + _CANT_CONNECT,
     ErrorCode.UNSUPPORTED_PROVIDER: "This call's phone provider cannot transfer calls. "
     + _CANT_CONNECT,
+    ErrorCode.UNKNOWN_PROVIDER_ACCOUNT: "This call's phone provider account is not set up for "
+    "transfers. " + _CANT_CONNECT,
     ErrorCode.MISSING_TRANSFER_NUMBER: "No human agent number is configured for transfers. "
     + _CANT_CONNECT,
     ErrorCode.INVALID_TRANSFER_NUMBER: "The configured human agent number is not valid. "
@@ -140,6 +144,7 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.UNSUPPORTED_POLICY: "A transfer setting is not available on this phone "
     "provider. " + _CANT_CONNECT,
     ErrorCode.SERVICE_UNAVAILABLE: "The transfer service is unavailable. " + _CANT_CONNECT,
+    ErrorCode.ACCOUNT_LIMIT: "All lines for transfers are busy right now. " + _CANT_CONNECT,
 }
 
 
@@ -155,6 +160,7 @@ class FailureReason(StrEnum):
     TIMEOUT = "timeout"
     VOICEMAIL = "voicemail"
     DECLINED = "declined"
+    ACCOUNT_LIMIT = "account_limit"
 
 
 _TRY_AGAIN = "Apologise, keep helping the customer, and offer to try again or arrange a call back."
@@ -173,6 +179,7 @@ FAILURE_MESSAGES: dict[str, str] = {
     FailureReason.TIMEOUT: "The transfer took too long and was abandoned. " + _TRY_AGAIN,
     FailureReason.VOICEMAIL: "The human agent's line went to voicemail. " + _TRY_AGAIN,
     FailureReason.DECLINED: "The human agent could not take the call. " + _TRY_AGAIN,
+    FailureReason.ACCOUNT_LIMIT: "All lines for transfers are busy right now. " + _TRY_AGAIN,
 }
 
 
@@ -209,6 +216,8 @@ class TransferRequest(BaseModel):
 
     lead_id: str
     provider: str
+    # The provider account whose credentials place the transfer (providers/accounts.py).
+    account: str = "default"
     call_id: str
     transfer_number: str
     outbound_number: str
@@ -252,9 +261,6 @@ class RequestError(Exception):
 
 # ---- Provider capabilities: the one place contracts learn what a provider can do ----------
 
-# The names a request may carry: the provider registry's (providers/__init__.py; a test keeps
-# the two equal). Written out because the registry imports the store, which imports this.
-PROVIDERS: tuple[str, ...] = ("twilio", "plivo", "exotel", "telnyx")
 
 # The policies a provider declares it carries out or not (providers/<name>/capabilities.py).
 POLICIES: tuple[str, ...] = ("voicemail_detection", "screening", "caller_id_customer",
@@ -281,8 +287,19 @@ _POLICY_LABELS: dict[str, str] = {
 
 
 def known_providers() -> tuple[str, ...]:
-    """The provider names a request may carry."""
-    return PROVIDERS
+    """The provider names a request may carry: the registry's (providers/__init__.py)."""
+    import providers  # here: the registry imports the store, which imports this module
+
+    return providers.names()
+
+
+class _ProviderNames:
+    """The JSON schema of `provider`: the registry's names, read when the schema is made."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> dict[str, Any]:
+        return {"type": "string", "enum": list(known_providers()),
+                "description": "in lower case (the parser forgives case and spaces)"}
 
 
 def policy_refusal(provider: str, policy: str) -> str | None:
@@ -319,6 +336,8 @@ class _Context:
     # the customer's number: the policies in the template are checked against them.
     provider: str | None
     customer_phone: Any
+    # Whether (provider, account) has credentials; None: only the default account exists.
+    account_known: Callable[[str, str], bool] | None = None
 
 
 def _refusal(rank: float, code: ErrorCode, detail: str | None = None) -> PydanticCustomError:
@@ -757,6 +776,23 @@ def _provider(value: Any) -> str:
     return value.strip().lower()
 
 
+def _account(value: Any, info: ValidationInfo) -> str:
+    # The default is always accepted, as before accounts (unconfigured: a provider_error).
+    name = DEFAULT_ACCOUNT if value is None else value
+    if not isinstance(name, str) or not ACCOUNT_NAME.match(name):
+        raise _refusal(21, ErrorCode.UNKNOWN_PROVIDER_ACCOUNT, f"provider_account {value!r}")
+    ctx = _context(info)
+    if ctx is not None and ctx.provider is not None and name != DEFAULT_ACCOUNT and (
+            ctx.account_known is None or not ctx.account_known(ctx.provider, name)):
+        raise _refusal(21, ErrorCode.UNKNOWN_PROVIDER_ACCOUNT, f"provider_account {name!r}")
+    return name
+
+
+# The account a request without `provider_account` uses, and the names one may carry (the
+# same as providers.accounts').
+DEFAULT_ACCOUNT = "default"
+ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
 _ID = {"type": ["string", "integer"], "maxLength": MAX_ID_LENGTH}
 
 
@@ -768,9 +804,12 @@ class TransferRequestBody(BaseModel):
     lead_id: Annotated[str, BeforeValidator(_id_field(ErrorCode.MISSING_LEAD_ID,
                                                       ErrorCode.INVALID_LEAD_ID, 10)),
                        WithJsonSchema(_ID)]
-    provider: Annotated[str, BeforeValidator(_provider),
-                        WithJsonSchema({"type": "string", "enum": list(PROVIDERS), "description": (
-                            "in lower case (the parser forgives case and spaces)")})]
+    provider: Annotated[str, BeforeValidator(_provider), _ProviderNames]
+    provider_account: Annotated[str, BeforeValidator(_account), WithJsonSchema({
+        "type": "string", "pattern": ACCOUNT_NAME.pattern, "description": (
+            "the provider account whose credentials place the transfer (CREDENTIALS_FILE "
+            "or CREDENTIALS_RESOLVER); absent: the default account (the environment's)")})] = \
+        Field(DEFAULT_ACCOUNT, validate_default=True)
     call_id: Annotated[str, BeforeValidator(_id_field(ErrorCode.MISSING_CALL_ID,
                                                       ErrorCode.INVALID_CALL_ID, 30)),
                        WithJsonSchema(_ID | {"description": "the customer's live call"})]
@@ -819,6 +858,7 @@ def parse_request(
     home_country: str = "",
     now: datetime | None = None,
     allowed_sip_domains: str = "",
+    account_known: Callable[[str, str], bool] | None = None,
 ) -> TransferRequest:
     """Validate a raw request dict (the wire contract) into a TransferRequest.
 
@@ -826,9 +866,11 @@ def parse_request(
     directory); `allowed_destinations` is the toll-fraud policy (see
     shared.phone.destination_allowed), whose home country is `home_country` (a setting) or
     else the directory number's country: never a number the request carries;
-    `allowed_sip_domains` the SIP hosts a destination may name. `transfer_id`
-    is ours to give (a new one when None); a request's own "transfer_id" is ignored. Raises
-    RequestError with a stable code.
+    `allowed_sip_domains` the SIP hosts a destination may name.
+    `account_known(provider, account)` tells whether the request's provider account has
+    credentials (providers.accounts.known); without it only the default account is known.
+    `transfer_id` is ours to give (a new one when None); a request's own "transfer_id" is
+    ignored. Raises RequestError with a stable code.
     """
     if transfer_id is not None and not TRANSFER_ID_FORMAT.match(transfer_id):
         raise RequestError(ErrorCode.INVALID_REQUEST, "transfer_id is not one of ours")
@@ -841,7 +883,8 @@ def parse_request(
     lead = raw.get("lead")
     ctx = _Context(resolve_outbound_number, now or datetime.now(UTC), home_country,
                    allowed_destinations, allowed_sip_domains, provider,
-                   lead.get("phone_number") if isinstance(lead, Mapping) else None)
+                   lead.get("phone_number") if isinstance(lead, Mapping) else None,
+                   account_known)
     try:
         body = TransferRequestBody.model_validate(dict(raw), context={"request": ctx})
     except ValidationError as exc:
@@ -877,6 +920,7 @@ def _accept(body: TransferRequestBody, ctx: _Context, transfer_id: str) -> Trans
     return TransferRequest(
         lead_id=body.lead_id,
         provider=body.provider,
+        account=body.provider_account,
         call_id=body.call_id,
         transfer_number=dests.numbers[0],
         outbound_number=body.lead._outbound,
@@ -1088,6 +1132,8 @@ class LeadReport(BaseModel):
     transfer_id: str | None = None
     call_id: str | None = None
     provider: str | None = None
+    # The provider account of the latest transfer ("default" when the request named none).
+    account: str | None = None
     updated_at: str | None = None
     timeline: list[TimelineEntry]
     event: TransferEvent | None

@@ -28,9 +28,11 @@ FLUSH_SECONDS = 0.5
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "warm_transfer_requests": ("Transfer requests accepted", ("provider",)),
+    # `account`: a provider account's name, from the configuration (a request naming one
+    # without credentials is refused), so the label's values stay few.
+    "warm_transfer_requests": ("Transfer requests accepted", ("provider", "account")),
     "warm_transfer_transfers": ("Transfers ended, by outcome and reason",
-                                ("provider", "outcome", "reason")),
+                                ("provider", "account", "outcome", "reason")),
     "warm_transfer_webhook_requests": ("Webhook requests by route and status",
                                        ("route", "status")),
     "warm_transfer_signature_failures": ("Provider requests refused for their signature",

@@ -14,6 +14,7 @@
 | wt:deadlines                        | zset transfer id -> deadline/outbox  | both    | 2xflag |
 | wt:ended                            | zset transfer id -> end (event sent) | worker  | record |
 | wt:numbers                          | hash outbound_number_id -> E.164     | operator| none   |
+| wt:account:{provider}:{account}     | zset transfer id -> hold expiry      | worker  | 2xflag |
 
 "both" is the producer client and the worker; the number directory is configuration,
 edited with `warm-transfer numbers`, and so has no TTL.
@@ -207,6 +208,16 @@ return due
 """
 
 
+_HOLD_SLOT = """
+-- KEYS: one account's in-flight zset   ARGV: transfer_id, now, until, cap, ttl
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
 _NOTE = """
 -- KEYS (one lead's slot): record, timeline   ARGV: entry, record_ttl
 if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
@@ -289,6 +300,7 @@ class Store:
         self._advance = client.register_script(_ADVANCE)
         self._triage = client.register_script(_TRIAGE)
         self._note = client.register_script(_NOTE)
+        self._hold_slot = client.register_script(_HOLD_SLOT)
         # transfer id -> lead id (never changes): saves a read before every transition.
         self._leads: dict[str, str] = {}
 
@@ -396,7 +408,9 @@ class Store:
                       if any(req.extensions) else {}),
                    **({"sip_headers": json.dumps([list(h) for h in req.sip_headers])}
                       if req.sip_headers else {}),
-                   **({"handoff": req.handoff} if req.handoff != "default" else {})}
+                   **({"handoff": req.handoff} if req.handoff != "default" else {}),
+                   # The provider account, when not the default (records stay as they were).
+                   **({"account": req.account} if req.account != "default" else {})}
             ).to_hash()
         # The state is set by the script, with the claim (see _BEGIN).
         del record["state"]
@@ -604,8 +618,9 @@ class Store:
         if status is None:
             return None
         transfer_id = status.get("transfer_id", "")
-        event = self.r.hget(self.record_key(transfer_id), "event") if transfer_id else None
-        return {"lead_id": lead_id, **status,
+        event, account = self.r.hmget(self.record_key(transfer_id), ["event", "account"]) \
+            if transfer_id else (None, None)
+        return {"lead_id": lead_id, **status, "account": account or "default",
                 "timeline": self.timeline(transfer_id) if transfer_id else [],
                 "event": json.loads(str(event)) if event else None}
 
@@ -657,6 +672,28 @@ class Store:
 
     def release_once(self, name: str) -> None:
         self.r.delete(f"wt:once:{name}")
+
+    # per-account concurrency
+    @staticmethod
+    def account_key(provider: str, account: str) -> str:
+        return f"wt:account:{provider}:{account}"
+
+    def hold_account_slot(self, provider: str, account: str, transfer_id: str, cap: int,
+                          now: float | None = None) -> bool:
+        """Count the transfer among its account's in-flight ones unless `cap` are already;
+        True when held (or held before). A hold lapses after the flag's TTL, past which no
+        transfer is still running, so one whose release was lost frees its slot anyway."""
+        now = time.time() if now is None else now
+        ttl = self.settings.transfer_flag_ttl
+        return bool(self._hold_slot(keys=[self.account_key(provider, account)],
+                                    args=[transfer_id, now, now + ttl, cap, 2 * ttl]))
+
+    def release_account_slot(self, provider: str, account: str, transfer_id: str) -> None:
+        self.r.zrem(self.account_key(provider, account), transfer_id)
+
+    def account_in_flight(self, provider: str, account: str, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return int(self.r.zcount(self.account_key(provider, account), f"({now}", "+inf"))
 
     # deadlines
     def forget_deadline(self, transfer_id: str) -> None:

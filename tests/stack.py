@@ -22,6 +22,7 @@ import redis
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
+from providers import accounts
 from sandbox import Sandbox
 from sandbox.redis_server import RedisServer
 from sandbox.server import ThreadedServer
@@ -36,6 +37,8 @@ from workers import broker_fix
 broker_fix.apply()
 
 ROOT = Path(__file__).resolve().parents[1]
+# The name of each provider's second sandbox account in the stack's CREDENTIALS_FILE.
+SECOND = "second"
 TERMINAL = ("transfer.succeeded", "transfer.failed")
 
 
@@ -83,7 +86,8 @@ class _Dispatch:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    names = {n.upper() for n in Settings.model_fields} | {"TWILIO_EDGE", "TWILIO_REGION"}
+    names = ({n.upper() for n in Settings.model_fields} | accounts.setting_names()
+             | {"TWILIO_EDGE", "TWILIO_REGION"})
     env = {k: v for k, v in os.environ.items() if k.upper() not in names}
     for name, value in settings.model_dump().items():
         env[name.upper()] = value if isinstance(value, str) else json.dumps(value)
@@ -137,7 +141,14 @@ class Services:
             dispatch = _Dispatch()
             web = ThreadedServer(dispatch).start()
             stack.callback(web.stop)
+            # The sandbox's second account of each provider, named "second" (a mounted
+            # secret, as CREDENTIALS_FILE is in production); the default one from the env.
+            accounts_file = log_dir / "accounts.json"
+            accounts_file.write_text(json.dumps(
+                {name: {SECOND: model.second_account(sb_server.url)}
+                 for name, model in sb.models.items()}))
             values: dict[str, Any] = {
+                "credentials_file": str(accounts_file),
                 "redis_url": redis_server.url,
                 # Another broker (e.g. RabbitMQ: amqp://...) when this is set.
                 "celery_broker_url": os.environ.get("TEST_CELERY_BROKER_URL", ""),
@@ -245,16 +256,27 @@ class Services:
             self.stop_worker(proc)
 
     # driving transfers
-    def customer_call(self, lead_id: str, provider: str = "twilio", **flow: Any) -> str:
+    def customer_call(self, lead_id: str, provider: str = "twilio", account: str | None = None,
+                      **flow: Any) -> str:
+        """A customer's call on the platform; `account` ("second"): on the provider's second
+        sandbox account, its status callbacks (and Exotel's flow URLs) naming it."""
         base = self.settings.public_base_url
+        tag = f"&account={account}" if account else ""
         if provider == "exotel":
-            token = self.settings.exotel_webhook_token
-            flow.setdefault("dial_whom_url", f"{base}/exotel/dial-up?token={token}")
+            token = (self.sandbox.exotel.second_account("")["webhook_token"] if account
+                     else self.settings.exotel_webhook_token)
+            flow.setdefault("dial_whom_url", f"{base}/exotel/dial-up?token={token}{tag}")
             # The README's flow: a Passthru after Connect reports how it went.
-            flow.setdefault("passthru_url", f"{base}/exotel/passthru?token={token}")
-            status = f"{base}/exotel/status?token={token}&lead_id={lead_id}"
+            flow.setdefault("passthru_url", f"{base}/exotel/passthru?token={token}{tag}")
+            status = f"{base}/exotel/status?token={token}&lead_id={lead_id}{tag}"
+        elif provider == "telnyx":
+            # The Call Control application's webhook URL (set in the portal) is ours.
+            status = f"{base}/telnyx/webhook?lead_id={lead_id}{tag}"
         else:
-            status = f"{base}/{provider}/status?lead_id={lead_id}"
+            status = f"{base}/{provider}/status?lead_id={lead_id}{tag}"
+        if account:
+            # The call belongs to that account in the sandbox (its id: SID, auth id, key).
+            flow["account"] = self.sandbox.models[provider].second_owner()
         return self.sandbox.create_customer_call(
             to="+14155550150", from_="+14155550151", provider=provider,
             status_callback=status, **flow)

@@ -26,13 +26,19 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         settings = config
     else:
         settings = get_settings().model_copy(update=dict(config))
+    import providers
+    from providers.accounts import provider_settings
+
+    for spec in providers.specs():
+        # Each provider's own settings, checked now: a bad one is a startup error.
+        if spec.account.settings_model is not None:
+            provider_settings(settings, spec.name, spec.account.settings_model)
     app = Flask(__name__)
     app.json = BoundedJSONProvider(app)
     # Provider callbacks are small forms; anything larger is refused with 413.
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
     app.extensions["warm_transfer"] = Deps.build(settings)
 
-    import providers
     from webhooks.console import bp as console_bp
     from webhooks.health import bp as health_bp
     from webhooks.transfers import bp as transfers_bp

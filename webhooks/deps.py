@@ -41,9 +41,17 @@ def deps() -> Deps:
     return d
 
 
+def with_account(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The provider account the webhook was verified as (webhooks.security.webhook_account),
+    for the worker to check against the transfer's; the default goes unsaid."""
+    account = g.get("account")
+    return {**kwargs, "account": account} if account and account != "default" else kwargs
+
+
 def enqueue(task: str, **kwargs: Any) -> None:
     """Publish a task, or answer 503 so the provider retries: an accepted callback is never
     dropped on the floor."""
+    kwargs = with_account(kwargs)
     try:
         deps().celery.send_task(task, kwargs=kwargs, queue=TRANSFERS_QUEUE)
     except Exception:
@@ -55,6 +63,7 @@ def enqueue(task: str, **kwargs: Any) -> None:
 def try_enqueue(task: str, **kwargs: Any) -> bool:
     """Publish a task where the answer must not depend on it (a TwiML route steering a live
     call): False, logged, when the broker is down."""
+    kwargs = with_account(kwargs)
     try:
         deps().celery.send_task(task, kwargs=kwargs, queue=TRANSFERS_QUEUE)
     except Exception:

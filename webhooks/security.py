@@ -6,14 +6,17 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from functools import lru_cache
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
-from flask import abort, request
+from flask import abort, g, request
 
+from providers import accounts
 from shared.logs import get_logger
 from webhooks.deps import deps
 
 log = get_logger("webhooks.security")
+
+A = TypeVar("A", bound=accounts.Account)
 
 
 def public_url() -> str:
@@ -57,6 +60,24 @@ def verify_bearer(expected: str) -> None:
     if not expected or scheme.lower() != "bearer" or not hmac.compare_digest(
             token.strip().encode(), expected.encode()):
         abort(401)
+
+
+def webhook_account(provider: str, model: type[A]) -> A:
+    """The provider account a webhook is about: our URL's `account` parameter (the default
+    account when absent), read before the body, so that it picks the secret the signature is
+    checked with. 403 for an account we have no credentials for; `g.account` names it for
+    the worker, which checks it against the transfer's."""
+    name = request.args.get("account") or accounts.DEFAULT
+    try:
+        account = accounts.find(deps().settings, provider, name)
+    except (OSError, ValueError, ImportError, AttributeError) as exc:
+        log.error("credentials unavailable", extra={"provider": provider,
+                                                    "error": type(exc).__name__})
+        abort(503)
+    if not isinstance(account, model):
+        refuse(provider, "unknown account")
+    g.account = name
+    return account
 
 
 def refuse(provider: str, why: str) -> NoReturn:

@@ -40,11 +40,24 @@ def _scripts() -> dict[str, DemoScript]:
             for spec in providers.specs()}
 
 
+# The provider account of the last scenarios: each provider's second sandbox account.
+SECOND = "second"
+
+
 def scenarios() -> list[tuple[str, list[str], dict[str, Any], str]]:
     """(provider, the fate of each destination in order, template policies, what happens),
-    every registered provider's in registration order."""
-    return [(name, list(fates), policies, what) for name, script in _scripts().items()
-            for fates, policies, what in script.scenarios]
+    every registered provider's in registration order; then each provider's first one
+    again, side by side on its two accounts (policies' `provider_account`)."""
+    every = [(name, list(fates), policies, what) for name, script in _scripts().items()
+             for fates, policies, what in script.scenarios]
+    firsts: dict[str, tuple[str, list[str], dict[str, Any], str]] = {}
+    for scenario in every:
+        firsts.setdefault(scenario[0], scenario)
+    for provider, fates, policies, what in list(firsts.values()):
+        every.append((provider, fates, policies, f"{what} [default account]"))
+        every.append((provider, fates, {**policies, "provider_account": SECOND},
+                      f"{what} [account {SECOND}]"))
+    return every
 
 
 CUSTOMER = "+14155550150"
@@ -94,8 +107,9 @@ def write_up_state(stack: Stack, port: int) -> Path:
         redis_url=stack.redis_url,
         celery_broker_url=env.get("CELERY_BROKER_URL") or stack.redis_url,
         sandbox_url=stack.sandbox_url,
-        demo_env={name: env.get(name, "") for script in _scripts().values()
-                  for name in script.settings} if stack.sandbox_url else {},
+        demo_env={name: env.get(name, "") for name in (
+            "CREDENTIALS_FILE", *(n for s in _scripts().values() for n in s.settings))}
+        if stack.sandbox_url else {},
         agent_event_queue=env.get("AGENT_EVENT_QUEUE") or "agent_events",
         transfer_home_country=env.get("TRANSFER_HOME_COUNTRY", ""),
         transfer_allowed_sip_domains=env.get("TRANSFER_ALLOWED_SIP_DOMAINS", ""))
@@ -254,7 +268,9 @@ def _settings_of(running: RunningStack) -> Settings:
                     public_base_url=running.public_base_url,
                     agent_event_queue=running.agent_event_queue,
                     transfer_home_country=running.transfer_home_country,
-                    transfer_allowed_sip_domains=running.transfer_allowed_sip_domains)
+                    transfer_allowed_sip_domains=running.transfer_allowed_sip_domains,
+                    # The stack's accounts: the client checks a request's account too.
+                    credentials_file=running.demo_env.get("CREDENTIALS_FILE", ""))
 
 
 def _run(settings: Settings, env: Mapping[str, str], public_base_url: str, sandbox_url: str,
@@ -276,7 +292,9 @@ def _run(settings: Settings, env: Mapping[str, str], public_base_url: str, sandb
     reader = EventReader(settings, on_disconnect=close_stream)
     reader.start()
     results = []
-    for i, (provider, fates, policies, what) in chosen:
+    for i, (provider, fates, scenario, what) in chosen:
+        policies = dict(scenario)
+        account = policies.pop("provider_account", None)
         # No long digit runs: the logs and the console would mask them as phone numbers.
         lead = f"demo-{provider}-{i}-{uuid.uuid4().hex[:6]}"
         agents = _destinations(sandbox, i, fates)
@@ -285,13 +303,21 @@ def _run(settings: Settings, env: Mapping[str, str], public_base_url: str, sandb
         flow: dict[str, Any] = {}
         call_flow = scripts[provider].call_flow
         if call_flow is not None:
-            query, flow = call_flow(public_base_url, env)
+            query, flow = call_flow(public_base_url, _account_env(env, provider, account))
             status_url += query
+        if account:
+            # The platform's URLs for a call of that account name it (README "Provider
+            # accounts"), and the call is that account's in the sandbox.
+            status_url += f"&account={account}"
+            flow = {k: f"{v}&account={account}" if isinstance(v, str)
+                    and v.startswith(public_base_url) else v for k, v in flow.items()}
+            flow["account"] = account
         call_id = sandbox.create_customer_call(provider=provider, status_callback=status_url,
                                                **flow)
         print(f"\n== {i}. {provider}: {what} (lead {lead})", flush=True)
         result = client.connect_to_live_agent({
             "lead_id": lead, "provider": provider, "call_id": call_id,
+            **({"provider_account": account} if account else {}),
             "template": {"configurations": {"transfer_numbers": agents, **policies}},
             "lead": {"outbound_number_id": "demo-line"},
             "summary": "Demo customer wants to talk to a person"})
@@ -307,7 +333,7 @@ def _run(settings: Settings, env: Mapping[str, str], public_base_url: str, sandb
     reader.stopped.set()
     print("\n== summary")
     for provider, what, outcome in results:
-        print(f"   {provider:7} {what:58} -> {outcome}")
+        print(f"   {provider:7} {what:72} -> {outcome}")
     return 0 if all(o not in ("no outcome", "refused") for _, _, o in results) else 1
 
 
@@ -319,7 +345,7 @@ SIP_HOST = "pbx.example.com"
 def _destinations(sandbox: SandboxControl, i: int, fates: list[str]) -> list[Any]:
     """The template's transfer_numbers for scenario `i`, their fates set in the sandbox."""
     out: list[Any] = []
-    numbers = iter(f"+1415555{100 + 10 * i + k:04d}" for k in range(10))
+    numbers = iter(f"+1415555{100 + 10 * (i % 90) + k:04d}" for k in range(10))
     for k, fate in enumerate(fates):
         if fate.startswith("sip:"):
             address = f"sip:demo-{i}-{k}@{SIP_HOST}"
@@ -334,6 +360,19 @@ def _destinations(sandbox: SandboxControl, i: int, fates: list[str]) -> list[Any
             out.append(next(numbers))
             sandbox.set_fate(out[-1], fate)
     return out
+
+
+def _account_env(env: Mapping[str, str], provider: str, account: str | None
+                 ) -> Mapping[str, str]:
+    """The stack's environment as the demo's call flow reads it, with the account's own
+    values (e.g. the secret its URLs carry) over the default account's variables."""
+    path = env.get("CREDENTIALS_FILE")
+    spec = providers.get(provider)
+    if not account or not path or spec is None:
+        return env
+    entry = json.loads(Path(path).read_text()).get(provider, {}).get(account, {})
+    prefix = spec.account.env_prefix
+    return {**env, **{f"{prefix}{k.upper()}": str(v) for k, v in entry.items()}}
 
 
 def _follow(store: Store, reader: EventReader, transfer_id: str, timeout: float = 20.0) -> str:

@@ -12,6 +12,8 @@ own logs go to files; `up` prints a short status block with their paths.
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import signal
 import socket
@@ -142,8 +144,14 @@ class Stack:
 
 
 def sandbox_env(sandbox: Sandbox, url: str) -> dict[str, str]:
-    """Every registered provider pointed at the sandbox (each model gives its variables)."""
-    return {**sandbox.env(url),
+    """Every registered provider pointed at the sandbox (each model gives its variables),
+    with each one's second sandbox account in a credentials file (the sandbox's fake
+    secrets, in a file only this user reads)."""
+    fd, path = tempfile.mkstemp(prefix="warm-transfer-accounts-", suffix=".json")
+    with os.fdopen(fd, "w") as out:
+        json.dump(sandbox.accounts(url), out)
+    atexit.register(lambda: Path(path).unlink(missing_ok=True))
+    return {**sandbox.env(url), "CREDENTIALS_FILE": path,
             # The toll-fraud guard's home country, where nothing else names one: the
             # sandbox's own numbers are fictional US ones (`request --outbound-number` works).
             "TRANSFER_HOME_COUNTRY": os.environ.get("TRANSFER_HOME_COUNTRY") or "US",

@@ -111,8 +111,11 @@ class Runtime:
                 "wanted": state.value, "current": moved.previous, "note": note})
             return False
         provider = transfer["provider"]
-        self.metrics.inc("warm_transfer_transfers", provider=provider, outcome=state.value,
-                         reason=reason or "")
+        account = transfer.get("account") or "default"
+        # Every terminal path comes here: the account's in-flight count lets go of it.
+        self.store.release_account_slot(provider, account, transfer["transfer_id"])
+        self.metrics.inc("warm_transfer_transfers", provider=provider, account=account,
+                         outcome=state.value, reason=reason or "")
         for attempt in event.attempts or ():
             # Which destinations of a list take calls, and which keep failing.
             self.metrics.inc("warm_transfer_destination_attempts", provider=provider,

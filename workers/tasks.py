@@ -9,7 +9,7 @@ from typing import Any
 from celery import Task
 
 import providers
-from providers import get_provider
+from providers import accounts, get_provider
 from providers.base import PermanentProviderError, Provider, TransientProviderError
 from shared.celery_config import (
     TASK_CALL_STATUS,
@@ -87,7 +87,8 @@ def parse_message(rt: Runtime, request: Any, transfer_id: str) -> TransferReques
     return parse_request(request, rt.store.get_number, transfer_id=transfer_id,
                          allowed_destinations=rt.settings.transfer_allowed_destinations,
                          home_country=rt.settings.transfer_home_country, now=accepted_at,
-                         allowed_sip_domains=rt.settings.transfer_allowed_sip_domains)
+                         allowed_sip_domains=rt.settings.transfer_allowed_sip_domains,
+                         account_known=lambda p, a: accounts.known(rt.settings, p, a))
 
 
 @app.task(name=TASK_REQUEST, bind=True)
@@ -122,8 +123,14 @@ def transfer_request(self: Task, request: dict[str, Any]) -> None:
     if not rt.store.set_flag(req.lead_id, req.transfer_number):
         rt.fail(transfer, FailureReason.TRANSFER_IN_PROGRESS, "flag held by another transfer")
         return
+    cap = accounts.max_concurrent(rt.settings, req.provider, req.account)
+    if cap and not rt.store.hold_account_slot(req.provider, req.account, req.transfer_id, cap):
+        # Nothing dialed; the terminal transition releases nothing it did not hold.
+        rt.fail(transfer, FailureReason.ACCOUNT_LIMIT,
+                f"account {req.account} has {cap} transfers in flight")
+        return
     if not self.request.retries:
-        rt.metrics.inc("warm_transfer_requests", provider=req.provider)
+        rt.metrics.inc("warm_transfer_requests", provider=req.provider, account=req.account)
 
     def start() -> None:
         provider.start(rt, transfer)
@@ -156,9 +163,11 @@ def _reject(rt: Runtime, request: Any, transfer_id: str, reason: str, message: s
 
 @app.task(name=TASK_PROVIDER_CALLBACK, bind=True)
 def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
-                      params: dict[str, str], call_id: str | None = None) -> None:
+                      params: dict[str, str], call_id: str | None = None,
+                      account: str = accounts.DEFAULT) -> None:
     """A callback about one of our transfers: by transfer id, or by the customer's call id
-    where the provider's URL cannot carry ours (Exotel's statically configured URLs)."""
+    where the provider's URL cannot carry ours (Exotel's statically configured URLs).
+    `account` is the one the webhook was verified as: another account's is ignored."""
     rt = runtime()
     if not transfer_id and call_id:
         transfer_id = rt.store.transfer_for_call(provider, call_id) or ""
@@ -174,6 +183,8 @@ def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
         rt.logger(None, transfer_id=transfer_id).warning(
             "callback for an unknown transfer", extra={"kind": kind})
         return
+    if not _same_account(rt, transfer, account, kind):
+        return
     if transfer["state"] in TERMINAL_STATES:
         rt.store.note(transfer_id, f"late {kind} callback ignored")
         return
@@ -181,10 +192,23 @@ def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
                    lambda: impl.handle_callback(rt, transfer, kind, params, self.request.id))
 
 
+def _same_account(rt: Runtime, transfer: Mapping[str, str], account: str, what: str) -> bool:
+    """A callback verified with one account's secret acts only on that account's transfers
+    (a URL or secret shared by mistake must not let one business steer another's calls)."""
+    if (transfer.get("account") or accounts.DEFAULT) == account:
+        return True
+    rt.logger(transfer).warning("callback of another provider account ignored",
+                                extra={"kind": what, "callback_account": account})
+    rt.store.note(transfer["transfer_id"], f"{what} callback of another account ignored")
+    return False
+
+
 @app.task(name=TASK_CALL_STATUS, bind=True)
 def call_status(self: Task, provider: str, call_id: str, status: str,
-                lead_id: str | None = None, params: dict[str, str] | None = None) -> None:
-    """The customer's own call changed status (the platform's status callback)."""
+                lead_id: str | None = None, params: dict[str, str] | None = None,
+                account: str = accounts.DEFAULT) -> None:
+    """The customer's own call changed status (the platform's status callback; its URL
+    names the account with `?account=`, the default when absent)."""
     if status.lower() not in CALL_ENDED_STATUSES:
         return
     rt = runtime()
@@ -196,6 +220,9 @@ def call_status(self: Task, provider: str, call_id: str, status: str,
         transfer = rt.store.get_transfer(transfer_id) if transfer_id else None
         if transfer is not None and transfer["call_id"] != call_id:
             transfer = None  # a human leg, not a customer call
+        if transfer is not None and not _same_account(rt, transfer, account, "status"):
+            rt.store.release_once(claim)  # the right account's own callback still counts
+            return
         lead = transfer["lead_id"] if transfer else lead_id
         if not lead:
             rt.logger(None, provider=provider, call_id=call_id).info(

@@ -24,6 +24,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
@@ -34,6 +35,7 @@ from providers.base import (
     unreachable,
 )
 from providers.exotel import callbacks
+from providers.exotel.account import ExotelAccount
 from providers.exotel.callbacks import human_outcome
 from shared.config import Settings
 from shared.http import settle_environment
@@ -53,16 +55,12 @@ class ExotelClient:
     """The REST calls we make to Exotel (there is no official SDK), with timeouts and retries
     of transient failures on idempotent requests."""
 
-    def __init__(self, settings: Settings) -> None:
-        if not (settings.exotel_account_sid and settings.exotel_api_key
-                and settings.exotel_api_token):
-            raise ProviderNotConfigured(
-                "EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY and EXOTEL_API_TOKEN are not set")
-        self.base = (f"{settings.exotel_api_base_url.rstrip('/')}/v1/Accounts/"
-                     f"{settings.exotel_account_sid}")
-        self.timeout = settings.provider_http_timeout
+    def __init__(self, account: ExotelAccount, timeout: float) -> None:
+        self.base = (f"{account.api_base_url.rstrip('/')}/v1/Accounts/"
+                     f"{account.account_sid}")
+        self.timeout = timeout
         self.session = requests.Session()
-        self.session.auth = (settings.exotel_api_key, settings.exotel_api_token)
+        self.session.auth = (account.secret("api_key"), account.secret("api_token"))
         settle_environment(self.session, self.base)
         retry = Retry(total=2, backoff_factor=0.3, status_forcelist=(429, 500, 502, 503, 504),
                       allowed_methods=frozenset({"GET"}), raise_on_status=False)
@@ -86,10 +84,17 @@ class ExotelClient:
 
 
 def make_client(settings: Settings, transfer: Mapping[str, str]) -> ExotelClient:
-    """An Exotel client for this transfer's account (today: the one from the environment)."""
-    return cached_client(("exotel", settings.exotel_account_sid, settings.exotel_api_key,
-                          settings.exotel_api_token, settings.exotel_api_base_url,
-                          str(settings.provider_http_timeout)), lambda: ExotelClient(settings))
+    """An Exotel client authenticated as the transfer's account."""
+    try:
+        account = accounts.of_transfer(settings, {**transfer, "provider": "exotel"})
+    except accounts.UnknownAccount as exc:
+        raise ProviderNotConfigured(f"{exc} (EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY and "
+                                    "EXOTEL_API_TOKEN for the default)") from None
+    assert isinstance(account, ExotelAccount)
+    timeout = settings.provider_http_timeout
+    return cached_client(("exotel", account.account_sid, account.secret("api_key"),
+                          account.secret("api_token"), account.api_base_url, str(timeout)),
+                         lambda: ExotelClient(account, timeout))
 
 
 def normalise_status(raw: Mapping[str, Any]) -> dict[str, str]:

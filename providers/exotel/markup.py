@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from providers.accounts import provider_settings
+from providers.exotel.account import ExotelSettings
 from shared.config import Settings
 from shared.store import ring_timeout
 
@@ -17,8 +19,9 @@ def programmable_connect(settings: Settings, exotel_version: str | None) -> bool
     Source: support.exotel.com/support/solutions/articles/3000096873 (Header: Exotel-Version,
     "Current Version: 1.0"); .../3000088074 (Dial whom: "a URL from where you can get a
     number to be dialed")."""
-    if settings.exotel_dial_up_format != "auto":
-        return settings.exotel_dial_up_format == "json"
+    fmt = provider_settings(settings, "exotel", ExotelSettings).dial_up_format
+    if fmt != "auto":
+        return fmt == "json"
     return bool((exotel_version or "").strip())
 
 

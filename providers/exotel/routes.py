@@ -15,7 +15,7 @@ from providers.exotel.handoff import normalise_status
 from providers.exotel.signature import verify_exotel
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
 from shared.logs import get_logger
-from webhooks.deps import Deps, deps, enqueue
+from webhooks.deps import Deps, deps, enqueue, with_account
 
 bp = Blueprint("exotel", __name__, url_prefix="/exotel")
 log = get_logger("webhooks.exotel")
@@ -80,8 +80,8 @@ def _tell_worker(d: Deps, transfer_id: str, call_sid: str) -> None:
     deadline does it, and the customer's call is answered regardless."""
     _quietly(lambda: d.celery.send_task(
         TASK_PROVIDER_CALLBACK, queue=TRANSFERS_QUEUE,
-        kwargs={"provider": "exotel", "kind": "dial-up-missing", "transfer_id": transfer_id,
-                "params": {"CallSid": call_sid}}))
+        kwargs=with_account({"provider": "exotel", "kind": "dial-up-missing",
+                             "transfer_id": transfer_id, "params": {"CallSid": call_sid}})))
 
 
 def _quietly(step: Any) -> None:

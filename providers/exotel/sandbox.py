@@ -233,6 +233,27 @@ class ExotelSim:
         # developer.exotel.com/api/call-details).
         return uuid.uuid4().hex
 
+    def accounts(self) -> dict[str, tuple[str, str]]:
+        """The hosted accounts, account SID -> (API key, API token): the first and a second."""
+        from sandbox.core import EXOTEL_SECOND_KEY, EXOTEL_SECOND_SID, EXOTEL_SECOND_TOKEN
+
+        return {self.sb.exotel_account_sid: (self.sb.exotel_api_key, self.sb.exotel_api_token),
+                EXOTEL_SECOND_SID: (EXOTEL_SECOND_KEY, EXOTEL_SECOND_TOKEN)}
+
+    def second_owner(self) -> str:
+        from sandbox.core import EXOTEL_SECOND_SID
+
+        return EXOTEL_SECOND_SID
+
+    def second_account(self, url: str) -> dict[str, str]:
+        """The sandbox's second account, as a CREDENTIALS_FILE entry (account.py's fields);
+        its webhook token is ours to choose, the one its flow's URLs carry."""
+        from sandbox.core import EXOTEL_SECOND_KEY, EXOTEL_SECOND_SID, EXOTEL_SECOND_TOKEN
+
+        return {"account_sid": EXOTEL_SECOND_SID, "api_key": EXOTEL_SECOND_KEY,
+                "api_token": EXOTEL_SECOND_TOKEN, "api_base_url": url,
+                "webhook_token": "sandbox-exotel-webhook-2"}
+
     def env(self, url: str) -> dict[str, str]:
         return {"EXOTEL_ACCOUNT_SID": self.sb.exotel_account_sid,
                 "EXOTEL_API_KEY": self.sb.exotel_api_key,
@@ -299,14 +320,18 @@ class ExotelSim:
         @app.get("/v1/Accounts/<account>/Calls/<call_sid>.json")
         def exotel_call_details(account: str, call_sid: str) -> Any:
             # developer.exotel.com/docs/voice-v1/api-reference/call-details (details=true).
+            # Each hosted account with its own API key and token (basic auth, "<your_api_key>:
+            # <your_api_token>" before the host: voice-v1 API overview); another's: 401.
             auth = request.authorization
-            if (account != sb.exotel_account_sid or auth is None
-                    or auth.username != sb.exotel_api_key
-                    or auth.password != sb.exotel_api_token):
+            key_token = self.accounts().get(account)
+            if (key_token is None or auth is None or auth.username != key_token[0]
+                    or auth.password != key_token[1]):
                 return jsonify({"RestException": {"Status": 401,
                                                   "Message": "Authentication is required"}}), 401
             call = sb.calls.get(call_sid)
-            if call is None or call.provider != "exotel":
+            # Another account's call is not found in this one.
+            if (call is None or call.provider != "exotel"
+                    or (call.account or sb.exotel_account_sid) != account):
                 return jsonify({"RestException": {"Status": 404,
                                                   "Message": "Call not found"}}), 404
             legs = self._legs(call)

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 from providers.base import ProviderSpec
+from providers.plivo.account import ACCOUNT
 from providers.plivo.capabilities import CAPABILITIES
 from providers.plivo.handoff import CALLBACK_KINDS, PlivoProvider
-from shared.config import Settings
-
-
-def configured(settings: Settings) -> bool:
-    return bool(settings.plivo_auth_id and settings.plivo_auth_token)
-
 
 PROVIDER = ProviderSpec(
     name="plivo", handoff=PlivoProvider(), routes="providers.plivo.routes",
-    sandbox="providers.plivo.sandbox", capabilities=CAPABILITIES, configured=configured,
+    sandbox="providers.plivo.sandbox", capabilities=CAPABILITIES, account=ACCOUNT,
     callback_kinds=CALLBACK_KINDS)

@@ -26,6 +26,7 @@ import plivo.rest.client as plivo_client
 import requests
 from plivo.exceptions import PlivoRestError
 
+from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
@@ -36,6 +37,7 @@ from providers.base import (
     unreachable,
 )
 from providers.plivo import agent_first, callbacks
+from providers.plivo.account import PlivoAccount
 from providers.plivo.markup import DIAL_UP_PATH, steering_url
 from shared.config import Settings
 from shared.model import CallbackKind
@@ -76,10 +78,10 @@ class _Client:
     """A Plivo REST client that remembers the HTTP status of its last response, since the
     SDK's exceptions do not carry it."""
 
-    def __init__(self, settings: Settings) -> None:
-        _point_sdk_at(settings.plivo_api_base_url)
-        self.sdk: Any = plivo.RestClient(settings.plivo_auth_id, settings.plivo_auth_token,
-                                         timeout=settings.provider_http_timeout)
+    def __init__(self, account: PlivoAccount, timeout: float) -> None:
+        _point_sdk_at(account.api_base_url)
+        self.sdk: Any = plivo.RestClient(account.auth_id, account.secret("auth_token"),
+                                         timeout=timeout)
         self.last_status = 0
 
         def remember(response: requests.Response, *_: Any, **__: Any) -> None:
@@ -101,15 +103,22 @@ class _Client:
 
 
 def make_client(settings: Settings, transfer: Mapping[str, str]) -> _Client:
-    """A Plivo client for this transfer's account (today: the one from the environment)."""
-    if not (settings.plivo_auth_id and settings.plivo_auth_token):
-        raise ProviderNotConfigured("PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN are not set")
+    """A Plivo client authenticated as the transfer's account."""
     try:
-        return cached_client(("plivo", settings.plivo_auth_id, settings.plivo_auth_token,
-                              settings.plivo_api_base_url, str(settings.provider_http_timeout)),
-                             lambda: _Client(settings))
-    except plivo.exceptions.AuthenticationError as exc:
-        raise ProviderNotConfigured(f"PLIVO_AUTH_ID is not a Plivo auth id: {exc}") from exc
+        account = accounts.of_transfer(settings, {**transfer, "provider": "plivo"})
+    except accounts.UnknownAccount as exc:
+        raise ProviderNotConfigured(
+            f"{exc} (PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN for the default)") from None
+    assert isinstance(account, PlivoAccount)
+    timeout = settings.provider_http_timeout
+    try:
+        return cached_client(("plivo", account.auth_id, account.secret("auth_token"),
+                              account.api_base_url, str(timeout)),
+                             lambda: _Client(account, timeout))
+    except plivo.exceptions.AuthenticationError:
+        # Not the SDK's message: it may quote what it was given.
+        raise ProviderNotConfigured(
+            f"plivo account {account.name!r}: auth_id is not a Plivo auth id") from None
 
 
 

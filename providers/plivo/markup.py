@@ -16,7 +16,10 @@ from xml.sax.saxutils import escape, quoteattr
 
 from plivo import plivoxml
 
+from providers import accounts
+from providers.accounts import provider_settings
 from providers.base import callback_url, key_prompt, screening_key, sip_headers
+from providers.plivo.account import PlivoSettings
 from shared.config import Settings
 from shared.contracts import GROUP_SEPARATOR
 from shared.phone import is_sip
@@ -46,9 +49,21 @@ def _context_key(secret: str) -> bytes:
                     hashlib.sha256).digest()
 
 
-def _mac(settings: Settings, path: str, transfer_id: str, attempt: str, payload: str) -> str:
-    key = _context_key(settings.webhook_hmac_key or settings.plivo_auth_token)
-    message = f"{path}\n{transfer_id}\n{attempt}\n{payload}".encode()
+def _context_secret(settings: Settings) -> str:
+    """WEBHOOK_HMAC_KEY, else the default account's token (the context is ours, whichever
+    account the call is on)."""
+    if settings.webhook_hmac_key:
+        return settings.webhook_hmac_key
+    account = accounts.find(settings, "plivo")
+    return account.secret("auth_token") if account is not None else ""
+
+
+def _mac(settings: Settings, path: str, transfer_id: str, attempt: str, payload: str,
+         account: str = "") -> str:
+    key = _context_key(_context_secret(settings))
+    # The account is covered: a URL cannot be moved to another account's callbacks.
+    scope = f"\n{account}" if account and account != accounts.DEFAULT else ""
+    message = f"{path}\n{transfer_id}\n{attempt}\n{payload}{scope}".encode()
     digest = hmac.new(key, message, hashlib.sha256).digest()[:16]  # 128 bits
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
@@ -85,10 +100,13 @@ def signed_query(settings: Settings, path: str, transfer: Mapping[str, str],
     attempt = str(transfer.get("attempt") or "0")
     payload = payload or _payload(transfer)
     tid = transfer["transfer_id"]
+    account = transfer.get("account") or ""
     query = f"transfer_id={quote(tid, safe='')}"
     if attempt != "0":
         query += f"&attempt={attempt}"
-    return f"{query}&t={payload}.{_mac(settings, path, tid, attempt, payload)}"
+    if account and account != accounts.DEFAULT:
+        query += f"&account={quote(account, safe='')}"
+    return f"{query}&t={payload}.{_mac(settings, path, tid, attempt, payload, account)}"
 
 
 class BadContext(ValueError):
@@ -96,14 +114,14 @@ class BadContext(ValueError):
 
 
 def read_context(settings: Settings, path: str, transfer_id: str, attempt: str,
-                 token: str) -> dict[str, str] | None:
+                 token: str, account: str = "") -> dict[str, str] | None:
     """The context a steering URL carries (None when it carries none: a URL made before
     contexts existed); BadContext when its MAC does not match."""
     if not token:
         return None
     payload, _, mac = token.partition(".")
     if not hmac.compare_digest(mac.encode(), _mac(settings, path, transfer_id, attempt or "0",
-                                                  payload).encode()):
+                                                  payload, account).encode()):
         raise BadContext("context MAC mismatch")
     try:
         raw = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -111,12 +129,16 @@ def read_context(settings: Settings, path: str, transfer_id: str, attempt: str,
         raise BadContext("context not decodable") from exc
     if not isinstance(raw, dict):
         raise BadContext("context not an object")
-    return {**{str(k): str(v) for k, v in raw.items()}, "transfer_id": transfer_id}
+    context = {**{str(k): str(v) for k, v in raw.items()}, "transfer_id": transfer_id}
+    if account and account != accounts.DEFAULT:
+        context["account"] = account
+    return context
 
 
 def _url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
     """A status callback URL: the transfer and destination it is about, nothing to sign."""
-    return callback_url(settings, path, transfer["transfer_id"], transfer.get("attempt"))
+    return callback_url(settings, path, transfer["transfer_id"], transfer.get("attempt"),
+                        account=transfer.get("account"))
 
 
 def steering_url(settings: Settings, path: str, transfer: Mapping[str, str],
@@ -276,8 +298,9 @@ def hold_xml(transfer: Mapping[str, str] | None) -> str:
 def resume_xml(settings: Settings) -> str:
     """Back to the AI when the platform gave us a way; else an apology, never silence."""
     response = plivoxml.ResponseElement()
-    if settings.plivo_resume_url:
-        response.add(plivoxml.RedirectElement(settings.plivo_resume_url, method="POST"))
+    resume = provider_settings(settings, "plivo", PlivoSettings).resume_url
+    if resume:
+        response.add(plivoxml.RedirectElement(resume, method="POST"))
     else:
         response.add(plivoxml.SpeakElement(APOLOGY))
         response.add(plivoxml.HangupElement())

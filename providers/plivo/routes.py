@@ -21,7 +21,7 @@ from providers.plivo.signature import plivo_nonce_ttl, refuse_replay, verify_pli
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
 from shared.logs import get_logger
 from shared.store import Replay
-from webhooks.deps import deps, enqueue
+from webhooks.deps import deps, enqueue, with_account
 from webhooks.parsing import require, transfer_id_arg
 
 bp = Blueprint("plivo", __name__, url_prefix="/plivo")
@@ -51,7 +51,7 @@ def _context(path: str, transfer_id: str) -> dict[str, str] | None:
     it is given, so its signature alone does not make the URL's content ours)."""
     try:
         return markup.read_context(deps().settings, path, transfer_id, _attempt(),
-                                     request.args.get("t", ""))
+                                     request.args.get("t", ""), request.args.get("account", ""))
     except markup.BadContext:
         log.warning("webhook refused", extra={"provider": "plivo", "path": request.path,
                                               "why": "bad URL context"})
@@ -63,7 +63,7 @@ def _try_enqueue(task: str, **kwargs: Any) -> bool:
     """Publish, or log and go on: on a steering route the XML answer matters more than the
     task, whose outcome the deadline sweep settles if it never runs."""
     try:
-        deps().celery.send_task(task, kwargs=kwargs, queue=TRANSFERS_QUEUE)
+        deps().celery.send_task(task, kwargs=with_account(kwargs), queue=TRANSFERS_QUEUE)
         return True
     except Exception:  # noqa: BLE001 - any broker failure; the answer must still go out
         log.warning("could not enqueue; the deadline sweep will settle the transfer",

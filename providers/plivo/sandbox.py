@@ -13,6 +13,7 @@ import contextlib
 import time
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -80,11 +81,31 @@ class PlivoSim:
     # signed requests, as Plivo makes them: X-Plivo-Signature-V3 over the URL, the nonce and,
     # for POST, the sorted params (SDK plivo/utils/signature_v3.py; concepts/signature-
     # validation)
-    def sign(self, method: str, url: str, params: dict[str, str], nonce: str) -> str:
+    def sign(self, method: str, url: str, params: dict[str, str], nonce: str,
+             token: str | None = None) -> str:
         base = (construct_post_url(url, dict(params)) if method == "POST"
                 else construct_get_url(url, {}))
-        return str(get_signature_v3(self.sb.plivo_auth_token.encode(), base.decode(),
-                                    nonce.encode()).decode())
+        return str(get_signature_v3((token or self.sb.plivo_auth_token).encode(),
+                                    base.decode(), nonce.encode()).decode())
+
+    def accounts(self) -> dict[str, str]:
+        """The hosted accounts, auth id -> auth token: the first and a second one."""
+        from sandbox.core import PLIVO_SECOND_ID, PLIVO_SECOND_TOKEN
+
+        return {self.sb.plivo_auth_id: self.sb.plivo_auth_token,
+                PLIVO_SECOND_ID: PLIVO_SECOND_TOKEN}
+
+    def owner(self, call: SimCall | None) -> str:
+        return (call.account if call is not None else "") or self.sb.plivo_auth_id
+
+    def token_for(self, params: Mapping[str, str]) -> str:
+        """The auth token of the account owning the call a request is about: Plivo signs
+        with "your Auth Token" (concepts/signature-validation), the account's."""
+        for key in ("CallUUID", "DialALegUUID", "ALegUUID"):
+            call = self.sb.calls.get(params.get(key, ""))
+            if call is not None:
+                return self.accounts().get(self.owner(call), self.sb.plivo_auth_token)
+        return self.sb.plivo_auth_token
 
     def send(self, url: str, params: dict[str, str], method: str = "POST",
              nonce: str | None = None) -> tuple[int, str]:
@@ -92,12 +113,14 @@ class PlivoSim:
         from sandbox.core import Delivery
 
         nonce = nonce or uuid.uuid4().hex
+        signed_for = dict(params)
         if method == "GET":
             sep = "&" if "?" in url else "?"
             url = url + sep + urlencode(params)
             params = {}
         # User-Agent as Plivo's requests carry it (seen in integrations; not documented).
-        headers = {"X-Plivo-Signature-V3": self.sign(method, url, params, nonce),
+        headers = {"X-Plivo-Signature-V3": self.sign(method, url, params, nonce,
+                                                     self.token_for(signed_for)),
                    "X-Plivo-Signature-V3-Nonce": nonce, "User-Agent": "PlivoHttpClient"}
         status, text = 0, ""
         try:
@@ -268,7 +291,7 @@ class PlivoSim:
                     else:
                         self.sb._end_call(other, "completed")
 
-    def place_leg(self, body: dict[str, Any]) -> str:
+    def place_leg(self, body: dict[str, Any], account: str = "") -> str:
         """api/call/make-a-call: the leg rings `ring_timeout` seconds; answered, Plivo fetches
         answer_url (POST by default) and runs its XML; its end is posted to hangup_url."""
         from sandbox.core import SimCall
@@ -279,7 +302,7 @@ class PlivoSim:
             fate = self.sb.fates.get(number, self.sb.default_fate)
             leg = SimCall(str(uuid.uuid4()), number, str(body["from"]), "ringing",
                           str(body.get("hangup_url") or "") or None, ("completed",),
-                          provider="plivo",
+                          provider="plivo", account=account,
                           flow={"af_leg": "1", "request_uuid": request_uuid,
                                 "fate": fate.outcome})
             self.sb.calls[leg.sid] = leg
@@ -341,7 +364,7 @@ class PlivoSim:
             for target in targets:
                 to = (target.text or "").strip()
                 leg = SimCall(str(uuid.uuid4()), to, element.get("callerId", call.from_),
-                              "ringing", provider="plivo-bleg")
+                              "ringing", provider="plivo-bleg", account=call.account)
                 if target.tag == "User":
                     # "You can use the User element to specify a SIP endpoint (user) to
                     # dial" (xml/dial/user).
@@ -513,6 +536,18 @@ class PlivoSim:
         # CallUUIDs are UUIDs (api/call: "call_uuid").
         return str(uuid.uuid4())
 
+    def second_owner(self) -> str:
+        from sandbox.core import PLIVO_SECOND_ID
+
+        return PLIVO_SECOND_ID
+
+    def second_account(self, url: str) -> dict[str, str]:
+        """The sandbox's second account, as a CREDENTIALS_FILE entry (account.py's fields)."""
+        from sandbox.core import PLIVO_SECOND_ID, PLIVO_SECOND_TOKEN
+
+        return {"auth_id": PLIVO_SECOND_ID, "auth_token": PLIVO_SECOND_TOKEN,
+                "api_base_url": url}
+
     def env(self, url: str) -> dict[str, str]:
         return {"PLIVO_AUTH_ID": self.sb.plivo_auth_id,
                 "PLIVO_AUTH_TOKEN": self.sb.plivo_auth_token,
@@ -575,14 +610,14 @@ class PlivoSim:
         # SDK plivo/resources/calls.py Calls.transfer).
         @app.post("/v1/Account/<auth_id>/Call/<call_uuid>/")
         def plivo_transfer(auth_id: str, call_uuid: str) -> Any:
-            auth = request.authorization
-            if (auth_id != sb.plivo_auth_id or auth is None or auth.username != sb.plivo_auth_id
-                    or auth.password != sb.plivo_auth_token):
+            if not authorised(auth_id):
                 return error(401, "authentication failed")
             body = request.get_json(silent=True) or {}
             with sb.lock:
                 call = sb.calls.get(call_uuid)
-                if call is None or call.provider != "plivo" or call.status in _ENDED:
+                # Another account's call is not found in this one.
+                if (call is None or call.provider != "plivo" or call.status in _ENDED
+                        or self.owner(call) != auth_id):
                     return error(404, "call not found")
             # "legs ... aleg, bleg or both"; aleg_url "required if legs is aleg or both".
             if body.get("legs") not in ("aleg", "both") or not body.get("aleg_url"):
@@ -600,9 +635,11 @@ class PlivoSim:
 
         def authorised(auth_id: str) -> bool:
             auth = request.authorization
-            return (auth_id == sb.plivo_auth_id and auth is not None
-                    and auth.username == sb.plivo_auth_id
-                    and auth.password == sb.plivo_auth_token)
+            # Each hosted account with its own token; another's is a 401 (api/overview:
+            # "HTTP Basic Auth ... AUTH ID as username and AUTH TOKEN as password").
+            token = self.accounts().get(auth_id)
+            return (token is not None and auth is not None and auth.username == auth_id
+                    and auth.password == token)
 
         # Make a call: POST /v1/Account/{auth_id}/Call/, JSON {from, to, answer_url, ...},
         # 201 {"message": "call fired", "request_uuid"} (api/call/make-a-call; SDK
@@ -614,7 +651,7 @@ class PlivoSim:
             body = request.get_json(silent=True) or {}
             if not (body.get("from") and body.get("to") and body.get("answer_url")):
                 return error(400, "from, to and answer_url are required")
-            request_uuid = self.place_leg(body)
+            request_uuid = self.place_leg(body, auth_id)
             return jsonify({"message": "call fired", "request_uuid": request_uuid,
                             "api_id": str(uuid.uuid4())}), 201
 

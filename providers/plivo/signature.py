@@ -10,9 +10,10 @@ import redis
 from flask import g, request
 from plivo.utils.signature_v3 import get_signature_v3
 
+from providers.plivo.account import PlivoAccount
 from shared.logs import get_logger
 from webhooks.deps import deps
-from webhooks.security import public_url, refuse
+from webhooks.security import public_url, refuse, webhook_account
 
 log = get_logger("webhooks.security")
 
@@ -37,12 +38,17 @@ def verify_plivo(*, claim_nonce: bool = True, steering: bool = False) -> str:
     replay there gets the very XML the original got, while a 503 would end the call."""
     signature = request.headers.get("X-Plivo-Signature-V3", "")
     nonce = request.headers.get("X-Plivo-Signature-V3-Nonce", "")
-    token = deps().settings.plivo_auth_token
-    if not signature or not nonce or not token:
-        refuse("plivo", "missing signature" if token else "PLIVO_AUTH_TOKEN not set")
+    if not signature or not nonce:
+        refuse("plivo", "missing signature")
+    # The account's token, and the one being rotated out while it is configured.
+    tokens = webhook_account("plivo", PlivoAccount).webhook_secrets()
+    if not tokens:
+        refuse("plivo", "the account has no auth_token")
     method = request.method.upper()
     params = request.form.to_dict() if method == "POST" else {}
-    if not _plivo_v3_valid(method, public_url(), nonce, token, signature, params):
+    url = public_url()
+    if not any(_plivo_v3_valid(method, url, nonce, token, signature, params)
+               for token in tokens):
         refuse("plivo", "bad signature")
     claim = f"nonce:plivo:{nonce}"
     if claim_nonce:

@@ -18,7 +18,6 @@ hanging up while the human rings hangs the human's leg up.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from urllib.parse import quote
 
 import requests
 
+from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
@@ -40,6 +40,7 @@ from providers.base import (
     unreachable,
 )
 from providers.telnyx import markup
+from providers.telnyx.account import TelnyxAccount
 from providers.telnyx.callbacks import (
     DTMF_MILLIS,
     TelnyxKind,
@@ -138,28 +139,38 @@ def group_legs(transfer: Mapping[str, str], attempt: str) -> list[str]:
     return [str(c) for c in raw.get("legs", [])] if raw.get("attempt") == attempt else []
 
 
-def sip_auth(settings: Settings) -> dict[str, str]:
-    """The credentials for a SIP destination's digest challenge, from the credential source,
-    never from the request. Stopgap: the environment, until the account's credentials
-    carry them."""
-    user = os.environ.get("TELNYX_SIP_AUTH_USERNAME", "")
-    password = os.environ.get("TELNYX_SIP_AUTH_PASSWORD", "")
+def sip_auth(account: TelnyxAccount) -> dict[str, str]:
+    """The credentials for a SIP destination's digest challenge: the account's, from the
+    credential source, never from the request."""
+    user = account.secret("sip_auth_username")
+    password = account.secret("sip_auth_password")
     return {"sip_auth_username": user, "sip_auth_password": password} \
         if user and password else {}
 
 
-def configured(settings: Settings) -> bool:
-    return bool(settings.telnyx_api_key and settings.telnyx_connection_id)
+def _account_query(transfer: Mapping[str, str]) -> str:
+    account = transfer.get("account") or accounts.DEFAULT
+    return "" if account == accounts.DEFAULT else f"?account={quote(account, safe='')}"
+
+
+def account_of(settings: Settings, transfer: Mapping[str, str]) -> TelnyxAccount:
+    """The credentials of the transfer's account (ProviderNotConfigured when it has none)."""
+    try:
+        account = accounts.of_transfer(settings, {**transfer, "provider": "telnyx"})
+    except accounts.UnknownAccount as exc:
+        raise ProviderNotConfigured(
+            f"{exc} (TELNYX_API_KEY and TELNYX_CONNECTION_ID for the default)") from None
+    assert isinstance(account, TelnyxAccount)
+    return account
 
 
 def make_client(settings: Settings, transfer: Mapping[str, str]) -> TelnyxClient:
-    """A client for this transfer's account (today: the one from the environment)."""
-    if not configured(settings):
-        raise ProviderNotConfigured("TELNYX_API_KEY and TELNYX_CONNECTION_ID are not set")
-    return cached_client(("telnyx", settings.telnyx_api_key, settings.telnyx_api_base_url,
+    """A client authenticated as the transfer's account."""
+    account = account_of(settings, transfer)
+    key = account.secret("api_key")
+    return cached_client(("telnyx", key, account.api_base_url,
                           str(settings.provider_http_timeout)),
-                         lambda: TelnyxClient(settings.telnyx_api_key,
-                                              settings.telnyx_api_base_url,
+                         lambda: TelnyxClient(key, account.api_base_url,
                                               settings.provider_http_timeout))
 
 
@@ -209,13 +220,15 @@ class TelnyxProvider:
     @staticmethod
     def _dial_body(settings: Settings, transfer: Mapping[str, str], attempt: str,
                    number: str, command_id: str) -> dict[str, Any]:
+        account = account_of(settings, transfer)
         body: dict[str, Any] = {
-            "connection_id": settings.telnyx_connection_id,
+            "connection_id": account.connection_id,
             "to": number,
             "from": transfer.get("caller_number") or transfer["outbound_number"],
             "timeout_secs": ring_timeout(settings, transfer, attempt),
             "client_state": encode_state(transfer["transfer_id"], attempt),
-            "webhook_url": settings.public_url(WEBHOOK_PATH),
+            # The account picks the public key the leg's webhooks are checked with.
+            "webhook_url": settings.public_url(WEBHOOK_PATH) + _account_query(transfer),
             "command_id": command_id,
         }
         if transfer.get("voicemail_detection"):
@@ -227,7 +240,7 @@ class TelnyxProvider:
             # call_dial_params.py).
             body["custom_headers"] = [{"name": n, "value": v}
                                       for n, v in sip_headers(transfer)]
-            body.update(sip_auth(settings))
+            body.update(sip_auth(account))
         return body
 
     def _place_group(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,

@@ -16,6 +16,7 @@ import json
 from flask import Blueprint, Response, abort, g, request
 
 from providers.telnyx import callbacks
+from providers.telnyx.account import TelnyxAccount
 from providers.telnyx.signature import (
     EVENT_ID_TTL,
     SIGNATURE_HEADER,
@@ -27,7 +28,7 @@ from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
 from shared.logs import get_logger
 from webhooks.deps import deps, enqueue
 from webhooks.parsing import json_depth_ok
-from webhooks.security import refuse
+from webhooks.security import refuse, webhook_account
 
 bp = Blueprint("telnyx", __name__, url_prefix="/telnyx")
 log = get_logger("webhooks.telnyx")
@@ -40,12 +41,20 @@ def _ok() -> Response:
 @bp.post("/webhook")
 def webhook() -> Response:
     body = request.get_data(cache=True)
-    try:
-        verify(deps().settings.telnyx_public_key, body,
-               request.headers.get(SIGNATURE_HEADER, ""),
-               request.headers.get(TIMESTAMP_HEADER, ""))
-    except SignatureError as exc:
-        refuse("telnyx", str(exc))
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+    # The key of the account our URL names, and the one being rotated out while configured.
+    error: SignatureError | None = None
+    for key in webhook_account("telnyx", TelnyxAccount).public_keys() or ("",):
+        try:
+            verify(key, body, signature, timestamp)
+        except SignatureError as exc:
+            error = exc
+        else:
+            error = None
+            break
+    if error is not None:
+        refuse("telnyx", str(error))
     if not json_depth_ok(body):
         abort(400, "JSON nested too deeply")
     try:

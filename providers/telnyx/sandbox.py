@@ -53,16 +53,34 @@ class TelnyxSim:
         self._private = Ed25519PrivateKey.generate()
         self.public_key = base64.b64encode(self._private.public_key().public_bytes(
             Encoding.Raw, PublicFormat.Raw)).decode()
+        # A second account, with its own API key, Call Control application and key pair.
+        self._second = Ed25519PrivateKey.generate()
+        self.accounts: dict[str, tuple[str, Ed25519PrivateKey]] = {
+            self.api_key: (self.connection_id, self._private),
+            "sandbox-telnyx-key-2": ("sandbox-call-control-app-2", self._second)}
         # (call_control_id, command_id) already run: "Telnyx will ignore any command with
         # the same command_id for the same call_control_id" (bridge-calls).
         self._commands: set[tuple[str, str]] = set()
 
     # signed webhooks
-    def sign(self, timestamp: str, body: bytes) -> str:
-        # "Ed25519 signature of timestamp|payload" (callbacks/call-hangup, headers).
-        return base64.b64encode(self._private.sign(timestamp.encode() + b"|" + body)).decode()
+    def sign(self, timestamp: str, body: bytes, account: str = "") -> str:
+        # "Ed25519 signature of timestamp|payload" (callbacks/call-hangup, headers), with
+        # the key of the account owning the call.
+        key = self.accounts.get(account, (self.connection_id, self._private))[1]
+        return base64.b64encode(key.sign(timestamp.encode() + b"|" + body)).decode()
 
-    def post(self, url: str, body: bytes, timestamp: str | None = None) -> int:
+    def second_owner(self) -> str:
+        return "sandbox-telnyx-key-2"
+
+    def second_account(self, url: str) -> dict[str, str]:
+        """The sandbox's second account, as a CREDENTIALS_FILE entry (account.py's fields)."""
+        return {"api_key": "sandbox-telnyx-key-2",
+                "connection_id": "sandbox-call-control-app-2", "api_base_url": url,
+                "public_key": base64.b64encode(self._second.public_key().public_bytes(
+                    Encoding.Raw, PublicFormat.Raw)).decode()}
+
+    def post(self, url: str, body: bytes, timestamp: str | None = None,
+             account: str = "") -> int:
         from sandbox.core import Delivery
 
         ts = timestamp or str(int(time.time()))
@@ -70,7 +88,7 @@ class TelnyxSim:
         try:
             resp = self.sb.http.post(url, data=body, timeout=10, headers={
                 "Content-Type": "application/json", "telnyx-timestamp": ts,
-                "telnyx-signature-ed25519": self.sign(ts, body),
+                "telnyx-signature-ed25519": self.sign(ts, body, account),
                 "User-Agent": "telnyx-webhooks"})
             status = resp.status_code
         except requests.RequestException:
@@ -90,7 +108,8 @@ class TelnyxSim:
         if not url:
             return
         payload: dict[str, Any] = {
-            "call_control_id": call.sid, "connection_id": self.connection_id,
+            "call_control_id": call.sid,
+            "connection_id": self.accounts.get(call.account, (self.connection_id,))[0],
             "call_leg_id": call.flow.get("leg_id", ""),
             "call_session_id": call.flow.get("session_id", ""),
             "from": call.from_, "to": call.to, **fields}
@@ -104,7 +123,7 @@ class TelnyxSim:
         # otherwise we will reattempt delivery", call-hangup); a repeated delivery is the
         # same event, same id. Signed when sent (a fresh timestamp per attempt).
         for _ in range(self.sb.repeat_callbacks):
-            self.sb.deliver(delay, lambda: self.post(url, body))
+            self.sb.deliver(delay, lambda: self.post(url, body, account=call.account))
 
     # calls we place
     def _dial(self, call: SimCall, fate: Fate) -> None:
@@ -199,19 +218,26 @@ class TelnyxSim:
             return jsonify({"errors": [{"code": code, "title": title, "detail": title}]}), \
                 status
 
-        def authorized() -> bool:
-            # "Bearer authentication header of the form Bearer <token>" (dial).
-            return request.headers.get("Authorization", "") == f"Bearer {self.api_key}"
+        def authorized() -> str | None:
+            # "Bearer authentication header of the form Bearer <token>" (dial): the account
+            # whose API key it is, None for none of the hosted ones (401).
+            scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+            return key if scheme == "Bearer" and key in self.accounts else None
+
+        def owned(call: SimCall | None, account: str) -> bool:
+            # Another account's call is not found in this one.
+            return call is not None and (call.account or self.api_key) == account
 
         @app.post("/v2/calls")
         def telnyx_dial() -> Any:
-            if not authorized():
+            account = authorized()
+            if account is None:
                 return error(401, "10009", "Authentication failed")
             body = request.get_json(silent=True) or {}
             # Required: to, from, connection_id (dial).
             if not (body.get("to") and body.get("from") and body.get("connection_id")):
                 return error(422, "10015", "to, from and connection_id are required")
-            if body["connection_id"] != self.connection_id:
+            if body["connection_id"] != self.accounts[account][0]:
                 return error(422, "10015", "Invalid connection_id")
             timeout = int(body.get("timeout_secs", 30))
             # "Minimum value is 5 seconds. Maximum value is 120 seconds." (dial)
@@ -223,6 +249,7 @@ class TelnyxSim:
             sid = self.new_sid()
             call = SimCall(sid, str(body["to"]), str(body["from"]), "queued",
                            str(body.get("webhook_url") or "") or None, provider="telnyx",
+                           account=account,
                            flow={"client_state": body.get("client_state", ""),
                                  "leg_id": str(uuid.uuid4()), "session_id": str(uuid.uuid4()),
                                  "timeout_secs": timeout, "placed_by_api": True})
@@ -245,10 +272,11 @@ class TelnyxSim:
 
         @app.get("/v2/calls/<path:ccid>")
         def telnyx_status(ccid: str) -> Any:
-            if not authorized():
+            account = authorized()
+            if account is None:
                 return error(401, "10009", "Authentication failed")
             call = sb.calls.get(ccid)
-            if call is None or call.provider != "telnyx":
+            if call is None or call.provider != "telnyx" or not owned(call, account):
                 return error(404, "10005", "Resource not found")
             return jsonify({"data": {
                 "call_control_id": ccid, "call_leg_id": call.flow.get("leg_id", ""),
@@ -258,12 +286,14 @@ class TelnyxSim:
 
         @app.post("/v2/calls/<path:ccid>/actions/<action>")
         def telnyx_action(ccid: str, action: str) -> Any:
-            if not authorized():
+            account = authorized()
+            if account is None:
                 return error(401, "10009", "Authentication failed")
             body = request.get_json(silent=True) or {}
             with sb.lock:
                 call = sb.calls.get(ccid)
-                if call is None or call.provider != "telnyx" or call.status in _ENDED:
+                if (call is None or call.provider != "telnyx" or call.status in _ENDED
+                        or not owned(call, account)):
                     # 90018 "Call has already ended" (least convenient: a 422 for every
                     # command on a call that is over).
                     return error(422, "90018", "Call has already ended")

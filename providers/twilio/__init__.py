@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from providers.base import ProviderSpec
+from providers.twilio.account import ACCOUNT
 from providers.twilio.callbacks import LEG_FIELDS
 from providers.twilio.capabilities import CAPABILITIES
 from providers.twilio.handoff import CALLBACK_KINDS, TwilioProvider, warm_up
-from shared.config import Settings
-
-
-def configured(settings: Settings) -> bool:
-    return bool(settings.twilio_account_sid and settings.twilio_auth_token)
-
 
 PROVIDER = ProviderSpec(
     name="twilio", handoff=TwilioProvider(), routes="providers.twilio.routes",
-    sandbox="providers.twilio.sandbox", capabilities=CAPABILITIES, configured=configured,
+    sandbox="providers.twilio.sandbox", capabilities=CAPABILITIES, account=ACCOUNT,
     callback_kinds=CALLBACK_KINDS, leg_fields=LEG_FIELDS, warm_up=warm_up)

@@ -26,7 +26,6 @@ screening, detection is synchronous and the verdict arrives with the /twilio/scr
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +34,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
@@ -47,6 +47,7 @@ from providers.base import (
     unreachable,
 )
 from providers.twilio import callbacks
+from providers.twilio.account import TwilioAccount
 from providers.twilio.callbacks import PRE_BRIDGE, RINGING
 from providers.twilio.markup import (
     AGENT_STATUS_PATH,
@@ -84,7 +85,8 @@ CALLBACK_KINDS = frozenset({CallbackKind.AGENT_STATUS, CallbackKind.CONFERENCE,
 
 def _url(settings: Settings, path: str, transfer: Mapping[str, str],
          attempt: str | None = None, extra: Mapping[str, str] | None = None) -> str:
-    return callback_url(settings, path, transfer["transfer_id"], attempt, extra)
+    return callback_url(settings, path, transfer["transfer_id"], attempt, extra,
+                        account=transfer.get("account"))
 
 
 def warm_up() -> None:
@@ -94,23 +96,32 @@ def warm_up() -> None:
     client.calls("warm-up")
 
 
+def account_of(settings: Settings, transfer: Mapping[str, str]) -> TwilioAccount:
+    """The credentials of the transfer's account (ProviderNotConfigured when it has none)."""
+    try:
+        account = accounts.of_transfer(settings, {**transfer, "provider": "twilio"})
+    except accounts.UnknownAccount as exc:
+        raise ProviderNotConfigured(
+            f"{exc} (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN for the default)") from None
+    assert isinstance(account, TwilioAccount)
+    return account
+
+
 def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
-    """A Twilio client for this transfer's account (today: the one from the environment)."""
-    if not (settings.twilio_account_sid and settings.twilio_auth_token):
-        raise ProviderNotConfigured("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are not set")
+    """A Twilio client authenticated as the transfer's account."""
+    account = account_of(settings, transfer)
+    sid, token = account.account_sid, account.secret("auth_token")
 
     def build() -> Client:
         http = TwilioHttpClient(timeout=settings.provider_http_timeout)
         if http.session is not None:
-            settle_environment(http.session, settings.twilio_api_base_url)
-        client = Client(settings.twilio_account_sid, settings.twilio_auth_token,
-                        http_client=http)
-        client.api.base_url = settings.twilio_api_base_url.rstrip("/")
+            settle_environment(http.session, account.api_base_url)
+        client = Client(sid, token, http_client=http)
+        client.api.base_url = account.api_base_url.rstrip("/")
         return client
 
-    return cached_client(("twilio", settings.twilio_account_sid, settings.twilio_auth_token,
-                          settings.twilio_api_base_url, str(settings.provider_http_timeout)),
-                         build)
+    return cached_client(("twilio", sid, token, account.api_base_url,
+                          str(settings.provider_http_timeout)), build)
 
 
 def group_legs(transfer: Mapping[str, str], attempt: str) -> list[str]:
@@ -119,13 +130,13 @@ def group_legs(transfer: Mapping[str, str], attempt: str) -> list[str]:
     return [str(s) for s in raw.get("sids", [])] if raw.get("attempt") == attempt else []
 
 
-def sip_auth(settings: Settings) -> dict[str, str]:
+def sip_auth(settings: Settings, transfer: Mapping[str, str]) -> dict[str, str]:
     """The credentials Twilio answers a SIP destination's digest challenge with
-    (`sip_auth_username`/`sip_auth_password` on calls and participants), from the
-    credential source, never from the request. Stopgap: the environment, until the
-    account's credentials carry them."""
-    user = os.environ.get("TWILIO_SIP_AUTH_USERNAME", "")
-    password = os.environ.get("TWILIO_SIP_AUTH_PASSWORD", "")
+    (`sip_auth_username`/`sip_auth_password` on calls and participants): the transfer's
+    account's, from the credential source, never from the request."""
+    account = account_of(settings, transfer)
+    user = account.secret("sip_auth_username")
+    password = account.secret("sip_auth_password")
     return {"sip_auth_username": user, "sip_auth_password": password} \
         if user and password else {}
 
@@ -207,7 +218,7 @@ class TwilioProvider:
         if is_sip(number):
             # Participants and calls take a SIP URI in To, with its credentials (SDK
             # participant.py and call/__init__.py, sip_auth_username/_password).
-            status = {**status, **sip_auth(settings)}
+            status = {**status, **sip_auth(settings, transfer)}
             number = sip_to(transfer, number)
         if transfer.get("screening"):
             # Our TwiML runs on the human's leg first: the key decides whether they join.
@@ -287,7 +298,7 @@ class TwilioProvider:
             "status_callback_method": "POST",
             "status_callback_event": ["initiated", "ringing", "answered", "completed"]}
         if is_sip(number):
-            status.update(sip_auth(settings))
+            status.update(sip_auth(settings, transfer))
             number = sip_to(transfer, number)
         # Synchronous detection: the verdict comes with the /twilio/member request, which
         # hangs up on a machine (SDK call/__init__.py, async_amd).

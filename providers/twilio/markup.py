@@ -107,7 +107,8 @@ def screen_twiml(settings: Settings, screen: Mapping[str, str], attempt: str,
     gather = response.gather(
         input="dtmf", num_digits=1, timeout=int(screen.get("timeout") or 8), method="POST",
         action=callback_url(settings, SCREEN_RESULT_PATH, screen["transfer_id"], attempt,
-                             {k: screen[k] for k in ("lead_id", "key", "timeout")}),
+                             {k: screen[k] for k in ("lead_id", "key", "timeout")},
+                             account=screen.get("account")),
         action_on_empty_result=True)
     gather.say(briefing(summary))
     gather.say(key_prompt({"screening_key": screen.get("key", "")}))
@@ -127,7 +128,8 @@ def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: s
     dial.conference(
         conference_name(transfer), start_conference_on_enter=True,
         end_conference_on_exit=True, beep=False, participant_label=agent_label(attempt),
-        status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"]),
+        status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"],
+                                     account=transfer.get("account")),
         status_callback_method="POST",
         status_callback_event="start end join leave" + (
             " announcement" if announce or digits else ""))
@@ -159,7 +161,8 @@ def customer_twiml(settings: Settings, transfer: Mapping[str, str]) -> str:
         end_conference_on_exit=True,
         beep=False,
         participant_label="customer",
-        status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"]),
+        status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"],
+                                     account=transfer.get("account")),
         status_callback_method="POST",
         # One space-separated string: a list would render as "['join', ...]".
         status_callback_event="start end join leave",

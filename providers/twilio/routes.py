@@ -86,13 +86,14 @@ def _screen(transfer_id: str, record: _Record) -> dict[str, str]:
         if ext and not markup.valid_extension(ext):
             abort(400, "malformed screening parameters")
         return {"transfer_id": transfer_id, "lead_id": lead, "key": key, "timeout": timeout,
-                **({"ext": ext} if ext else {})}
+                "account": g.account, **({"ext": ext} if ext else {})}
     transfer, readable = record
     if not readable:
         abort(503)
     if transfer is None:
         return {}
-    return {"transfer_id": transfer_id, **markup.screen_query(transfer, _attempt())}
+    return {"transfer_id": transfer_id, **markup.screen_query(transfer, _attempt()),
+            "account": g.account}
 
 
 def _store() -> Store | None:

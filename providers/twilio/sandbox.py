@@ -57,21 +57,26 @@ def register(app: Flask, sb: Sandbox) -> None:
     def authorized(account: str) -> Response | None:
         # HTTP basic auth, AccountSid:AuthToken; else 401 / 20003
         # (https://www.twilio.com/docs/usage/requests-to-twilio).
+        # Each hosted account with its own token: another account's token is a 401 too.
         auth = request.authorization
-        if (account != sb.twilio_account_sid or auth is None
-                or auth.username != sb.twilio_account_sid
-                or auth.password != sb.twilio_auth_token):
+        token = sb.twilio_accounts.get(account)
+        if (token is None or auth is None or auth.username != account
+                or auth.password != token):
             return _twilio_error(401, 20003, "Authenticate")
         return None
+
+    def owned(call: SimCall | None, account: str) -> bool:
+        # A call is a resource of its account: under another's URL it is not found (20404).
+        return call is not None and sb.twilio_sid(call) == account
 
     def call_json(call: SimCall) -> Response:
         # answered_by only once the call has ended: "AMD results will still be available in
         # the /Calls resource once the call is complete" (twilio.com/docs/api/errors/21262).
         ended = call.status in _ENDED
-        return jsonify({"sid": call.sid, "account_sid": sb.twilio_account_sid, "to": call.to,
+        return jsonify({"sid": call.sid, "account_sid": sb.twilio_sid(call), "to": call.to,
                         "from": call.from_, "status": call.status,
                         "answered_by": (call.answered_by or None) if ended else None,
-                        "uri": f"/2010-04-01/Accounts/{sb.twilio_account_sid}/Calls/"
+                        "uri": f"/2010-04-01/Accounts/{sb.twilio_sid(call)}/Calls/"
                                f"{call.sid}.json"})
 
     # Create addressed by the conference's friendly name, created if new (documented for
@@ -93,7 +98,7 @@ def register(app: Flask, sb: Sandbox) -> None:
         with sb.lock:
             conf = sb.conferences.get(name)
             if conf is None:
-                conf = sb.conferences[name] = SimConference(name, _sid("CF"))
+                conf = sb.conferences[name] = SimConference(name, _sid("CF"), account=account)
             # The first participant's conference callback is the conference's
             # (conference_status_callback, SDK participant.py create(): "the conference").
             if form.get("ConferenceStatusCallback") and not conf.status_callback:
@@ -101,7 +106,7 @@ def register(app: Flask, sb: Sandbox) -> None:
                 conf.events = tuple(form.getlist("ConferenceStatusCallbackEvent"))
             call = SimCall(_sid("CA"), to, from_, "queued", form.get("StatusCallback"),
                            tuple(form.getlist("StatusCallbackEvent")), conference=name,
-                           label=form.get("Label"),
+                           label=form.get("Label"), account=account,
                            machine_detection=bool(form.get("MachineDetection")),
                            # Where the participant's AMD verdict goes (participant.py).
                            amd_callback=form.get("AmdStatusCallback"))
@@ -111,7 +116,7 @@ def register(app: Flask, sb: Sandbox) -> None:
             fate = sb.fates.get(to, sb.default_fate)
         with sb.scheduler.keyed(name):
             sb._dial(call, fate)
-        return jsonify({"account_sid": sb.twilio_account_sid, "call_sid": call.sid,
+        return jsonify({"account_sid": account, "call_sid": call.sid,
                         "conference_sid": conf.sid, "label": call.label, "status": "queued",
                         "start_conference_on_enter": True, "end_conference_on_exit": True,
                         "hold": False, "muted": False, "coaching": False}), 201
@@ -126,7 +131,8 @@ def register(app: Flask, sb: Sandbox) -> None:
         with sb.lock:
             conf = next((c for c in sb.conferences.values() if c.sid == conference_sid), None)
             call = sb.calls.get(call_sid)
-            if conf is None or call is None or call_sid not in conf.participants:
+            if (conf is None or call is None or call_sid not in conf.participants
+                    or not owned(call, account)):
                 return _twilio_error(404, 20404, f"The requested resource {request.path} "
                                                  "was not found")
         announce = request.form.get("AnnounceUrl")
@@ -134,13 +140,12 @@ def register(app: Flask, sb: Sandbox) -> None:
             def play() -> None:
                 # announce_url: "an announcement to the participant" (participant.py
                 # update()), fetched with announce_method; then announcement-end or -fail.
-                url, params = announce, {"AccountSid": sb.twilio_account_sid,
+                url, params = announce, {"AccountSid": account,
                                          "CallSid": call.sid, "ConferenceSid": conf.sid}
                 status = -1
                 try:
                     resp = sb.http.post(url, data=params, timeout=10, headers={
-                        "X-Twilio-Signature": RequestValidator(
-                            sb.twilio_auth_token).compute_signature(url, params)})
+                        "X-Twilio-Signature": sb.twilio_signature(url, params)})
                     status = resp.status_code
                     if status == 200:
                         call.spoken.extend(e.text or "" for e in ET.fromstring(resp.text)  # noqa: S314
@@ -152,7 +157,7 @@ def register(app: Flask, sb: Sandbox) -> None:
 
             with sb.scheduler.keyed(conf.name):
                 sb.scheduler.at(0.05, play)
-        return jsonify({"account_sid": sb.twilio_account_sid, "call_sid": call.sid,
+        return jsonify({"account_sid": account, "call_sid": call.sid,
                         "conference_sid": conf.sid, "label": call.label,
                         "status": call.status})
 
@@ -164,9 +169,10 @@ def register(app: Flask, sb: Sandbox) -> None:
         to, from_, status = (request.args.get(k) for k in ("To", "From", "Status"))
         with sb.lock:
             calls = [c for c in sb.calls.values() if c.provider == "twilio"
-                     and (not to or c.to == to) and (not from_ or c.from_ == from_)
+                     and sb.twilio_sid(c) == account and (not to or c.to == to)
+                     and (not from_ or c.from_ == from_)
                      and (not status or c.status == status)]
-            body = [{"sid": c.sid, "account_sid": sb.twilio_account_sid, "to": c.to,
+            body = [{"sid": c.sid, "account_sid": account, "to": c.to,
                      "from": c.from_, "status": c.status} for c in reversed(calls)]
         return jsonify({"calls": body, "next_page_uri": None, "page": 0,
                         "page_size": len(body), "start": 0, "end": max(len(body) - 1, 0),
@@ -188,7 +194,7 @@ def register(app: Flask, sb: Sandbox) -> None:
                        form.get("StatusCallback"),
                        tuple(form.getlist("StatusCallbackEvent")) or ("completed",),
                        machine_detection=bool(form.get("MachineDetection")),
-                       url=form.get("Url"), twiml=form.get("Twiml"))
+                       url=form.get("Url"), twiml=form.get("Twiml"), account=account)
         if not call.url and not form.get("Twiml"):
             return _twilio_error(400, 21205, "Url or Twiml is required")
         if sip is not None:
@@ -206,7 +212,7 @@ def register(app: Flask, sb: Sandbox) -> None:
         if (denied := authorized(account)) is not None:
             return denied
         call = sb.calls.get(call_sid)
-        if call is None:
+        if call is None or not owned(call, account):
             return _twilio_error(404, 20404, f"The requested resource {request.path} "
                                              "was not found")
         return call_json(call)
@@ -220,7 +226,7 @@ def register(app: Flask, sb: Sandbox) -> None:
         with sb.lock, sb.scheduler.keyed(_conference_of(request.form.get("Twiml"))
                                          or sb.call_key(call_sid)):
             call = sb.calls.get(call_sid)
-            if call is None:
+            if call is None or not owned(call, account):
                 return _twilio_error(404, 20404, f"The requested resource {request.path} "
                                                  "was not found")
             status = request.form.get("Status")
@@ -285,6 +291,18 @@ class Model:
     def new_sid(self) -> str:
         # Call SIDs: "CA" and 32 hex digits (docs/voice/api/call-resource).
         return "CA" + uuid.uuid4().hex
+
+    def second_owner(self) -> str:
+        from sandbox.core import TWILIO_SECOND_SID
+
+        return TWILIO_SECOND_SID
+
+    def second_account(self, url: str) -> dict[str, str]:
+        """The sandbox's second account, as a CREDENTIALS_FILE entry (account.py's fields)."""
+        from sandbox.core import TWILIO_SECOND_SID, TWILIO_SECOND_TOKEN
+
+        return {"account_sid": TWILIO_SECOND_SID, "auth_token": TWILIO_SECOND_TOKEN,
+                "api_base_url": url}
 
     def env(self, url: str) -> dict[str, str]:
         return {"TWILIO_ACCOUNT_SID": self.sb.twilio_account_sid,

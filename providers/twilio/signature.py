@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlparse
 
@@ -20,8 +19,9 @@ from twilio.request_validator import (
     remove_port,
 )
 
+from providers.twilio.account import TwilioAccount
 from webhooks.deps import deps
-from webhooks.security import public_url, refuse
+from webhooks.security import public_url, refuse, webhook_account
 
 
 def verify_twilio(*, dedupe: bool) -> None:
@@ -30,22 +30,28 @@ def verify_twilio(*, dedupe: bool) -> None:
     already accepted is answered 204 without being enqueued again; TwiML routes pass False:
     Twilio's retry of a TwiML request must get the TwiML again (Redis not needed there)."""
     signature = request.headers.get("X-Twilio-Signature", "")
-    settings = deps().settings
     if not signature:
         refuse("twilio", "missing signature")
+    account = webhook_account("twilio", TwilioAccount)
     sig_settings = request.headers.get(SIGNATURE_SETTINGS_HEADER, "")
     if sig_settings:
         # A webhook rule signs with one of its SharedKeys (the header names the algorithm).
-        secrets = _shared_keys(settings.twilio_webhook_shared_keys)
+        secrets = account.shared_keys()
         if not secrets:
-            refuse("twilio", "SharedKey signature but TWILIO_WEBHOOK_SHARED_KEYS not set")
+            refuse("twilio", "SharedKey signature but the account has no webhook_shared_keys")
     else:
-        secrets = (settings.twilio_auth_token,) if settings.twilio_auth_token else ()
+        # The token, and the one being rotated out while it is configured.
+        secrets = account.webhook_secrets()
         if not secrets:
-            refuse("twilio", "TWILIO_AUTH_TOKEN not set")
+            refuse("twilio", "the account has no auth_token")
     if not twilio_signature_valid(secrets, public_url(), request.form, signature,
                                   get_signature_algorithm(sig_settings)):
         refuse("twilio", "bad signature")
+    # Twilio's callbacks name the account they are about: another account's is refused even
+    # when signed (a token shared between accounts, or a misrouted URL).
+    sid = request.form.get("AccountSid")
+    if sid is not None and account.account_sid and sid != account.account_sid:
+        refuse("twilio", "AccountSid is not the account's")
     if not dedupe:
         return
     # Twilio signs no nonce or timestamp, so a replay cannot be told from a retry; both are
@@ -57,11 +63,6 @@ def verify_twilio(*, dedupe: bool) -> None:
         if not deps().store.claim_once(claim, ttl=NONCE_WINDOW):
             abort(Response(status=204))
         g.release_on_failure = claim
-
-
-@lru_cache(maxsize=8)
-def _shared_keys(setting: str) -> tuple[str, ...]:
-    return tuple(k.strip() for k in setting.split(",") if k.strip())
 
 
 _HASHES = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}

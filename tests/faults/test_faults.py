@@ -14,7 +14,7 @@ import redis
 
 from tests.faults.conftest import DEADLINE_MARGIN, RING_TIMEOUT
 from tests.helpers import make_request, unique_lead
-from tests.stack import Services
+from tests.stack import SECOND, Services
 
 DEADLINE = RING_TIMEOUT + DEADLINE_MARGIN
 NUMBERS = {"twilio": 14155550100, "plivo": 14155550100, "exotel": 919999900100}
@@ -223,26 +223,30 @@ def test_200_concurrent_transfers_with_faults(services: Services) -> None:
     s = services
     rng = random.Random(20261125)
     fates = ["answer", "answer-after:1", "busy", "no-answer:0.5", "fail"]
-    plan = [(("twilio", "plivo", "exotel")[i % 3], rng.choice(fates), rng.random())
-            for i in range(200)]
+    # Spread over each provider's two sandbox accounts (the default and SECOND).
+    plan = [(("twilio", "plivo", "exotel")[i % 3], rng.choice(fates), rng.random(),
+             SECOND if (i // 3) % 2 else None) for i in range(200)]
     s.sandbox.repeat_callbacks = 2  # every callback delivered twice
     s.sandbox.callback_jitter = 0.1
     started: list[tuple[str, str, str, str]] = []
+    accounts: dict[str, str] = {}
     lock = threading.Lock()
 
-    def run(chunk: list[tuple[str, str, float]]) -> None:
-        for provider, fate, dice in chunk:
+    def run(chunk: list[tuple[str, str, float, str | None]]) -> None:
+        for provider, fate, dice, account in chunk:
             lead = unique_lead()
             if dice < 0.1 and provider == "twilio":  # a transient API fault
                 s.sandbox.add_fault(f"/Conferences/transfer-{lead}/", 503, count=1)
-            call_id = s.customer_call(lead, provider=provider)
+            call_id = s.customer_call(lead, provider=provider, account=account)
             number = f"+{NUMBERS[provider] + 1000 + next(_seq) % 8000}"
             s.sandbox.set_fate(number, fate)
             result = s.client.connect_to_live_agent(make_request(
                 lead_id=lead, call_id=call_id, transfer_number=number, provider=provider,
-                outbound_number=OUTBOUND[provider], outbound_number_id=None))
+                outbound_number=OUTBOUND[provider], outbound_number_id=None,
+                **({"provider_account": account} if account else {})))
             with lock:
                 started.append((provider, fate, lead, str(result.get("transfer_id"))))
+                accounts[str(result.get("transfer_id"))] = account or "default"
 
     extra = s.start_worker(concurrency=4)  # I/O-bound tasks: more processes than cores
     threads = [threading.Thread(target=run, args=(plan[i::8],)) for i in range(8)]
@@ -265,7 +269,7 @@ def test_200_concurrent_transfers_with_faults(services: Services) -> None:
             "transfer.succeeded", "transfer.failed"))
         return (found[0].get("reason") or "succeeded") if found else "none"
 
-    outcomes = Counter((p, outcome(t)) for p, _, _, t in started)
+    outcomes = Counter((f"{p}:{accounts[t]}", outcome(t)) for p, _, _, t in started)
     print(f"\n200 concurrent transfers in {elapsed:.1f}s: requests={len(started)} "
           f"terminal={sum(counts.values())} duplicates={duplicates} lost={lost}")
     print("outcomes: " + ", ".join(f"{p}/{o}={n}" for (p, o), n in sorted(outcomes.items())))
@@ -273,6 +277,11 @@ def test_200_concurrent_transfers_with_faults(services: Services) -> None:
     assert len(started) == 200
     assert duplicates == 0
     assert lost == 0
+    # Both accounts of each provider carried transfers through to their human (a callback
+    # checked with the wrong account's secret would have left them to time out).
+    for provider in ("twilio", "plivo", "exotel"):
+        for account in ("default", SECOND):
+            assert outcomes[(f"{provider}:{account}", "succeeded")] > 0, outcomes
 
 
 @pytest.fixture(autouse=True)

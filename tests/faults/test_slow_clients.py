@@ -129,7 +129,8 @@ class SlowHeaders(threading.Thread):
 def _signed_callback(services: Services, base: str) -> requests.Response:
     """A Twilio status callback of a leg, signed as Twilio signs it (over PUBLIC_BASE_URL)."""
     path = "/twilio/agent-status?transfer_id=tr_slowclient"
-    params = {"CallSid": "CA" + "5" * 32, "CallStatus": "ringing", "AccountSid": "AC1"}
+    params = {"CallSid": "CA" + "5" * 32, "CallStatus": "ringing",
+              "AccountSid": services.settings.twilio_account_sid}
     signature = RequestValidator(services.settings.twilio_auth_token).compute_signature(
         services.settings.public_base_url + path, params)
     return requests.post(base + path, data=params, timeout=5,

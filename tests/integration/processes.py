@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 
+from providers import accounts
 from shared.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment minus every setting of ours, as on a machine where none is set."""
-    names = {n.upper() for n in Settings.model_fields} | {"TWILIO_EDGE", "TWILIO_REGION"}
+    names = ({n.upper() for n in Settings.model_fields} | accounts.setting_names()
+             | {"TWILIO_EDGE", "TWILIO_REGION"})
     env = {k: v for k, v in os.environ.items() if k.upper() not in names}
     env["PYTHONPATH"] = str(ROOT)
     env.update(extra)

@@ -88,8 +88,8 @@ def test_up_runs_a_transfer_and_leaves_no_process_behind() -> None:
         _transfer_succeeds(port, sandbox_port, redis_url, "up-lead")
 
         # Each process writes its metrics every half second; the scrape sees them after.
-        wanted = ('warm_transfer_transfers_total{outcome="succeeded",provider="twilio",'
-                  'reason=""} 1.0')
+        wanted = ('warm_transfer_transfers_total{account="default",outcome="succeeded",'
+                  'provider="twilio",reason=""} 1.0')
         deadline = time.monotonic() + 5
         while wanted not in requests.get(f"{web}/metrics", timeout=5).text:
             assert time.monotonic() < deadline, "the outcome was not counted"
@@ -215,13 +215,18 @@ def test_compose_file_is_valid_and_matches_the_procfile() -> None:
             "${LOG_LEVEL:-INFO}", "${LOG_LEVEL:-INFO}")
     assert "noeviction" in services["redis"]["command"]
     assert "--appendonly" in services["redis"]["command"]
-    # Every variable the app reads is passed through.
+    # Every variable the app reads is passed through: its own by name, the provider
+    # packages' (TWILIO_*...) from .env as they are, and no provider is named here.
     from shared.config import Settings
 
     passed = set(services["web"]["environment"])
-    for required in ("REDIS_URL", "PUBLIC_BASE_URL", "TWILIO_AUTH_TOKEN", "PLIVO_AUTH_TOKEN",
-                     "EXOTEL_WEBHOOK_TOKEN", "API_TOKEN"):
+    for required in ("REDIS_URL", "PUBLIC_BASE_URL", "API_TOKEN", "CREDENTIALS_FILE"):
         assert required in passed and required.lower() in Settings.model_fields
+    assert services["web"]["env_file"] == [{"path": ".env", "required": False}]
+    import providers
+
+    named = {n for spec in providers.specs() for n in spec.account.env_names()}
+    assert not named & passed
 
 
 def test_cli_user_errors_are_one_line_and_nonzero() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -9,6 +10,7 @@ import responses
 from celery import Celery
 from flask import Flask
 
+import providers
 import workers.tasks as tasks
 from shared.celery_config import make_celery
 from shared.client import TransferClient
@@ -19,13 +21,14 @@ from webhooks import create_app
 from webhooks.deps import Deps
 from workers.runtime import Runtime
 
-TWILIO_SID = "AC" + "a" * 32
-TWILIO_API = "https://twilio.test"
-PLIVO_ID = "MA" + "B" * 18
-PLIVO_API = "https://plivo.test"
-RESUME_URL = "https://platform.example.com/plivo/resume"
-EXOTEL_API = "https://exotel.test"
-EXOTEL_SID = "acme1"
+
+def _provider_settings() -> dict[str, Any]:
+    """Each registered provider's test account, from its own test package
+    (tests/unit/providers/<name>/__init__.py, `SETTINGS`): a new provider adds nothing here."""
+    out: dict[str, Any] = {}
+    for spec in providers.specs():
+        out.update(importlib.import_module(f"tests.unit.providers.{spec.name}").SETTINGS)
+    return out
 
 
 @pytest.fixture
@@ -34,21 +37,7 @@ def settings() -> Settings:
         redis_url="redis://unused:6379/0",
         celery_broker_url="memory://",
         public_base_url="https://hooks.example.com",
-        twilio_account_sid=TWILIO_SID,
-        twilio_auth_token="twilio-test-token",
-        twilio_api_base_url=TWILIO_API,
-        plivo_auth_id=PLIVO_ID,
-        plivo_auth_token="plivo-test-token",
-        plivo_api_base_url=PLIVO_API,
-        plivo_resume_url=RESUME_URL,
-        exotel_account_sid=EXOTEL_SID,
-        exotel_api_key="exo-key",
-        exotel_api_token="exo-token",
-        exotel_api_base_url=EXOTEL_API,
-        exotel_webhook_token="exo-webhook-secret",
-        telnyx_api_key="telnyx-test-key",
-        telnyx_connection_id="telnyx-test-app",
-        telnyx_api_base_url="https://telnyx.test",
+        **_provider_settings(),
         provider_retry_delays=[0.01, 0.01, 0.01],
         api_token="api-test-token",
         # The directory's "main-line" is a US number; the Exotel tests dial India.

@@ -8,8 +8,11 @@ README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    missing = [name.upper() for name in Settings.model_fields
-               if f"`{name.upper()}`" not in README]
+    import providers
+
+    names = [name.upper() for name in Settings.model_fields]
+    names += [env for spec in providers.specs() for env in spec.account.env_names()]
+    missing = [name for name in names if f"`{name}`" not in README]
     assert missing == []
 
 

@@ -14,6 +14,7 @@ from shared.config import Settings
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import AppFactory
+from tests.unit.providers.twilio import TWILIO_SID
 from webhooks import create_app
 
 BASE = "https://hooks.example.com"
@@ -45,7 +46,7 @@ def post(client: FlaskClient, settings: Settings, path: str, params: dict[str, s
                        **kw)
 
 
-AGENT_PARAMS = {"CallSid": "CA" + "a" * 32, "CallStatus": "busy", "AccountSid": "AC1"}
+AGENT_PARAMS = {"CallSid": "CA" + "a" * 32, "CallStatus": "busy", "AccountSid": TWILIO_SID}
 
 
 def test_signed_callback_is_enqueued(client: FlaskClient, settings: Settings,

@@ -17,7 +17,7 @@ PARTS = ("handoff", "callbacks", "markup", "routes", "signature", "sandbox", "ca
 
 
 def test_the_registry_lists_the_providers_the_contracts_accept() -> None:
-    assert providers.names() == contracts.PROVIDERS
+    assert providers.names() == contracts.known_providers()
     assert providers.get("nobody") is None
     assert all(providers.get(name).name == name for name in providers.names())  # type: ignore[union-attr]
 

@@ -17,7 +17,9 @@ from providers.exotel import handoff as exotel
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
-from tests.unit.conftest import EXOTEL_API, EXOTEL_SID, AppFactory
+from tests.unit.conftest import AppFactory
+from tests.unit.providers.exotel import EXOTEL_API, EXOTEL_SID
+from webhooks import create_app
 from workers import tasks
 from workers.runtime import Runtime
 
@@ -153,11 +155,11 @@ def test_call_details_client_retries_transient_errors(settings: Settings,
                                                       mocked: responses.RequestsMock) -> None:
     mocked.get(DETAILS_URL, status=503)
     with pytest.raises(exotel.TransientProviderError):
-        exotel.ExotelClient(settings).call_details(CALL)
+        exotel.make_client(settings, {}).call_details(CALL)
     assert len(mocked.calls) == 3  # one try and two retries
     mocked.replace(responses.GET, DETAILS_URL, status=401, json={})
     with pytest.raises(exotel.PermanentProviderError):
-        exotel.ExotelClient(settings).call_details(CALL)
+        exotel.make_client(settings, {}).call_details(CALL)
 
 
 def test_normalise_status_both_encodings() -> None:
@@ -484,7 +486,7 @@ def test_ip_allow_list_and_trusted_proxies(make_app: AppFactory, store: Store) -
 
 def test_allow_list_settings_are_checked_at_startup(settings: Settings) -> None:
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 network"):
-        settings.model_validate({**settings.model_dump(), "exotel_allowed_ips": "exotel"})
+        create_app(settings.model_copy(update={"exotel_allowed_ips": "exotel"}))
 
 
 def test_deeply_nested_json_status_is_400(client: FlaskClient, celery_app: Celery) -> None:

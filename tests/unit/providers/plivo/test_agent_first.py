@@ -22,7 +22,8 @@ from shared.config import Settings
 from shared.contracts import parse_request
 from shared.store import Store
 from tests.helpers import drain_queue, make_request
-from tests.unit.conftest import PLIVO_API, PLIVO_ID, AppFactory
+from tests.unit.conftest import AppFactory
+from tests.unit.providers.plivo import PLIVO_API, PLIVO_ID
 from tests.unit.providers.plivo.test_handoff import bare, context_of
 from tests.unit.providers.plivo.test_routes import path_of, post
 from workers import tasks

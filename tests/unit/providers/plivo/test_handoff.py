@@ -17,7 +17,7 @@ from providers.plivo import markup as plivo
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import make_request
-from tests.unit.conftest import PLIVO_API, PLIVO_ID, RESUME_URL
+from tests.unit.providers.plivo import PLIVO_API, PLIVO_ID, RESUME_URL
 from workers import tasks
 from workers.runtime import Runtime
 

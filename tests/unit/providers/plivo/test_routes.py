@@ -21,7 +21,8 @@ from shared.contracts import parse_request
 from shared.model import Cause
 from shared.store import State, Store
 from tests.helpers import drain_queue, make_request
-from tests.unit.conftest import RESUME_URL, AppFactory
+from tests.unit.conftest import AppFactory
+from tests.unit.providers.plivo import RESUME_URL
 from tests.unit.providers.plivo.test_handoff import bare
 from webhooks import create_app
 from webhooks.deps import Deps

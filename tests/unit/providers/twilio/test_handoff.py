@@ -10,7 +10,7 @@ import responses
 
 from shared.store import Store
 from tests.helpers import make_request
-from tests.unit.conftest import TWILIO_API, TWILIO_SID
+from tests.unit.providers.twilio import TWILIO_API, TWILIO_SID
 from workers import tasks
 from workers.runtime import Runtime
 
@@ -322,9 +322,9 @@ def test_outcomes_and_latencies_are_measured(rt: Runtime, mocked: responses.Requ
     callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT)
     callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=CUSTOMER)
     text = rt.metrics.render().decode()
-    assert 'warm_transfer_requests_total{provider="twilio"} 1.0' in text
-    assert ('warm_transfer_transfers_total{outcome="succeeded",provider="twilio",reason=""} 1.0'
-            in text)
+    assert 'warm_transfer_requests_total{account="default",provider="twilio"} 1.0' in text
+    assert ('warm_transfer_transfers_total{account="default",outcome="succeeded",'
+            'provider="twilio",reason=""} 1.0' in text)
     assert 'warm_transfer_provider_call_seconds_count{provider="twilio"} 1.0' in text
     assert 'warm_transfer_bridge_seconds_count{provider="twilio"} 1.0' in text
 

@@ -14,7 +14,8 @@ from providers.twilio import markup
 from shared.config import Settings
 from shared.store import Store
 from tests.helpers import make_request
-from tests.unit.conftest import TWILIO_SID, AppFactory
+from tests.unit.conftest import AppFactory
+from tests.unit.providers.twilio import TWILIO_SID
 from tests.unit.providers.twilio.test_handoff import (
     ACCOUNT,
     AGENT,

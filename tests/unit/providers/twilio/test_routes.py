@@ -24,6 +24,7 @@ from shared.contracts import parse_request
 from shared.store import State, Store
 from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import AppFactory
+from tests.unit.providers.twilio import TWILIO_SID
 from webhooks.deps import Deps
 
 BASE = "https://hooks.example.com"
@@ -68,7 +69,7 @@ def screen_path(tid: str, lead: str = "L1", key: str = "1", timeout: str = "8",
 
 # -- signatures ---------------------------------------------------------------------------
 
-AGENT_PARAMS = {"CallSid": AGENT, "CallStatus": "busy", "AccountSid": "AC1"}
+AGENT_PARAMS = {"CallSid": AGENT, "CallStatus": "busy", "AccountSid": TWILIO_SID}
 
 
 def test_a_shared_key_signed_request_is_accepted(client: FlaskClient, celery_app: Celery
@@ -174,7 +175,7 @@ def test_a_repeated_status_callback_is_enqueued_once(client: FlaskClient, settin
 
 def test_the_amd_verdict_is_enqueued_with_its_attempt(client: FlaskClient, settings: Settings,
                                                       celery_app: Celery) -> None:
-    params = {"CallSid": AGENT, "AnsweredBy": "machine_start", "AccountSid": "AC1",
+    params = {"CallSid": AGENT, "AnsweredBy": "machine_start", "AccountSid": TWILIO_SID,
               "MachineDetectionDuration": "1830"}
     assert signed(client, settings, "/twilio/amd?transfer_id=tr_1&attempt=2",
                   params).status_code == 204
