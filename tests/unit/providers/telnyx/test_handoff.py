@@ -276,8 +276,9 @@ def test_an_extension_without_briefing_bridges_after_the_playout(
 
 def test_a_sip_destination_is_dialed_with_custom_headers_and_credentials(
         rt: Runtime, mocked: responses.RequestsMock, monkeypatch: Any) -> None:
-    monkeypatch.setenv("TELNYX_SIP_AUTH_USERNAME", "agent-desk")
-    monkeypatch.setenv("TELNYX_SIP_AUTH_PASSWORD", "desk-secret")
+    # The default account's SIP credentials (TELNYX_SIP_AUTH_USERNAME / _PASSWORD).
+    monkeypatch.setattr(rt, "settings", rt.settings.model_copy(update={
+        "telnyx_sip_auth_username": "agent-desk", "telnyx_sip_auth_password": "desk-secret"}))
     tid = start(mocked, transfer_number=None, extra={"summary": "Wants a refund"},
                 transfer_numbers=["sip:desk-7@pbx.example.com"],
                 sip_headers={"X-Queue": "billing"})

@@ -385,8 +385,9 @@ def test_with_screening_the_digits_come_before_the_prompt(
 def test_a_sip_destination_gets_our_headers_in_its_uri_and_the_sip_credentials(
         rt: Runtime, store: Store, mocked: responses.RequestsMock,
         monkeypatch: Any) -> None:
-    monkeypatch.setenv("TWILIO_SIP_AUTH_USERNAME", "agent-desk")
-    monkeypatch.setenv("TWILIO_SIP_AUTH_PASSWORD", "desk-secret")
+    # The default account's SIP credentials (TWILIO_SIP_AUTH_USERNAME / _PASSWORD).
+    monkeypatch.setattr(rt, "settings", rt.settings.model_copy(update={
+        "twilio_sip_auth_username": "agent-desk", "twilio_sip_auth_password": "desk-secret"}))
     mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
     req = make_request(lead_id="L1", call_id=CUSTOMER, transfer_id="tr_L1",
                        transfer_number=None, summary="Wants a refund & a call back")
