@@ -18,7 +18,9 @@ OUTBOUND = {"twilio": "+14155550199", "plivo": "+14155550199", "exotel": "+91999
 # What a customer might say and the LLM put in the summary: a name, a card, a number.
 SUMMARY = ("Priya Raman wants her card 4111 1111 1111 1111 refunded; call back on "
            "415-555-0123 or (415) 555-0124")
-SUMMARY_WORDS = ("Priya", "Raman", "refunded", "4111", "555-0123", "555-0124")
+# The card as said and as digits ("4111" alone also matches a task's runtime, 0.0019341110…).
+SUMMARY_WORDS = ("Priya", "Raman", "refunded", "4111 1111", "4111111111111111", "555-0123",
+                 "555-0124")
 # The sandbox's customer calls (tests.stack.Services.customer_call).
 CUSTOMER_NUMBERS = ("+14155550150", "+14155550151")
 
