@@ -187,7 +187,14 @@ class Services:
                              task_ignore_result=True, worker_hijack_root_logger=False,
                              broker_connection_retry=True,
                              worker_cancel_long_running_tasks_on_connection_loss=True,
-                             broker_connection_max_retries=None)
+                             broker_connection_max_retries=None,
+                             # No remote control: its broadcast consumer is a Redis pub/sub
+                             # socket, once seen blocked in recv() at shutdown after the
+                             # suites' Redis restarts (the session's end then timed out).
+                             worker_enable_remote_control=False,
+                             worker_send_task_events=False,
+                             # And no read waits for ever (kombu's BRPOP polls every 1 s).
+                             broker_transport_options={"socket_timeout": 10})
         log = self.events
 
         # shared=False: not attached to every other app (another suite has its own).
