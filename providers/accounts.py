@@ -14,6 +14,14 @@ The credentials of (provider, account) come from, first match wins:
 What is resolved is kept CREDENTIALS_TTL seconds (an unknown account too), so that a rotated
 secret takes effect without a restart. Secret fields are `SecretStr`: their repr, and so any
 log line or error holding the model, shows `**********`.
+
+A broken source (the file unreadable, not JSON/YAML or of the wrong shape, an invalid entry,
+a resolver that raises or answers something else than a mapping or None) is the operator's
+fault, not the request's: `CredentialsUnavailable` (service_unavailable for a request, 503
+for a webhook), with one ERROR log line naming the source and the problem, never a value.
+What was resolved before stays in use while the source is broken (the last good copy, kept
+another TTL at each failed refresh, each logged): an outage of the file should not become an
+outage of the calls. Only what was never resolved is refused.
 """
 
 from __future__ import annotations
@@ -31,8 +39,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from shared.contracts import ErrorCode, RequestError
+from shared.logs import get_logger
+
 if TYPE_CHECKING:
     from shared.config import Settings
+
+log = get_logger(__name__)
 
 DEFAULT = "default"
 # Account names: what a request may carry, a callback URL repeats and a metrics label shows.
@@ -43,6 +56,20 @@ S = TypeVar("S", bound=BaseModel)
 
 class UnknownAccount(LookupError):
     """No credentials for this (provider, account)."""
+
+
+class CredentialsUnavailable(RequestError, OSError):
+    """The credential source is broken (an operator's fault): the request is refused as
+    service_unavailable (a RequestError: the client's and the worker's validation answer it
+    so), a webhook 503 (an OSError: what the signature check answers 503); retry later."""
+
+    def __init__(self, problem: str) -> None:
+        # No detail: the caller (an LLM's tool result) is told nothing of our files.
+        super().__init__(ErrorCode.SERVICE_UNAVAILABLE)
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return self.problem
 
 
 class Account(BaseModel):
@@ -143,29 +170,78 @@ def _from_env(settings: Settings, spec: AccountSpec) -> dict[str, Any] | None:
     return values if all(values.get(f) for f in spec.required) else None
 
 
-def _read_file(settings: Settings, cache: _Cache, now: float) -> dict[str, Any]:
-    if cache.file is not None and cache.file[0] > now:
-        return cache.file[1]
-    path = Path(settings.credentials_file)
-    text = path.read_text(encoding="utf-8")
+def _parse_file(path: Path) -> dict[str, Any]:
+    """The file's {provider: {account: {...}}}, or CredentialsUnavailable saying what is wrong
+    (never the content: a parser's message may quote it)."""
+    where = f"CREDENTIALS_FILE {str(path)!r}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CredentialsUnavailable(f"{where}: unreadable ({exc.strerror or type(exc).__name__})"
+                                     ) from None
+    except UnicodeDecodeError:
+        raise CredentialsUnavailable(f"{where}: not UTF-8 text") from None
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise CredentialsUnavailable(f"{where}: invalid YAML{at}") from None
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CredentialsUnavailable(
+                f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}") from None
     if not isinstance(data, dict):
-        raise ValueError("CREDENTIALS_FILE must hold an object: {provider: {account: {...}}}")
+        raise CredentialsUnavailable(
+            f"{where}: must hold an object {{provider: {{account: {{field: value}}}}}}")
+    for provider, section in data.items():
+        if not isinstance(section, dict):
+            raise CredentialsUnavailable(f"{where}: {provider!r} must map accounts to fields")
+        for name, entry in section.items():
+            if not isinstance(entry, dict):
+                raise CredentialsUnavailable(
+                    f"{where}: {provider} account {name!r} must map fields to values")
+    return data
+
+
+def _read_file(settings: Settings, cache: _Cache, now: float) -> dict[str, Any]:
+    if cache.file is not None and cache.file[0] > now:
+        return cache.file[1]
+    try:
+        data = _parse_file(Path(settings.credentials_file))
+    except CredentialsUnavailable as exc:
+        if cache.file is None:
+            raise
+        # The last good copy, another TTL: each failed refresh logs once.
+        log.error("credentials source broken; keeping the last good copy",
+                  extra={"problem": exc.problem})
+        cache.file = (now + settings.credentials_ttl, cache.file[1])
+        return cache.file[1]
     cache.file = (now + settings.credentials_ttl, data)
     return data
 
 
 def _from_resolver(settings: Settings, provider: str, account: str
                    ) -> Mapping[str, Any] | None:
+    where = f"CREDENTIALS_RESOLVER {settings.credentials_resolver!r}"
     module, _, name = settings.credentials_resolver.partition(":")
-    fn: Callable[[str, str], Mapping[str, Any] | None] = getattr(
-        importlib.import_module(module), name)
-    return fn(provider, account)
+    try:
+        fn: Callable[[str, str], Mapping[str, Any] | None] = getattr(
+            importlib.import_module(module), name)
+        values = fn(provider, account)
+    except Exception as exc:  # noqa: BLE001 - whatever a resolver raises, the source is down
+        # The type only: a resolver's message may hold a URL with a token, or a value.
+        raise CredentialsUnavailable(f"{where} failed for {provider} account {account!r}: "
+                                     f"{type(exc).__name__}") from None
+    if values is not None and not isinstance(values, Mapping):
+        raise CredentialsUnavailable(f"{where} answered {type(values).__name__} for {provider} "
+                                     f"account {account!r}, not a mapping or None")
+    return values
 
 
 def _lookup(settings: Settings, provider: str, account: str, cache: _Cache, now: float
@@ -186,13 +262,14 @@ def _lookup(settings: Settings, provider: str, account: str, cache: _Cache, now:
         return spec.model.model_validate({**values, "name": account})
     except ValidationError as exc:
         # The message names the fields, never their values (hide_input_in_errors).
-        raise ValueError(f"{provider} account {account!r} from {source}: "
+        raise CredentialsUnavailable(f"{provider} account {account!r} from {source}: "
                          f"{exc.error_count()} invalid field(s): "
                          f"{', '.join(str(e['loc'][0]) for e in exc.errors())}") from None
 
 
 def find(settings: Settings, provider: str, account: str | None = None) -> Account | None:
-    """The credentials of `account` (default: "default") of `provider`, None if unknown."""
+    """The credentials of `account` (default: "default") of `provider`, None if unknown;
+    CredentialsUnavailable when the source is broken and the account was never resolved."""
     name = account or DEFAULT
     if not NAME_FORMAT.match(name):
         return None
@@ -202,7 +279,16 @@ def find(settings: Settings, provider: str, account: str | None = None) -> Accou
     if hit is not None and hit[0] > now:
         return hit[1]
     with cache.lock:
-        found = _lookup(settings, provider, name, cache, now)
+        try:
+            found = _lookup(settings, provider, name, cache, now)
+        except CredentialsUnavailable as exc:
+            if hit is None:
+                log.error("credentials unavailable; refused",
+                          extra={"problem": exc.problem, "provider": provider, "account": name})
+                raise
+            log.error("credentials source broken; keeping the last good copy",
+                      extra={"problem": exc.problem, "provider": provider, "account": name})
+            found = hit[1]  # an account known unknown stays so
         cache.accounts[(provider, name)] = (now + settings.credentials_ttl, found)
     return found
 
@@ -221,11 +307,9 @@ def of_transfer(settings: Settings, transfer: Mapping[str, str]) -> Account:
 
 
 def known(settings: Settings, provider: str, account: str | None) -> bool:
-    """Whether a request may name this account (its credentials resolve)."""
-    try:
-        return find(settings, provider, account) is not None
-    except (OSError, ValueError, ImportError, AttributeError):
-        return False
+    """Whether a request may name this account (its credentials resolve);
+    CredentialsUnavailable (a RequestError: service_unavailable) when the source is broken."""
+    return find(settings, provider, account) is not None
 
 
 def max_concurrent(settings: Settings, provider: str, account: str | None) -> int:

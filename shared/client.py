@@ -54,7 +54,9 @@ class TransferClient:
         self._celery = celery
 
     def account_known(self, provider: str, account: str) -> bool:
-        """Whether the provider account has credentials (resolved, cached: see accounts)."""
+        """Whether the provider account has credentials (resolved, cached: see accounts).
+        A broken credential source raises accounts.CredentialsUnavailable, a RequestError
+        (service_unavailable): the operator's fault, not the request's."""
         from providers import accounts  # here: the registry imports the store
 
         return accounts.known(self.settings, provider, account)
@@ -102,6 +104,11 @@ class TransferClient:
                                                       "account": req.account})
                 return ToolResult.refused(ErrorCode.ACCOUNT_LIMIT)
             outcome, detail = self.store.begin(req)
+        except RequestError as exc:
+            # The account's cap: its credentials' source is broken (logged where it is read).
+            bound.info("transfer refused", extra={"error": exc.code.value,
+                                                  "account": req.account})
+            return ToolResult.refused(exc.code, exc.detail)
         except redis.RedisError:
             bound.exception("redis unavailable while claiming the lead")
             return ToolResult.refused(ErrorCode.SERVICE_UNAVAILABLE)

@@ -53,8 +53,10 @@ JUST_ENDED = 10
 # Bridge time histogram buckets (upper bounds, seconds).
 BRIDGE_BUCKETS = (2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0)
 _TRANSFER_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
-_FIELDS = ("transfer_id", "lead_id", "provider", "state", "attempt", "destinations",
-           "started_at", "updated_at", "reason", "event")
+_FIELDS = ("transfer_id", "lead_id", "provider", "account", "state", "attempt",
+           "destinations", "started_at", "updated_at", "reason", "event")
+# The account of a record without one (the store writes only the others).
+DEFAULT_ACCOUNT = "default"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -288,6 +290,10 @@ def masked(value: Any) -> Any:
     return value
 
 
+def _account(rec: Mapping[str, str]) -> str:
+    return rec.get("account") or DEFAULT_ACCOUNT
+
+
 def _destinations(rec: Mapping[str, str]) -> list[str]:
     try:
         return [str(n) for n in json.loads(rec.get("destinations") or "[]")]
@@ -309,7 +315,8 @@ def live_transfers(store: Store, now: float | None = None) -> list[dict[str, Any
         started = _float(rec.get("started_at"))
         rows.append({
             "transfer_id": rec["transfer_id"], "lead_id": mask_in_text(rec.get("lead_id", "")),
-            "provider": rec.get("provider", ""), "state": rec.get("state", ""),
+            "provider": rec.get("provider", ""), "account": _account(rec),
+            "state": rec.get("state", ""),
             "destination": mask(dests[attempt]) if attempt < len(dests) else "",
             "position": attempt + 1, "of": len(dests),
             "started_at": _iso(started) if started else "",
@@ -333,7 +340,8 @@ def ended_transfers(store: Store, start: float, end: float, limit: int = RECENT_
         attempts = [a for a in event.get("attempts") or [] if isinstance(a, dict)]
         rows.append({
             "transfer_id": rec["transfer_id"], "lead_id": mask_in_text(rec.get("lead_id", "")),
-            "provider": rec.get("provider", ""), "outcome": rec.get("state", ""),
+            "provider": rec.get("provider", ""), "account": _account(rec),
+            "outcome": rec.get("state", ""),
             "reason": rec.get("reason", "") if rec.get("state") == State.FAILED else "",
             "ended_at": _iso(finished), "ended_ts": finished,
             "duration": round(finished - started, 2) if started else None,
@@ -349,18 +357,25 @@ def _rate(answered: int, total: int) -> str:
     return f"{100 * answered / total:.0f}%" if total else "-"
 
 
+def _outcomes(counts: Counter[str]) -> dict[str, Any]:
+    total = sum(counts.values())
+    return {"total": total, "succeeded": counts[State.SUCCEEDED],
+            "failed": counts[State.FAILED], "rate": _rate(counts[State.SUCCEEDED], total)}
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts and answer rates per provider and per destination position."""
+    """Counts and answer rates per provider, per provider account and per destination
+    position."""
     providers: dict[str, Counter[str]] = defaultdict(Counter)
+    # An account's name is its provider's: the same name on two providers is two accounts.
+    accounts: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for row in rows:
         providers[row["provider"]][row["outcome"]] += 1
-    by_provider = []
-    for name, counts in sorted(providers.items()):
-        total = sum(counts.values())
-        by_provider.append({"provider": name, "total": total,
-                            "succeeded": counts[State.SUCCEEDED],
-                            "failed": counts[State.FAILED],
-                            "rate": _rate(counts[State.SUCCEEDED], total)})
+        accounts[(row["provider"], row["account"])][row["outcome"]] += 1
+    by_provider = [{"provider": name, **_outcomes(counts)}
+                   for name, counts in sorted(providers.items())]
+    by_account = [{"provider": provider, "account": account, **_outcomes(counts)}
+                  for (provider, account), counts in sorted(accounts.items())]
     positions: dict[int, Counter[str]] = defaultdict(Counter)
     for row in rows:
         for attempt in row["attempts"]:
@@ -373,7 +388,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "rate": _rate(counts["answered"], total),
             "outcomes": ", ".join(f"{k} {v}" for k, v in counts.most_common())})
     reasons = Counter(row["reason"] for row in rows if row["reason"])
-    return {"by_provider": by_provider, "by_position": by_position,
+    return {"by_provider": by_provider, "by_account": by_account, "by_position": by_position,
             "reasons": reasons.most_common()}
 
 
@@ -444,8 +459,9 @@ def transfer_detail(store: Store, transfer_id: str) -> dict[str, Any] | None:
                          "note": mask_in_text(str(entry.get("note", "")))})
     return {
         "transfer_id": transfer_id, "lead_id": mask_in_text(rec.get("lead_id", "")),
-        "provider": rec.get("provider", ""), "state": rec.get("state", ""),
-        "reason": rec.get("reason", ""), "call_id": rec.get("call_id", ""),
+        "provider": rec.get("provider", ""), "account": _account(rec),
+        "state": rec.get("state", ""), "reason": rec.get("reason", ""),
+        "call_id": rec.get("call_id", ""),
         "started_at": _iso(start) if start else "",
         "destinations": [mask(n) for n in dests], "tried": tried, "timeline": timeline,
         "event": json.dumps(masked(event), indent=2) if event else "",
@@ -483,6 +499,7 @@ def recent() -> str:
     if window not in WINDOWS:
         window = "1h"
     provider = request.args.get("provider", "")
+    account = request.args.get("account", "")
     outcome = request.args.get("outcome", "")
     reason = request.args.get("reason", "")
     now = time.time()
@@ -490,8 +507,10 @@ def recent() -> str:
     providers = sorted({r["provider"] for r in rows} | set(registry.names()))
     reasons = sorted({r["reason"] for r in rows if r["reason"]} | {r.value for r in
                                                                   FailureReason})
+    accounts = sorted({r["account"] for r in rows} | {DEFAULT_ACCOUNT, account} - {""})
     chosen = [r for r in rows
               if (not provider or r["provider"] == provider)
+              and (not account or r["account"] == account)
               and (not outcome or r["outcome"] == outcome)
               and (not reason or r["reason"] == reason)]
     durations = [r["duration"] for r in chosen
@@ -500,7 +519,8 @@ def recent() -> str:
                    total=len(chosen), truncated=len(chosen) > RECENT_SHOWN,
                    stats=summarize(chosen), chart=bridge_chart(durations),
                    windows=list(WINDOWS), window=window, providers=providers,
-                   reasons=reasons, outcomes=[State.SUCCEEDED.value, State.FAILED.value],
+                   accounts=accounts, f_account=account, reasons=reasons,
+                   outcomes=[State.SUCCEEDED.value, State.FAILED.value],
                    f_provider=provider, f_outcome=outcome, f_reason=reason, now=_iso(now),
                    capped=len(rows) >= RECENT_LIMIT)
 

@@ -86,6 +86,9 @@ def test_demo_uses_the_running_stack_and_its_console_shows_the_transfers(
     outcomes = {row["transfer_id"]: (row["outcome"], row["reason"]) for row in ended["ended"]}
     assert outcomes[ids[0]] == ("succeeded", "")
     assert outcomes[ids[1]] == ("failed", "busy")
+    # The demo's requests name no provider_account: the default account, shown as such.
+    assert {row["account"] for row in ended["ended"] if row["transfer_id"] in ids} == {
+        "default"}
 
 
 def test_request_and_status_reach_the_running_stack(up: tuple[Stack, int, Path]) -> None:

@@ -52,11 +52,13 @@ def login(client: FlaskClient, token: str = TOKEN, next_: str = "") -> Any:
 
 
 def _begin(store: Store, lead: str, numbers: list[str], provider: str = "twilio",
-           now: float | None = None) -> dict[str, str]:
+           now: float | None = None, account: str | None = None) -> dict[str, str]:
     raw = make_request(lead_id=lead, call_id=f"CA{lead}", provider=provider,
                        transfer_number=numbers[0])
     raw["template"]["configurations"]["transfer_numbers"] = numbers
-    req = parse_request(raw, store.get_number)
+    if account is not None:
+        raw["provider_account"] = account
+    req = parse_request(raw, store.get_number, account_known=lambda p, a: True)
     store.begin(req, now=now)
     rec = store.get_transfer(req.transfer_id)
     assert rec is not None
@@ -348,3 +350,47 @@ def test_console_requests_are_not_counted_as_webhook_requests(client: FlaskClien
                if k.startswith("warm_transfer_webhook_requests|")]
     assert any("route=/healthz" in k for k in counted)
     assert not [k for k in counted if "/console" in k]
+
+
+def test_each_view_shows_the_account_and_recent_filters_and_counts_by_it(
+        client: FlaskClient, store: Store, rt: Runtime) -> None:
+    ids = _ended_mix(store, rt)
+    acme = _dialing(store, _begin(store, "L-acme", [AGENT], account="acme"))
+    rt.fail(acme, "no_answer", "nobody answered")
+    plivo_acme = _dialing(store, _begin(store, "L-pacme", [AGENT], provider="plivo",
+                                        account="acme"))
+    rt.succeed(plivo_acme, "customer joined", from_states=())
+    flying = _dialing(store, _begin(store, "L-fly", [AGENT], account="acme"))
+    login(client)
+    data = client.get("/console/api/live").json
+    assert data is not None
+    assert [(r["transfer_id"], r["account"]) for r in data["transfers"]] == [
+        (flying["transfer_id"], "acme")]
+    ended = {r["transfer_id"]: r["account"] for r in data["ended"]}
+    assert ended[acme["transfer_id"]] == "acme" and ended[ids["ok"]] == "default"
+    live = client.get("/console/").text
+    assert re.search(rf'data-transfer="{flying["transfer_id"]}">.*?<td>twilio</td>'
+                     r"<td>acme</td>", live, re.S)
+    detail = client.get(f"/console/transfers/{acme['transfer_id']}").text
+    assert '<dd id="account">acme</dd>' in detail
+    assert '<dd id="account">default</dd>' in client.get(
+        f"/console/transfers/{ids['ok']}").text
+
+    page = client.get("/console/recent?window=1h").text
+    by_account = page.split('id="by-account"')[1].split("</table>")[0]
+    # Per provider's account: twilio's acme is not plivo's acme.
+    for provider, account, total, ok, failed, rate in (
+            ("twilio", "default", 2, 2, 0, "100%"), ("twilio", "acme", 1, 0, 1, "0%"),
+            ("plivo", "default", 1, 0, 1, "0%"), ("plivo", "acme", 1, 1, 0, "100%")):
+        assert re.search(rf"<td>{provider}</td><td>{account}</td><td class=\"num\">{total}"
+                         rf"</td><td class=\"num\">{ok}</td><td class=\"num\">{failed}</td>"
+                         rf"<td class=\"num\">{rate}</td>", by_account), (provider, account)
+    assert '<option value="acme" >acme</option>' in page
+    only = client.get("/console/recent?window=1h&account=acme").text
+    listed = only.split('id="recent"')[1]
+    assert sorted(re.findall(r'data-transfer="([^"]+)"', listed)) == sorted(
+        [acme["transfer_id"], plivo_acme["transfer_id"]])
+    assert '<option value="acme" selected>acme</option>' in only
+    twilio_acme = client.get("/console/recent?window=1h&account=acme&provider=twilio").text
+    assert re.findall(r'data-transfer="([^"]+)"', twilio_acme.split('id="recent"')[1]) == [
+        acme["transfer_id"]]

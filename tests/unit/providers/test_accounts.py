@@ -119,10 +119,127 @@ def test_a_bad_entry_names_the_field_never_the_value(settings: Settings,
     path = tmp_path / "accounts.json"
     path.write_text(json.dumps({"twilio": {"x": {"auth_token": "s3cr3t-value", "oops": 1}}}))
     cfg = settings.model_copy(update={"credentials_file": str(path)})
-    with pytest.raises(ValueError, match="invalid field") as exc:
+    with pytest.raises(accounts.CredentialsUnavailable, match="invalid field") as exc:
         accounts.resolve(cfg, "twilio", "x")
     assert "oops" in str(exc.value) and "s3cr3t-value" not in str(exc.value)
-    assert not accounts.known(cfg, "twilio", "x")
+    # The operator's entry is broken, not the request: service_unavailable, not unknown.
+    with pytest.raises(accounts.CredentialsUnavailable):
+        accounts.known(cfg, "twilio", "x")
+
+
+# The ways an operator breaks the file: (name, content, what the log line says).
+BROKEN = [
+    ("accounts.json", '{"twilio": {"acme": {"auth_token": "s3cr3t-value"', "invalid JSON"),
+    ("accounts.yaml", "twilio:\n  acme: {auth_token: s3cr3t-value\n", "invalid YAML"),
+    ("accounts.json", '["s3cr3t-value"]', "must hold an object"),
+    ("accounts.json", '{"twilio": ["s3cr3t-value"]}', "must map accounts"),
+    ("accounts.json", '{"twilio": {"acme": "s3cr3t-value"}}', "must map fields"),
+    ("accounts.json", b'{"twilio": "\xff s3cr3t-value"}', "not UTF-8"),
+    ("missing.json", None, "unreadable"),
+]
+
+
+def _errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(("name", "content", "problem"), BROKEN)
+def test_a_broken_file_refuses_as_service_unavailable_and_logs_why(
+        settings: Settings, store: Store, celery_app: Any, tmp_path: Path,
+        redis_client: Any, caplog: pytest.LogCaptureFixture, name: str, content: str | bytes | None,
+        problem: str) -> None:
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    cfg = settings.model_copy(update={"credentials_file": str(path)})
+    client = TransferClient(cfg, store=store, celery=celery_app)
+    caplog.set_level(logging.INFO)
+    for request in (make_request(provider_account="acme"), make_request()):
+        caplog.clear()
+        refused = client.connect_to_live_agent(request)
+        assert refused["status"] == "error" and refused["error"] == "service_unavailable"
+        assert str(tmp_path) not in refused["message"]  # the caller learns nothing of ours
+        [line] = _errors(caplog)
+        said = line.getMessage() + str(line.__dict__.get("problem"))
+        assert "CREDENTIALS_FILE" in said and str(path) in said and problem in said
+        assert "s3cr3t-value" not in caplog.text
+    assert drain_queue(celery_app, "transfers") == []
+    assert redis_client.keys("*transfer*") == []
+
+
+def test_a_resolver_that_raises_refuses_as_service_unavailable(
+        settings: Settings, store: Store, celery_app: Any,
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("broken_secret_manager")
+
+    def lookup(provider: str, account: str) -> dict[str, str] | None:
+        raise RuntimeError("GET https://vault.test/v1/x?token=s3cr3t-value: 500")
+
+    module.lookup = lookup  # type: ignore[attr-defined]
+    module.odd = lambda provider, account: ["s3cr3t-value"]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "broken_secret_manager", module)
+    for resolver, problem in (("broken_secret_manager:lookup", "RuntimeError"),
+                              ("broken_secret_manager:odd", "not a mapping"),
+                              ("broken_secret_manager:absent", "AttributeError"),
+                              ("no_such_module_here:lookup", "ModuleNotFoundError")):
+        cfg = settings.model_copy(update={"credentials_resolver": resolver})
+        client = TransferClient(cfg, store=store, celery=celery_app)
+        caplog.clear()
+        refused = client.connect_to_live_agent(make_request(provider_account="acme"))
+        assert refused["error"] == "service_unavailable", resolver
+        [line] = _errors(caplog)
+        said = str(line.__dict__.get("problem"))
+        assert "CREDENTIALS_RESOLVER" in said and resolver in said and problem in said
+        assert "s3cr3t-value" not in caplog.text
+    assert drain_queue(celery_app, "transfers") == []
+
+
+def test_the_last_good_copy_is_kept_while_the_file_is_broken(
+        multi: Settings, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(accounts.time, "monotonic", lambda: clock[0])
+    cfg = multi.model_copy(update={"credentials_ttl": 30})
+    assert accounts.resolve(cfg, "twilio", "acme").secret("auth_token") == ACME_TOKEN
+    assert accounts.find(cfg, "twilio", "nobody") is None
+    Path(cfg.credentials_file).write_text("{not json")
+    clock[0] += 31
+    caplog.clear()
+    # Past the TTL: the refresh fails, and what was resolved stays (known and unknown)...
+    assert accounts.resolve(cfg, "twilio", "acme").secret("auth_token") == ACME_TOKEN
+    assert accounts.find(cfg, "twilio", "nobody") is None
+    # ...as does what the last good file held but was never asked for.
+    assert accounts.resolve(cfg, "plivo", "acme").secret("auth_token") == "acme-plivo-token"
+    [line] = _errors(caplog)  # one line per failed refresh, not per look-up
+    assert "last good copy" in line.getMessage() and "invalid JSON" in str(line.__dict__)
+    # A process that never read the file good has nothing to keep: refused.
+    fresh = cfg.model_copy()
+    with pytest.raises(accounts.CredentialsUnavailable):
+        accounts.find(fresh, "twilio", "acme")
+    # Mended: the next refresh reads it again.
+    rotated = json.loads(json.dumps(FILE))
+    rotated["twilio"]["acme"]["auth_token"] = "rotated-token"
+    Path(cfg.credentials_file).write_text(json.dumps(rotated))
+    clock[0] += 31
+    assert accounts.resolve(cfg, "twilio", "acme").secret("auth_token") == "rotated-token"
+
+
+def test_a_callback_for_an_account_whose_source_is_broken_is_answered_503(
+        settings: Settings, make_app: AppFactory, celery_app: Any, tmp_path: Path) -> None:
+    path = tmp_path / "accounts.json"
+    path.write_text("{not json")
+    app = make_app(credentials_file=str(path))
+    params = {"CallSid": "CA" + "a" * 32, "CallStatus": "busy", "AccountSid": ACME_SID}
+    # 503: the provider retries, and a mended file then checks the signature.
+    assert _twilio_post(app, settings, "/twilio/agent-status?transfer_id=tr_1&account=acme",
+                        params, ACME_TOKEN) == 503
+    client = app.test_client()
+    call = "c0ffee00c0ffee00c0ffee00c0ffee00"
+    assert client.get(f"/exotel/dial-up?token=acme-exo-hook&account=acme&CallSid={call}"
+                      ).status_code == 503
+    assert drain_queue(celery_app, "transfers") == []
 
 
 def test_secrets_are_masked_in_reprs(multi: Settings) -> None:
@@ -355,3 +472,19 @@ def test_a_transfer_of_another_account_logs_and_emits_no_secret(
     assert [e["reason"] for e in emitted if e["transfer_id"] == "tr_L5"] == ["provider_error"]
     text = caplog.text + json.dumps(emitted)
     assert not [s for s in SECRETS if s in text]
+
+
+def test_the_worker_fails_a_named_account_with_a_broken_source_as_service_unavailable(
+        multi: Settings, rt: Any, store: Store, events: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers import tasks
+
+    client = TransferClient(multi, store=store, celery=rt.celery)
+    tid = client.connect_to_live_agent(make_request(provider_account="acme"))["transfer_id"]
+    [msg] = drain_queue(rt.celery, "transfers")
+    # The worker's process has not read the file, which broke after the client's check.
+    Path(multi.credentials_file).write_text("{not json")
+    monkeypatch.setattr(rt, "settings", multi.model_copy())
+    tasks.transfer_request.apply(kwargs=msg["kwargs"])
+    [event] = events()
+    assert (event["transfer_id"], event["reason"]) == (tid, "service_unavailable")

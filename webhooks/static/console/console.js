@@ -52,11 +52,11 @@
 
   function render(data) {
     fill("live", data.transfers, function (t) {
-      return [linkCell(t.transfer_id), cell(t.lead_id), cell(t.provider), stateCell(t.state),
+      return [linkCell(t.transfer_id), cell(t.lead_id), cell(t.provider), cell(t.account), stateCell(t.state),
               cell(t.destination), cell(t.position + " of " + t.of), cell(seconds(t.elapsed), "num")];
     });
     fill("ended", data.ended, function (t) {
-      return [linkCell(t.transfer_id), cell(t.lead_id), cell(t.provider), stateCell(t.outcome),
+      return [linkCell(t.transfer_id), cell(t.lead_id), cell(t.provider), cell(t.account), stateCell(t.outcome),
               cell(t.reason), cell(t.ended_at), cell(seconds(t.duration), "num")];
     });
     document.getElementById("live-count").textContent = String(data.transfers.length);
