@@ -73,7 +73,9 @@ def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: s
         conference_name(transfer), start_conference_on_enter=True,
         end_conference_on_exit=True, beep=False, participant_label=agent_label(attempt),
         status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"]),
-        status_callback_method="POST", status_callback_event="start end join leave")
+        # The first participant's events are the conference's (twiml/conference,
+        # statusCallback): only the joins are acted on (see handoff.CONFERENCE_EVENTS).
+        status_callback_method="POST", status_callback_event="join")
     response.append(dial)
     return str(response.to_xml(xml_declaration=False))
 
@@ -104,8 +106,9 @@ def customer_twiml(settings: Settings, transfer: Mapping[str, str]) -> str:
         participant_label="customer",
         status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"]),
         status_callback_method="POST",
-        # One space-separated string: a list would render as "['join', ...]".
-        status_callback_event="start end join leave",
+        # One space-separated string: a list would render as "['join', ...]". Only the
+        # joins are acted on (the human's leg created the conference: its events rule).
+        status_callback_event="join",
     )
     response.append(dial)
     return str(response.to_xml(xml_declaration=False))

@@ -145,6 +145,25 @@ def test_voicemail_hangs_up_the_machine_and_dials_the_next(
     assert store.get_transfer(tid)["state"] == "dialing"  # type: ignore[index]
 
 
+def test_a_briefed_human_who_hangs_up_is_followed_by_the_next_without_a_leave_event(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    # The conference's leave and end events are no longer asked for: the leg's own
+    # `completed` status callback moves on, whatever the state past the join.
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked, summary="Wants a refund")
+    mocked.post(f"{ACCOUNT}/Conferences/CF1/Participants/{AGENT}.json",
+                json={"call_sid": AGENT, "status": "connected"})
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ConferenceSid="CF1")
+    assert store.get_transfer(tid)["state"] == "human_answered"  # type: ignore[index]
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="completed", attempt="0")
+    assert form(mocked.calls[-1])["To"] == [NUMBERS[1]]
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["attempt"] == "1" and rec["state"] == "dialing"
+    assert events() == []
+
+
 def test_retry_after_the_step_forward_places_the_missing_leg(
         rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
     mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
