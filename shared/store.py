@@ -216,9 +216,10 @@ return 1
 """
 
 _TRIAGE = """
--- KEYS (one lead's slot): record, timeline
+-- KEYS (one lead's slot): record, timeline, lead
 -- ARGV: record_ttl, late entry, live entry ('' = must go to the worker), attempt (''
---       = any), call sid ('' = any), field name, value, ...
+--       = any), call sid ('' = any), to state ('' = none), now_iso, transfer_id,
+--       from states (comma-separated), field name, value, ...
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'enqueue' end
 if state == 'succeeded' or state == 'failed' then
@@ -233,7 +234,20 @@ end
 if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'agent_call_sid') ~= ARGV[5] then
   return 'enqueue'
 end
-for i = 6, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 10, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[6] ~= '' then
+  -- A non-terminal step forward, as the worker's transition makes it: only from the
+  -- states given (else, as there, the fields are set and nothing is noted).
+  if not string.find(',' .. ARGV[9] .. ',', ',' .. state .. ',', 1, true) then
+    return 'recorded'
+  end
+  redis.call('HSET', KEYS[1], 'state', ARGV[6], 'updated_at', ARGV[7])
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  if redis.call('HGET', KEYS[3], 'transfer_id') == ARGV[8] then
+    redis.call('HSET', KEYS[3], 'status', ARGV[6], 'updated_at', ARGV[7])
+    redis.call('EXPIRE', KEYS[3], ARGV[1])
+  end
+end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 'recorded'
@@ -526,24 +540,31 @@ class Store:
 
     def triage_callback(self, transfer_id: str, kind: str, live_note: str | None = None, *,
                         attempt: str = "", call_sid: str = "",
-                        fields: Mapping[str, str] | None = None, now: float | None = None
-                        ) -> str:
+                        fields: Mapping[str, str] | None = None,
+                        to: State | None = None, from_states: tuple[State, ...] = (),
+                        now: float | None = None) -> str:
         """One round trip deciding whether a callback can change the transfer, recorded as
         the worker would record it: "late" (the transfer has ended: noted as a late callback
         ignored), "recorded" (`live_note` given, and the record's attempt and agent call sid
-        match those given: `fields` set and the note added), or "enqueue" (the worker
-        decides; also for a transfer not found)."""
+        match those given: `fields` set and the note added; with `to`, a non-terminal step
+        taken as `transition` takes it, from one of `from_states`, noted only when taken),
+        or "enqueue" (the worker decides; also for a transfer not found)."""
         now = time.time() if now is None else now
         lead = self._lead_of(transfer_id)
         if lead is None:
             return "enqueue"
+        if to is not None and (to in TERMINAL_STATES or not from_states):
+            raise ValueError("a triaged step is non-terminal and names its from-states")
         late = self._entry(now, None, f"late {kind} callback ignored")
-        live = self._entry(now, None, live_note) if live_note is not None else ""
-        args: list[Any] = [self.settings.transfer_record_ttl, late, live, attempt, call_sid]
+        live = self._entry(now, to, live_note) if live_note is not None else ""
+        args: list[Any] = [self.settings.transfer_record_ttl, late, live, attempt, call_sid,
+                           to.value if to is not None else "", _iso(now), transfer_id,
+                           ",".join(s.value for s in from_states)]
         for name, value in (fields or {}).items():
             args += [name, value]
         return str(self._triage(keys=[self.record_key(transfer_id, lead),
-                                      self.timeline_key(transfer_id, lead)], args=args))
+                                      self.timeline_key(transfer_id, lead),
+                                      self.lead_key(lead)], args=args))
 
     def set_fields(self, transfer_id: str, **fields: str) -> None:
         self.r.hset(self.record_key(transfer_id), mapping=dict(fields.items()))

@@ -59,15 +59,52 @@ def test_ringing_the_worker_must_see_is_enqueued(
     assert notes(store, tid) == before
 
 
-def test_answer_and_end_of_the_leg_are_enqueued(
+def test_answer_of_the_recorded_leg_is_recorded_not_enqueued(
         client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    # What the worker's _agent_status did with it: agent_status, then human_answered from
+    # requested or dialing, noted with the state; the lead's status follows.
     tid = screened(store)
     store.set_fields(tid, agent_call_sid=LEG)
-    for status in ("in-progress", "completed"):
-        post(client, settings, f"/twilio/agent-status?transfer_id={tid}",
-             {"CallSid": LEG, "CallStatus": status})
+    resp = post(client, settings, f"/twilio/agent-status?transfer_id={tid}",
+                {"CallSid": LEG, "CallStatus": "in-progress"})
+    assert resp.status_code == 204
+    assert drain_queue(celery_app, "transfers") == []
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["state"] == "human_answered"
+    assert rec["agent_status"] == "in-progress"
+    last = store.timeline(tid)[-1]
+    assert (last["note"], last.get("state")) == ("human agent answered", "human_answered")
+    assert store.lead_status("L1")["status"] == "human_answered"  # type: ignore[index]
+
+
+def test_answer_after_the_state_moved_on_sets_the_status_only(
+        client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    # The join was handled first (the worker's transition would find the state past it).
+    tid = screened(store)
+    store.set_fields(tid, agent_call_sid=LEG)
+    store.transition(tid, State.BRIDGING, "human agent joined; moving the customer")
+    before = notes(store, tid)
+    post(client, settings, f"/twilio/agent-status?transfer_id={tid}",
+         {"CallSid": LEG, "CallStatus": "in-progress"})
+    assert drain_queue(celery_app, "transfers") == []
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["state"] == "bridging"
+    assert rec["agent_status"] == "in-progress"
+    assert notes(store, tid) == before
+
+
+def test_answer_the_worker_must_see_and_end_of_the_leg_are_enqueued(
+        client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    tid = screened(store)
+    # No sid recorded yet: the worker records it (and indexes the call).
+    post(client, settings, f"/twilio/agent-status?transfer_id={tid}",
+         {"CallSid": LEG, "CallStatus": "in-progress"})
+    store.set_fields(tid, agent_call_sid=LEG)
+    post(client, settings, f"/twilio/agent-status?transfer_id={tid}",
+         {"CallSid": LEG, "CallStatus": "completed"})
     assert [m["kwargs"]["params"]["CallStatus"]
             for m in drain_queue(celery_app, "transfers")] == ["in-progress", "completed"]
+    assert store.get_transfer(tid)["state"] == "dialing"  # type: ignore[index]
 
 
 def test_conference_start_is_noted_joins_are_enqueued(
