@@ -261,12 +261,15 @@ _DECIDING_EVENTS = frozenset({"participant-join", "participant-leave", "conferen
 
 
 def needs_worker(store: Store, kind: CallbackKind, transfer_id: str,
-                 params: Mapping[str, str]) -> bool:
+                 params: Mapping[str, str], token: str = "", token_ttl: int = 0) -> bool:
     """Whether a status callback must go to the worker: not when it cannot change the
     transfer (the human's leg ringing, a conference starting, anything after the end) or
     when its change is one step the worker would only record (the current leg answered:
     human_answered), which is recorded here as the worker would, in the same round trip.
-    Redis down: the worker decides."""
+    With `token` (the delivery's idempotency token), a repeat is told apart in the same
+    round trip and answered without the worker (a claim released if the enqueue fails:
+    `store.release_delivery`). Redis down: the worker decides, unless there is a token
+    to check (then the error stands: 503, and Twilio retries)."""
     live: str | None = None
     fields: dict[str, str] = {}
     attempt = call_sid = ""
@@ -286,8 +289,12 @@ def needs_worker(store: Store, kind: CallbackKind, transfer_id: str,
     try:
         outcome = store.triage_callback(transfer_id, str(kind), live, attempt=attempt,
                                         call_sid=call_sid, fields=fields, to=to,
-                                        from_states=(State.REQUESTED, State.DIALING))
+                                        from_states=(State.REQUESTED, State.DIALING),
+                                        delivery=("twilio", token) if token else None,
+                                        delivery_ttl=token_ttl)
     except redis.RedisError:
+        if token:
+            raise
         return True
     return outcome == "enqueue"
 
