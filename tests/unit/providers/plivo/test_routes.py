@@ -492,3 +492,23 @@ def test_whisper_with_control_characters_in_the_summary_is_xml(
     assert resp.status_code == 200
     assert ET.fromstring(resp.data).findtext("Speak") == (
         "Incoming transfer. Note from the AI assistant: hi  there ")
+
+
+def test_dial_events_the_worker_only_notes_are_recorded_not_enqueued(
+        client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    # What the worker's handle_callback did with them (a note), in the triage round trip;
+    # the answer still goes to the worker, and everything after the end is noted late.
+    tid = pending(store)
+    path = f"/plivo/dial-callback?transfer_id={tid}"
+    assert post(client, settings, path, {"Event": "DialHangup"}).status_code == 200
+    assert drain_queue(celery_app, "transfers") == []
+    assert store.timeline(tid)[-1]["note"] == "dial DialHangup"
+    post(client, settings, path, {"Event": "DialAnswer"})
+    [msg] = drain_queue(celery_app, "transfers")
+    assert msg["kwargs"]["kind"] == "dial-callback"
+    store.transition(tid, State.SUCCEEDED, "human agent answered")  # the worker, on it
+    for params in ({"DialAction": "hangup"}, {"Event": "DialAnswer"}):
+        assert post(client, settings, path, params).status_code == 200
+    assert drain_queue(celery_app, "transfers") == []
+    assert [e["note"] for e in store.timeline(tid)][-2:] == [
+        "late dial-callback callback ignored"] * 2
