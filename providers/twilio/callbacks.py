@@ -275,7 +275,7 @@ def needs_worker(store: Store, kind: CallbackKind, transfer_id: str,
     attempt = call_sid = ""
     to: State | None = None
     status = params.get("CallStatus", "")
-    if kind == CallbackKind.AGENT_STATUS and status in RINGING | {"in-progress"} - {""} \
+    if kind == CallbackKind.AGENT_STATUS and status in (RINGING | {"in-progress"}) - {""} \
             and params.get("CallSid"):
         # Only for the current leg whose sid is recorded (else the worker records it).
         live, fields = f"human agent {status}", {"agent_status": status}
