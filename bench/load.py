@@ -30,6 +30,7 @@ TWILIO_AGENT = "+14155550160"
 TWILIO_NOBODY = "+14155550161"
 PLIVO_AGENT = "+14155550162"
 EXOTEL_AGENT = "+919999900160"
+TELNYX_AGENT = "+14155550163"
 RING = 0.3  # the human answers (or the leg gives up) after this many seconds
 HANGUP_AFTER = 2.0  # the customer ends a bridged call this long after the request
 EXOTEL_AI_LEAVES = 0.3  # the platform closes the AI's stream this long after the request
@@ -143,6 +144,9 @@ class Driver:
             body.update({"dial_whom_url": f"{web}/exotel/dial-up?token={token}",
                          "passthru_url": f"{web}/exotel/passthru?token={token}",
                          "status_callback": f"{web}/exotel/status?token={token}&lead_id={lead}"})
+        elif provider == "telnyx":
+            # Every Call Control event goes to the application's one webhook URL.
+            body["status_callback"] = f"{web}/telnyx/webhook?lead_id={lead}"
         else:
             body["status_callback"] = f"{web}/{provider}/status?lead_id={lead}"
         return str(self.sb("POST", "/_sandbox/calls", json=body)["call_id"])
@@ -164,8 +168,8 @@ class Driver:
         """`rate` transfers/s for `seconds`; outcome "bridged" or "failed"."""
         b = self.b
         number = {("twilio", "bridged"): TWILIO_AGENT, ("twilio", "failed"): TWILIO_NOBODY,
-                  ("plivo", "bridged"): PLIVO_AGENT, ("exotel", "bridged"): EXOTEL_AGENT
-                  }[(provider, outcome)]
+                  ("plivo", "bridged"): PLIVO_AGENT, ("exotel", "bridged"): EXOTEL_AGENT,
+                  ("telnyx", "bridged"): TELNYX_AGENT}[(provider, outcome)]
         b.set_fate(number, f"answer:{RING}" if outcome == "bridged" else f"no-answer:{RING}")
         outbound = "+919999900001" if provider == "exotel" else "+14155550199"
         # Unanswered transfers of earlier phases would reach their deadline in this window.
@@ -287,6 +291,7 @@ def load_phase(b: Bench, rate: float, seconds: float) -> dict[str, Any]:
         "twilio_failed_no_answer": d.step("twilio", "failed", rate, seconds),
         "plivo_bridged": d.step("plivo", "bridged", rate, seconds),
         "exotel_bridged": d.step("exotel", "bridged", rate, seconds),
+        "telnyx_bridged": d.step("telnyx", "bridged", rate, seconds),
     }
 
 

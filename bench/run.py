@@ -138,16 +138,19 @@ class Bench:
             "EXOTEL_ACCOUNT_SID": sb.exotel_account_sid, "EXOTEL_API_KEY": sb.exotel_api_key,
             "EXOTEL_API_TOKEN": sb.exotel_api_token, "EXOTEL_API_BASE_URL": self.sandbox_url,
             "EXOTEL_WEBHOOK_TOKEN": "bench-exotel-secret"})
+        self.http = requests.Session()
+        # The sandbox with a share of callbacks delivered twice (bench/sandbox_proc.py).
+        self.sandbox = self.spawn([sys.executable, str(ROOT / "bench" / "sandbox_proc.py"),
+                                   str(self.sandbox_port), str(repeat_share)])
+        self.wait_http(f"{self.sandbox_url}/_sandbox/requests")
+        sandbox_env = self.http.get(f"{self.sandbox_url}/_sandbox/bench/env", timeout=10).json()
+        self.env.update({k: v for k, v in sandbox_env.items() if k.startswith("TELNYX_")})
         self.settings = Settings.model_validate(
             # The provider packages' variables too (read as Settings' undeclared values).
             {k.lower(): v for k, v in self.env.items()
              if k.lower() in Settings.model_fields or k.upper() in ours})
         self.store = Store.from_settings(self.settings)
         self.client = TransferClient(self.settings, store=self.store)
-        self.http = requests.Session()
-        # The sandbox with a share of callbacks delivered twice (bench/sandbox_proc.py).
-        self.sandbox = self.spawn([sys.executable, str(ROOT / "bench" / "sandbox_proc.py"),
-                                   str(self.sandbox_port), str(repeat_share)])
         self.web = self.gunicorn("webhooks.wsgi:app", self.web_port)
         self.bare = self.gunicorn("bench.baseline:bare", self.bare_port)
         self.wait_http(f"{self.sandbox_url}/_sandbox/requests")
@@ -536,12 +539,13 @@ def main() -> int:
 
 
 def print_load_only(load: dict[str, Any]) -> None:
-    print("case | web | worker | web+worker | sandbox | redis | busy | ended")
+    print("case | web | worker | web+worker | sandbox | redis | requests to us | busy | ended")
     for name, x in load.items():
         if isinstance(x, dict) and "cpu_ms_per_transfer" in x:
             c = x["cpu_ms_per_transfer"]
             print(f"{name} | {c['web']:.1f} | {c['worker']:.1f} | {c['web+worker']:.1f} | "
-                  f"{c['sandbox']:.1f} | {c['redis']:.1f} | {x['machine_busy']:.0%} | "
+                  f"{c['sandbox']:.1f} | {c['redis']:.1f} | "
+                  f"{x['provider_requests_to_us_per_transfer']:.1f} | {x['machine_busy']:.0%} | "
                   + " ".join(f"{k}:{v}" for k, v in sorted(x["states"].items())))
 
 

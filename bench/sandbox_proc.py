@@ -7,7 +7,8 @@ The sandbox unchanged, plus what the load phase needs from the outside:
   for Twilio, with the same idempotency token, as a provider's retry of one delivery;
 - the send time of every Twilio participant-join callback (the bridge starts there), and
   when our webhook answered it;
-- control routes under /_sandbox/bench/ (not recorded as provider requests): the joins,
+- control routes under /_sandbox/bench/ (not recorded as provider requests): its
+  providers' environment (the Telnyx public key is made per process), the joins,
   filtered arrivals, a count of the requests the provider made to us, and a clear between
   load steps, so the sandbox's lists stay small.
 """
@@ -88,6 +89,12 @@ class BenchSandbox(Sandbox):
                     del self.calls[sid]
             return jsonify({"ok": True})
 
+        def env() -> Response:
+            # The Telnyx model's key pair is made in this process: the service needs its
+            # public key (and the other providers' settings) pointed at this sandbox.
+            return jsonify(self.env(request.host_url.rstrip("/")))
+
+        app.add_url_rule("/_sandbox/bench/env", "bench_env", env)
         app.add_url_rule("/_sandbox/bench/joins", "bench_joins", joins)
         app.add_url_rule("/_sandbox/bench/arrivals", "bench_arrivals", arrivals)
         app.add_url_rule("/_sandbox/bench/counts", "bench_counts", counts)

@@ -12,9 +12,11 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 from celery import Celery
+from celery.app.amqp import AMQP
 
 import shared.redaction  # noqa: F401 - redacts every task's argsrepr/kwargsrepr
 from shared.config import Settings, parse_sentinel_url
+from shared.redaction import redacted_repr
 
 Role = Literal["producer", "worker"]
 
@@ -149,9 +151,24 @@ def reuse_redis_clients() -> None:
     _CLIENT_REUSED = True
 
 
+class RedactedReprAMQP(AMQP):  # type: ignore[misc]
+    """Celery's message builder, given the redacted argsrepr/kwargsrepr up front: without
+    them it computes `saferepr` of the real arguments (celery/app/amqp.py, as_task_v2),
+    which `before_task_publish` then throws away for the redacted ones. The message is the
+    same protocol-2 message with the same headers (the signal still writes them)."""
+
+    def as_task_v2(self, task_id: str, name: str, args: Any = None, kwargs: Any = None,
+                   *rest: Any, **options: Any) -> Any:
+        if options.get("argsrepr") is None:
+            options["argsrepr"] = redacted_repr(list(args or ()))
+        if options.get("kwargsrepr") is None:
+            options["kwargsrepr"] = redacted_repr(kwargs or {})
+        return super().as_task_v2(task_id, name, args, kwargs, *rest, **options)
+
+
 def make_celery(settings: Settings, name: str = "warm_transfer", role: Role = "producer"
                 ) -> Celery:
     reuse_redis_clients()
-    app = Celery(name, set_as_current=False)
+    app = Celery(name, set_as_current=False, amqp=RedactedReprAMQP)
     app.conf.update(celery_config(settings, role))
     return app

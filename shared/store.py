@@ -8,6 +8,7 @@
 | {transfer:{lead}}:timeline:{tid}    | list of JSON timeline entries        | both    | record |
 | {transfer:{lead}}:lead              | hash: the lead's transfer status     | both    | record |
 | {transfer:{lead}}:idem:{request_id} | transfer id claimed by a request id  | both    | record |
+| {transfer:{lead}}:delivery:{p}:{t}  | a provider's delivery token, accepted| webhook | 15 min |
 | wt:transfer-lead:{tid}              | lead id of a transfer (never changes)| both    | record |
 | wt:call:{provider}:{call_id}        | transfer id of a call (customer/leg) | both    | record |
 | wt:once:{name}                      | one-shot claims (events sent once)   | worker  | record |
@@ -227,11 +228,25 @@ return 1
 """
 
 _TRIAGE = """
--- KEYS (one lead's slot): record, timeline
+-- KEYS (one lead's slot): record, timeline, lead[, delivery claim]
 -- ARGV: record_ttl, late entry, live entry ('' = must go to the worker), attempt (''
---       = any), call sid ('' = any), field name, value, ...
+--       = any), call sid ('' = any), to state ('' = none), now_iso, transfer_id,
+--       from states (comma-separated), the account whose secret verified the callback
+--       ('' = any), field name, value, ...
+-- KEYS[4] (optional): the delivery's claim, ARGV[#ARGV]: its TTL; a delivery claimed
+-- before is a repeat and nothing else is done.
+local nargs = #ARGV
+if #KEYS > 3 then
+  if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', ARGV[nargs]) then return 'repeat' end
+  nargs = nargs - 1
+end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'enqueue' end
+-- Another account's callback changes nothing here, not even the timeline: the worker
+-- refuses it (and says so in its log).
+if ARGV[10] ~= '' and (redis.call('HGET', KEYS[1], 'account') or 'default') ~= ARGV[10] then
+  return 'enqueue'
+end
 if state == 'succeeded' or state == 'failed' then
   redis.call('RPUSH', KEYS[2], ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[1])
@@ -244,7 +259,20 @@ end
 if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'agent_call_sid') ~= ARGV[5] then
   return 'enqueue'
 end
-for i = 6, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 11, nargs - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[6] ~= '' then
+  -- A non-terminal step forward, as the worker's transition makes it: only from the
+  -- states given (else, as there, the fields are set and nothing is noted).
+  if not string.find(',' .. ARGV[9] .. ',', ',' .. state .. ',', 1, true) then
+    return 'recorded'
+  end
+  redis.call('HSET', KEYS[1], 'state', ARGV[6], 'updated_at', ARGV[7])
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  if redis.call('HGET', KEYS[3], 'transfer_id') == ARGV[8] then
+    redis.call('HSET', KEYS[3], 'status', ARGV[6], 'updated_at', ARGV[7])
+    redis.call('EXPIRE', KEYS[3], ARGV[1])
+  end
+end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 'recorded'
@@ -542,24 +570,56 @@ class Store:
 
     def triage_callback(self, transfer_id: str, kind: str, live_note: str | None = None, *,
                         attempt: str = "", call_sid: str = "",
-                        fields: Mapping[str, str] | None = None, now: float | None = None
-                        ) -> str:
+                        fields: Mapping[str, str] | None = None,
+                        to: State | None = None, from_states: tuple[State, ...] = (),
+                        delivery: tuple[str, str] | None = None, delivery_ttl: int = 0,
+                        account: str | None = None, now: float | None = None) -> str:
         """One round trip deciding whether a callback can change the transfer, recorded as
         the worker would record it: "late" (the transfer has ended: noted as a late callback
         ignored), "recorded" (`live_note` given, and the record's attempt and agent call sid
-        match those given: `fields` set and the note added), or "enqueue" (the worker
-        decides; also for a transfer not found)."""
+        match those given: `fields` set and the note added; with `to`, a non-terminal step
+        taken as `transition` takes it, from one of `from_states`, noted only when taken),
+        or "enqueue" (the worker decides; also for a transfer not found). With `delivery`
+        (provider, token): the delivery is claimed first, in the same round trip, and a
+        repeat answers "repeat" and does nothing else (`release_delivery` undoes the claim
+        of one that could not be enqueued). With `account` (the one whose secret verified the
+        callback): a transfer of another account answers "enqueue" and records nothing (the
+        worker refuses it)."""
         now = time.time() if now is None else now
         lead = self._lead_of(transfer_id)
         if lead is None:
+            # No slot to claim in: the claim of a transfer we do not know, apart.
+            if delivery is not None and not self.claim_once(
+                    f"delivery:{delivery[0]}:{delivery[1]}", ttl=delivery_ttl or None):
+                return "repeat"
             return "enqueue"
+        if to is not None and (to in TERMINAL_STATES or not from_states):
+            raise ValueError("a triaged step is non-terminal and names its from-states")
         late = self._entry(now, None, f"late {kind} callback ignored")
-        live = self._entry(now, None, live_note) if live_note is not None else ""
-        args: list[Any] = [self.settings.transfer_record_ttl, late, live, attempt, call_sid]
+        live = self._entry(now, to, live_note) if live_note is not None else ""
+        args: list[Any] = [self.settings.transfer_record_ttl, late, live, attempt, call_sid,
+                           to.value if to is not None else "", _iso(now), transfer_id,
+                           ",".join(s.value for s in from_states), account or ""]
         for name, value in (fields or {}).items():
             args += [name, value]
-        return str(self._triage(keys=[self.record_key(transfer_id, lead),
-                                      self.timeline_key(transfer_id, lead)], args=args))
+        keys = [self.record_key(transfer_id, lead), self.timeline_key(transfer_id, lead),
+                self.lead_key(lead)]
+        if delivery is not None:
+            keys.append(self.delivery_key(lead, *delivery))
+            args.append(delivery_ttl or self.settings.transfer_record_ttl)
+        return str(self._triage(keys=keys, args=args))
+
+    @staticmethod
+    def delivery_key(lead_id: str, provider: str, token: str) -> str:
+        return f"{lead_tag(lead_id)}:delivery:{provider}:{token}"
+
+    def release_delivery(self, transfer_id: str, provider: str, token: str) -> None:
+        """Forget a delivery's claim (triage_callback's): it was not accepted after all."""
+        lead = self._lead_of(transfer_id)
+        if lead is None:
+            self.release_once(f"delivery:{provider}:{token}")
+        else:
+            self.r.delete(self.delivery_key(lead, provider, token))
 
     def set_fields(self, transfer_id: str, **fields: str) -> None:
         self.r.hset(self.record_key(transfer_id), mapping=dict(fields.items()))

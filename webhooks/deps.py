@@ -77,6 +77,7 @@ def release_claim() -> None:
     claim = g.pop("release_on_failure", None)
     if claim:
         try:
-            deps().store.release_once(claim)
+            # A claim's name (claim_once), or how to release a claim kept elsewhere.
+            claim() if callable(claim) else deps().store.release_once(claim)
         except Exception:  # noqa: BLE001 - Redis may be what failed; the claim then expires
             log.warning("could not release a replay claim")

@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import redis
+
 from providers.plivo.markup import (
     CONFIRM_GRACE,
     confirm_timeout,
@@ -132,9 +134,9 @@ def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], 
                 from_states=pending)
     elif kind == CallbackKind.DIAL_CALLBACK:
         event = params.get("Event") or params.get("DialAction", "")
-        if event in ("DialAnswer", "answer"):
+        if event in _ANSWER_EVENTS:
             _member_answered(rt, transfer, params)
-        if event not in ("DialAnswer", "answer"):
+        if event not in _ANSWER_EVENTS:
             rt.store.note(tid, f"dial {event}")
         elif transfer.get("screening"):
             _picked_up(rt, transfer, params)
@@ -216,6 +218,27 @@ def reconcile(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str]) -> boo
         return True
     return rt.succeed(transfer, "still on the line after the confirm window: key pressed",
                       from_states=(State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED))
+
+
+# --- the web app's part: dial callbacks that cannot change the transfer ----------------------
+
+_ANSWER_EVENTS = ("DialAnswer", "answer")
+
+
+def needs_worker(store: Store, transfer_id: str, params: Mapping[str, str],
+                 account: str | None = None) -> bool:
+    """Whether a Dial callback must go to the worker: not an event it only notes (anything
+    but the answer: DialHangup, digits...) nor anything after the transfer has ended, which
+    are recorded here as handle_callback and the task record them, in one round trip.
+    Redis down (after the nonce check passed): the worker decides."""
+    event = params.get("Event") or params.get("DialAction", "")
+    live = None if event in _ANSWER_EVENTS else f"dial {event}"
+    try:
+        outcome = store.triage_callback(transfer_id, str(CallbackKind.DIAL_CALLBACK), live,
+                                        account=account)
+    except redis.RedisError:
+        return True
+    return outcome == "enqueue"
 
 
 # --- the web app's part: the routes that answer the live call ------------------------------

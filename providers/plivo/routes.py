@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import redis
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, abort, g, request
 
 from providers.plivo import callbacks, markup
 from providers.plivo.signature import plivo_nonce_ttl, refuse_replay, verify_plivo
@@ -152,7 +152,8 @@ def dial_action() -> Response:
 
 @bp.post("/dial-callback")
 def dial_callback() -> Response:
-    """Dial events of the human's leg (answer, hangup): a pure status callback."""
+    """Dial events of the human's leg (answer, hangup): a pure status callback. Only the
+    answer goes to the worker; the rest is recorded here (callbacks.needs_worker)."""
     verify_plivo()
     transfer_id = transfer_id_arg()
     params = _params()
@@ -162,8 +163,9 @@ def dial_callback() -> Response:
         abort(400, "missing one of Event, DialAction")
     params["attempt"] = _attempt()
     params["received_at"] = repr(time.time())
-    enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-callback",
-            transfer_id=transfer_id, params=params)
+    if callbacks.needs_worker(deps().store, transfer_id, params, account=g.account):
+        enqueue(TASK_PROVIDER_CALLBACK, provider="plivo", kind="dial-callback",
+                transfer_id=transfer_id, params=params)
     return Response(status=200)
 
 

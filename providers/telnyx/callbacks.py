@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import redis
+
+from shared.store import Store
+
 
 class TelnyxKind(StrEnum):
     """What the Telnyx webhook hands to the worker (task `provider_callback`)."""
@@ -154,3 +158,25 @@ def dtmf_playout(digits: str) -> float:
     """Seconds until `digits` have been played out on a leg (an upper estimate)."""
     tones = sum(1 for c in digits if c != "w")
     return tones * 2 * DTMF_MILLIS / 1000 + digits.count("w") * 0.5 + 1.0
+
+
+# --- the web app's part: events that cannot change the transfer ---------------------------
+
+def needs_worker(store: Store, transfer_id: str, params: Mapping[str, str],
+                 account: str | None = None) -> bool:
+    """Whether an event of our leg must go to the worker: not its `call.initiated` when the
+    leg's call_control_id is the one recorded (the worker only set agent_status and noted
+    it), nor anything once the transfer has ended (noted late, as the task did): recorded
+    here in one round trip. Redis down: the worker decides."""
+    live: str | None = None
+    fields: dict[str, str] = {}
+    ccid = params.get("call_control_id", "")
+    if params.get("event_type") == "call.initiated" and ccid:
+        live, fields = "human agent leg initiated", {"agent_status": "initiated"}
+    try:
+        outcome = store.triage_callback(transfer_id, str(TelnyxKind.CALL_EVENT), live,
+                                        call_sid=ccid if live else "", fields=fields,
+                                        account=account)
+    except redis.RedisError:
+        return True
+    return outcome == "enqueue"

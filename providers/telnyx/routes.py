@@ -1,7 +1,8 @@
 """The Telnyx webhook: every Call Control event, JSON, at /telnyx/webhook. Verify, parse,
 hand to the worker, answer.
 
-Events of our human legs (our client_state) go to the worker as `call-event` callbacks; the
+Events of our human legs (our client_state) go to the worker as `call-event` callbacks
+(unless they cannot change the transfer: recorded here, `callbacks.needs_worker`); the
 customer's call ending (no client_state of ours) goes to `call_status`, as the other
 providers' status callbacks do. Telnyx retries a delivery that did not get a 2xx ("The
 server must return an HTTP 200, otherwise we will reattempt delivery at the failover webhook
@@ -72,9 +73,11 @@ def webhook() -> Response:
         return _ok()
     g.release_on_failure = claim
     if event.ours is not None:
-        enqueue(TASK_PROVIDER_CALLBACK, provider="telnyx", kind=str(
-            callbacks.TelnyxKind.CALL_EVENT), transfer_id=event.ours[0],
-            params=dict(event.params))
+        if callbacks.needs_worker(deps().store, event.ours[0], event.params,
+                                  account=g.account):
+            enqueue(TASK_PROVIDER_CALLBACK, provider="telnyx", kind=str(
+                callbacks.TelnyxKind.CALL_EVENT), transfer_id=event.ours[0],
+                params=dict(event.params))
     else:
         # The customer's call (call_id is its call_control_id) ended.
         enqueue(TASK_CALL_STATUS, provider="telnyx", call_id=event.call_control_id,

@@ -301,27 +301,41 @@ _DECIDING_EVENTS = frozenset({"participant-join", "participant-leave", "conferen
 
 
 def needs_worker(store: Store, kind: CallbackKind, transfer_id: str,
-                 params: Mapping[str, str]) -> bool:
+                 params: Mapping[str, str], token: str = "", token_ttl: int = 0,
+                 account: str | None = None) -> bool:
     """Whether a status callback must go to the worker: not when it cannot change the
-    transfer (the human's leg ringing, a conference starting, anything after the end),
-    which is recorded here as the worker would, in the same round trip as the check.
-    Redis down: the worker decides."""
+    transfer (the human's leg ringing, a conference starting, anything after the end) or
+    when its change is one step the worker would only record (the current leg answered:
+    human_answered), which is recorded here as the worker would, in the same round trip.
+    With `token` (the delivery's idempotency token), a repeat is told apart in the same
+    round trip and answered without the worker (a claim released if the enqueue fails:
+    `store.release_delivery`). Redis down: the worker decides, unless there is a token
+    to check (then the error stands: 503, and Twilio retries)."""
     live: str | None = None
     fields: dict[str, str] = {}
     attempt = call_sid = ""
-    if kind == CallbackKind.AGENT_STATUS and params.get("CallStatus") in RINGING - {""} \
+    to: State | None = None
+    status = params.get("CallStatus", "")
+    if kind == CallbackKind.AGENT_STATUS and status in (RINGING | {"in-progress"}) - {""} \
             and params.get("CallSid"):
         # Only for the current leg whose sid is recorded (else the worker records it).
-        status = params["CallStatus"]
         live, fields = f"human agent {status}", {"agent_status": status}
         attempt, call_sid = params.get("attempt", "0"), params["CallSid"]
+        if status == "in-progress":
+            # What the worker's _agent_status does with it, in the same round trip.
+            live, to = "human agent answered", State.HUMAN_ANSWERED
     elif kind == CallbackKind.CONFERENCE and \
             params.get("StatusCallbackEvent", "") not in _DECIDING_EVENTS:
         live = f"conference {params.get('StatusCallbackEvent', '')}"
     try:
         outcome = store.triage_callback(transfer_id, str(kind), live, attempt=attempt,
-                                        call_sid=call_sid, fields=fields)
+                                        call_sid=call_sid, fields=fields, to=to,
+                                        from_states=(State.REQUESTED, State.DIALING),
+                                        delivery=("twilio", token) if token else None,
+                                        delivery_ttl=token_ttl, account=account)
     except redis.RedisError:
+        if token:
+            raise
         return True
     return outcome == "enqueue"
 

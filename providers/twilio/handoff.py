@@ -78,6 +78,18 @@ T = TypeVar("T")
 # Twilio's REST refusals of a caller ID it will not present (21210: not a Twilio or verified
 # number; 21212: invalid). 13214 is a <Dial> callerId warning, never a REST answer.
 _CALLER_ID_REFUSED = frozenset({21210, 21212})
+# Only the callbacks the state machine acts on (each one not asked for saves a request, a
+# signature check and often a task). The leg: `answered` (human_answered, and cleanup's
+# `completed` rather than `canceled` for an answered leg) and `completed` (busy, no-answer,
+# failed and canceled come as `completed`); `initiated` and `ringing` changed nothing. The
+# conference: `join` (the human's join bridges, the customer's is the success) and
+# `announcement` (the briefing's end); `leave` and `end` only repeated what the human
+# leg's `completed` says, and `start` was only noted. Values and names: SDK
+# rest/api/v2010/account/conference/participant.py, create(); `status_callback_event`
+# "Can be: initiated, ringing, answered, and completed", `conference_status_callback_event`
+# "Can be: start, end, join, leave, mute, hold, modify, speaker, and announcement".
+AGENT_LEG_EVENTS = ["answered", "completed"]
+CONFERENCE_EVENTS = ["join", "announcement"]
 # The callbacks our routes hand to the worker.
 CALLBACK_KINDS = frozenset({CallbackKind.AGENT_STATUS, CallbackKind.CONFERENCE,
                             CallbackKind.AMD, CallbackKind.SCREEN})
@@ -213,7 +225,7 @@ class TwilioProvider:
         status = {"status_callback": _url(settings, AGENT_STATUS_PATH, transfer,
                                                    attempt),
                   "status_callback_method": "POST",
-                  "status_callback_event": ["initiated", "ringing", "answered", "completed"]}
+                  "status_callback_event": AGENT_LEG_EVENTS}
         detect = bool(transfer.get("voicemail_detection"))
         if is_sip(number):
             # Participants and calls take a SIP URI in To, with its credentials (SDK
@@ -259,8 +271,7 @@ class TwilioProvider:
             end_conference_on_exit=True,
             conference_status_callback=_url(settings, CONFERENCE_PATH, transfer),
             conference_status_callback_method="POST",
-            conference_status_callback_event=["start", "end", "join", "leave",
-                                              "announcement"],
+            conference_status_callback_event=CONFERENCE_EVENTS,
             **status, **amd,
         ))
         return str(participant.call_sid)

@@ -130,9 +130,11 @@ def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: s
         end_conference_on_exit=True, beep=False, participant_label=agent_label(attempt),
         status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"],
                                      account=transfer.get("account")),
+        # The first participant's events are the conference's (twiml/conference,
+        # statusCallback): only the joins are acted on (see handoff.CONFERENCE_EVENTS), and
+        # the announcement's end when the human is briefed after digits or as a member.
         status_callback_method="POST",
-        status_callback_event="start end join leave" + (
-            " announcement" if announce or digits else ""))
+        status_callback_event="join" + (" announcement" if announce or digits else ""))
     response.append(dial)
     return str(response.to_xml(xml_declaration=False))
 
@@ -164,8 +166,9 @@ def customer_twiml(settings: Settings, transfer: Mapping[str, str]) -> str:
         status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"],
                                      account=transfer.get("account")),
         status_callback_method="POST",
-        # One space-separated string: a list would render as "['join', ...]".
-        status_callback_event="start end join leave",
+        # One space-separated string: a list would render as "['join', ...]". Only the
+        # joins are acted on (the human's leg created the conference: its events rule).
+        status_callback_event="join",
     )
     response.append(dial)
     return str(response.to_xml(xml_declaration=False))

@@ -3,7 +3,8 @@ worker through a task), answer.
 
 Two kinds of route. Status callbacks (/status, /agent-status, /conference, /amd) enqueue
 and answer 204; a repeated idempotency token is not enqueued again, nor a callback that
-cannot change the transfer (recorded here instead: `callbacks.needs_worker`), and with Redis or the
+cannot change the transfer (recorded here instead: `callbacks.needs_worker`, whose round
+trip also checks the token of /agent-status and /conference), and with Redis or the
 broker down they answer 503 (Twilio's answer is only a retry). TwiML routes (/screen,
 /screen-result, /whisper) steer a live call: they answer the same TwiML to a repeated
 request and answer without Redis or the broker, from what our own URL carries (signed by
@@ -21,7 +22,7 @@ import redis
 from flask import Blueprint, Response, abort, g, request
 
 from providers.twilio import callbacks, markup
-from providers.twilio.signature import NONCE_WINDOW, verify_twilio
+from providers.twilio.signature import NONCE_WINDOW, idempotency_token, verify_twilio
 from shared.celery_config import TASK_CALL_STATUS, TASK_PROVIDER_CALLBACK
 from shared.logs import get_logger
 from shared.model import CallbackKind
@@ -195,16 +196,28 @@ def member() -> Response:
                                     "member": index}, record, readable, params))
 
 
+def _needs_worker(kind: CallbackKind, transfer_id: str, params: Mapping[str, str]) -> bool:
+    """callbacks.needs_worker with this delivery's token: the repeat check and the triage
+    in one round trip (verify_twilio(dedupe=False) leaves the check to it)."""
+    store, token = deps().store, idempotency_token()
+    if not callbacks.needs_worker(store, kind, transfer_id, params, token, NONCE_WINDOW,
+                                  account=g.account):
+        return False
+    if token:
+        g.release_on_failure = lambda: store.release_delivery(transfer_id, "twilio", token)
+    return True
+
+
 @bp.post("/agent-status")
 def agent_status() -> Response:
     """Status of the human agent's call, which we place."""
-    verify_twilio(dedupe=True)
+    verify_twilio(dedupe=False)
     params = _form("CallSid", "CallStatus")
     params["attempt"] = _attempt()
     if (index := request.args.get("m", "")).isdigit() and len(index) < 3:
         params["member"] = index  # a ring group member's leg
     transfer_id = transfer_id_arg()
-    if callbacks.needs_worker(deps().store, CallbackKind.AGENT_STATUS, transfer_id, params):
+    if _needs_worker(CallbackKind.AGENT_STATUS, transfer_id, params):
         enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="agent-status",
                 transfer_id=transfer_id, params=params)
     return _accepted()
@@ -231,10 +244,10 @@ def _only(params: Mapping[str, str], *names: str) -> dict[str, str]:
 @bp.post("/conference")
 def conference() -> Response:
     """Conference events of `transfer-{lead_id}`."""
-    verify_twilio(dedupe=True)
+    verify_twilio(dedupe=False)
     params = _form("StatusCallbackEvent")
     transfer_id = transfer_id_arg()
-    if callbacks.needs_worker(deps().store, CallbackKind.CONFERENCE, transfer_id, params):
+    if _needs_worker(CallbackKind.CONFERENCE, transfer_id, params):
         enqueue(TASK_PROVIDER_CALLBACK, provider="twilio", kind="conference",
                 transfer_id=transfer_id, params=params)
     return _accepted()

@@ -57,12 +57,19 @@ def verify_twilio(*, dedupe: bool) -> None:
     # Twilio signs no nonce or timestamp, so a replay cannot be told from a retry; both are
     # made harmless by the state machine. A delivery whose idempotency token was already
     # accepted is answered without being enqueued again.
-    idem = request.headers.get("I-Twilio-Idempotency-Token", "")
-    if idem and len(idem) <= 200:
+    idem = idempotency_token()
+    if idem:
         claim = f"idem:twilio:{idem}"
         if not deps().store.claim_once(claim, ttl=NONCE_WINDOW):
             abort(Response(status=204))
         g.release_on_failure = claim
+
+
+def idempotency_token() -> str:
+    """The delivery's I-Twilio-Idempotency-Token ("" when absent or oversized): the same on
+    Twilio's retries of one delivery."""
+    token = request.headers.get("I-Twilio-Idempotency-Token", "")
+    return token if len(token) <= 200 else ""
 
 
 _HASHES = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}

@@ -54,6 +54,27 @@ def test_success_moves_customer_and_reports_once(stack: Stack) -> None:
     assert stack.terminal_count(tid) == 1
 
 
+def test_only_the_callbacks_the_state_machine_uses_are_sent(stack: Stack) -> None:
+    # The leg asks for answered and completed, the conference for join and announcement:
+    # a bridged transfer is the leg's answered, both joins (and the leg's completed once
+    # the call ends), nothing else from Twilio to us.
+    lead, call_id, _, result = _request(stack, "answer")
+    tid = str(result["transfer_id"])
+    assert stack.terminal(tid)["type"] == "transfer.succeeded"
+    stack.sandbox.hangup(call_id)
+    stack.events.wait(lambda e: e["lead_id"] == lead and e["type"] == "call.ended")
+    time.sleep(0.3)
+    with stack.sandbox.lock:
+        ours = [(d.url.split("?")[0].rsplit("/", 1)[-1],
+                 d.params.get("CallStatus") or d.params.get("StatusCallbackEvent"))
+                for d in stack.sandbox.deliveries if f"transfer_id={tid}" in d.url]
+    assert sorted(ours) == [("agent-status", "completed"), ("agent-status", "in-progress"),
+                            ("conference", "participant-join"),
+                            ("conference", "participant-join")]
+    # The human's leg ending after the bridge is on the timeline, answered at the webhook.
+    assert any("late" in (e.get("note") or "") for e in stack.store.timeline(tid))
+
+
 def test_no_answer_resumes_the_ai(stack: Stack) -> None:
     lead, call_id, _, result = _request(stack, "no-answer:0.3")
     event = stack.terminal(str(result["transfer_id"]))

@@ -59,15 +59,52 @@ def test_ringing_the_worker_must_see_is_enqueued(
     assert notes(store, tid) == before
 
 
-def test_answer_and_end_of_the_leg_are_enqueued(
+def test_answer_of_the_recorded_leg_is_recorded_not_enqueued(
         client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    # What the worker's _agent_status did with it: agent_status, then human_answered from
+    # requested or dialing, noted with the state; the lead's status follows.
     tid = screened(store)
     store.set_fields(tid, agent_call_sid=LEG)
-    for status in ("in-progress", "completed"):
-        post(client, settings, f"/twilio/agent-status?transfer_id={tid}",
-             {"CallSid": LEG, "CallStatus": status})
+    resp = post(client, settings, f"/twilio/agent-status?transfer_id={tid}",
+                {"CallSid": LEG, "CallStatus": "in-progress"})
+    assert resp.status_code == 204
+    assert drain_queue(celery_app, "transfers") == []
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["state"] == "human_answered"
+    assert rec["agent_status"] == "in-progress"
+    last = store.timeline(tid)[-1]
+    assert (last["note"], last.get("state")) == ("human agent answered", "human_answered")
+    assert store.lead_status("L1")["status"] == "human_answered"  # type: ignore[index]
+
+
+def test_answer_after_the_state_moved_on_sets_the_status_only(
+        client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    # The join was handled first (the worker's transition would find the state past it).
+    tid = screened(store)
+    store.set_fields(tid, agent_call_sid=LEG)
+    store.transition(tid, State.BRIDGING, "human agent joined; moving the customer")
+    before = notes(store, tid)
+    post(client, settings, f"/twilio/agent-status?transfer_id={tid}",
+         {"CallSid": LEG, "CallStatus": "in-progress"})
+    assert drain_queue(celery_app, "transfers") == []
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["state"] == "bridging"
+    assert rec["agent_status"] == "in-progress"
+    assert notes(store, tid) == before
+
+
+def test_answer_the_worker_must_see_and_end_of_the_leg_are_enqueued(
+        client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    tid = screened(store)
+    # No sid recorded yet: the worker records it (and indexes the call).
+    post(client, settings, f"/twilio/agent-status?transfer_id={tid}",
+         {"CallSid": LEG, "CallStatus": "in-progress"})
+    store.set_fields(tid, agent_call_sid=LEG)
+    post(client, settings, f"/twilio/agent-status?transfer_id={tid}",
+         {"CallSid": LEG, "CallStatus": "completed"})
     assert [m["kwargs"]["params"]["CallStatus"]
             for m in drain_queue(celery_app, "transfers")] == ["in-progress", "completed"]
+    assert store.get_transfer(tid)["state"] == "dialing"  # type: ignore[index]
 
 
 def test_conference_start_is_noted_joins_are_enqueued(
@@ -179,3 +216,23 @@ def test_a_declared_queue_is_not_declared_again_per_publish() -> None:
     client.declared_entities = set()  # a new connection: declared again (through kombu)
     with pytest.raises(Exception):  # noqa: B017,PT011 - kombu's own path, on a fake entity
         common._imaybe_declare(queue, channel)
+
+
+@pytest.mark.parametrize("ended", [False, True])
+def test_another_accounts_callback_records_nothing(store: Store, ended: bool) -> None:
+    # A callback verified with account "acme"'s secret about a transfer of the default
+    # account: the webhook writes nothing (no ringing, no late note); the worker refuses it.
+    tid = screened(store)
+    store.set_fields(tid, agent_call_sid=LEG)
+    if ended:
+        store.transition(tid, State.FAILED, "no answer")
+    before, record = notes(store, tid), store.get_transfer(tid)
+    outcome = store.triage_callback(tid, "agent-status", "human agent ringing",
+                                    call_sid=LEG, fields={"agent_status": "ringing"},
+                                    account="acme")
+    assert outcome == "enqueue"
+    assert notes(store, tid) == before and store.get_transfer(tid) == record
+    # The transfer's own account: recorded (or noted late) as before.
+    assert store.triage_callback(tid, "agent-status", "human agent ringing", call_sid=LEG,
+                                 fields={"agent_status": "ringing"},
+                                 account="default") == ("late" if ended else "recorded")

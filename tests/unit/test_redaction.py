@@ -7,11 +7,14 @@ import json
 import logging
 from typing import Any
 
+import pytest
 from celery import Celery
+from celery.app import amqp as celery_amqp
 
-from shared.celery_config import TASK_REQUEST, TRANSFERS_QUEUE
+from shared.celery_config import TASK_REQUEST, TRANSFERS_QUEUE, celery_config
+from shared.config import Settings
 from shared.logs import JsonFormatter
-from shared.redaction import HIDDEN, redact
+from shared.redaction import HIDDEN, MAX_REPR, redact, redacted_repr
 from tests.helpers import make_request
 
 AGENT = "+14155550101"
@@ -72,3 +75,45 @@ def test_structured_fields_are_masked_at_any_depth() -> None:
     assert "555" not in line and "refund" not in line and "s3cr3t-value" not in line
     assert out["data"]["kwargs"]["request"]["to"][0] == "+14*******01"
     assert out["data"]["summary"] == "***"
+
+
+def test_our_message_builder_writes_the_message_stock_celery_writes(
+        celery_app: Celery, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # make_celery's builder hands Celery the redacted reprs up front (no saferepr of the
+    # real arguments); a stock Celery app with the same configuration, whose saferepr'd
+    # headers the signal then rewrites, must publish the very same message.
+    stock = Celery("unit", set_as_current=False)
+    stock.conf.update(celery_config(settings))
+    kwargs = {"provider": "twilio", "kind": "agent-status", "transfer_id": "tr_1",
+              "params": {"CallSid": "CA1", "CallStatus": "busy", "Called": AGENT,
+                         "nested": {"deeper": [{"deepest": {"x": SUMMARY}}]}}}
+    sent = []
+    for app in (stock, celery_app):
+        app.send_task("warm_transfer.provider_callback", kwargs=kwargs, queue=TRANSFERS_QUEUE,
+                      task_id="fixed-id", reply_to="fixed-reply")
+        [msg] = _published(app)
+        sent.append(msg)
+    theirs, ours = sent
+    assert ours.headers == theirs.headers
+    assert ours.decode() == theirs.decode()
+    assert (ours.content_type, ours.content_encoding) == ("application/json", "utf-8")
+    assert (theirs.content_type, theirs.content_encoding) == ("application/json", "utf-8")
+    assert ours.properties["correlation_id"] == theirs.properties["correlation_id"]
+    assert ours.headers["task"] == "warm_transfer.provider_callback"
+    assert "555" not in ours.headers["kwargsrepr"] and "refund" not in ours.headers["kwargsrepr"]
+
+    # And our builder never calls saferepr: it is what the change saves.
+    def forbidden(*_: Any, **__: Any) -> str:
+        raise AssertionError("saferepr called")
+
+    monkeypatch.setattr(celery_amqp, "saferepr", forbidden)
+    celery_app.send_task(TASK_REQUEST, kwargs={"request": {"lead_id": "L2"}},
+                         queue=TRANSFERS_QUEUE)
+    [msg] = _published(celery_app)
+    assert msg.headers["kwargsrepr"] == "{'request': {'lead_id': 'L2'}}"
+    assert msg.headers["argsrepr"] == "[]"
+
+
+def test_a_long_repr_is_capped_like_celerys() -> None:
+    text = redacted_repr({"lead_id": "L" * 90, "items": [{"lead_id": "x" * 90}] * 30})
+    assert len(text) == MAX_REPR and text.endswith("...")

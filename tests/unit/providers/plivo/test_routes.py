@@ -517,3 +517,23 @@ def test_a_sip_destination_is_a_user_with_our_sip_headers(
     assert user.get("sipHeaders") == (
         f"TransferId=tr%5F{req.transfer_id[3:]},LeadId=L1,"
         "TransferSummary=Wants%20a%20refund%2C%20today,QueueName=billing")
+
+
+def test_dial_events_the_worker_only_notes_are_recorded_not_enqueued(
+        client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    # What the worker's handle_callback did with them (a note), in the triage round trip;
+    # the answer still goes to the worker, and everything after the end is noted late.
+    tid = pending(store)
+    path = f"/plivo/dial-callback?transfer_id={tid}"
+    assert post(client, settings, path, {"Event": "DialHangup"}).status_code == 200
+    assert drain_queue(celery_app, "transfers") == []
+    assert store.timeline(tid)[-1]["note"] == "dial DialHangup"
+    post(client, settings, path, {"Event": "DialAnswer"})
+    [msg] = drain_queue(celery_app, "transfers")
+    assert msg["kwargs"]["kind"] == "dial-callback"
+    store.transition(tid, State.SUCCEEDED, "human agent answered")  # the worker, on it
+    for params in ({"DialAction": "hangup"}, {"Event": "DialAnswer"}):
+        assert post(client, settings, path, params).status_code == 200
+    assert drain_queue(celery_app, "transfers") == []
+    assert [e["note"] for e in store.timeline(tid)][-2:] == [
+        "late dial-callback callback ignored"] * 2

@@ -13,7 +13,9 @@ from celery import Celery
 from flask.testing import FlaskClient
 
 from providers.telnyx.callbacks import encode_state
-from tests.helpers import drain_queue
+from shared.contracts import parse_request
+from shared.store import State, Store
+from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import AppFactory
 from tests.unit.providers.telnyx.test_signature import PUBLIC, sign
 
@@ -118,3 +120,28 @@ def test_broker_down_answers_503_and_the_retry_is_accepted(
     assert post(up, body).status_code == 200
     [task] = drain_queue(celery_app, "transfers")
     assert task["kwargs"]["params"]["event_id"] == "evt-retry"
+
+
+def test_events_that_cannot_change_the_transfer_are_recorded_not_enqueued(
+        client: FlaskClient, celery_app: Celery, store: Store) -> None:
+    # What the worker did with them: the recorded leg's call.initiated sets agent_status
+    # and is noted; anything after the end is noted late. The rest still goes to it.
+    req = parse_request(make_request(lead_id="L1", provider="telnyx", call_id="v3:customer"),
+                        store.get_number)
+    store.begin(req)
+    tid = req.transfer_id
+    store.transition(tid, State.DIALING, "dialing", fields={"agent_call_sid": "v3:human"})
+    state = encode_state(tid, "0")
+    assert post(client, event("call.initiated", "e1", client_state=state)).status_code == 200
+    assert drain_queue(celery_app, "transfers") == []
+    assert store.get_transfer(tid)["agent_status"] == "initiated"  # type: ignore[index]
+    assert store.timeline(tid)[-1]["note"] == "human agent leg initiated"
+    # Another leg's (not the recorded one): the worker decides.
+    post(client, event("call.initiated", "e2", call_control_id="v3:other", client_state=state))
+    post(client, event("call.answered", "e3", client_state=state))
+    assert [t["kwargs"]["params"]["event_id"]
+            for t in drain_queue(celery_app, "transfers")] == ["e2", "e3"]
+    store.transition(tid, State.SUCCEEDED, "customer bridged to the human agent")
+    post(client, event("call.hangup", "e4", client_state=state, hangup_cause="normal_clearing"))
+    assert drain_queue(celery_app, "transfers") == []
+    assert store.timeline(tid)[-1]["note"] == "late call-event callback ignored"

@@ -149,6 +149,25 @@ def test_voicemail_hangs_up_the_machine_and_dials_the_next(
     assert store.get_transfer(tid)["state"] == "dialing"  # type: ignore[index]
 
 
+def test_a_briefed_human_who_hangs_up_is_followed_by_the_next_without_a_leave_event(
+        rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
+    # The conference's leave and end events are no longer asked for: the leg's own
+    # `completed` status callback moves on, whatever the state past the join.
+    mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
+    tid = start(rt, mocked, summary="Wants a refund")
+    mocked.post(f"{ACCOUNT}/Conferences/CF1/Participants/{AGENT}.json",
+                json={"call_sid": AGENT, "status": "connected"})
+    callback("conference", tid, StatusCallbackEvent="participant-join", CallSid=AGENT,
+             ConferenceSid="CF1")
+    assert store.get_transfer(tid)["state"] == "human_answered"  # type: ignore[index]
+    mocked.replace(responses.POST, participants_url("L1"), json=leg(SECOND), status=201)
+    callback("agent-status", tid, CallSid=AGENT, CallStatus="completed", attempt="0")
+    assert form(mocked.calls[-1])["To"] == [NUMBERS[1]]
+    rec = store.get_transfer(tid)
+    assert rec is not None and rec["attempt"] == "1" and rec["state"] == "dialing"
+    assert events() == []
+
+
 def test_retry_after_the_step_forward_places_the_missing_leg(
         rt: Runtime, store: Store, events: Any, mocked: responses.RequestsMock) -> None:
     mocked.post(participants_url("L1"), json=leg(AGENT), status=201)
@@ -335,7 +354,7 @@ def test_an_extension_places_a_call_whose_twiml_plays_the_digits_then_joins(
     assert conference is not None and conference.text == "transfer-L1"
     assert conference.get("participantLabel") == "agent"
     # The briefing's announcement-end moves the customer: subscribed here.
-    assert conference.get("statusCallbackEvent") == "start end join leave announcement"
+    assert conference.get("statusCallbackEvent") == "join announcement"
     assert conference.get("statusCallback") == \
         "https://hooks.example.com/twilio/conference?transfer_id=tr_L1"
     assert store.get_transfer("tr_L1")["agent_call_sid"] == AGENT  # type: ignore[index]

@@ -171,6 +171,39 @@ def test_a_repeated_status_callback_is_enqueued_once(client: FlaskClient, settin
     assert len(drain_queue(celery_app, "transfers")) == 1
 
 
+def test_a_repeat_of_a_known_transfer_is_told_in_the_triage_round_trip(
+        client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
+    # The token's claim lives in the lead's slot (one script checks it and triages).
+    tid = screened(store)
+    path = f"/twilio/conference?transfer_id={tid}"
+    join = {"StatusCallbackEvent": "participant-join", "CallSid": AGENT}
+    assert [signed(client, settings, path, join, token="t3").status_code
+            for _ in range(3)] == [204, 204, 204]
+    assert len(drain_queue(celery_app, "transfers")) == 1
+    assert store.r.exists(store.delivery_key("L1", "twilio", "t3"))
+    assert not store.r.exists("wt:once:idem:twilio:t3")
+    # A repeat of a callback recorded here (not enqueued) is not noted twice either.
+    start = {"StatusCallbackEvent": "conference-start"}
+    for _ in range(2):
+        signed(client, settings, path, start, token="t4")
+    notes = [e["note"] for e in store.timeline(tid)]
+    assert notes.count("conference conference-start") == 1
+
+
+def test_a_delivery_not_enqueued_is_accepted_on_its_retry(
+        make_app: AppFactory, settings: Settings, store: Store, celery_app: Celery,
+        dead_celery: Celery) -> None:
+    tid = screened(store)
+    path = f"/twilio/conference?transfer_id={tid}"
+    join = {"StatusCallbackEvent": "participant-join", "CallSid": AGENT}
+    down = make_app(celery=dead_celery).test_client()
+    assert signed(down, settings, path, join, token="t5").status_code == 503
+    assert not store.r.exists(store.delivery_key("L1", "twilio", "t5"))  # released
+    up = make_app().test_client()
+    assert signed(up, settings, path, join, token="t5").status_code == 204
+    assert len(drain_queue(celery_app, "transfers")) == 1
+
+
 # -- detection ----------------------------------------------------------------------------
 
 def test_the_amd_verdict_is_enqueued_with_its_attempt(client: FlaskClient, settings: Settings,
