@@ -402,21 +402,18 @@ class Store:
             # "" when every outcome moves on (the default, and records from before).
             fallback_on=("" if set(req.fallback_on) >= set(FALLBACK_REASONS)
                          else ",".join(req.fallback_on) or "none"),
-            # Per destination, the digits sent once it answers (only when there are some);
-            # only a non-default handoff is recorded (the record stays as it was).
-            extra={**({"extensions": json.dumps(list(req.extensions))}
-                      if any(req.extensions) else {}),
-                   **({"sip_headers": json.dumps([list(h) for h in req.sip_headers])}
-                      if req.sip_headers else {}),
-                   **({"handoff": req.handoff} if req.handoff != "default" else {}),
-                   # The provider account, when not the default (records stay as they were).
-                   **({"account": req.account} if req.account != "default" else {})}
-            ).to_hash()
+            # Per destination, the digits sent once it answers (only when there are some).
+            extensions=tuple(req.extensions) if any(req.extensions) else (),
+            sip_headers=tuple((str(n), str(v)) for n, v in req.sip_headers),
+            handoff=req.handoff, account=req.account,
+            )
+        deadline = now + self.settings.deadline_for(record.ring_timeout(0)
+                                                    or self.settings.transfer_ring_timeout)
+        raw = record.to_hash()
         # The state is set by the script, with the claim (see _BEGIN).
-        del record["state"]
+        del raw["state"]
         entry = self._entry(now, State.REQUESTED, "transfer requested")
         tid, lead, ttl = req.transfer_id, req.lead_id, self.settings.transfer_record_ttl
-        deadline = now + self.settings.deadline_for(ring_timeout(self.settings, record, 0))
         # Outside the script (other slots), and first: a process dying after this leaves a
         # deadline the sweep finds (an unknown transfer's entry is dropped by `expire`).
         pipe = self.r.pipeline(transaction=False)
@@ -429,7 +426,7 @@ class Store:
             keys=[self.record_key(tid, lead), self.timeline_key(tid, lead),
                   self.active_key(lead), self.lead_key(lead),
                   self.idem_key(lead, req.request_id or "-")],
-            args=[tid, json.dumps(record), self.settings.transfer_flag_ttl, ttl, _iso(now),
+            args=[tid, json.dumps(raw), self.settings.transfer_flag_ttl, ttl, _iso(now),
                   entry, req.request_id or ""],
         )
         outcome, detail = str(res[0]), str(res[1])
