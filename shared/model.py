@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -195,6 +195,10 @@ class Transfer:
         0 when it set none."""
         index = self.attempt if attempt is None else attempt
         return self.ring_timeouts[index] if 0 <= index < len(self.ring_timeouts) else 0
+
+    def with_extra(self, **fields: str) -> Transfer:
+        """The record with provider bookkeeping fields set (as a callback just wrote them)."""
+        return replace(self, extra={**self.extra, **fields})
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> Transfer:

@@ -85,13 +85,12 @@ def lead_tag(lead_id: str) -> str:
     return "{" + flag + "}" if part == flag else "{" + part + "}" + flag
 
 
-def ring_timeout(settings: Settings, transfer: Mapping[str, Any], attempt: int | str) -> int:
-    """How long destination `attempt` of a transfer record rings: the template's value,
-    else TRANSFER_RING_TIMEOUT."""
-    rings = json.loads(transfer.get("ring_timeouts") or "[]")
-    index = int(attempt or 0)
-    value = rings[index] if 0 <= index < len(rings) else 0
-    return int(value) or settings.transfer_ring_timeout
+def ring_timeout(settings: Settings, transfer: Transfer, attempt: int | str | None = None
+                 ) -> int:
+    """How long destination `attempt` (default: the current one) of a transfer rings: the
+    template's value, else TRANSFER_RING_TIMEOUT."""
+    index = None if attempt is None else int(attempt or 0)
+    return transfer.ring_timeout(index) or settings.transfer_ring_timeout
 
 
 def _iso(ts: float) -> str:
@@ -407,8 +406,7 @@ class Store:
             sip_headers=tuple((str(n), str(v)) for n, v in req.sip_headers),
             handoff=req.handoff, account=req.account,
             )
-        deadline = now + self.settings.deadline_for(record.ring_timeout(0)
-                                                    or self.settings.transfer_ring_timeout)
+        deadline = now + self.settings.deadline_for(ring_timeout(self.settings, record, 0))
         raw = record.to_hash()
         # The state is set by the script, with the claim (see _BEGIN).
         del raw["state"]
@@ -480,7 +478,8 @@ class Store:
         started_at, rings, fallback_on = self.r.hmget(
             self.record_key(transfer_id, lead), ["started_at", "ring_timeouts", "fallback_on"])
         started = float(started_at or now)
-        ring = ring_timeout(self.settings, {"ring_timeouts": rings}, seen_attempt + 1)
+        ring = ring_timeout(self.settings, Transfer.from_hash({"ring_timeouts": str(rings or "")}),
+                            seen_attempt + 1)
         deadline = min(now + self.settings.deadline_for(ring),
                        started + self.settings.transfer_flag_ttl - 5)
         # Not enough of the flag's TTL left to ring another destination: this one is last.
@@ -574,7 +573,7 @@ class Store:
 
     def serve_dial_up(self, transfer_id: str, note: str, *, claim: str | None = None,
                       claim_ttl: int | None = None, now: float | None = None
-                      ) -> tuple[dict[str, str] | None, str | None]:
+                      ) -> tuple[Transfer | None, str | None]:
         """For a provider fetching whom to dial, in one round trip: take the request's replay
         claim (see claim_once), read the transfer record and the flag (the number), and
         when it is pending mark the dial-up served on the record and its timeline.
@@ -597,7 +596,7 @@ class Store:
         if not rec:
             return None, None
         self._remember_lead(transfer_id, rec["lead_id"])
-        return rec, number
+        return Transfer.from_hash(rec), number
 
     def timeline(self, transfer_id: str) -> list[dict[str, Any]]:
         raw = cast(list[str], self.r.lrange(self.timeline_key(transfer_id), 0, -1))
