@@ -17,14 +17,15 @@ from urllib.parse import urlencode
 
 import requests
 
-from providers.accounts import DEFAULT, AccountSpec, known
-from shared.model import Transfer
+from providers.accounts import DEFAULT, Account, AccountSpec, UnknownAccount, known, resolve
+from shared.model import State, Transfer
 
 if TYPE_CHECKING:
     from shared.config import Settings
     from workers.runtime import Runtime
 
 T = TypeVar("T")
+A = TypeVar("A", bound=Account)
 
 
 class ProviderError(Exception):
@@ -99,6 +100,90 @@ def dial_attempted(transfer: Transfer, attempt: str | int) -> bool:
     """The look-before-dial marker: a dial of `attempt` may already have been placed (by a
     worker that died before recording it), so look for the leg before dialing again."""
     return transfer.dial_attempted == str(attempt)
+
+
+def place_leg(rt: Runtime, transfer: Transfer, attempt: str, *, provider: str,
+              pre_bridge: tuple[State, ...], note: str,
+              dial: Callable[[], Mapping[str, str]],
+              find: Callable[[], str | None] | None = None,
+              mark: Mapping[str, str] | None = None) -> None:
+    """The mechanics every provider's dial of one human leg shares. Look before dialing
+    again: where the marker says a dial of `attempt` may be out (a worker died before
+    recording it), `find` gives its leg id ("" when known to be out but without an id;
+    None when not found) and nothing is dialed. Else mark, `dial` (the record fields it
+    learnt, e.g. the leg's `agent_call_sid`), record the leg and the move to dialing. A
+    refusal the provider answered clears the marker (nothing was placed); an unknown
+    outcome keeps it, for the retry to look."""
+    tid = transfer.transfer_id
+    from_states = (State.REQUESTED,) if attempt == "0" else pre_bridge
+    if find is not None and dial_attempted(transfer, attempt):
+        existing = find()
+        if existing is not None:
+            leg = {"agent_call_sid": existing} if existing else {}
+            _record_leg(rt, provider, tid, leg)
+            rt.store.transition(tid, State.DIALING, f"{note} (found the leg of an interrupted "
+                                "attempt)", from_states=from_states,
+                                fields={**leg, "placed": attempt})
+            return
+    rt.store.set_fields(tid, dial_attempted=attempt, **(mark or {}))
+    try:
+        fields = dial()
+    except (TransientProviderError, PermanentProviderError) as exc:
+        if not exc.outcome_unknown:  # the provider answered: nothing was placed
+            rt.store.set_fields(tid, dial_attempted="")
+        raise
+    _record_leg(rt, provider, tid, fields)
+    rt.store.transition(tid, State.DIALING, note, from_states=from_states,
+                        fields={**fields, "placed": attempt})
+
+
+def next_to_place(rt: Runtime, transfer_id: str, task_id: str,
+                  pre_bridge: tuple[State, ...]) -> tuple[Transfer, str, str] | None:
+    """After a move to the next destination: the record, attempt and number whose leg this
+    task is to place, or None when it is placed already, the transfer is past dialing, or
+    another task (a duplicate callback's, running at the same time) has claimed it."""
+    current = rt.store.get_record(transfer_id)
+    if current is None or current.state not in pre_bridge or not current.destination:
+        return None
+    attempt = str(current.attempt)
+    if current.placed == attempt or not rt.store.claim_for(
+            f"place:{transfer_id}:{attempt}", task_id):
+        return None
+    return current, attempt, current.destination
+
+
+def claim_bridge(rt: Runtime, transfer_id: str, note: str, task_id: str,
+                 pre_bridge: tuple[State, ...]) -> bool:
+    """Move the transfer to bridging for this task, or find it moved by this very task (a
+    retry, before the customer was moved): only the task that started the bridge may
+    finish it."""
+    moved = rt.store.transition(transfer_id, State.BRIDGING, note, from_states=pre_bridge,
+                                fields={"bridge_task": task_id})
+    if moved.ok:
+        return True
+    current = rt.store.get_record(transfer_id)
+    return (current is not None and current.state is State.BRIDGING
+            and current.extra.get("bridge_task") == task_id
+            and not current.extra.get("customer_moved"))
+
+
+def account_for(settings: Settings, provider: str, transfer: Transfer, kind: type[A],
+                hint: str) -> A:
+    """The credentials of the transfer's account (of `provider`, as `kind`);
+    ProviderNotConfigured when it has none (`hint`: the default account's variables)."""
+    try:
+        account = resolve(settings, provider, transfer.account)
+    except UnknownAccount as exc:
+        raise ProviderNotConfigured(f"{exc} ({hint} for the default)") from None
+    assert isinstance(account, kind)
+    return account
+
+
+def _record_leg(rt: Runtime, provider: str, transfer_id: str, fields: Mapping[str, str]
+                ) -> None:
+    """A leg whose id is known is indexed: its own callbacks find the transfer by it."""
+    if fields.get("agent_call_sid"):
+        rt.store.index_call(provider, fields["agent_call_sid"], transfer_id)
 
 
 _clients = threading.local()

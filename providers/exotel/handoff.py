@@ -23,12 +23,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
-    ProviderNotConfigured,
     TransientProviderError,
+    account_for,
     cached_client,
     sort_http_failure,
     unreachable,
@@ -84,12 +83,8 @@ class ExotelClient:
 
 def make_client(settings: Settings, transfer: Transfer) -> ExotelClient:
     """An Exotel client authenticated as the transfer's account."""
-    try:
-        account = accounts.resolve(settings, "exotel", transfer.account)
-    except accounts.UnknownAccount as exc:
-        raise ProviderNotConfigured(f"{exc} (EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY and "
-                                    "EXOTEL_API_TOKEN for the default)") from None
-    assert isinstance(account, ExotelAccount)
+    account = account_for(settings, "exotel", transfer, ExotelAccount,
+                          "EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY and EXOTEL_API_TOKEN")
     timeout = settings.provider_http_timeout
     return cached_client(("exotel", account.account_sid, account.secret("api_key"),
                           account.secret("api_token"), account.api_base_url, str(timeout)),

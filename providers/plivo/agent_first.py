@@ -33,7 +33,9 @@ import redis
 from providers.base import (
     PermanentProviderError,
     TransientProviderError,
-    dial_attempted,
+    claim_bridge,
+    next_to_place,
+    place_leg,
     screening_key,
 )
 from providers.plivo.markup import (
@@ -104,14 +106,8 @@ def place(p: PlivoProvider, rt: Runtime, transfer: Transfer, attempt: str,
     leg by its recorded request, else dials again only if Plivo said nothing was placed)."""
     from providers.plivo.handoff import make_client
 
-    tid = transfer.transfer_id
-    from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
     note = "dialing the human agent (agent first)" if attempt == "0" else \
         f"dialing destination {int(attempt) + 1} (agent first)"
-    if dial_attempted(transfer, attempt) and _placed_before(rt, transfer, attempt):
-        rt.store.transition(tid, State.DIALING, f"{note} (found the leg of an interrupted "
-                            "attempt)", from_states=from_states, fields={"placed": attempt})
-        return
     client = make_client(rt.settings, transfer)
     leg = replace(transfer, attempt=int(attempt))
     settings = rt.settings
@@ -132,17 +128,15 @@ def place(p: PlivoProvider, rt: Runtime, transfer: Transfer, attempt: str,
         kwargs.update(machine_detection="true", machine_detection_time=MACHINE_DETECTION_MS,
                       machine_detection_url=af_status_url(settings, AF_MACHINE_PATH, leg),
                       machine_detection_method="POST")
-    rt.store.set_fields(tid, dial_attempted=attempt, dial_attempted_at=repr(time.time()))
-    try:
+
+    def dial() -> dict[str, str]:
         response: Any = client.call(lambda sdk: sdk.calls.create(**kwargs))
-    except (TransientProviderError, PermanentProviderError) as exc:
-        if not exc.outcome_unknown:  # Plivo answered: no call was placed
-            rt.store.set_fields(tid, dial_attempted="")
-        raise
-    # "call fired" with a request_uuid; the CallUUID comes with the leg's own requests.
-    request_uuid = str(getattr(response, "request_uuid", "") or "")
-    rt.store.transition(tid, State.DIALING, note, from_states=from_states,
-                        fields={"request_uuid": request_uuid, "placed": attempt})
+        # "call fired" with a request_uuid; the CallUUID comes with the leg's own requests.
+        return {"request_uuid": str(getattr(response, "request_uuid", "") or "")}
+
+    place_leg(rt, transfer, attempt, provider=p.name, pre_bridge=PRE_BRIDGE, note=note,
+              find=lambda: "" if _placed_before(rt, transfer, attempt) else None,
+              dial=dial, mark={"dial_attempted_at": repr(time.time())})
 
 
 def _placed_before(rt: Runtime, transfer: Transfer, attempt: str) -> bool:
@@ -163,15 +157,9 @@ def _placed_before(rt: Runtime, transfer: Transfer, attempt: str) -> bool:
 
 def ensure_dialed(p: PlivoProvider, rt: Runtime, transfer_id: str, task_id: str) -> None:
     """After a move to the next destination: its leg, unless already placed."""
-    current = rt.store.get_record(transfer_id)
-    if current is None or current.state not in PRE_BRIDGE:
-        return
-    attempt = str(current.attempt)
-    if current.placed == attempt or not rt.store.claim_for(
-            f"place:{transfer_id}:{attempt}", task_id):
-        return
-    if current.destination:
-        place(p, rt, current, attempt, current.destination)
+    found = next_to_place(rt, transfer_id, task_id, PRE_BRIDGE)
+    if found is not None:
+        place(p, rt, *found)
 
 
 def _not_reached(p: PlivoProvider, rt: Runtime, transfer: Transfer, reason: str,
@@ -338,16 +326,9 @@ def bridge(p: PlivoProvider, rt: Runtime, transfer: Transfer, task_id: str) -> N
     from providers.plivo.handoff import make_client
 
     tid = transfer.transfer_id
-    moved = rt.store.transition(tid, State.BRIDGING, "human agent in the conference; moving "
-                                "the customer", from_states=PRE_BRIDGE,
-                                fields={"bridge_task": task_id})
-    if not moved.ok:
-        current = rt.store.get_record(tid)
-        # Only the task that started the bridge (or its retry) may finish it.
-        if not (current is not None and current.state is State.BRIDGING
-                and current.extra.get("bridge_task") == task_id
-                and not current.extra.get("customer_moved")):
-            return
+    if not claim_bridge(rt, tid, "human agent in the conference; moving the customer",
+                        task_id, PRE_BRIDGE):
+        return
     current = rt.store.get_record(tid)
     if current is None or current.state is not State.BRIDGING:
         return  # the human left meanwhile: the customer stays with the AI

@@ -26,12 +26,12 @@ import plivo.rest.client as plivo_client
 import requests
 from plivo.exceptions import PlivoRestError
 
-from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
+    account_for,
     cached_client,
     sort_http_failure,
     unreachable,
@@ -104,12 +104,8 @@ class _Client:
 
 def make_client(settings: Settings, transfer: Transfer) -> _Client:
     """A Plivo client authenticated as the transfer's account."""
-    try:
-        account = accounts.resolve(settings, "plivo", transfer.account)
-    except accounts.UnknownAccount as exc:
-        raise ProviderNotConfigured(
-            f"{exc} (PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN for the default)") from None
-    assert isinstance(account, PlivoAccount)
+    account = account_for(settings, "plivo", transfer, PlivoAccount,
+                          "PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN")
     timeout = settings.provider_http_timeout
     try:
         return cached_client(("plivo", account.auth_id, account.secret("auth_token"),

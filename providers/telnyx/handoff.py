@@ -30,12 +30,14 @@ from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
-    ProviderNotConfigured,
     TransientProviderError,
+    account_for,
     cached_client,
+    claim_bridge,
     current_destination,
-    dial_attempted,
     extension,
+    next_to_place,
+    place_leg,
     screening_key,
     sip_headers,
     sort_http_failure,
@@ -157,13 +159,8 @@ def _account_query(transfer: Transfer) -> str:
 
 def account_of(settings: Settings, transfer: Transfer) -> TelnyxAccount:
     """The credentials of the transfer's account (ProviderNotConfigured when it has none)."""
-    try:
-        account = accounts.resolve(settings, "telnyx", transfer.account)
-    except accounts.UnknownAccount as exc:
-        raise ProviderNotConfigured(
-            f"{exc} (TELNYX_API_KEY and TELNYX_CONNECTION_ID for the default)") from None
-    assert isinstance(account, TelnyxAccount)
-    return account
+    return account_for(settings, "telnyx", transfer, TelnyxAccount,
+                       "TELNYX_API_KEY and TELNYX_CONNECTION_ID")
 
 
 def make_client(settings: Settings, transfer: Transfer) -> TelnyxClient:
@@ -196,28 +193,16 @@ class TelnyxProvider:
         settings = rt.settings
         client = make_client(settings, transfer)
         tid = transfer.transfer_id
-        from_states = (State.REQUESTED,) if attempt == "0" else _PRE_BRIDGE
         note = "dialing the human agent" if attempt == "0" else \
             f"dialing destination {int(attempt) + 1}"
-        if dial_attempted(transfer, attempt) and transfer.agent_call_sid:
-            # The dial went out and was recorded by a worker that died before moving on.
-            rt.store.transition(tid, State.DIALING, f"{note} (the interrupted attempt's leg)",
-                                from_states=from_states, fields={"placed": attempt})
-            return
-        # A dial whose answer never came (outcome unknown) is not looked for: Telnyx has no
-        # documented search by number. Its call.initiated webhook carries our client_state
-        # and records it (handle_callback); a second leg is the least bad outcome.
-        rt.store.set_fields(tid, dial_attempted=attempt)
         body = self._dial_body(settings, transfer, attempt, number, f"{tid}:{attempt}:dial")
-        try:
-            ccid = self._dial(rt, client, transfer, body)
-        except (TransientProviderError, PermanentProviderError) as exc:
-            if not exc.outcome_unknown:  # Telnyx answered: no call was placed
-                rt.store.set_fields(tid, dial_attempted="")
-            raise
-        rt.store.index_call(self.name, ccid, tid)
-        rt.store.transition(tid, State.DIALING, note, from_states=from_states,
-                            fields={"agent_call_sid": ccid, "placed": attempt})
+        # Only a leg recorded by a worker that died before moving on is found: Telnyx has no
+        # documented search by number. An unrecorded one's call.initiated webhook carries
+        # our client_state and records it (handle_callback); a second leg is the least bad
+        # outcome.
+        place_leg(rt, transfer, attempt, provider=self.name, pre_bridge=_PRE_BRIDGE,
+                  note=note, find=lambda: transfer.agent_call_sid or None,
+                  dial=lambda: {"agent_call_sid": self._dial(rt, client, transfer, body)})
 
     @staticmethod
     def _dial_body(settings: Settings, transfer: Transfer, attempt: str,
@@ -352,15 +337,9 @@ class TelnyxProvider:
 
     def ensure_dialed(self, rt: Runtime, transfer_id: str, task_id: str) -> None:
         """After a move to the next destination: its leg, unless already placed."""
-        current = rt.store.get_record(transfer_id)
-        if current is None or current.state not in _PRE_BRIDGE:
-            return
-        attempt = str(current.attempt)
-        if current.placed == attempt or not rt.store.claim_for(
-                f"place:{transfer_id}:{attempt}", task_id):
-            return
-        if current.destination:
-            self._place(rt, current, attempt, current.destination)
+        found = next_to_place(rt, transfer_id, task_id, _PRE_BRIDGE)
+        if found is not None:
+            self._place(rt, *found)
 
     def _not_reached(self, rt: Runtime, transfer: Transfer, reason: str,
                      note: str, task_id: str, *, hang_up: bool = False,
@@ -533,14 +512,10 @@ class TelnyxProvider:
 
     def _bridge(self, rt: Runtime, transfer: Transfer, task_id: str) -> None:
         tid = transfer.transfer_id
-        moved = rt.store.transition(tid, State.BRIDGING, "human agent ready; bridging the "
-                                    "customer", from_states=_PRE_BRIDGE,
-                                    fields={"bridge_task": task_id})
+        if not claim_bridge(rt, tid, "human agent ready; bridging the customer", task_id,
+                            _PRE_BRIDGE):
+            return
         current = rt.store.get_record(tid) or transfer
-        if not moved.ok and not (current.state == State.BRIDGING
-                                 and current.extra.get("bridge_task") == task_id
-                                 and not current.extra.get("customer_moved")):
-            return  # only the task that started the bridge (or its retry) finishes it
         client = make_client(rt.settings, current)
         try:
             # The customer's call is bridged to the human's; no client_state here: the

@@ -34,16 +34,17 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
-    ProviderNotConfigured,
     TransientProviderError,
+    account_for,
     cached_client,
     callback_url,
-    dial_attempted,
+    claim_bridge,
     extension,
+    next_to_place,
+    place_leg,
     sort_http_failure,
     unreachable,
 )
@@ -99,13 +100,8 @@ def warm_up() -> None:
 
 def account_of(settings: Settings, transfer: Transfer) -> TwilioAccount:
     """The credentials of the transfer's account (ProviderNotConfigured when it has none)."""
-    try:
-        account = accounts.resolve(settings, "twilio", transfer.account)
-    except accounts.UnknownAccount as exc:
-        raise ProviderNotConfigured(
-            f"{exc} (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN for the default)") from None
-    assert isinstance(account, TwilioAccount)
-    return account
+    return account_for(settings, "twilio", transfer, TwilioAccount,
+                       "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
 
 
 def make_client(settings: Settings, transfer: Transfer) -> Client:
@@ -165,33 +161,15 @@ class TwilioProvider:
         if GROUP_SEPARATOR in number:
             self._place_group(rt, transfer, attempt, number.split(GROUP_SEPARATOR))
             return
-        settings = rt.settings
-        client = make_client(settings, transfer)
-        tid = transfer.transfer_id
-        from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
+        client = make_client(rt.settings, transfer)
         note = "dialing the human agent" if attempt == "0" else \
             f"dialing destination {int(attempt) + 1}"
-        if dial_attempted(transfer, attempt):
-            # A dial may have been placed by a worker that died before recording it: look
-            # before dialing the human a second time.
-            existing = transfer.agent_call_sid or self._find_live_dial(
-                client, transfer, number)
-            if existing:
-                rt.store.index_call(self.name, existing, tid)
-                rt.store.transition(tid, State.DIALING, f"{note} (found the leg of an "
-                                    "interrupted attempt)", from_states=from_states,
-                                    fields={"agent_call_sid": existing, "placed": attempt})
-                return
-        rt.store.set_fields(tid, dial_attempted=attempt)
-        try:
-            call_sid = self._dial(rt, client, transfer, attempt, number)
-        except (TransientProviderError, PermanentProviderError) as exc:
-            if not exc.outcome_unknown:  # Twilio answered: no call was placed
-                rt.store.set_fields(tid, dial_attempted="")
-            raise
-        rt.store.index_call(self.name, call_sid, tid)
-        rt.store.transition(tid, State.DIALING, note, from_states=from_states,
-                            fields={"agent_call_sid": call_sid, "placed": attempt})
+        place_leg(rt, transfer, attempt, provider=self.name, pre_bridge=PRE_BRIDGE, note=note,
+                  # A leg of an interrupted attempt: recorded, or live to that number.
+                  find=lambda: transfer.agent_call_sid or self._find_live_dial(
+                      client, transfer, number),
+                  dial=lambda: {"agent_call_sid": self._dial(rt, client, transfer, attempt,
+                                                             number)})
 
     def _dial(self, rt: Runtime, client: Client, transfer: Transfer, attempt: str,
               number: str) -> str:
@@ -337,15 +315,9 @@ class TwilioProvider:
         """After a move to the next destination: its leg, unless already placed (a retried
         or redelivered task arrives here after the step it repeats). One task places it:
         a duplicate callback's task, running at the same time, leaves it to that one."""
-        current = rt.store.get_record(transfer_id)
-        if current is None or current.state not in PRE_BRIDGE:
-            return
-        attempt = str(current.attempt)
-        if current.placed == attempt or not rt.store.claim_for(
-                f"place:{transfer_id}:{attempt}", task_id):
-            return
-        if current.destination:
-            self._place(rt, current, attempt, current.destination)
+        found = next_to_place(rt, transfer_id, task_id, PRE_BRIDGE)
+        if found is not None:
+            self._place(rt, *found)
 
     def brief(self, rt: Runtime, transfer: Transfer, agent_sid: str,
               task_id: str) -> bool:
@@ -377,15 +349,9 @@ class TwilioProvider:
 
     def bridge(self, rt: Runtime, transfer: Transfer, task_id: str) -> None:
         tid = transfer.transfer_id
-        moved = rt.store.transition(tid, State.BRIDGING, "human agent joined; moving the customer",
-                                    from_states=PRE_BRIDGE, fields={"bridge_task": task_id})
-        if not moved.ok:
-            current = rt.store.get_record(tid)
-            # Only the task that started the bridge (or its retry) may finish it.
-            if not (current is not None and current.state is State.BRIDGING
-                    and current.extra.get("bridge_task") == task_id
-                    and not current.extra.get("customer_moved")):
-                return
+        if not claim_bridge(rt, tid, "human agent joined; moving the customer", task_id,
+                            PRE_BRIDGE):
+            return
         client = make_client(rt.settings, transfer)
         twiml = customer_twiml(rt.settings, transfer)
         try:

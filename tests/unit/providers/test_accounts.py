@@ -15,6 +15,7 @@ import responses
 from twilio.request_validator import RequestValidator
 
 from providers import accounts
+from providers.base import ProviderNotConfigured
 from providers.exotel import handoff as exotel
 from providers.plivo import handoff as plivo
 from providers.telnyx import handoff as telnyx
@@ -145,7 +146,7 @@ def test_each_providers_client_is_built_with_the_transfers_account(multi: Settin
     assert exotel.make_client(multi, acme).base == \
         "https://exotel-acme.test/v1/Accounts/acme2"
     assert telnyx.account_of(multi, acme).connection_id == "acme-app"
-    with pytest.raises(twilio.ProviderNotConfigured):
+    with pytest.raises(ProviderNotConfigured):
         twilio.make_client(multi, make_transfer(transfer_id="tr_3", account="nobody"))
 
 
@@ -228,7 +229,7 @@ def test_secrets_never_reach_logs_or_events(multi: Settings, make_app: AppFactor
     params = {"CallSid": "CA" + "a" * 32, "CallStatus": "busy", "AccountSid": ACME_SID}
     _twilio_post(app, multi, path, params, "wrong-token")
     _twilio_post(app, multi, path, params, ACME_TOKEN)
-    with pytest.raises(twilio.ProviderNotConfigured) as exc:
+    with pytest.raises(ProviderNotConfigured) as exc:
         twilio.make_client(multi, make_transfer(transfer_id="tr_9", account="nobody"))
     text = caplog.text + str(exc.value) + json.dumps(drain_queue(celery_app, "transfers"))
     text += json.dumps(drain_queue(celery_app, "agent_events"))
