@@ -3,7 +3,11 @@ to the worker, the failure reasons, and the `Transfer` record.
 
 String-valued enums, so that what goes on the wire (events, Celery messages) and into
 Redis is the very string it was before. The record is converted to and from its Redis hash
-in one place, `shared.store` (`record_from_hash` / `record_to_hash`).
+in one place, `shared.store` (`Transfer.from_hash` / `Transfer.to_hash`); the tasks hand
+the providers the typed record. Outside the store only `providers.base.record_of` reads the
+string form: for the webhook routes that still read the hash themselves (Twilio's
+screening routes) and for Plivo's signed URL contexts (the record's fields, as strings,
+written from `to_hash` by `providers.plivo.markup.dial_context`).
 """
 
 from __future__ import annotations
@@ -202,7 +206,7 @@ class Transfer:
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> Transfer:
-        """Only `shared.store` calls this (and `to_hash`): the one conversion."""
+        """The one conversion: `shared.store` (and `providers.base.record_of`, see above)."""
         known = {*_FLAGS, *_TEXT, *_DEFAULTS, "state", "started_at", "screening_timeout",
                  "destinations", "attempt", "ring_timeouts", "extensions", "sip_headers"}
         text: dict[str, str] = {name: raw.get(name, "") for name in _TEXT
