@@ -301,11 +301,6 @@ def resolve(settings: Settings, provider: str, account: str | None = None) -> Ac
     return found
 
 
-def of_transfer(settings: Settings, transfer: Mapping[str, str]) -> Account:
-    """The credentials of the transfer's account."""
-    return resolve(settings, transfer["provider"], transfer.get("account") or DEFAULT)
-
-
 def known(settings: Settings, provider: str, account: str | None) -> bool:
     """Whether a request may name this account (its credentials resolve);
     CredentialsUnavailable (a RequestError: service_unavailable) when the source is broken."""

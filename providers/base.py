@@ -9,7 +9,6 @@ exports `PROVIDER`, a `ProviderSpec`; `providers/__init__.py` lists them.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,13 +17,23 @@ from urllib.parse import urlencode
 
 import requests
 
-from providers.accounts import DEFAULT, AccountSpec, known
+from providers.accounts import (
+    DEFAULT,
+    Account,
+    AccountSpec,
+    CredentialsUnavailable,
+    UnknownAccount,
+    known,
+    resolve,
+)
+from shared.model import State, Transfer
 
 if TYPE_CHECKING:
     from shared.config import Settings
     from workers.runtime import Runtime
 
 T = TypeVar("T")
+A = TypeVar("A", bound=Account)
 
 
 class ProviderError(Exception):
@@ -88,10 +97,104 @@ def callback_url(settings: Settings, path: str, transfer_id: str, attempt: str |
     return settings.public_url(path) + "?" + urlencode(query)
 
 
-def dial_attempted(transfer: Mapping[str, str], attempt: str) -> bool:
+def record_of(raw: Transfer | Mapping[str, str]) -> Transfer:
+    """A record from what a webhook route holds: the raw hash it read itself (Twilio's
+    routes) or a signed context of the record's fields (Plivo's URLs), both in the record's
+    string form. The worker's side gets its records from the store, typed."""
+    return raw if isinstance(raw, Transfer) else Transfer.from_hash(raw)
+
+
+def dial_attempted(transfer: Transfer, attempt: str | int) -> bool:
     """The look-before-dial marker: a dial of `attempt` may already have been placed (by a
     worker that died before recording it), so look for the leg before dialing again."""
-    return transfer.get("dial_attempted") == attempt
+    return transfer.dial_attempted == str(attempt)
+
+
+def place_leg(rt: Runtime, transfer: Transfer, attempt: str, *, provider: str,
+              pre_bridge: tuple[State, ...], note: str,
+              dial: Callable[[], Mapping[str, str]],
+              find: Callable[[], str | None] | None = None,
+              mark: Mapping[str, str] | None = None) -> None:
+    """The mechanics every provider's dial of one human leg shares. Look before dialing
+    again: where the marker says a dial of `attempt` may be out (a worker died before
+    recording it), `find` gives its leg id ("" when known to be out but without an id;
+    None when not found) and nothing is dialed. Else mark, `dial` (the record fields it
+    learnt, e.g. the leg's `agent_call_sid`), record the leg and the move to dialing. A
+    refusal the provider answered clears the marker (nothing was placed); an unknown
+    outcome keeps it, for the retry to look."""
+    tid = transfer.transfer_id
+    from_states = (State.REQUESTED,) if attempt == "0" else pre_bridge
+    if find is not None and dial_attempted(transfer, attempt):
+        existing = find()
+        if existing is not None:
+            leg = {"agent_call_sid": existing} if existing else {}
+            _record_leg(rt, provider, tid, leg)
+            rt.store.transition(tid, State.DIALING, f"{note} (found the leg of an interrupted "
+                                "attempt)", from_states=from_states,
+                                fields={**leg, "placed": attempt})
+            return
+    rt.store.set_fields(tid, dial_attempted=attempt, **(mark or {}))
+    try:
+        fields = dial()
+    except (TransientProviderError, PermanentProviderError) as exc:
+        if not exc.outcome_unknown:  # the provider answered: nothing was placed
+            rt.store.set_fields(tid, dial_attempted="")
+        raise
+    _record_leg(rt, provider, tid, fields)
+    rt.store.transition(tid, State.DIALING, note, from_states=from_states,
+                        fields={**fields, "placed": attempt})
+
+
+def next_to_place(rt: Runtime, transfer_id: str, task_id: str,
+                  pre_bridge: tuple[State, ...]) -> tuple[Transfer, str, str] | None:
+    """After a move to the next destination: the record, attempt and number whose leg this
+    task is to place, or None when it is placed already, the transfer is past dialing, or
+    another task (a duplicate callback's, running at the same time) has claimed it."""
+    current = rt.store.get_record(transfer_id)
+    if current is None or current.state not in pre_bridge or not current.destination:
+        return None
+    attempt = str(current.attempt)
+    if current.placed == attempt or not rt.store.claim_for(
+            f"place:{transfer_id}:{attempt}", task_id):
+        return None
+    return current, attempt, current.destination
+
+
+def claim_bridge(rt: Runtime, transfer_id: str, note: str, task_id: str,
+                 pre_bridge: tuple[State, ...]) -> bool:
+    """Move the transfer to bridging for this task, or find it moved by this very task (a
+    retry, before the customer was moved): only the task that started the bridge may
+    finish it."""
+    moved = rt.store.transition(transfer_id, State.BRIDGING, note, from_states=pre_bridge,
+                                fields={"bridge_task": task_id})
+    if moved.ok:
+        return True
+    current = rt.store.get_record(transfer_id)
+    return (current is not None and current.state is State.BRIDGING
+            and current.extra.get("bridge_task") == task_id
+            and not current.extra.get("customer_moved"))
+
+
+def account_for(settings: Settings, provider: str, transfer: Transfer, kind: type[A],
+                hint: str) -> A:
+    """The credentials of the transfer's account (of `provider`, as `kind`);
+    ProviderNotConfigured when it has none (`hint`: the default account's variables); a
+    broken credential source is transient (the operator's fix, then a retry, places it)."""
+    try:
+        account = resolve(settings, provider, transfer.account)
+    except UnknownAccount as exc:
+        raise ProviderNotConfigured(f"{exc} ({hint} for the default)") from None
+    except CredentialsUnavailable as exc:
+        raise TransientProviderError(f"{provider} credentials unavailable: {exc}") from None
+    assert isinstance(account, kind)
+    return account
+
+
+def _record_leg(rt: Runtime, provider: str, transfer_id: str, fields: Mapping[str, str]
+                ) -> None:
+    """A leg whose id is known is indexed: its own callbacks find the transfer by it."""
+    if fields.get("agent_call_sid"):
+        rt.store.index_call(provider, fields["agent_call_sid"], transfer_id)
 
 
 _clients = threading.local()
@@ -107,48 +210,43 @@ def cached_client(key: tuple[str, ...], build: Callable[[], T]) -> T:
     return cast(T, cache[key])
 
 
-def screening_key(transfer: Mapping[str, str]) -> str:
+def screening_key(transfer: Transfer) -> str:
     """The key a screened human presses to take the call (the template's, default 1)."""
-    return transfer.get("screening_key") or "1"
+    return transfer.screening_key or "1"
 
 
-def current_destination(transfer: Mapping[str, str]) -> str:
+def current_destination(transfer: Transfer) -> str:
     """The destination of the record's current attempt: a number, a SIP address, or a ring
     group's members joined by "," ("" when there is none)."""
-    numbers = json.loads(transfer.get("destinations") or "[]")
-    index = int(transfer.get("attempt") or 0)
-    return str(numbers[index]) if 0 <= index < len(numbers) else ""
+    return transfer.destination
 
 
-def extension(transfer: Mapping[str, str], attempt: str | int | None = None) -> str:
+def extension(transfer: Transfer, attempt: str | int | None = None) -> str:
     """The digits destination `attempt` (default: the record's current one) wants once it
     answers ("" for none)."""
-    extensions = json.loads(transfer.get("extensions") or "[]")
-    index = int(transfer.get("attempt") or 0) if attempt is None else int(attempt or 0)
-    return str(extensions[index]) if 0 <= index < len(extensions) else ""
+    return transfer.extension(None if attempt is None else int(attempt or 0))
 
 
 # The summary in X-Transfer-Summary, at most (a provider may cut it further to fit).
 MAX_SUMMARY_HEADER = 200
 
 
-def sip_headers(transfer: Mapping[str, str]) -> list[tuple[str, str]]:
+def sip_headers(transfer: Transfer) -> list[tuple[str, str]]:
     """The headers a SIP destination gets: the transfer's context (X-Transfer-Id, X-Lead-Id,
     X-Transfer-Summary: what Vapi, Retell and Synthflow send) and the template's static
     ones. Values are printable text without CR/LF (the summary's control characters were
     replaced when the request was read; a lead id holds none)."""
-    headers = [("X-Transfer-Id", transfer["transfer_id"])]
-    if transfer.get("lead_id"):
-        headers.append(("X-Lead-Id", transfer["lead_id"]))
-    summary = " ".join((transfer.get("summary") or "").split())
+    headers = [("X-Transfer-Id", transfer.transfer_id)]
+    if transfer.lead_id:
+        headers.append(("X-Lead-Id", transfer.lead_id))
+    summary = " ".join(transfer.summary.split())
     if summary:
         headers.append(("X-Transfer-Summary", summary[:MAX_SUMMARY_HEADER]))
-    for name, value in json.loads(transfer.get("sip_headers") or "[]"):
-        headers.append((str(name), str(value)))
+    headers.extend(transfer.sip_headers)
     return [(n, v) for n, v in headers if v.isprintable()]
 
 
-def key_prompt(transfer: Mapping[str, str]) -> str:
+def key_prompt(transfer: Transfer) -> str:
     key = screening_key(transfer)
     name = {"*": "the star key", "#": "the pound key"}.get(key, key)
     return f"Press {name} to take the call."
@@ -157,31 +255,32 @@ def key_prompt(transfer: Mapping[str, str]) -> str:
 class Provider(Protocol):
     """One provider's handoff.
 
-    Methods receive the transfer record (a dict of strings, see shared.store) and raise
+    Methods receive the typed transfer record (`shared.model.Transfer`, as the task read
+    it from the store) and raise
     TransientProviderError for what a retry may fix; the tasks own retries and outcomes.
     """
 
     name: str
 
-    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+    def start(self, rt: Runtime, transfer: Transfer) -> None:
         """Place the handoff with the provider's REST API."""
 
-    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+    def handle_callback(self, rt: Runtime, transfer: Transfer, kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
         """Advance the transfer from one of our own leg/conference callbacks."""
 
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+    def customer_call_ended(self, rt: Runtime, transfer: Transfer,
                             params: Mapping[str, str]) -> bool:
         """The customer's call ended while the transfer was not final: settle the transfer
         and tell whether the call ended as a transfer (`call.ended.transferred`). `params`
         is what the provider's status callback said (normalised strings)."""
 
-    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+    def reconcile(self, rt: Runtime, transfer: Transfer) -> bool:
         """The deadline has come with no outcome. Ask the provider what happened; settle the
         transfer or push its deadline back and return True, or return False to have it fail
         with `timeout`."""
 
-    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+    def cleanup(self, rt: Runtime, transfer: Transfer) -> None:
         """Best effort: release provider resources of a transfer that failed or expired
         (e.g. hang up a human leg still ringing)."""
 

@@ -3,14 +3,18 @@ to the worker, the failure reasons, and the `Transfer` record.
 
 String-valued enums, so that what goes on the wire (events, Celery messages) and into
 Redis is the very string it was before. The record is converted to and from its Redis hash
-in one place, `shared.store` (`record_from_hash` / `record_to_hash`).
+in one place, `shared.store` (`Transfer.from_hash` / `Transfer.to_hash`); the tasks hand
+the providers the typed record. Outside the store only `providers.base.record_of` reads the
+string form: for the webhook routes that still read the hash themselves (Twilio's
+screening routes) and for Plivo's signed URL contexts (the record's fields, as strings,
+written from `to_hash` by `providers.plivo.markup.dial_context`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -112,9 +116,14 @@ class Advance(NamedTuple):
     number: str
 
 
-# The record's fields with a type of their own; every other field stays a string in
-# `Transfer.extra` (provider-specific bookkeeping such as Plivo's per-attempt pick-ups).
+# The record's fields with a type of their own: the request's, and the leg bookkeeping
+# several providers share. Every other field stays a string in `Transfer.extra`: one
+# provider's own bookkeeping (Twilio's/Telnyx's ring group legs `group_legs`, Plivo's
+# per-attempt pick-ups, `customer_moved`, `member`, `conference_sid`...), the store's
+# (`created_at`, `updated_at`, `tried`, `cause:<n>`, `reason`, `event`, `event_sent`).
 _FLAGS = ("voicemail_detection", "screening", "declined", "dial_up_served")
+# Written only when not the default, as the record has always been (see Store.begin).
+_DEFAULTS = {"account": "default", "handoff": "default"}
 _TEXT = ("transfer_id", "lead_id", "provider", "call_id", "transfer_number",
          "outbound_number", "summary", "request_id", "screening_key", "caller_number",
          "hold_audio", "fallback_on", "agent_call_sid", "dial_attempted", "placed")
@@ -143,6 +152,9 @@ class Transfer:
     screening_timeout: int = 8
     destinations: tuple[str, ...] = ()
     attempt: int = 0
+    # False while the provider has not said which destination it is trying (Exotel goes
+    # down a list itself): the hash holds attempt "".
+    attempt_known: bool = True
     ring_timeouts: tuple[int, ...] = ()
     caller_number: str = ""
     hold_audio: str = ""
@@ -155,6 +167,15 @@ class Transfer:
     placed: str = ""
     declined: bool = False
     dial_up_served: bool = False
+    # The provider account ("default": the provider's default credentials).
+    account: str = "default"
+    # The handoff flavour ("default", or e.g. Plivo's "agent_first").
+    handoff: str = "default"
+    # Per destination, the digits sent once it answers ("" for none; () when no destination
+    # has any).
+    extensions: tuple[str, ...] = ()
+    # The template's static SIP headers, (name, value) pairs.
+    sip_headers: tuple[tuple[str, str], ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -167,11 +188,27 @@ class Transfer:
         ok = 0 <= self.attempt < len(self.destinations)
         return self.destinations[self.attempt] if ok else ""
 
+    def extension(self, attempt: int | None = None) -> str:
+        """The digits destination `attempt` (default: the current one) wants once it
+        answers ("" for none)."""
+        index = self.attempt if attempt is None else attempt
+        return self.extensions[index] if 0 <= index < len(self.extensions) else ""
+
+    def ring_timeout(self, attempt: int | None = None) -> int:
+        """The template's ring time of destination `attempt` (default: the current one);
+        0 when it set none."""
+        index = self.attempt if attempt is None else attempt
+        return self.ring_timeouts[index] if 0 <= index < len(self.ring_timeouts) else 0
+
+    def with_extra(self, **fields: str) -> Transfer:
+        """The record with provider bookkeeping fields set (as a callback just wrote them)."""
+        return replace(self, extra={**self.extra, **fields})
+
     @classmethod
     def from_hash(cls, raw: Mapping[str, str]) -> Transfer:
-        """Only `shared.store` calls this (and `to_hash`): the one conversion."""
-        known = {*_FLAGS, *_TEXT, "state", "started_at", "screening_timeout", "destinations",
-                 "attempt", "ring_timeouts"}
+        """The one conversion: `shared.store` (and `providers.base.record_of`, see above)."""
+        known = {*_FLAGS, *_TEXT, *_DEFAULTS, "state", "started_at", "screening_timeout",
+                 "destinations", "attempt", "ring_timeouts", "extensions", "sip_headers"}
         text: dict[str, str] = {name: raw.get(name, "") for name in _TEXT
                                 if name != "screening_key"}
         flags: dict[str, bool] = {name: bool(raw.get(name)) for name in _FLAGS}
@@ -181,10 +218,16 @@ class Transfer:
             screening_timeout=int(raw.get("screening_timeout") or 8),
             destinations=tuple(str(n) for n in json.loads(raw.get("destinations") or "[]")),
             attempt=int(raw.get("attempt") or 0),
+            attempt_known=raw.get("attempt") != "",
             ring_timeouts=tuple(int(r) for r in json.loads(raw.get("ring_timeouts") or "[]")),
             **flags,  # type: ignore[arg-type]
             **text,  # type: ignore[arg-type]
             screening_key=raw.get("screening_key") or "1",
+            account=raw.get("account") or _DEFAULTS["account"],
+            handoff=raw.get("handoff") or _DEFAULTS["handoff"],
+            extensions=tuple(str(e) for e in json.loads(raw.get("extensions") or "[]")),
+            sip_headers=tuple((str(n), str(v))
+                              for n, v in json.loads(raw.get("sip_headers") or "[]")),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -195,7 +238,14 @@ class Transfer:
         raw.update(state=str(self.state), started_at=repr(self.started_at),
                    screening_timeout=str(self.screening_timeout),
                    destinations=json.dumps(list(self.destinations)),
-                   attempt=str(self.attempt), ring_timeouts=json.dumps(list(self.ring_timeouts)))
+                   attempt=str(self.attempt) if self.attempt_known else "",
+                   ring_timeouts=json.dumps(list(self.ring_timeouts)))
+        raw.update({name: getattr(self, name) for name, default in _DEFAULTS.items()
+                    if getattr(self, name) != default})
+        if self.extensions:
+            raw["extensions"] = json.dumps(list(self.extensions))
+        if self.sip_headers:
+            raw["sip_headers"] = json.dumps([list(h) for h in self.sip_headers])
         raw.update(self.extra)
         # Leg bookkeeping is absent from the hash until set (and deleted when moving on).
         return {k: v for k, v in raw.items() if v or k not in _LEG_BOOKKEEPING}

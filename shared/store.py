@@ -86,13 +86,12 @@ def lead_tag(lead_id: str) -> str:
     return "{" + flag + "}" if part == flag else "{" + part + "}" + flag
 
 
-def ring_timeout(settings: Settings, transfer: Mapping[str, Any], attempt: int | str) -> int:
-    """How long destination `attempt` of a transfer record rings: the template's value,
-    else TRANSFER_RING_TIMEOUT."""
-    rings = json.loads(transfer.get("ring_timeouts") or "[]")
-    index = int(attempt or 0)
-    value = rings[index] if 0 <= index < len(rings) else 0
-    return int(value) or settings.transfer_ring_timeout
+def ring_timeout(settings: Settings, transfer: Transfer, attempt: int | str | None = None
+                 ) -> int:
+    """How long destination `attempt` (default: the current one) of a transfer rings: the
+    template's value, else TRANSFER_RING_TIMEOUT."""
+    index = None if attempt is None else int(attempt or 0)
+    return transfer.ring_timeout(index) or settings.transfer_ring_timeout
 
 
 def _iso(ts: float) -> str:
@@ -430,21 +429,17 @@ class Store:
             # "" when every outcome moves on (the default, and records from before).
             fallback_on=("" if set(req.fallback_on) >= set(FALLBACK_REASONS)
                          else ",".join(req.fallback_on) or "none"),
-            # Per destination, the digits sent once it answers (only when there are some);
-            # only a non-default handoff is recorded (the record stays as it was).
-            extra={**({"extensions": json.dumps(list(req.extensions))}
-                      if any(req.extensions) else {}),
-                   **({"sip_headers": json.dumps([list(h) for h in req.sip_headers])}
-                      if req.sip_headers else {}),
-                   **({"handoff": req.handoff} if req.handoff != "default" else {}),
-                   # The provider account, when not the default (records stay as they were).
-                   **({"account": req.account} if req.account != "default" else {})}
-            ).to_hash()
+            # Per destination, the digits sent once it answers (only when there are some).
+            extensions=tuple(req.extensions) if any(req.extensions) else (),
+            sip_headers=tuple((str(n), str(v)) for n, v in req.sip_headers),
+            handoff=req.handoff, account=req.account,
+            )
+        deadline = now + self.settings.deadline_for(ring_timeout(self.settings, record, 0))
+        raw = record.to_hash()
         # The state is set by the script, with the claim (see _BEGIN).
-        del record["state"]
+        del raw["state"]
         entry = self._entry(now, State.REQUESTED, "transfer requested")
         tid, lead, ttl = req.transfer_id, req.lead_id, self.settings.transfer_record_ttl
-        deadline = now + self.settings.deadline_for(ring_timeout(self.settings, record, 0))
         # Outside the script (other slots), and first: a process dying after this leaves a
         # deadline the sweep finds (an unknown transfer's entry is dropped by `expire`).
         pipe = self.r.pipeline(transaction=False)
@@ -457,7 +452,7 @@ class Store:
             keys=[self.record_key(tid, lead), self.timeline_key(tid, lead),
                   self.active_key(lead), self.lead_key(lead),
                   self.idem_key(lead, req.request_id or "-")],
-            args=[tid, json.dumps(record), self.settings.transfer_flag_ttl, ttl, _iso(now),
+            args=[tid, json.dumps(raw), self.settings.transfer_flag_ttl, ttl, _iso(now),
                   entry, req.request_id or ""],
         )
         outcome, detail = str(res[0]), str(res[1])
@@ -511,7 +506,8 @@ class Store:
         started_at, rings, fallback_on = self.r.hmget(
             self.record_key(transfer_id, lead), ["started_at", "ring_timeouts", "fallback_on"])
         started = float(started_at or now)
-        ring = ring_timeout(self.settings, {"ring_timeouts": rings}, seen_attempt + 1)
+        ring = ring_timeout(self.settings, Transfer.from_hash({"ring_timeouts": str(rings or "")}),
+                            seen_attempt + 1)
         deadline = min(now + self.settings.deadline_for(ring),
                        started + self.settings.transfer_flag_ttl - 5)
         # Not enough of the flag's TTL left to ring another destination: this one is last.
@@ -637,7 +633,7 @@ class Store:
 
     def serve_dial_up(self, transfer_id: str, note: str, *, claim: str | None = None,
                       claim_ttl: int | None = None, now: float | None = None
-                      ) -> tuple[dict[str, str] | None, str | None]:
+                      ) -> tuple[Transfer | None, str | None]:
         """For a provider fetching whom to dial, in one round trip: take the request's replay
         claim (see claim_once), read the transfer record and the flag (the number), and
         when it is pending mark the dial-up served on the record and its timeline.
@@ -660,7 +656,7 @@ class Store:
         if not rec:
             return None, None
         self._remember_lead(transfer_id, rec["lead_id"])
-        return rec, number
+        return Transfer.from_hash(rec), number
 
     def timeline(self, transfer_id: str) -> list[dict[str, Any]]:
         raw = cast(list[str], self.r.lrange(self.timeline_key(transfer_id), 0, -1))

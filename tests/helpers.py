@@ -12,6 +12,8 @@ from typing import Any
 
 from celery import Celery
 
+from shared.model import State, Transfer
+
 _counter = itertools.count(random.randrange(0, 50))
 
 
@@ -81,3 +83,11 @@ def stderr_at_exit_with_closed_log_stream(code: str) -> str:
                            cwd=Path(__file__).resolve().parents[1], timeout=60, check=False)
     assert child.returncode == 0, child.stderr
     return child.stderr
+
+
+def make_transfer(**fields: Any) -> Transfer:
+    """A typed transfer record as the providers receive it (what the test leaves out: a
+    pending transfer's defaults)."""
+    base: dict[str, Any] = {"transfer_id": "tr_1", "lead_id": "L1", "provider": "plivo",
+                            "call_id": "call-1", "state": State.DIALING}
+    return Transfer(**{**base, **fields})

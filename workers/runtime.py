@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +14,7 @@ from shared.contracts import Action, Attempt, EventType, TransferEvent
 from shared.logs import BoundLogger, get_logger
 from shared.metrics import Metrics
 from shared.phone import mask
-from shared.store import State, Store
+from shared.store import State, Store, Transfer
 
 log = get_logger("workers")
 
@@ -30,17 +29,13 @@ class Runtime:
     def __post_init__(self) -> None:
         self.metrics = Metrics(self.store.r)
 
-    def seconds_since_start(self, transfer: Mapping[str, str]) -> float | None:
-        try:
-            return max(0.0, time.time() - float(transfer["started_at"]))
-        except (KeyError, ValueError):
-            return None
+    def seconds_since_start(self, transfer: Transfer) -> float | None:
+        return max(0.0, time.time() - transfer.started_at) if transfer.started_at else None
 
-    def logger(self, transfer: Mapping[str, str] | None = None, **extra: Any) -> BoundLogger:
-        if transfer:
-            extra = {"lead_id": transfer.get("lead_id"),
-                     "transfer_id": transfer.get("transfer_id"),
-                     "provider": transfer.get("provider"), **extra}
+    def logger(self, transfer: Transfer | None = None, **extra: Any) -> BoundLogger:
+        if transfer is not None:
+            extra = {"lead_id": transfer.lead_id, "transfer_id": transfer.transfer_id,
+                     "provider": transfer.provider, **extra}
         return log.bind(**extra)
 
     def emit(self, event: TransferEvent) -> None:
@@ -67,53 +62,54 @@ class Runtime:
                                                                   strict=True))
                          if i < len(numbers)]
 
-    def succeed(self, transfer: Mapping[str, str], note: str, *,
+    def succeed(self, transfer: Transfer, note: str, *,
                 from_states: tuple[State, ...]) -> bool:
-        index, attempts = self.attempts(transfer["transfer_id"], "answered")
+        index, attempts = self.attempts(transfer.transfer_id, "answered")
         # A ring group's member that answered, where the provider said (record "member").
-        raw = (self.store.get_transfer(transfer["transfer_id"]) or {}).get("member", "")
+        fresh = self.store.get_record(transfer.transfer_id) or transfer
+        raw = fresh.extra.get("member", "")
         member = int(raw) if raw.isdigit() else None
         if member is not None and attempts:
             attempts[-1] = attempts[-1].model_copy(update={"member": member})
-        event = TransferEvent.succeeded(lead_id=transfer["lead_id"],
-                                        transfer_id=transfer["transfer_id"],
-                                        provider=transfer["provider"],
-                                        call_id=transfer["call_id"], destination_index=index,
+        event = TransferEvent.succeeded(lead_id=transfer.lead_id,
+                                        transfer_id=transfer.transfer_id,
+                                        provider=transfer.provider,
+                                        call_id=transfer.call_id, destination_index=index,
                                         attempts=attempts or None,
                                         destination_member=member)
         return self._finish(transfer, State.SUCCEEDED, note, event, from_states)
 
-    def fail(self, transfer: Mapping[str, str], reason: str, note: str, *,
+    def fail(self, transfer: Transfer, reason: str, note: str, *,
              from_states: tuple[State, ...] = ()) -> bool:
-        _, attempts = self.attempts(transfer["transfer_id"], reason)
+        _, attempts = self.attempts(transfer.transfer_id, reason)
         # The cause of the outcome that ended it: the last destination's, where it was its.
         last = attempts[-1] if attempts and attempts[-1].outcome == reason else None
-        event = TransferEvent.failed(lead_id=transfer["lead_id"],
-                                     transfer_id=transfer["transfer_id"],
-                                     provider=transfer["provider"],
-                                     call_id=transfer["call_id"], reason=reason,
+        event = TransferEvent.failed(lead_id=transfer.lead_id,
+                                     transfer_id=transfer.transfer_id,
+                                     provider=transfer.provider,
+                                     call_id=transfer.call_id, reason=reason,
                                      attempts=attempts or None,
                                      sip_code=last.sip_code if last else None,
                                      provider_cause=last.provider_cause if last else None)
         return self._finish(transfer, State.FAILED, note, event, from_states, reason=reason)
 
-    def _finish(self, transfer: Mapping[str, str], state: State, note: str,
+    def _finish(self, transfer: Transfer, state: State, note: str,
                 event: TransferEvent, from_states: tuple[State, ...],
                 reason: str | None = None) -> bool:
         """The one way a transfer ends: an atomic terminal transition, then its one event."""
         fields: dict[str, Any] = {"event": json.dumps(event.as_dict())}
         if reason:
             fields["reason"] = reason
-        moved = self.store.transition(transfer["transfer_id"], state, note,
+        moved = self.store.transition(transfer.transfer_id, state, note,
                                       from_states=from_states, fields=fields)
         if not moved.ok:
             self.logger(transfer).info("outcome ignored", extra={
                 "wanted": state.value, "current": moved.previous, "note": note})
             return False
-        provider = transfer["provider"]
-        account = transfer.get("account") or "default"
+        provider = transfer.provider
+        account = transfer.account
         # Every terminal path comes here: the account's in-flight count lets go of it.
-        self.store.release_account_slot(provider, account, transfer["transfer_id"])
+        self.store.release_account_slot(provider, account, transfer.transfer_id)
         self.metrics.inc("warm_transfer_transfers", provider=provider, account=account,
                          outcome=state.value, reason=reason or "")
         for attempt in event.attempts or ():
@@ -123,7 +119,7 @@ class Runtime:
         elapsed = self.seconds_since_start(transfer)
         if state is State.SUCCEEDED and elapsed is not None:
             self.metrics.observe("warm_transfer_bridge_seconds", elapsed, provider=provider)
-        self.send_terminal_event(transfer["transfer_id"], event.as_dict())
+        self.send_terminal_event(transfer.transfer_id, event.as_dict())
         return True
 
     def send_terminal_event(self, transfer_id: str, event: dict[str, Any]) -> bool:
@@ -135,19 +131,19 @@ class Runtime:
         self.store.mark_event_sent(transfer_id)
         return True
 
-    def resend_unsent(self, transfer: Mapping[str, str]) -> bool:
+    def resend_unsent(self, transfer: Transfer) -> bool:
         """For a finished transfer: send its terminal event if it never went out."""
-        if transfer.get("event_sent") or not transfer.get("event"):
-            self.store.mark_event_sent(transfer["transfer_id"])
+        if transfer.extra.get("event_sent") or not transfer.extra.get("event"):
+            self.store.mark_event_sent(transfer.transfer_id)
             return False
         self.logger(transfer).warning("terminal event was not sent; sending it now")
-        return self.send_terminal_event(transfer["transfer_id"], json.loads(transfer["event"]))
+        return self.send_terminal_event(transfer.transfer_id, json.loads(transfer.extra["event"]))
 
-    def emit_disconnect(self, transfer: Mapping[str, str]) -> None:
+    def emit_disconnect(self, transfer: Transfer) -> None:
         """The AI must leave the call now (or has been taken off it) for the transfer."""
-        self.emit(TransferEvent(type=EventType.DISCONNECT_AI, lead_id=transfer["lead_id"],
-                                transfer_id=transfer["transfer_id"],
-                                provider=transfer["provider"], call_id=transfer["call_id"],
+        self.emit(TransferEvent(type=EventType.DISCONNECT_AI, lead_id=transfer.lead_id,
+                                transfer_id=transfer.transfer_id,
+                                provider=transfer.provider, call_id=transfer.call_id,
                                 action=Action.DISCONNECT))
 
     def emit_call_ended(self, *, lead_id: str, provider: str, call_id: str,

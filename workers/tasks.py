@@ -27,7 +27,7 @@ from shared.contracts import (
     TransferRequest,
     parse_request,
 )
-from shared.store import TERMINAL_STATES, State, Store
+from shared.store import State, Store, Transfer
 from workers.celery_app import app
 from workers.runtime import Runtime
 
@@ -46,7 +46,7 @@ def runtime() -> Runtime:
     return _runtime
 
 
-def _provider_step(task: Task, rt: Runtime, provider: Provider, transfer: Mapping[str, str],
+def _provider_step(task: Task, rt: Runtime, provider: Provider, transfer: Transfer,
                    step: Callable[[], None]) -> None:
     """Run one provider step: retry transient errors with backoff, then fail the transfer."""
     try:
@@ -80,10 +80,10 @@ def parse_message(rt: Runtime, request: Any, transfer_id: str) -> TransferReques
     does not turn an accepted transfer away at closing time. A producer that sends the task
     itself has no record yet: judged now.
     """
-    record = rt.store.get_transfer(transfer_id) if TRANSFER_ID_FORMAT.match(transfer_id) \
+    record = rt.store.get_record(transfer_id) if TRANSFER_ID_FORMAT.match(transfer_id) \
         else None
-    started = record.get("started_at") if record else None
-    accepted_at = datetime.fromtimestamp(float(started), UTC) if started else None
+    started = record.started_at if record else None
+    accepted_at = datetime.fromtimestamp(started, UTC) if started else None
     return parse_request(request, rt.store.get_number, transfer_id=transfer_id,
                          allowed_destinations=rt.settings.transfer_allowed_destinations,
                          home_country=rt.settings.transfer_home_country, now=accepted_at,
@@ -115,10 +115,10 @@ def transfer_request(self: Task, request: dict[str, Any]) -> None:
     if outcome == "duplicate":
         log.info("request id already used; nothing to do", extra={"owner": detail})
         return
-    transfer = rt.store.get_transfer(req.transfer_id)
-    if transfer is None or transfer["state"] != State.REQUESTED:
+    transfer = rt.store.get_record(req.transfer_id)
+    if transfer is None or transfer.state is not State.REQUESTED:
         log.info("transfer already past the request; redelivery ignored",
-                 extra={"state": transfer and transfer["state"]})
+                 extra={"state": transfer and transfer.state})
         return
     if not rt.store.set_flag(req.lead_id, req.transfer_number):
         rt.fail(transfer, FailureReason.TRANSFER_IN_PROGRESS, "flag held by another transfer")
@@ -171,7 +171,7 @@ def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
     rt = runtime()
     if not transfer_id and call_id:
         transfer_id = rt.store.transfer_for_call(provider, call_id) or ""
-    transfer = rt.store.get_transfer(transfer_id) if transfer_id else None
+    transfer = rt.store.get_record(transfer_id) if transfer_id else None
     spec = providers.get(provider)
     if spec is None or kind not in spec.callback_kinds:
         # A webhook and its worker disagree (or a bug): nothing handles it, so say so loudly.
@@ -185,21 +185,21 @@ def provider_callback(self: Task, provider: str, kind: str, transfer_id: str,
         return
     if not _same_account(rt, transfer, account, kind):
         return
-    if transfer["state"] in TERMINAL_STATES:
+    if transfer.final:
         rt.store.note(transfer_id, f"late {kind} callback ignored")
         return
     _provider_step(self, rt, impl, transfer,
                    lambda: impl.handle_callback(rt, transfer, kind, params, self.request.id))
 
 
-def _same_account(rt: Runtime, transfer: Mapping[str, str], account: str, what: str) -> bool:
+def _same_account(rt: Runtime, transfer: Transfer, account: str, what: str) -> bool:
     """A callback verified with one account's secret acts only on that account's transfers
     (a URL or secret shared by mistake must not let one business steer another's calls)."""
-    if (transfer.get("account") or accounts.DEFAULT) == account:
+    if transfer.account == account:
         return True
     rt.logger(transfer).warning("callback of another provider account ignored",
                                 extra={"kind": what, "callback_account": account})
-    rt.store.note(transfer["transfer_id"], f"{what} callback of another account ignored")
+    rt.store.note(transfer.transfer_id, f"{what} callback of another account ignored")
     return False
 
 
@@ -217,13 +217,13 @@ def call_status(self: Task, provider: str, call_id: str, status: str,
         return
     try:
         transfer_id = rt.store.transfer_for_call(provider, call_id)
-        transfer = rt.store.get_transfer(transfer_id) if transfer_id else None
-        if transfer is not None and transfer["call_id"] != call_id:
+        transfer = rt.store.get_record(transfer_id) if transfer_id else None
+        if transfer is not None and transfer.call_id != call_id:
             transfer = None  # a human leg, not a customer call
         if transfer is not None and not _same_account(rt, transfer, account, "status"):
             rt.store.release_once(claim)  # the right account's own callback still counts
             return
-        lead = transfer["lead_id"] if transfer else lead_id
+        lead = transfer.lead_id if transfer else lead_id
         if not lead:
             rt.logger(None, provider=provider, call_id=call_id).info(
                 "call ended with no known lead; no event")
@@ -232,12 +232,12 @@ def call_status(self: Task, provider: str, call_id: str, status: str,
         transferred = flagged
         impl = get_provider(provider)
         if transfer is not None and impl is not None:
-            if transfer["state"] == State.SUCCEEDED:
+            if transfer.state is State.SUCCEEDED:
                 transferred = True
-            elif transfer["state"] not in TERMINAL_STATES:
+            elif not transfer.final:
                 transferred = impl.customer_call_ended(rt, transfer, params or {})
         rt.emit_call_ended(lead_id=lead, provider=provider, call_id=call_id,
-                           transfer_id=transfer["transfer_id"] if transfer else None,
+                           transfer_id=transfer.transfer_id if transfer else None,
                            transferred=transferred)
     except Exception:
         rt.store.release_once(claim)  # let the redelivery report it
@@ -247,14 +247,14 @@ def call_status(self: Task, provider: str, call_id: str, status: str,
 @app.task(name=TASK_EXPIRE, bind=True)
 def expire(self: Task, transfer_id: str) -> None:
     rt = runtime()
-    transfer = rt.store.get_transfer(transfer_id)
+    transfer = rt.store.get_record(transfer_id)
     if transfer is None:
         rt.store.forget_deadline(transfer_id)  # a request that never became a transfer
         return
-    if transfer["state"] in TERMINAL_STATES:
+    if transfer.final:
         rt.resend_unsent(transfer)  # the sweep doubles as the outbox of terminal events
         return
-    impl = get_provider(transfer["provider"])
+    impl = get_provider(transfer.provider)
     if impl is not None and impl.reconcile(rt, transfer):
         return
     if rt.fail(transfer, FailureReason.TIMEOUT, "no outcome before the deadline") and impl:

@@ -8,7 +8,6 @@ The routes verify and parse; these functions decide, record and return the answe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 from providers.exotel.markup import dial_up_body, programmable_connect
 from shared.config import Settings
 from shared.logs import get_logger
-from shared.model import TERMINAL_STATES, CallbackKind, State
+from shared.model import CallbackKind, State, Transfer
 from shared.phone import from_provider, region_of
 from shared.store import Store
 
@@ -59,7 +58,7 @@ def human_outcome(status: Mapping[str, str]) -> tuple[bool | None, str]:
 
 # --- the worker's part: the Passthru and the customer's hangup --------------------------
 
-def handle_callback(p: ExotelProvider, rt: Runtime, transfer: Mapping[str, str], kind: str,
+def handle_callback(p: ExotelProvider, rt: Runtime, transfer: Transfer, kind: str,
                     params: Mapping[str, str], task_id: str) -> None:
     pending = (State.REQUESTED, State.DIALING)
     if kind == CallbackKind.DIAL_UP_MISSING:
@@ -70,7 +69,7 @@ def handle_callback(p: ExotelProvider, rt: Runtime, transfer: Mapping[str, str],
         if answered is not None:
             _record_destination(rt, transfer, params.get("DialWhomNumber", ""))
         how = params.get("CallType") or params.get("DialCallStatus") or "unknown"
-        if answered is False and not transfer.get("dial_up_served"):
+        if answered is False and not transfer.dial_up_served:
             # Connect never got a number from us (e.g. Redis was down): nobody was rung.
             reason, how = "timeout", f"{how}, with no dial-up served"
         if answered:
@@ -79,18 +78,17 @@ def handle_callback(p: ExotelProvider, rt: Runtime, transfer: Mapping[str, str],
             rt.fail(transfer, reason, f"connect ended: {how}", from_states=pending)
 
 
-def _record_destination(rt: Runtime, transfer: Mapping[str, str], number: str) -> None:
+def _record_destination(rt: Runtime, transfer: Transfer, number: str) -> None:
     """Exotel names the number it dialed last (DialWhomNumber): the one that answered, or
     the last one tried. It reports Indian numbers in national format ("0" + ten digits),
     so the number is read in the ExoPhone's country before it is compared with ours."""
-    listed = [from_provider(str(n), None) for n in
-              json.loads(transfer.get("destinations") or "[]")]
-    dialed = from_provider(number, region_of(transfer.get("outbound_number", "")) or "IN")
+    listed = [from_provider(n, None) for n in transfer.destinations]
+    dialed = from_provider(number, region_of(transfer.outbound_number) or "IN")
     if dialed and dialed in listed:
-        rt.store.set_fields(transfer["transfer_id"], attempt=str(listed.index(dialed)))
+        rt.store.set_fields(transfer.transfer_id, attempt=str(listed.index(dialed)))
 
 
-def customer_call_ended(p: ExotelProvider, rt: Runtime, transfer: Mapping[str, str],
+def customer_call_ended(p: ExotelProvider, rt: Runtime, transfer: Transfer,
                         params: Mapping[str, str]) -> bool:
     answered, reason = human_outcome(params)
     pending = (State.REQUESTED, State.DIALING)
@@ -101,7 +99,7 @@ def customer_call_ended(p: ExotelProvider, rt: Runtime, transfer: Mapping[str, s
                 f"call ended {params.get('Status', '')}; human leg "
                 f"{params.get('Leg2Status') or 'not reached'}", from_states=pending)
     # The AI left the call for the transfer; its end is part of the transfer.
-    return transfer["state"] != State.REQUESTED
+    return transfer.state is not State.REQUESTED
 
 
 # --- the web app's part: the dial-up ------------------------------------------------------
@@ -118,13 +116,13 @@ class DialUp:
     missing: str = ""
 
 
-def _ours(transfer: Mapping[str, str] | None, call_sid: str) -> bool:
-    return (transfer is not None and transfer.get("provider") == "exotel"
-            and transfer.get("call_id") == call_sid)
+def _ours(transfer: Transfer | None, call_sid: str) -> bool:
+    return (transfer is not None and transfer.provider == "exotel"
+            and transfer.call_id == call_sid)
 
 
 def _find(store: Store, call_sid: str, custom_field: str, *, serve: bool
-          ) -> tuple[dict[str, str] | None, str | None]:
+          ) -> tuple[Transfer | None, str | None]:
     """The Exotel transfer of this call, and the number to dial if it is pending.
 
     Found by the CallSid Exotel sends (the request's call_id). CustomField (the lead id, where
@@ -133,7 +131,7 @@ def _find(store: Store, call_sid: str, custom_field: str, *, serve: bool
     transfer_id = store.transfer_for_call("exotel", call_sid)
     if transfer_id is None and custom_field and len(custom_field) <= MAX_ID:
         transfer_id = store.active_transfer(custom_field)
-        found = store.get_transfer(transfer_id) if transfer_id else None
+        found = store.get_record(transfer_id) if transfer_id else None
         if not _ours(found, call_sid):
             return None, None
     if transfer_id is None:
@@ -142,8 +140,8 @@ def _find(store: Store, call_sid: str, custom_field: str, *, serve: bool
         transfer, number = store.serve_dial_up(
             transfer_id, "dial-up served; Exotel is dialing the human agent")
     else:  # a HEAD only looks
-        transfer = store.get_transfer(transfer_id)
-        number = store.get_flag(transfer["lead_id"]) if transfer else None
+        transfer = store.get_record(transfer_id)
+        number = store.get_flag(transfer.lead_id) if transfer else None
     if not _ours(transfer, call_sid):
         return None, None
     return transfer, number
@@ -157,12 +155,12 @@ def dial_up(store: Store, settings: Settings, call_sid: str, custom_field: str, 
     transfer, number = _find(store, call_sid, custom_field, serve=not head)
     if transfer is None:
         return DialUp()
-    if transfer["state"] in TERMINAL_STATES or not number:
-        return DialUp(missing="" if head else transfer["transfer_id"])
-    if not programmable and transfer.get("attempt") == "":
+    if transfer.final or not number:
+        return DialUp(missing="" if head else transfer.transfer_id)
+    if not programmable and not transfer.attempt_known:
         # Text dials one number: the destination reached is the first, not unknown.
         try:
-            store.set_fields(transfer["transfer_id"], attempt="0")
+            store.set_fields(transfer.transfer_id, attempt="0")
         except Exception:
             log.warning("exotel dial-up bookkeeping failed", exc_info=True)
     body, mimetype = dial_up_body(settings, transfer, number, programmable)
@@ -177,8 +175,8 @@ def checked_lead(store: Store, call_sid: str, lead_id: str) -> tuple[str | None,
         return None, False
     transfer_id = store.transfer_for_call("exotel", call_sid)
     if transfer_id is not None:
-        transfer = store.get_transfer(transfer_id)
-        return (lead_id if transfer and transfer.get("lead_id") == lead_id else None), True
+        transfer = store.get_record(transfer_id)
+        return (lead_id if transfer and transfer.lead_id == lead_id else None), True
     if store.active_transfer(lead_id) or store.get_flag(lead_id) is not None:
         return None, False
     return lead_id, True

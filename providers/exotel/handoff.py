@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,12 +23,11 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
-    ProviderNotConfigured,
     TransientProviderError,
+    account_for,
     cached_client,
     sort_http_failure,
     unreachable,
@@ -39,7 +37,7 @@ from providers.exotel.account import ExotelAccount
 from providers.exotel.callbacks import human_outcome
 from shared.config import Settings
 from shared.http import settle_environment
-from shared.model import CallbackKind
+from shared.model import CallbackKind, Transfer
 from shared.store import State
 
 if TYPE_CHECKING:
@@ -83,14 +81,10 @@ class ExotelClient:
         return dict(call)
 
 
-def make_client(settings: Settings, transfer: Mapping[str, str]) -> ExotelClient:
+def make_client(settings: Settings, transfer: Transfer) -> ExotelClient:
     """An Exotel client authenticated as the transfer's account."""
-    try:
-        account = accounts.of_transfer(settings, {**transfer, "provider": "exotel"})
-    except accounts.UnknownAccount as exc:
-        raise ProviderNotConfigured(f"{exc} (EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY and "
-                                    "EXOTEL_API_TOKEN for the default)") from None
-    assert isinstance(account, ExotelAccount)
+    account = account_for(settings, "exotel", transfer, ExotelAccount,
+                          "EXOTEL_ACCOUNT_SID, EXOTEL_API_KEY and EXOTEL_API_TOKEN")
     timeout = settings.provider_http_timeout
     return cached_client(("exotel", account.account_sid, account.secret("api_key"),
                           account.secret("api_token"), account.api_base_url, str(timeout)),
@@ -124,25 +118,23 @@ def normalise_status(raw: Mapping[str, Any]) -> dict[str, str]:
 class ExotelProvider:
     name = "exotel"
 
-    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+    def start(self, rt: Runtime, transfer: Transfer) -> None:
         # Told before the state moves: a worker dying in between makes a redelivery tell
         # again (harmless) rather than never (the AI would hold the call to the deadline).
         rt.emit_disconnect(transfer)
         # With several destinations Exotel goes down the list itself: which one answered
         # is unknown until its passthru names it (DialWhomNumber).
-        unknown = {"attempt": ""} if len(json.loads(transfer.get("destinations") or "[]")) > 1 \
-            else {}
-        rt.store.transition(transfer["transfer_id"], State.DIALING,
+        unknown = {"attempt": ""} if len(transfer.destinations) > 1 else {}
+        rt.store.transition(transfer.transfer_id, State.DIALING,
                             "AI told to disconnect; waiting for the Connect applet",
                             from_states=(State.REQUESTED,), fields=unknown)
 
-    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
-        tid = transfer["transfer_id"]
-        started = float(transfer.get("started_at", "0") or 0)
-        give_up_at = started + rt.settings.transfer_flag_ttl
+    def reconcile(self, rt: Runtime, transfer: Transfer) -> bool:
+        tid = transfer.transfer_id
+        give_up_at = transfer.started_at + rt.settings.transfer_flag_ttl
         pending = (State.REQUESTED, State.DIALING)
         try:
-            call = make_client(rt.settings, transfer).call_details(transfer["call_id"])
+            call = make_client(rt.settings, transfer).call_details(transfer.call_id)
         except (TransientProviderError, PermanentProviderError) as exc:
             rt.logger(transfer).warning("call details unavailable", extra={"error": str(exc)})
             call = None
@@ -168,8 +160,8 @@ class ExotelProvider:
                         from_states=pending)
                 return True
         now = time.time()
-        current = rt.store.get_transfer(tid) or {}
-        if not current.get("dial_up_served"):
+        current = rt.store.get_record(tid)
+        if current is None or not current.dial_up_served:
             # Exotel never asked whom to dial: the AI most likely never left the call (or
             # the flow has no Connect applet). Failing now lets it carry on.
             return False
@@ -178,14 +170,14 @@ class ExotelProvider:
             return True
         return False
 
-    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+    def cleanup(self, rt: Runtime, transfer: Transfer) -> None:
         # The flow owns the call from here on; there is nothing of ours to release.
         return None
 
-    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+    def handle_callback(self, rt: Runtime, transfer: Transfer, kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
         callbacks.handle_callback(self, rt, transfer, kind, params, task_id)
 
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+    def customer_call_ended(self, rt: Runtime, transfer: Transfer,
                             params: Mapping[str, str]) -> bool:
         return callbacks.customer_call_ended(self, rt, transfer, params)

@@ -4,12 +4,11 @@ as programmable-connect JSON (the applet's dynamic URL)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 
 from providers.accounts import provider_settings
 from providers.exotel.account import ExotelSettings
 from shared.config import Settings
-from shared.store import ring_timeout
+from shared.store import Transfer, ring_timeout
 
 
 def programmable_connect(settings: Settings, exotel_version: str | None) -> bool:
@@ -25,7 +24,7 @@ def programmable_connect(settings: Settings, exotel_version: str | None) -> bool
     return bool((exotel_version or "").strip())
 
 
-def dial_up_body(settings: Settings, transfer: Mapping[str, str], number: str,
+def dial_up_body(settings: Settings, transfer: Transfer, number: str,
                  programmable: bool) -> tuple[str, str]:
     """What the Connect applet gets from /exotel/dial-up: (body, mimetype).
 
@@ -36,11 +35,11 @@ def dial_up_body(settings: Settings, transfer: Mapping[str, str], number: str,
     if not programmable:
         return number, "text/plain"
     numbers = [number]
-    listed = json.loads(transfer.get("destinations") or "[]")
+    listed = transfer.destinations
     if len(listed) > 1 and listed[0] == number:
-        numbers = [str(n) for n in listed]
+        numbers = list(listed)
     body = {"destination": {"numbers": numbers},
-            "outgoing_phone_number": transfer["outbound_number"],
+            "outgoing_phone_number": transfer.outbound_number,
             "max_ringing_duration": ring_timeout(settings, transfer, 0),
             "record": False}
     return json.dumps(body), "application/json"

@@ -23,14 +23,21 @@ which Plivo retries.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import redis
 
-from providers.base import PermanentProviderError, TransientProviderError, screening_key
+from providers.base import (
+    PermanentProviderError,
+    TransientProviderError,
+    claim_bridge,
+    next_to_place,
+    place_leg,
+    screening_key,
+)
 from providers.plivo.markup import (
     AF_ANSWER_PATH,
     AF_HANGUP_PATH,
@@ -45,6 +52,7 @@ from providers.plivo.markup import (
     af_url,
     conference_xml,
     confirm_timeout,
+    context_record,
     customer_join_xml,
     customer_left_xml,
     goodbye_xml,
@@ -52,7 +60,7 @@ from providers.plivo.markup import (
     human_answer_xml,
 )
 from shared.config import Settings
-from shared.model import CallbackKind, State
+from shared.model import CallbackKind, State, Transfer
 from shared.store import Store, ring_timeout
 
 if TYPE_CHECKING:
@@ -75,42 +83,36 @@ RING_GRACE = 5.0
 BRIDGE_TIME = 15.0
 
 
-def selected(transfer: Mapping[str, str]) -> bool:
-    return transfer.get("handoff") == AGENT_FIRST
+def selected(transfer: Transfer) -> bool:
+    return transfer.handoff == AGENT_FIRST
 
 
-def _reason_of(transfer: Mapping[str, str], status: str) -> str:
+def _reason_of(transfer: Transfer, status: str) -> str:
     """Why the current human's leg ended before the bridge."""
     if status in LEG_FAILURES:
         return LEG_FAILURES[status]
-    if transfer.get("declined"):
+    if transfer.declined:
         return "declined"
-    if transfer.get("answered_by") == "machine":
+    if transfer.extra.get("answered_by") == "machine":
         return "voicemail"
     return "agent_hung_up"
 
 
 # --- the worker's part ----------------------------------------------------------------------
 
-def place(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+def place(p: PlivoProvider, rt: Runtime, transfer: Transfer, attempt: str,
           number: str) -> None:
     """Place the human's leg of `attempt` (once: a retry after an unknown outcome finds the
     leg by its recorded request, else dials again only if Plivo said nothing was placed)."""
     from providers.plivo.handoff import make_client
 
-    tid = transfer["transfer_id"]
-    from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
     note = "dialing the human agent (agent first)" if attempt == "0" else \
         f"dialing destination {int(attempt) + 1} (agent first)"
-    if transfer.get("dial_attempted") == attempt and _placed_before(rt, transfer, attempt):
-        rt.store.transition(tid, State.DIALING, f"{note} (found the leg of an interrupted "
-                            "attempt)", from_states=from_states, fields={"placed": attempt})
-        return
     client = make_client(rt.settings, transfer)
-    leg = {**transfer, "attempt": attempt}
+    leg = replace(transfer, attempt=int(attempt))
     settings = rt.settings
     kwargs: dict[str, Any] = {
-        "from_": transfer.get("caller_number") or transfer["outbound_number"],
+        "from_": transfer.caller_number or transfer.outbound_number,
         "to_": number,
         "answer_url": af_url(settings, AF_ANSWER_PATH, leg), "answer_method": "POST",
         "hangup_url": af_status_url(settings, AF_HANGUP_PATH, leg), "hangup_method": "POST",
@@ -118,7 +120,7 @@ def place(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], attempt: s
         "ring_url": af_status_url(settings, AF_RING_PATH, leg), "ring_method": "POST",
         "ring_timeout": ring_timeout(settings, transfer, attempt),
     }
-    if transfer.get("voicemail_detection"):
+    if transfer.voicemail_detection:
         # api/call/make-a-call: machine_detection "true" or "hangup"; with
         # machine_detection_url the verdict is posted there (Machine=true, IfMachine
         # continue|hangup). "true": Plivo never hangs up by itself, so a late verdict on a
@@ -126,29 +128,27 @@ def place(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], attempt: s
         kwargs.update(machine_detection="true", machine_detection_time=MACHINE_DETECTION_MS,
                       machine_detection_url=af_status_url(settings, AF_MACHINE_PATH, leg),
                       machine_detection_method="POST")
-    rt.store.set_fields(tid, dial_attempted=attempt, dial_attempted_at=repr(time.time()))
-    try:
+
+    def dial() -> dict[str, str]:
         response: Any = client.call(lambda sdk: sdk.calls.create(**kwargs))
-    except (TransientProviderError, PermanentProviderError) as exc:
-        if not exc.outcome_unknown:  # Plivo answered: no call was placed
-            rt.store.set_fields(tid, dial_attempted="")
-        raise
-    # "call fired" with a request_uuid; the CallUUID comes with the leg's own requests.
-    request_uuid = str(getattr(response, "request_uuid", "") or "")
-    rt.store.transition(tid, State.DIALING, note, from_states=from_states,
-                        fields={"request_uuid": request_uuid, "placed": attempt})
+        # "call fired" with a request_uuid; the CallUUID comes with the leg's own requests.
+        return {"request_uuid": str(getattr(response, "request_uuid", "") or "")}
+
+    place_leg(rt, transfer, attempt, provider=p.name, pre_bridge=PRE_BRIDGE, note=note,
+              find=lambda: "" if _placed_before(rt, transfer, attempt) else None,
+              dial=dial, mark={"dial_attempted_at": repr(time.time())})
 
 
-def _placed_before(rt: Runtime, transfer: Mapping[str, str], attempt: str) -> bool:
+def _placed_before(rt: Runtime, transfer: Transfer, attempt: str) -> bool:
     """Look before dialing again: a worker died around calls.create. Its leg, if placed,
     is known by the request_uuid it recorded, or by the leg's ring_url callback (which
     records it too); the ring comes within RING_GRACE of the attempt, or never."""
-    wait_until = float(transfer.get("dial_attempted_at") or 0) + RING_GRACE
+    wait_until = float(transfer.extra.get("dial_attempted_at") or 0) + RING_GRACE
     while True:
-        current = rt.store.get_transfer(transfer["transfer_id"]) or {}
-        if current.get("attempt", "0") != attempt:
+        current = rt.store.get_record(transfer.transfer_id)
+        if current is None or str(current.attempt) != attempt:
             return True  # moved on meanwhile: nothing to place here
-        if current.get("request_uuid") or current.get("agent_call_sid"):
+        if current.extra.get("request_uuid") or current.agent_call_sid:
             return True
         if time.time() >= wait_until:
             return False
@@ -157,26 +157,19 @@ def _placed_before(rt: Runtime, transfer: Mapping[str, str], attempt: str) -> bo
 
 def ensure_dialed(p: PlivoProvider, rt: Runtime, transfer_id: str, task_id: str) -> None:
     """After a move to the next destination: its leg, unless already placed."""
-    current = rt.store.get_transfer(transfer_id)
-    if current is None or current["state"] not in PRE_BRIDGE:
-        return
-    attempt = current.get("attempt", "0")
-    if current.get("placed") == attempt or not rt.store.claim_for(
-            f"place:{transfer_id}:{attempt}", task_id):
-        return
-    numbers = json.loads(current.get("destinations") or "[]")
-    if int(attempt) < len(numbers):
-        place(p, rt, current, attempt, numbers[int(attempt)])
+    found = next_to_place(rt, transfer_id, task_id, PRE_BRIDGE)
+    if found is not None:
+        place(p, rt, *found)
 
 
-def _not_reached(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], reason: str,
+def _not_reached(p: PlivoProvider, rt: Runtime, transfer: Transfer, reason: str,
                  note: str, task_id: str, *, hang_up: bool = False) -> None:
     """The current destination will not take the call: the next one, or transfer.failed
     (the customer is still with the AI)."""
-    tid = transfer["transfer_id"]
-    if reason in MOVE_ON and transfer.get("state") in PRE_BRIDGE:
+    tid = transfer.transfer_id
+    if reason in MOVE_ON and transfer.state in PRE_BRIDGE:
         outcome, _, _ = rt.store.advance_destination(
-            tid, int(transfer.get("attempt", "0")), reason, leg_fields=LEG_FIELDS)
+            tid, transfer.attempt, reason, leg_fields=LEG_FIELDS)
         if outcome in ("next", "stale"):
             if hang_up and outcome == "next":
                 hang_up_leg(rt, transfer)
@@ -188,13 +181,13 @@ def _not_reached(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], rea
         hang_up_leg(rt, transfer)
 
 
-def hang_up_leg(rt: Runtime, transfer: Mapping[str, str]) -> None:
+def hang_up_leg(rt: Runtime, transfer: Transfer) -> None:
     """Best effort: end the current human leg. Answered (its CallUUID known): hang it up;
     still ringing: cancel its request (api/call: "cancel a queued call ... request_uuid")."""
     from providers.plivo.handoff import make_client
 
-    call_uuid = transfer.get("agent_call_sid", "")
-    request_uuid = transfer.get("request_uuid", "")
+    call_uuid = transfer.agent_call_sid
+    request_uuid = transfer.extra.get("request_uuid", "")
     if not (call_uuid or request_uuid):
         return
     try:
@@ -206,43 +199,43 @@ def hang_up_leg(rt: Runtime, transfer: Mapping[str, str]) -> None:
     except (PermanentProviderError, TransientProviderError) as exc:
         rt.logger(transfer).warning("could not end the human leg", extra={"error": str(exc)})
         return
-    rt.store.note(transfer["transfer_id"], "human agent leg ended")
+    rt.store.note(transfer.transfer_id, "human agent leg ended")
 
 
-def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], kind: str,
+def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Transfer, kind: str,
                     params: Mapping[str, str], task_id: str) -> None:
-    tid = transfer["transfer_id"]
-    if params.get("attempt", "0") != transfer.get("attempt", "0"):
+    tid = transfer.transfer_id
+    if params.get("attempt", "0") != str(transfer.attempt):
         rt.store.note(tid, f"{kind} callback of destination "
                       f"{int(params.get('attempt', '0')) + 1} ignored")
         ensure_dialed(p, rt, tid, task_id)
         return
     call_uuid = params.get("CallUUID", "")
     if kind in (CallbackKind.AF_LEG, CallbackKind.AF_MACHINE, CallbackKind.AF_ACCEPT) \
-            and call_uuid and not transfer.get("agent_call_sid"):
+            and call_uuid and not transfer.agent_call_sid:
         rt.store.set_fields(tid, agent_call_sid=call_uuid)
-        transfer = {**transfer, "agent_call_sid": call_uuid}
+        transfer = replace(transfer, agent_call_sid=call_uuid)
     if kind == CallbackKind.AF_LEG:
-        if transfer["state"] == State.BRIDGING:
+        if transfer.state is State.BRIDGING:
             _lost_while_bridging(rt, transfer, "human agent hung up while the customer was "
                                  "being moved")
-        elif transfer["state"] in PRE_BRIDGE:
-            current = rt.store.get_transfer(tid) or transfer
+        elif transfer.state in PRE_BRIDGE:
+            current = rt.store.get_record(tid) or transfer
             status = params.get("CallStatus", "")
             _not_reached(p, rt, current, _reason_of(current, status),
                          f"human agent call {status}", task_id)
         else:
             rt.store.note(tid, f"human agent call {params.get('CallStatus', '')}")
     elif kind == CallbackKind.AF_MACHINE:
-        current = rt.store.get_transfer(tid) or transfer
-        if current.get("accepted") == params.get("attempt", "0") or \
-                current["state"] not in (State.REQUESTED, State.DIALING):
+        current = rt.store.get_record(tid) or transfer
+        if current.extra.get("accepted") == params.get("attempt", "0") or \
+                current.state not in (State.REQUESTED, State.DIALING):
             # Plivo may post the verdict late: once the human accepted (a key pressed, or
             # the briefing held past the detection time) a person has the call.
             rt.store.note(tid, "machine detection verdict after the human accepted: ignored")
         elif params.get("Machine", "").lower() == "true":
             rt.store.set_fields(tid, answered_by="machine")
-            _not_reached(p, rt, {**transfer, "answered_by": "machine"}, "voicemail",
+            _not_reached(p, rt, transfer.with_extra(answered_by="machine"), "voicemail",
                          "answering machine on the human's leg", task_id, hang_up=True)
         else:
             rt.store.note(tid, "machine detection: a person")
@@ -257,17 +250,18 @@ def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], 
         _conference(p, rt, transfer, params, task_id)
 
 
-def _conference(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
+def _conference(p: PlivoProvider, rt: Runtime, transfer: Transfer,
                 params: Mapping[str, str], task_id: str) -> None:
     """xml/conference callbackUrl: ConferenceAction (enter, exit, ...), CallUUID,
     ConferenceUUID, ConferenceName, ConferenceMemberID."""
-    tid = transfer["transfer_id"]
+    tid = transfer.transfer_id
     action = params.get("ConferenceAction", "")
     call_uuid = params.get("CallUUID", "")
-    is_customer = bool(call_uuid) and call_uuid == transfer["call_id"]
+    is_customer = bool(call_uuid) and call_uuid == transfer.call_id
     if action == "enter" and is_customer:
-        current = rt.store.get_transfer(tid) or transfer
-        human_room, room = current.get("conference_uuid", ""), params.get("ConferenceUUID", "")
+        current = rt.store.get_record(tid) or transfer
+        human_room = current.extra.get("conference_uuid", "")
+        room = params.get("ConferenceUUID", "")
         if not (human_room and room) or room == human_room:
             rt.succeed(current, "customer joined the human agent",
                        from_states=(State.BRIDGING,))
@@ -275,17 +269,19 @@ def _conference(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
             # The human's leaving ended their conference (endConferenceOnExit) while the
             # customer was on the way: the customer is alone in a new one.
             _lost_while_bridging(rt, current, "human agent left before the customer joined")
-    elif action == "enter" and transfer["state"] in PRE_BRIDGE:
+    elif action == "enter" and transfer.state in PRE_BRIDGE:
         # Only an accepted human is answered the conference: their entering moves the
         # customer.
         fields = {"conference_uuid": params.get("ConferenceUUID", "")}
-        if call_uuid and not transfer.get("agent_call_sid"):
+        if call_uuid and not transfer.agent_call_sid:
             fields["agent_call_sid"] = call_uuid
         rt.store.set_fields(tid, **fields)
-        bridge(p, rt, {**transfer, **fields}, task_id)
-    elif action == "exit" and not is_customer and transfer["state"] in (*PRE_BRIDGE,
-                                                                      State.BRIDGING):
-        if transfer["state"] == State.BRIDGING:
+        joined = transfer.with_extra(conference_uuid=fields["conference_uuid"])
+        bridge(p, rt, replace(joined, agent_call_sid=transfer.agent_call_sid or call_uuid),
+               task_id)
+    elif action == "exit" and not is_customer and transfer.state in (*PRE_BRIDGE,
+                                                                    State.BRIDGING):
+        if transfer.state is State.BRIDGING:
             _lost_while_bridging(rt, transfer, "human agent left before the customer joined")
         else:
             _not_reached(p, rt, transfer, "agent_hung_up", "human agent left the conference",
@@ -294,7 +290,7 @@ def _conference(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
         rt.store.note(tid, f"conference {action}")
 
 
-def _lost_while_bridging(rt: Runtime, transfer: Mapping[str, str], note: str) -> None:
+def _lost_while_bridging(rt: Runtime, transfer: Transfer, note: str) -> None:
     """The human left while the customer was being moved: transfer.failed. The customer
     is never left alone: still with the AI (not moved yet), they stay; once moved (on the
     way, in the ended conference, or alone in a new one), they are moved again to
@@ -302,11 +298,12 @@ def _lost_while_bridging(rt: Runtime, transfer: Mapping[str, str], note: str) ->
     the move, so that one of the two sees the other."""
     if not rt.fail(transfer, "agent_hung_up", note, from_states=(State.BRIDGING,)):
         return
-    if (rt.store.get_transfer(transfer["transfer_id"]) or {}).get("customer_moved"):
+    current = rt.store.get_record(transfer.transfer_id)
+    if current is not None and current.extra.get("customer_moved"):
         _customer_out(rt, transfer)
 
 
-def _customer_out(rt: Runtime, transfer: Mapping[str, str]) -> None:
+def _customer_out(rt: Runtime, transfer: Transfer) -> None:
     """Move the customer out of a conference they are alone in: to /plivo/af-left (back
     to the AI, or the apology without a resume URL)."""
     from providers.plivo.handoff import make_client
@@ -315,37 +312,31 @@ def _customer_out(rt: Runtime, transfer: Mapping[str, str]) -> None:
     try:
         client = make_client(rt.settings, transfer)
         client.call(lambda sdk: sdk.calls.transfer(
-            call_uuid=transfer["call_id"], legs="aleg", aleg_url=url, aleg_method="POST"))
+            call_uuid=transfer.call_id, legs="aleg", aleg_url=url, aleg_method="POST"))
     except (PermanentProviderError, TransientProviderError) as exc:
         rt.logger(transfer).warning("could not move the customer out of the conference",
                                     extra={"error": str(exc)})
         return
-    rt.store.note(transfer["transfer_id"], "customer moved back out of the conference")
+    rt.store.note(transfer.transfer_id, "customer moved back out of the conference")
 
 
-def bridge(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
+def bridge(p: PlivoProvider, rt: Runtime, transfer: Transfer, task_id: str) -> None:
     """Move the customer into the conference: `calls.transfer` of their leg to our join XML
     (api/call/transfer-a-call; this ends the AI's stream)."""
     from providers.plivo.handoff import make_client
 
-    tid = transfer["transfer_id"]
-    moved = rt.store.transition(tid, State.BRIDGING, "human agent in the conference; moving "
-                                "the customer", from_states=PRE_BRIDGE,
-                                fields={"bridge_task": task_id})
-    if not moved.ok:
-        current = rt.store.get_transfer(tid) or {}
-        # Only the task that started the bridge (or its retry) may finish it.
-        if not (current.get("state") == State.BRIDGING
-                and current.get("bridge_task") == task_id
-                and not current.get("customer_moved")):
-            return
-    if (rt.store.get_transfer(tid) or {}).get("state") != State.BRIDGING:
+    tid = transfer.transfer_id
+    if not claim_bridge(rt, tid, "human agent in the conference; moving the customer",
+                        task_id, PRE_BRIDGE):
+        return
+    current = rt.store.get_record(tid)
+    if current is None or current.state is not State.BRIDGING:
         return  # the human left meanwhile: the customer stays with the AI
     client = make_client(rt.settings, transfer)
     aleg_url = af_url(rt.settings, AF_JOIN_PATH, transfer)
     try:
         client.call(lambda sdk: sdk.calls.transfer(
-            call_uuid=transfer["call_id"], legs="aleg", aleg_url=aleg_url, aleg_method="POST"))
+            call_uuid=transfer.call_id, legs="aleg", aleg_url=aleg_url, aleg_method="POST"))
     except PermanentProviderError as exc:
         # Plivo refuses to transfer a call that has ended.
         if rt.fail(transfer, "customer_hung_up", f"customer call not movable: {exc}",
@@ -354,41 +345,42 @@ def bridge(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], task_id: 
         return
     rt.store.set_fields(tid, customer_moved="1")
     rt.store.note(tid, "customer moved into the conference")
-    current = rt.store.get_transfer(tid) or {}
-    if current.get("state") == State.FAILED and current.get("reason") == "agent_hung_up":
+    current = rt.store.get_record(tid)
+    if current is not None and current.state is State.FAILED \
+            and current.extra.get("reason") == "agent_hung_up":
         _customer_out(rt, transfer)  # the human left while the move was under way
 
 
-def customer_call_ended(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
+def customer_call_ended(p: PlivoProvider, rt: Runtime, transfer: Transfer,
                         params: Mapping[str, str]) -> bool:
     # The AI holds the customer until the bridge: their hanging up ends the transfer, and
     # the human's call (ringing or being briefed) is cancelled.
-    moved = bool(transfer.get("customer_moved"))
+    moved = bool(transfer.extra.get("customer_moved"))
     if rt.fail(transfer, "customer_hung_up", "customer hung up before the bridge",
                from_states=(*PRE_BRIDGE, State.BRIDGING)):
-        hang_up_leg(rt, rt.store.get_transfer(transfer["transfer_id"]) or transfer)
+        hang_up_leg(rt, rt.store.get_record(transfer.transfer_id) or transfer)
     return moved
 
 
-def cleanup(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str]) -> None:
+def cleanup(p: PlivoProvider, rt: Runtime, transfer: Transfer) -> None:
     """A transfer that failed (deadline, provider error): end the human leg if one is up."""
-    current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
-    if current.get("state") != State.SUCCEEDED:
+    current = rt.store.get_record(transfer.transfer_id) or transfer
+    if current.state is not State.SUCCEEDED:
         hang_up_leg(rt, current)
 
 
 # --- the web app's part: the routes whose XML steers a call --------------------------------
 
-def _pending(record: Mapping[str, str] | None, attempt: str) -> bool:
-    return (record is not None and record["state"] in PRE_BRIDGE
-            and record.get("attempt", "0") == attempt)
+def _pending(record: Transfer | None, attempt: str) -> bool:
+    return (record is not None and record.state in PRE_BRIDGE
+            and str(record.attempt) == attempt)
 
 
-def _give_time(store: Store, transfer_id: str, transfer: Mapping[str, str]) -> None:
+def _give_time(store: Store, transfer_id: str, transfer: Transfer) -> None:
     """The deadline was a ring's; a human who picked up now has the briefing, the key and
     the bridge to go through: never less than that (estimated slowly, as confirmTimeout)."""
     window = confirm_timeout(transfer) + CONFIRM_GRACE + BRIDGE_TIME
-    if transfer.get("voicemail_detection") and not transfer.get("screening"):
+    if transfer.voicemail_detection and not transfer.screening:
         window += DETECTION_HOLD
     current = store.r.zscore(store.DEADLINES, transfer_id) or 0.0
     store.extend_deadline(transfer_id, max(float(current), time.time() + window))
@@ -397,7 +389,7 @@ def _give_time(store: Store, transfer_id: str, transfer: Mapping[str, str]) -> N
 def ringing(store: Store, transfer_id: str, attempt: str, params: Mapping[str, str]) -> None:
     """/plivo/af-ring: the leg rings; record its request (look-before-dial).
     Raises redis.RedisError (the route answers 503; Plivo retries)."""
-    record = store.get_transfer(transfer_id)
+    record = store.get_record(transfer_id)
     # Only the request: a leg still ringing is ended by cancelling it (its CallUUID, for
     # hanging up, is recorded once it answers).
     # RequestUUID as the sandbox and integrations have it; ALegRequestUUID is the documented
@@ -414,17 +406,20 @@ def answer_human(store: Store, settings: Settings, ctx: Mapping[str, str],
     hung up) and answer the briefing; Redis down: the generic briefing from the context."""
     tid, attempt = ctx["transfer_id"], ctx.get("attempt", "0")
     try:
-        record = store.get_transfer(tid)
+        record = store.get_record(tid)
         if not _pending(record, attempt):
             return hangup_xml()  # a leg left behind, or a transfer already over
         assert record is not None
         if params.get("CallUUID"):
             store.set_fields(tid, agent_call_sid=params["CallUUID"])
         store.note(tid, "human agent picked up; briefing them")
-        _give_time(store, tid, {**ctx, **record})
-        return human_answer_xml(settings, {**ctx, **record, "attempt": attempt})
+        # The context's confirm_timeout, computed when the URL was made, still counts.
+        known = record.with_extra(**{k: ctx[k] for k in ("confirm_timeout", "briefing")
+                                     if k in ctx})
+        _give_time(store, tid, known)
+        return human_answer_xml(settings, replace(known, attempt=int(attempt or 0)))
     except redis.RedisError:
-        return human_answer_xml(settings, ctx)
+        return human_answer_xml(settings, context_record(ctx))
 
 
 def accept(store: Store, settings: Settings, ctx: Mapping[str, str],
@@ -434,19 +429,20 @@ def accept(store: Store, settings: Settings, ctx: Mapping[str, str],
     Redis down, a pending transfer is assumed: a human kept out by our outage would be a
     transfer lost for nothing."""
     tid, attempt = ctx["transfer_id"], ctx.get("attempt", "0")
-    record: Mapping[str, str] | None
+    record: Transfer | None
     try:
-        record = store.get_transfer(tid)
+        record = store.get_record(tid)
         readable = True
     except redis.RedisError:
         record, readable = None, False
     if readable and not _pending(record, attempt):
         return hangup_xml(), None
-    if readable and (record or {}).get("answered_by") == "machine":
+    if readable and record is not None and record.extra.get("answered_by") == "machine":
         return hangup_xml(), None
     out = {"attempt": attempt, "CallUUID": params.get("CallUUID", ""),
            "Digits": params.get("Digits", "")}
-    if ctx.get("screening") and params.get("Digits", "") != screening_key(ctx):
+    if ctx.get("screening") and params.get("Digits", "") != screening_key(
+            context_record(ctx)):
         if readable:
             # Read by the leg's hangup callback; the worker's task says declined all the same.
             with contextlib.suppress(redis.RedisError):
@@ -456,7 +452,7 @@ def accept(store: Store, settings: Settings, ctx: Mapping[str, str],
         # Read by the worker before a machine verdict (it may come later than this).
         with contextlib.suppress(redis.RedisError):
             store.set_fields(tid, accepted=attempt)
-    return conference_xml(settings, {**ctx, "attempt": attempt}), \
+    return conference_xml(settings, context_record({**ctx, "attempt": attempt})), \
         {**out, "accepted": "1"}
 
 
@@ -465,12 +461,12 @@ def join_customer(store: Store, settings: Settings, ctx: Mapping[str, str]) -> s
     human left while the customer was on the way): /plivo/af-left's answer instead. Redis
     down: the conference (all it needs is in the URL)."""
     try:
-        record = store.get_transfer(ctx["transfer_id"])
+        record = store.get_record(ctx["transfer_id"])
     except redis.RedisError:
         record = None
-    if record is not None and record["state"] != State.BRIDGING:
-        return customer_left_xml(settings, record["state"] == State.SUCCEEDED)
-    return customer_join_xml(settings, ctx)
+    if record is not None and record.state is not State.BRIDGING:
+        return customer_left_xml(settings, record.state is State.SUCCEEDED)
+    return customer_join_xml(settings, context_record(ctx))
 
 
 def customer_left(store: Store, settings: Settings, ctx: Mapping[str, str]) -> str:
@@ -478,7 +474,7 @@ def customer_left(store: Store, settings: Settings, ctx: Mapping[str, str]) -> s
     empty one): the call is over after a bridge, else back to the AI. Redis down: back to
     the AI (a customer not served is never hung up on)."""
     try:
-        record = store.get_transfer(ctx["transfer_id"])
+        record = store.get_record(ctx["transfer_id"])
     except redis.RedisError:
         record = None
-    return customer_left_xml(settings, (record or {}).get("state") == State.SUCCEEDED)
+    return customer_left_xml(settings, record is not None and record.state is State.SUCCEEDED)

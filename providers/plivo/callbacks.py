@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import redis
@@ -17,6 +18,7 @@ import redis
 from providers.plivo.markup import (
     CONFIRM_GRACE,
     confirm_timeout,
+    context_record,
     destination,
     dial_action_xml,
     dial_up_xml,
@@ -25,7 +27,7 @@ from providers.plivo.markup import (
 )
 from shared.config import Settings
 from shared.contracts import GROUP_SEPARATOR
-from shared.model import TERMINAL_STATES, CallbackKind, Cause, State
+from shared.model import CallbackKind, Cause, State, Transfer
 from shared.phone import from_provider
 from shared.store import Store
 
@@ -44,7 +46,7 @@ def picked_up_field(attempt: str | int) -> str:
     return f"picked_up_at_{int(attempt or 0)}"
 
 
-def screened_out(transfer: Mapping[str, str], attempt: str, at: float) -> bool:
+def screened_out(transfer: Transfer, attempt: str, at: float) -> bool:
     """For a Dial that ended `completed` at `at`: was the human's leg dropped for not
     pressing the key, rather than bridged?
 
@@ -55,9 +57,9 @@ def screened_out(transfer: Mapping[str, str], attempt: str, at: float) -> bool:
     passed was bridged; a Dial that ended earlier is taken as not accepted (a human who
     took the call and hung up within that window counts as declined: the customer goes
     back to the AI, never hung up on)."""
-    if not transfer.get("screening") or transfer.get("state") == State.SUCCEEDED:
+    if not transfer.screening or transfer.state is State.SUCCEEDED:
         return False
-    picked = transfer.get(picked_up_field(attempt))
+    picked = transfer.extra.get(picked_up_field(attempt))
     if not picked:
         return True  # never picked up: nothing was bridged
     # The grace: the Dial action of a dropped leg may travel slower than the confirmSound
@@ -66,11 +68,11 @@ def screened_out(transfer: Mapping[str, str], attempt: str, at: float) -> bool:
 
 
 
-def failure_reason(transfer: Mapping[str, str], dial_status: str) -> str:
+def failure_reason(transfer: Transfer, dial_status: str) -> str:
     """Why a Dial ended without the human: a screened human who picked up (heard the
     briefing) but did not press the key declined; else the DialStatus says."""
-    if transfer.get("screening") and (transfer.get("human_picked_up") or
-                                      dial_status == "completed"):
+    if transfer.screening and (transfer.extra.get("human_picked_up") or
+                               dial_status == "completed"):
         return "declined"
     return DIAL_FAILURES.get(dial_status, "failed")
 
@@ -85,12 +87,12 @@ def answer_dial_action(store: Store, settings: Settings, transfer_id: str,
     signed context alone (see degraded_dial_action)."""
     status, attempt = params["DialStatus"], params["attempt"]
     # A completed Dial without screening was a bridge: nothing to read.
-    transfer = store.get_transfer(transfer_id) \
+    transfer = store.get_record(transfer_id) \
         if status != "completed" or ctx is None or ctx.get("screening") else None
     if transfer is None:
         bridged = status == "completed" and not (ctx or {}).get("screening")
-    elif transfer["state"] in TERMINAL_STATES:
-        bridged = transfer["state"] == State.SUCCEEDED and status == "completed"
+    elif transfer.final:
+        bridged = transfer.state is State.SUCCEEDED and status == "completed"
     else:
         bridged = status == "completed" and not screened_out(
             transfer, attempt, float(params["received_at"]))
@@ -102,12 +104,12 @@ def answer_dial_action(store: Store, settings: Settings, transfer_id: str,
                 # "DialHangupCause: the standard telephony hangup cause" (dial-status-reporting).
                 cause=Cause.of(None, params.get("DialHangupCause")))
             if outcome in ("next", "stale") and number:
-                if outcome == "next" and transfer["state"] == State.HUMAN_ANSWERED:
+                if outcome == "next" and transfer.state is State.HUMAN_ANSWERED:
                     # A screened human who did not take it: ringing the next one.
                     store.transition(transfer_id, State.DIALING,
                                      "dialing the next destination",
                                      from_states=(State.HUMAN_ANSWERED,))
-                return dial_up_xml(settings, {**transfer, "attempt": str(current)},
+                return dial_up_xml(settings, replace(transfer, attempt=current),
                                    number), False
     return dial_action_xml(settings, bridged), True
 
@@ -125,9 +127,9 @@ def degraded_dial_action(settings: Settings, status: str, ctx: Mapping[str, str]
 
 # --- the worker's part: Dial callbacks, the customer's hangup, the deadline ---------------
 
-def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], kind: str,
+def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Transfer, kind: str,
                     params: Mapping[str, str], task_id: str) -> None:
-    tid = transfer["transfer_id"]
+    tid = transfer.transfer_id
     pending = (State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED)
     if kind == CallbackKind.DIAL_UP_MISSING:
         rt.fail(transfer, "timeout", "dial-up fetched with no transfer pending",
@@ -138,15 +140,15 @@ def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], 
             _member_answered(rt, transfer, params)
         if event not in _ANSWER_EVENTS:
             rt.store.note(tid, f"dial {event}")
-        elif transfer.get("screening"):
+        elif transfer.screening:
             _picked_up(rt, transfer, params)
         else:
             rt.succeed(transfer, "human agent answered", from_states=pending)
     elif kind == CallbackKind.DIAL_ACTION:
         status = params.get("DialStatus", "")
         attempt = params.get("attempt", "0")
-        current = rt.store.get_transfer(tid) or {}
-        if attempt != current.get("attempt", "0"):
+        current = rt.store.get_record(tid)
+        if current is None or attempt != str(current.attempt):
             return  # about a destination already moved past
         at = float(params.get("received_at") or time.time())
         if status == "completed" and not screened_out(current, attempt, at):
@@ -157,33 +159,33 @@ def handle_callback(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str], 
                     f"dial ended {status}; customer sent back", from_states=pending)
 
 
-def _member_answered(rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str]
+def _member_answered(rt: Runtime, transfer: Transfer, params: Mapping[str, str]
                      ) -> None:
     """A ring group's member that picked up: by the B leg's number (DialBLegTo, sent by
     Plivo-compatible servers and integrations; the dial callback table is not readable in
     Plivo's docs). Without it the event names no member. The first pick-up recorded is
     the one (Plivo connects the first and hangs up the rest, xml/dial/number)."""
     members = destination(transfer).split(GROUP_SEPARATOR)
-    if len(members) < 2 or params.get("attempt", "0") != transfer.get("attempt", "0"):
+    if len(members) < 2 or params.get("attempt", "0") != str(transfer.attempt):
         return
     to = from_provider(params.get("DialBLegTo", ""), None)
-    if to in members and not transfer.get("member"):
-        rt.store.set_fields(transfer["transfer_id"], member=str(members.index(to)))
+    if to in members and not transfer.extra.get("member"):
+        rt.store.set_fields(transfer.transfer_id, member=str(members.index(to)))
 
 
-def _picked_up(rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str]
+def _picked_up(rt: Runtime, transfer: Transfer, params: Mapping[str, str]
                ) -> None:
     """A screened human picked up. Plivo's docs leave open whether this callback comes
     before or after the key press, so it proves nothing about the key: the transfer
     waits for the confirm window to pass with the Dial still up (see screened_out),
     checked by the deadline (reconcile)."""
-    tid = transfer["transfer_id"]
+    tid = transfer.transfer_id
     attempt = params.get("attempt", "0")
     field = picked_up_field(attempt)
-    current = rt.store.get_transfer(tid) or {}
-    if current.get("attempt", "0") != attempt:
+    current = rt.store.get_record(tid)
+    if current is None or str(current.attempt) != attempt:
         return
-    picked = current.get(field)
+    picked = current.extra.get(field)
     if not picked:
         picked = params.get("received_at") or repr(time.time())
         rt.store.set_fields(tid, **{field: picked, "human_picked_up": "1"})
@@ -195,26 +197,25 @@ def _picked_up(rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, st
                                  + CONFIRM_GRACE)
 
 
-def customer_call_ended(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str],
+def customer_call_ended(p: PlivoProvider, rt: Runtime, transfer: Transfer,
                         params: Mapping[str, str]) -> bool:
     # Once the transfer was initiated the AI has left: the hangup is part of the transfer.
-    left_ai = transfer["state"] != State.REQUESTED
+    left_ai = transfer.state is not State.REQUESTED
     rt.fail(transfer, "customer_hung_up", "customer hung up before the human answered",
             from_states=(State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED))
     return left_ai
 
 
-def reconcile(p: PlivoProvider, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+def reconcile(p: PlivoProvider, rt: Runtime, transfer: Transfer) -> bool:
     """At the deadline. A screened human who picked up and whose leg is still up once
     the confirm window has passed pressed the key: Plivo would have dropped the leg
     (and posted the Dial action) otherwise."""
-    attempt = transfer.get("attempt", "0")
-    picked = transfer.get(picked_up_field(attempt))
-    if not transfer.get("screening") or not picked or transfer["state"] in TERMINAL_STATES:
+    picked = transfer.extra.get(picked_up_field(transfer.attempt))
+    if not transfer.screening or not picked or transfer.final:
         return False  # every other outcome arrives by callback; none came in time
     bridged_at = float(picked) + confirm_timeout(transfer) + CONFIRM_GRACE
     if time.time() < bridged_at:
-        rt.store.extend_deadline(transfer["transfer_id"], bridged_at)
+        rt.store.extend_deadline(transfer.transfer_id, bridged_at)
         return True
     return rt.succeed(transfer, "still on the line after the confirm window: key pressed",
                       from_states=(State.REQUESTED, State.DIALING, State.HUMAN_ANSWERED))
@@ -252,7 +253,7 @@ def serve_dial_up(store: Store, settings: Settings, transfer_id: str, claim: str
     transfer, number = store.serve_dial_up(
         transfer_id, "dial-up XML served; dialing the human agent", claim=claim,
         claim_ttl=claim_ttl)
-    if transfer is None or transfer["state"] in TERMINAL_STATES or not number:
+    if transfer is None or transfer.final or not number:
         # Never strand the customer: back to the AI, or an apology.
         return resume_xml(settings), transfer is not None
     return dial_up_xml(settings, transfer, number), False
@@ -261,10 +262,11 @@ def serve_dial_up(store: Store, settings: Settings, transfer_id: str, claim: str
 def degraded_dial_up(settings: Settings, ctx: Mapping[str, str] | None) -> str:
     """The dial-up with Redis down: from the signed URL alone (no replay check: a replay
     gets the XML the original got)."""
-    number = destination(ctx) if ctx else ""
-    if ctx is None or not number:
+    record = context_record(ctx) if ctx else None
+    number = record.destination if record else ""
+    if record is None or not number:
         return resume_xml(settings)
-    return dial_up_xml(settings, ctx, number)
+    return dial_up_xml(settings, record, number)
 
 
 def answer_whisper(store: Store, transfer_id: str, attempt: str) -> str:
@@ -272,9 +274,9 @@ def answer_whisper(store: Store, transfer_id: str, attempt: str) -> str:
     starts; see screened_out) and that they picked up (a screened human who picked up but
     did not press the key declined, rather than did not answer). Raises redis.RedisError
     (the route then answers the generic briefing from its signed URL)."""
-    transfer = store.get_transfer(transfer_id)
-    if transfer is not None and transfer["state"] not in TERMINAL_STATES \
-            and not transfer.get(picked_up_field(attempt)):
+    transfer = store.get_record(transfer_id)
+    if transfer is not None and not transfer.final \
+            and not transfer.extra.get(picked_up_field(attempt)):
         store.set_fields(transfer_id, **{picked_up_field(attempt): repr(time.time()),
                                          "human_picked_up": "1"})
         store.note(transfer_id, "human agent picked up; briefing played")

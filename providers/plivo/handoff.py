@@ -26,12 +26,12 @@ import plivo.rest.client as plivo_client
 import requests
 from plivo.exceptions import PlivoRestError
 
-from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
     ProviderNotConfigured,
     TransientProviderError,
+    account_for,
     cached_client,
     sort_http_failure,
     unreachable,
@@ -40,7 +40,7 @@ from providers.plivo import agent_first, callbacks
 from providers.plivo.account import PlivoAccount
 from providers.plivo.markup import DIAL_UP_PATH, steering_url
 from shared.config import Settings
-from shared.model import CallbackKind
+from shared.model import CallbackKind, Transfer
 from shared.store import State
 
 if TYPE_CHECKING:
@@ -102,14 +102,10 @@ class _Client:
             raise unreachable("plivo", exc) from exc
 
 
-def make_client(settings: Settings, transfer: Mapping[str, str]) -> _Client:
+def make_client(settings: Settings, transfer: Transfer) -> _Client:
     """A Plivo client authenticated as the transfer's account."""
-    try:
-        account = accounts.of_transfer(settings, {**transfer, "provider": "plivo"})
-    except accounts.UnknownAccount as exc:
-        raise ProviderNotConfigured(
-            f"{exc} (PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN for the default)") from None
-    assert isinstance(account, PlivoAccount)
+    account = account_for(settings, "plivo", transfer, PlivoAccount,
+                          "PLIVO_AUTH_ID and PLIVO_AUTH_TOKEN")
     timeout = settings.provider_http_timeout
     try:
         return cached_client(("plivo", account.auth_id, account.secret("auth_token"),
@@ -125,20 +121,21 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> _Client:
 class PlivoProvider:
     name = "plivo"
 
-    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+    def start(self, rt: Runtime, transfer: Transfer) -> None:
         if agent_first.selected(transfer):
-            agent_first.place(self, rt, transfer, "0", transfer["transfer_number"])
+            agent_first.place(self, rt, transfer, "0", transfer.transfer_number)
             return
         settings = rt.settings
         client = make_client(settings, transfer)
-        tid = transfer["transfer_id"]
-        if transfer.get("dial_attempted"):
+        tid = transfer.transfer_id
+        if transfer.dial_attempted:
             # A worker died around the transfer call. If Plivo fetched the dial-up, the
             # transfer happened: transferring again would restart the human's ringing.
             # A rare recovery path: waiting here (a few seconds at most) is simplest.
-            wait_until = float(transfer.get("dial_attempted") or 0) + DIAL_UP_GRACE
+            wait_until = float(transfer.dial_attempted) + DIAL_UP_GRACE
             while True:
-                if (rt.store.get_transfer(tid) or {}).get("dial_up_served"):
+                current = rt.store.get_record(tid)
+                if current is not None and current.dial_up_served:
                     self._dialing(rt, transfer, "an interrupted transfer call went through")
                     return
                 if time.time() >= wait_until:
@@ -148,7 +145,7 @@ class PlivoProvider:
         aleg_url = steering_url(settings, DIAL_UP_PATH, transfer)
         try:
             client.call(lambda sdk: sdk.calls.transfer(
-                call_uuid=transfer["call_id"], legs="aleg", aleg_url=aleg_url,
+                call_uuid=transfer.call_id, legs="aleg", aleg_url=aleg_url,
                 aleg_method="POST"))
         except (TransientProviderError, PermanentProviderError) as exc:
             if not exc.outcome_unknown:  # Plivo answered: nothing was transferred
@@ -157,14 +154,14 @@ class PlivoProvider:
         self._dialing(rt, transfer, "customer's call handed to the dial-up XML")
 
     @staticmethod
-    def _dialing(rt: Runtime, transfer: Mapping[str, str], note: str) -> None:
-        moved = rt.store.transition(transfer["transfer_id"], State.DIALING, note,
+    def _dialing(rt: Runtime, transfer: Transfer, note: str) -> None:
+        moved = rt.store.transition(transfer.transfer_id, State.DIALING, note,
                                     from_states=(State.REQUESTED,))
         if moved.ok:
             # Plivo has replaced the call's XML: the stream closing is a transfer.
             rt.emit_disconnect(transfer)
 
-    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
+    def cleanup(self, rt: Runtime, transfer: Transfer) -> None:
         if agent_first.selected(transfer):
             agent_first.cleanup(self, rt, transfer)
             return
@@ -172,20 +169,20 @@ class PlivoProvider:
         # sends the customer back to the AI.
         return None
 
-    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+    def handle_callback(self, rt: Runtime, transfer: Transfer, kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
         if kind in _AF_KINDS:
             agent_first.handle_callback(self, rt, transfer, kind, params, task_id)
             return
         callbacks.handle_callback(self, rt, transfer, kind, params, task_id)
 
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+    def customer_call_ended(self, rt: Runtime, transfer: Transfer,
                             params: Mapping[str, str]) -> bool:
         if agent_first.selected(transfer):
             return agent_first.customer_call_ended(self, rt, transfer, params)
         return callbacks.customer_call_ended(self, rt, transfer, params)
 
-    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+    def reconcile(self, rt: Runtime, transfer: Transfer) -> bool:
         if agent_first.selected(transfer):
             return False  # every outcome arrives by callback; none came in time
         return callbacks.reconcile(self, rt, transfer)

@@ -18,12 +18,12 @@ from plivo import plivoxml
 
 from providers import accounts
 from providers.accounts import provider_settings
-from providers.base import callback_url, key_prompt, screening_key, sip_headers
+from providers.base import callback_url, key_prompt, record_of, screening_key, sip_headers
 from providers.plivo.account import PlivoSettings
 from shared.config import Settings
 from shared.contracts import GROUP_SEPARATOR
 from shared.phone import is_sip
-from shared.store import ring_timeout
+from shared.store import Transfer, ring_timeout
 
 DIAL_UP_PATH = "/plivo/dial-up"
 DIAL_ACTION_PATH = "/plivo/dial-action"
@@ -68,39 +68,52 @@ def _mac(settings: Settings, path: str, transfer_id: str, attempt: str, payload:
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
-def dial_context(transfer: Mapping[str, str]) -> dict[str, str]:
-    """The context of a transfer record (or of another context), for a signed URL."""
-    ctx = {k: str(transfer[k]) for k in CONTEXT_FIELDS if transfer.get(k)}
+def context_record(ctx: Mapping[str, str]) -> Transfer:
+    """A signed context read as a record: its fields are the record's, in the record's
+    string form (the two a record lacks, `briefing` and `confirm_timeout`, land in extra)."""
+    return record_of(ctx)
+
+
+def _as_record(transfer: Transfer | Mapping[str, str] | None) -> Transfer | None:
+    """What the routes hand over: a record, or a signed context (Redis down)."""
+    return None if transfer is None else record_of(transfer)
+
+
+def dial_context(transfer: Transfer) -> dict[str, str]:
+    """The context of a transfer record (or of a context read as one), for a signed URL:
+    the record's own strings (see Transfer.to_hash)."""
+    raw = {**transfer.to_hash(), **transfer.extra}
+    ctx = {k: raw[k] for k in CONTEXT_FIELDS if raw.get(k)}
     if ctx.get("attempt") == "0":
         del ctx["attempt"]  # the defaults, left out to keep the URLs short
-    if "sip:" in ctx.get("destinations", "") and transfer.get("lead_id"):
-        ctx["lead_id"] = str(transfer["lead_id"])  # X-Lead-Id of a SIP destination
+    if "sip:" in ctx.get("destinations", "") and transfer.lead_id:
+        ctx["lead_id"] = transfer.lead_id  # X-Lead-Id of a SIP destination
     if ctx.get("ring_timeouts") in ("[]", "[0]"):
         del ctx["ring_timeouts"]
     if not ctx.get("screening"):
         ctx.pop("screening_key", None)
         ctx.pop("screening_timeout", None)
-    if transfer.get("summary"):
+    if transfer.summary:
         ctx["briefing"] = "1"
     if ctx.get("screening") or ctx.get("briefing"):
         ctx["confirm_timeout"] = str(confirm_timeout(transfer))
     return ctx
 
 
-def _payload(transfer: Mapping[str, str]) -> str:
+def _payload(transfer: Transfer) -> str:
     return base64.urlsafe_b64encode(json.dumps(
         dial_context(transfer), separators=(",", ":"), sort_keys=True).encode()
     ).rstrip(b"=").decode()
 
 
-def signed_query(settings: Settings, path: str, transfer: Mapping[str, str],
+def signed_query(settings: Settings, path: str, transfer: Transfer,
                  payload: str | None = None) -> str:
     """`transfer_id`, `attempt` and the signed context `t`, for one of our steering URLs
     (`payload`: the transfer's context already encoded, when several URLs share it)."""
-    attempt = str(transfer.get("attempt") or "0")
+    attempt = str(transfer.attempt)
     payload = payload or _payload(transfer)
-    tid = transfer["transfer_id"]
-    account = transfer.get("account") or ""
+    tid = transfer.transfer_id
+    account = transfer.account
     query = f"transfer_id={quote(tid, safe='')}"
     if attempt != "0":
         query += f"&attempt={attempt}"
@@ -135,22 +148,22 @@ def read_context(settings: Settings, path: str, transfer_id: str, attempt: str,
     return context
 
 
-def _url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
+def _url(settings: Settings, path: str, transfer: Transfer) -> str:
     """A status callback URL: the transfer and destination it is about, nothing to sign."""
-    return callback_url(settings, path, transfer["transfer_id"], transfer.get("attempt"),
-                        account=transfer.get("account"))
+    return callback_url(settings, path, transfer.transfer_id, transfer.attempt,
+                        account=transfer.account)
 
 
-def steering_url(settings: Settings, path: str, transfer: Mapping[str, str],
+def steering_url(settings: Settings, path: str, transfer: Transfer,
                  payload: str | None = None) -> str:
     return settings.public_url(path) + "?" + signed_query(settings, path, transfer, payload)
 
 
-def destination(transfer: Mapping[str, str]) -> str:
-    """The number of the transfer's current attempt ('' when there is none)."""
-    numbers = json.loads(transfer.get("destinations") or "[]")
-    index = int(transfer.get("attempt") or 0)
-    return str(numbers[index]) if 0 <= index < len(numbers) else ""
+def destination(transfer: Transfer | Mapping[str, str]) -> str:
+    """The number of the transfer's (or signed context's) current attempt ('' when there is
+    none)."""
+    record = _as_record(transfer)
+    return record.destination if record else ""
 
 
 # How long the confirmSound takes to speak, estimated on the slow side. Plivo starts
@@ -176,57 +189,57 @@ MAX_CONFIRM_TIMEOUT = 180
 CONFIRM_GRACE = 2.0
 
 
-def briefing_texts(transfer: Mapping[str, str] | None) -> list[str]:
+def briefing_texts(transfer: Transfer | None) -> list[str]:
     """The <Speak>s of the confirmSound: the briefing (the summary is the AI's note, not
     ours to vouch for), then the screening prompt."""
     texts: list[str] = []
     if transfer is None:
         return texts
-    if transfer.get("summary"):
+    if transfer.summary:
         # Control characters are not XML (the SDK's lxml raises on them): a whisper that
         # answered 500 would leave the human's leg without its confirmSound.
-        summary = _CONTROL.sub(" ", transfer["summary"])
+        summary = _CONTROL.sub(" ", transfer.summary)
         texts.append(f"Incoming transfer. Note from the AI assistant: {summary}")
-    elif transfer.get("briefing"):
+    elif transfer.extra.get("briefing"):
         # From a signed URL, Redis down: the summary could not be read.
         texts.append("Incoming transfer from the AI assistant.")
-    if transfer.get("screening"):
+    if transfer.screening:
         texts.append(key_prompt(transfer))
     return texts
 
 
-def confirm_timeout(transfer: Mapping[str, str]) -> int:
+def confirm_timeout(transfer: Transfer) -> int:
     """Plivo's confirmTimeout for this transfer: the time to speak the confirmSound,
     estimated slowly (see SPEECH_CHARS_PER_SECOND), plus the whole screening timeout."""
-    if transfer.get("confirm_timeout"):
-        return int(transfer["confirm_timeout"])  # computed when the summary was known
+    if transfer.extra.get("confirm_timeout"):
+        return int(transfer.extra["confirm_timeout"])  # computed when the summary was known
     texts = briefing_texts(transfer)
     speech = (CONFIRM_SOUND_LATENCY + sum(len(t) for t in texts) / SPEECH_CHARS_PER_SECOND
               + PAUSE_PER_SPEAK * len(texts))
-    window = math.ceil(speech) + int(transfer.get("screening_timeout") or 8)
+    window = math.ceil(speech) + transfer.screening_timeout
     return min(window, MAX_CONFIRM_TIMEOUT)
 
 
 
-def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) -> str:
+def dial_up_xml(settings: Settings, transfer: Transfer, number: str) -> str:
     """The XML Plivo runs on the customer's leg: dial the human. `transfer` is the record
     or a signed context. (Written out rather than through plivoxml: this is the hot path
     of the dial-up, and the SDK's element validation cost more than the rest of it.)"""
     payload = _payload(transfer)
     attrs = [("action", steering_url(settings, DIAL_ACTION_PATH, transfer, payload)),
              ("method", "POST"),
-             ("timeout", str(ring_timeout(settings, transfer, transfer.get("attempt", "0")))),
-             ("callerId", transfer.get("caller_number") or transfer["outbound_number"])]
-    if transfer.get("summary") or transfer.get("briefing") or transfer.get("screening"):
+             ("timeout", str(ring_timeout(settings, transfer))),
+             ("callerId", transfer.caller_number or transfer.outbound_number)]
+    if transfer.summary or transfer.extra.get("briefing") or transfer.screening:
         # Played to the human alone when they answer, before the bridge (a whisper); with
         # screening, they must press the key to take the call.
         attrs.append(("confirmSound", steering_url(settings, WHISPER_PATH, transfer, payload)))
-        if transfer.get("screening"):
+        if transfer.screening:
             attrs += [("confirmKey", screening_key(transfer)),
                       ("confirmTimeout", str(confirm_timeout(transfer)))]
     # The customer waits on this Dial: a ringing tone ("real"), or the template's audio,
     # which Plivo takes only inside an XML document (ours, at HOLD_PATH). Never silence.
-    hold = transfer.get("hold_audio", "")
+    hold = transfer.hold_audio
     attrs += [("dialMusic", steering_url(settings, HOLD_PATH, transfer, payload)
                if hold.startswith("https://") else "real"),
               ("callbackUrl", _url(settings, DIAL_CALLBACK_PATH, transfer)),
@@ -234,7 +247,7 @@ def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) ->
     dial = " ".join(f"{name}={quoteattr(value)}" for name, value in attrs)
     # The destination's extension: "sendDigits: play DTMF tones when the call is answered
     # ... Each w character tells the Plivo API to wait 0.5 seconds" (xml/dial/number).
-    digits = _extension(transfer)
+    digits = transfer.extension()
     number_attrs = f" sendDigits={quoteattr(digits)}" if digits else ""
     # A ring group: "You can use multiple Number elements within a Dial element to
     # simultaneously call multiple numbers. The first call to pick up is connected to the
@@ -252,7 +265,7 @@ def dial_up_xml(settings: Settings, transfer: Mapping[str, str], number: str) ->
     return f"<Response><Dial {dial}>{''.join(targets)}</Dial></Response>"
 
 
-def plivo_sip_headers(transfer: Mapping[str, str]) -> str:
+def plivo_sip_headers(transfer: Transfer) -> str:
     """sipHeaders: "head1=val1,head2=val2 ... always prefixed with X-PH-"; names letters
     and digits only, values letters, digits and '%' "so that you can encode this value in
     a URL" (plivo.com/docs/voice/guides/pass-custom-headers; the User page lists no '%':
@@ -268,25 +281,19 @@ def plivo_sip_headers(transfer: Mapping[str, str]) -> str:
     return ",".join(items)
 
 
-def _extension(transfer: Mapping[str, str]) -> str:
-    """The current destination's extension ("" for none)."""
-    extensions = json.loads(transfer.get("extensions") or "[]")
-    attempt = int(transfer.get("attempt") or 0)
-    return str(extensions[attempt]) if 0 <= attempt < len(extensions) else ""
-
-
-def whisper_xml(transfer: Mapping[str, str] | None) -> str:
+def whisper_xml(transfer: Transfer | Mapping[str, str] | None) -> str:
     """What the human hears on answering: the briefing, and the screening prompt."""
     response = plivoxml.ResponseElement()
-    for text in briefing_texts(transfer):
+    for text in briefing_texts(_as_record(transfer)):
         response.add(plivoxml.SpeakElement(text))
     return str(response.to_string(False))
 
 
-def hold_xml(transfer: Mapping[str, str] | None) -> str:
+def hold_xml(transfer: Transfer | Mapping[str, str] | None) -> str:
     """The template's hold audio, looped until the Dial ends (Plivo's dialMusic)."""
     response = plivoxml.ResponseElement()
-    hold = (transfer or {}).get("hold_audio", "")
+    record = _as_record(transfer)
+    hold = record.hold_audio if record else ""
     if hold.startswith("https://"):
         response.add(plivoxml.PlayElement(hold, loop=0))
     else:
@@ -341,19 +348,19 @@ DETECTION_HOLD = MACHINE_DETECTION_MS // 1000 + 1
 GOODBYE = "Thank you. The caller will be looked after."
 
 
-def af_payload(transfer: Mapping[str, str]) -> str:
+def af_payload(transfer: Transfer) -> str:
     """The signed context of the agent-first URLs: the dial-up's, and the detection flag."""
     ctx = dial_context(transfer)
-    ctx.update({k: str(transfer[k]) for k in AF_CONTEXT_FIELDS if transfer.get(k)})
+    ctx.update({k: "1" for k in AF_CONTEXT_FIELDS if getattr(transfer, k)})
     return base64.urlsafe_b64encode(json.dumps(
         ctx, separators=(",", ":"), sort_keys=True).encode()).rstrip(b"=").decode()
 
 
-def af_url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
+def af_url(settings: Settings, path: str, transfer: Transfer) -> str:
     return steering_url(settings, path, transfer, af_payload(transfer))
 
 
-def af_status_url(settings: Settings, path: str, transfer: Mapping[str, str]) -> str:
+def af_status_url(settings: Settings, path: str, transfer: Transfer) -> str:
     """A pure status callback of the agent-first handoff (nothing to sign: no answer steers
     a call)."""
     return _url(settings, path, transfer)
@@ -364,17 +371,17 @@ def conference_room(transfer_id: str) -> str:
     return f"transfer-{transfer_id}"
 
 
-def human_answer_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
+def human_answer_xml(settings: Settings, transfer: Transfer) -> str:
     """What the human hears on answering (our answer_url): the briefing, then with screening
     the key prompt in a <GetDigits> whose action is ours; without, our accept URL. Either
     way the decision to join comes to us explicitly, never from a timer of Plivo's."""
     accept = af_url(settings, AF_ACCEPT_PATH, transfer)
     response = plivoxml.ResponseElement()
-    if transfer.get("voicemail_detection") and not transfer.get("screening"):
+    if transfer.voicemail_detection and not transfer.screening:
         # A machine cannot be told by its key: detection's verdict must come first.
         response.add(plivoxml.WaitElement(length=DETECTION_HOLD))
     texts = briefing_texts(transfer)
-    if transfer.get("screening"):
+    if transfer.screening:
         briefing, prompt = texts[:-1], texts[-1]
         for text in briefing:
             response.add(plivoxml.SpeakElement(text))
@@ -382,7 +389,7 @@ def human_answer_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
         # most to collect; the digits are posted to `action` as `Digits`.
         digits = plivoxml.GetDigitsElement(
             action=accept, method="POST",
-            timeout=int(transfer.get("screening_timeout") or 8), num_digits=1, retries=1,
+            timeout=transfer.screening_timeout, num_digits=1, retries=1,
             redirect=True)
         digits.add(plivoxml.SpeakElement(prompt))
         response.add(digits)
@@ -396,20 +403,20 @@ def human_answer_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
     return str(response.to_string(False))
 
 
-def conference_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
+def conference_xml(settings: Settings, transfer: Transfer) -> str:
     """The human's way into the transfer's conference: they wait alone in it (stayAlone)
     while the customer is being moved; their leaving ends it (endConferenceOnExit), and
     with nothing after it their call ends."""
     response = plivoxml.ResponseElement()
     response.add(plivoxml.ConferenceElement(
-        conference_room(transfer["transfer_id"]), start_conference_on_enter=True,
+        conference_room(transfer.transfer_id), start_conference_on_enter=True,
         end_conference_on_exit=True, stay_alone=True, enter_sound="", exit_sound="",
         callback_url=af_status_url(settings, AF_CONFERENCE_PATH, transfer),
         callback_method="POST"))
     return str(response.to_string(False))
 
 
-def customer_join_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
+def customer_join_xml(settings: Settings, transfer: Transfer) -> str:
     """The customer's way into the conference. Never left alone in it: stayAlone false
     (xml/conference: "stayAlone ... End conference if only one member"), and on leaving
     (the human gone) our `action` decides: back to the AI unless the transfer succeeded.
@@ -418,7 +425,7 @@ def customer_join_xml(settings: Settings, transfer: Mapping[str, str]) -> str:
     conference its member enters alone."""
     response = plivoxml.ResponseElement()
     response.add(plivoxml.ConferenceElement(
-        conference_room(transfer["transfer_id"]), start_conference_on_enter=True,
+        conference_room(transfer.transfer_id), start_conference_on_enter=True,
         end_conference_on_exit=True, stay_alone=False, enter_sound="", exit_sound="",
         callback_url=af_status_url(settings, AF_CONFERENCE_PATH, transfer),
         callback_method="POST", action=af_url(settings, AF_LEFT_PATH, transfer),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -29,11 +30,14 @@ from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
-    ProviderNotConfigured,
     TransientProviderError,
+    account_for,
     cached_client,
+    claim_bridge,
     current_destination,
     extension,
+    next_to_place,
+    place_leg,
     screening_key,
     sip_headers,
     sort_http_failure,
@@ -53,7 +57,7 @@ from shared.celery_config import TASK_PROVIDER_CALLBACK, TRANSFERS_QUEUE
 from shared.config import Settings
 from shared.contracts import GROUP_SEPARATOR
 from shared.http import settle_environment
-from shared.model import Cause, State
+from shared.model import Cause, State, Transfer
 from shared.phone import is_sip
 from shared.store import ring_timeout
 
@@ -133,9 +137,9 @@ def _error_text(resp: requests.Response) -> str:
 _GROUP_OUTCOMES = ("no_answer", "busy", "declined", "voicemail", "agent_hung_up", "failed")
 
 
-def group_legs(transfer: Mapping[str, str], attempt: str) -> list[str]:
+def group_legs(transfer: Transfer, attempt: str) -> list[str]:
     """The call_control_ids of the ring group of `attempt` dialed so far."""
-    raw = json.loads(transfer.get("group_legs") or "{}")
+    raw = json.loads(transfer.extra.get("group_legs") or "{}")
     return [str(c) for c in raw.get("legs", [])] if raw.get("attempt") == attempt else []
 
 
@@ -148,23 +152,18 @@ def sip_auth(account: TelnyxAccount) -> dict[str, str]:
         if user and password else {}
 
 
-def _account_query(transfer: Mapping[str, str]) -> str:
-    account = transfer.get("account") or accounts.DEFAULT
+def _account_query(transfer: Transfer) -> str:
+    account = transfer.account
     return "" if account == accounts.DEFAULT else f"?account={quote(account, safe='')}"
 
 
-def account_of(settings: Settings, transfer: Mapping[str, str]) -> TelnyxAccount:
+def account_of(settings: Settings, transfer: Transfer) -> TelnyxAccount:
     """The credentials of the transfer's account (ProviderNotConfigured when it has none)."""
-    try:
-        account = accounts.of_transfer(settings, {**transfer, "provider": "telnyx"})
-    except accounts.UnknownAccount as exc:
-        raise ProviderNotConfigured(
-            f"{exc} (TELNYX_API_KEY and TELNYX_CONNECTION_ID for the default)") from None
-    assert isinstance(account, TelnyxAccount)
-    return account
+    return account_for(settings, "telnyx", transfer, TelnyxAccount,
+                       "TELNYX_API_KEY and TELNYX_CONNECTION_ID")
 
 
-def make_client(settings: Settings, transfer: Mapping[str, str]) -> TelnyxClient:
+def make_client(settings: Settings, transfer: Transfer) -> TelnyxClient:
     """A client authenticated as the transfer's account."""
     account = account_of(settings, transfer)
     key = account.secret("api_key")
@@ -174,64 +173,52 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> TelnyxClient
                                               settings.provider_http_timeout))
 
 
-def _command_id(transfer: Mapping[str, str], what: str) -> str:
+def _command_id(transfer: Transfer, what: str) -> str:
     # "Telnyx will ignore any command with the same command_id for the same call_control_id"
     # (api/call-control/bridge-call): a retried task repeats the command harmlessly.
-    return f"{transfer['transfer_id']}:{transfer.get('attempt', '0')}:{what}"
+    return f"{transfer.transfer_id}:{transfer.attempt}:{what}"
 
 
 class TelnyxProvider:
     name = "telnyx"
 
-    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
-        self._place(rt, transfer, "0", transfer["transfer_number"])
+    def start(self, rt: Runtime, transfer: Transfer) -> None:
+        self._place(rt, transfer, "0", transfer.transfer_number)
 
-    def _place(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+    def _place(self, rt: Runtime, transfer: Transfer, attempt: str,
                number: str) -> None:
         if GROUP_SEPARATOR in number:
             self._place_group(rt, transfer, attempt, number.split(GROUP_SEPARATOR))
             return
         settings = rt.settings
         client = make_client(settings, transfer)
-        tid = transfer["transfer_id"]
-        from_states = (State.REQUESTED,) if attempt == "0" else _PRE_BRIDGE
+        tid = transfer.transfer_id
         note = "dialing the human agent" if attempt == "0" else \
             f"dialing destination {int(attempt) + 1}"
-        if transfer.get("dial_attempted") == attempt and transfer.get("agent_call_sid"):
-            # The dial went out and was recorded by a worker that died before moving on.
-            rt.store.transition(tid, State.DIALING, f"{note} (the interrupted attempt's leg)",
-                                from_states=from_states, fields={"placed": attempt})
-            return
-        # A dial whose answer never came (outcome unknown) is not looked for: Telnyx has no
-        # documented search by number. Its call.initiated webhook carries our client_state
-        # and records it (handle_callback); a second leg is the least bad outcome.
-        rt.store.set_fields(tid, dial_attempted=attempt)
         body = self._dial_body(settings, transfer, attempt, number, f"{tid}:{attempt}:dial")
-        try:
-            ccid = self._dial(rt, client, transfer, body)
-        except (TransientProviderError, PermanentProviderError) as exc:
-            if not exc.outcome_unknown:  # Telnyx answered: no call was placed
-                rt.store.set_fields(tid, dial_attempted="")
-            raise
-        rt.store.index_call(self.name, ccid, tid)
-        rt.store.transition(tid, State.DIALING, note, from_states=from_states,
-                            fields={"agent_call_sid": ccid, "placed": attempt})
+        # Only a leg recorded by a worker that died before moving on is found: Telnyx has no
+        # documented search by number. An unrecorded one's call.initiated webhook carries
+        # our client_state and records it (handle_callback); a second leg is the least bad
+        # outcome.
+        place_leg(rt, transfer, attempt, provider=self.name, pre_bridge=_PRE_BRIDGE,
+                  note=note, find=lambda: transfer.agent_call_sid or None,
+                  dial=lambda: {"agent_call_sid": self._dial(rt, client, transfer, body)})
 
     @staticmethod
-    def _dial_body(settings: Settings, transfer: Mapping[str, str], attempt: str,
+    def _dial_body(settings: Settings, transfer: Transfer, attempt: str,
                    number: str, command_id: str) -> dict[str, Any]:
         account = account_of(settings, transfer)
         body: dict[str, Any] = {
             "connection_id": account.connection_id,
             "to": number,
-            "from": transfer.get("caller_number") or transfer["outbound_number"],
+            "from": transfer.caller_number or transfer.outbound_number,
             "timeout_secs": ring_timeout(settings, transfer, attempt),
-            "client_state": encode_state(transfer["transfer_id"], attempt),
+            "client_state": encode_state(transfer.transfer_id, attempt),
             # The account picks the public key the leg's webhooks are checked with.
             "webhook_url": settings.public_url(WEBHOOK_PATH) + _account_query(transfer),
             "command_id": command_id,
         }
-        if transfer.get("voicemail_detection"):
+        if transfer.voicemail_detection:
             body["answering_machine_detection"] = "detect"
         if is_sip(number):
             # "The DID or SIP URI to dial out to"; custom_headers: "Custom headers to be
@@ -243,14 +230,14 @@ class TelnyxProvider:
             body.update(sip_auth(account))
         return body
 
-    def _place_group(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+    def _place_group(self, rt: Runtime, transfer: Transfer, attempt: str,
                      members: list[str]) -> None:
         """A ring group: one dial per member, all at once. The first member answered (and,
         with detection, a person) is claimed in Redis and bridged; every other leg is hung
         up. A retry dials only the members not dialed yet (recorded one by one)."""
         settings = rt.settings
         client = make_client(settings, transfer)
-        tid = transfer["transfer_id"]
+        tid = transfer.transfer_id
         from_states = (State.REQUESTED,) if attempt == "0" else _PRE_BRIDGE
         placed = group_legs(transfer, attempt)
         for j, member in enumerate(members[len(placed):], start=len(placed)):
@@ -265,10 +252,10 @@ class TelnyxProvider:
         rt.store.transition(tid, State.DIALING, f"{what} (a group of {len(members)}, rung "
                             "at once)", from_states=from_states, fields={"placed": attempt})
 
-    def _member_event(self, rt: Runtime, transfer: Mapping[str, str],
+    def _member_event(self, rt: Runtime, transfer: Transfer,
                       params: Mapping[str, str], task_id: str) -> None:
         """An event of a ring group member's leg that has not taken the call."""
-        tid, attempt = transfer["transfer_id"], transfer.get("attempt", "0")
+        tid, attempt = transfer.transfer_id, str(transfer.attempt)
         event, ccid = params.get("event_type", ""), params.get("call_control_id", "")
         if event == "call.answered":
             rt.store.set_fields(tid, **{f"answered:{ccid}": "1"})
@@ -281,19 +268,19 @@ class TelnyxProvider:
             else:
                 self._member_ready(rt, tid, ccid, task_id)
         elif event == "call.hangup":
-            current = rt.store.get_transfer(tid) or dict(transfer)
-            if current.get("agent_call_sid"):
+            current = rt.store.get_record(tid) or transfer
+            if current.agent_call_sid:
                 rt.store.note(tid, "a group member's leg ended: another took the call")
                 return
-            answered = bool(current.get(f"answered:{ccid}"))
-            reason = "voicemail" if is_machine(current.get(f"verdict:{ccid}", "")) else \
+            answered = bool(current.extra.get(f"answered:{ccid}"))
+            reason = "voicemail" if is_machine(current.extra.get(f"verdict:{ccid}", "")) else \
                 failure_reason(params, answered=answered)
             rt.store.set_fields(tid, **{f"ended:{ccid}": reason})
-            current = rt.store.get_transfer(tid) or dict(current)
+            current = rt.store.get_record(tid) or current
             legs = group_legs(current, attempt)
             count = len(current_destination(current).split(GROUP_SEPARATOR))
-            ended = [current.get(f"ended:{c}", "") for c in legs]
-            if len(legs) < count or not all(ended) or current.get("agent_call_sid"):
+            ended = [current.extra.get(f"ended:{c}", "") for c in legs]
+            if len(legs) < count or not all(ended) or current.agent_call_sid:
                 rt.store.note(tid, f"a group member not reached ({reason})")
                 return
             worst = next(r for r in _GROUP_OUTCOMES if r in ended or r == "failed")
@@ -307,15 +294,17 @@ class TelnyxProvider:
         """A member answered (and detection, if asked, says a person): the first takes the
         destination (a claim in Redis), then is briefed, screened or bridged as any human
         leg; any later one is hung up."""
-        current = rt.store.get_transfer(tid) or {}
-        attempt = current.get("attempt", "0")
-        if current.get("state") not in _PRE_BRIDGE:
+        current = rt.store.get_record(tid)
+        if current is None:
+            return
+        attempt = str(current.attempt)
+        if current.state not in _PRE_BRIDGE:
             self._hang_up(rt, current, ccid)
             return
-        if not current.get(f"answered:{ccid}"):
+        if not current.extra.get(f"answered:{ccid}"):
             return
-        verdict = current.get(f"verdict:{ccid}", "")
-        if current.get("voicemail_detection") and not verdict:
+        verdict = current.extra.get(f"verdict:{ccid}", "")
+        if current.voicemail_detection and not verdict:
             return  # its verdict decides
         if not rt.store.claim_for(f"member:{tid}:{attempt}", ccid):
             self._hang_up(rt, current, ccid)
@@ -328,46 +317,39 @@ class TelnyxProvider:
         rt.store.transition(tid, State.HUMAN_ANSWERED, "a group member answered",
                             from_states=(State.REQUESTED, State.DIALING))
         for other in legs:
-            if other != ccid and not current.get(f"ended:{other}"):
+            if other != ccid and not current.extra.get(f"ended:{other}"):
                 self._hang_up(rt, current, other)
         self._maybe_engage(rt, tid, task_id)
 
     @staticmethod
-    def _dial(rt: Runtime, client: TelnyxClient, transfer: Mapping[str, str],
+    def _dial(rt: Runtime, client: TelnyxClient, transfer: Transfer,
               body: dict[str, Any]) -> str:
         try:
             return client.dial(body)
         except PermanentProviderError as exc:
-            if body["from"] == transfer["outbound_number"] or exc.status not in (400, 403, 422):
+            if body["from"] == transfer.outbound_number or exc.status not in (400, 403, 422):
                 raise
         # Telnyx may refuse a caller ID the account does not own: ours instead.
-        rt.store.note(transfer["transfer_id"], "Telnyx refused the customer's number as "
+        rt.store.note(transfer.transfer_id, "Telnyx refused the customer's number as "
                       "caller ID; dialing with the lead's outbound number")
-        return client.dial({**body, "from": transfer["outbound_number"],
+        return client.dial({**body, "from": transfer.outbound_number,
                             "command_id": body["command_id"] + ":own"})
 
     def ensure_dialed(self, rt: Runtime, transfer_id: str, task_id: str) -> None:
         """After a move to the next destination: its leg, unless already placed."""
-        current = rt.store.get_transfer(transfer_id)
-        if current is None or current["state"] not in _PRE_BRIDGE:
-            return
-        attempt = current.get("attempt", "0")
-        if current.get("placed") == attempt or not rt.store.claim_for(
-                f"place:{transfer_id}:{attempt}", task_id):
-            return
-        numbers = json.loads(current.get("destinations") or "[]")
-        if int(attempt) < len(numbers):
-            self._place(rt, current, attempt, numbers[int(attempt)])
+        found = next_to_place(rt, transfer_id, task_id, _PRE_BRIDGE)
+        if found is not None:
+            self._place(rt, *found)
 
-    def _not_reached(self, rt: Runtime, transfer: Mapping[str, str], reason: str,
+    def _not_reached(self, rt: Runtime, transfer: Transfer, reason: str,
                      note: str, task_id: str, *, hang_up: bool = False,
                      cause: Cause | None = None) -> None:
         """The current destination will not take the call: the next one, or the end."""
-        tid = transfer["transfer_id"]
-        attempt = transfer.get("attempt", "0")
+        tid = transfer.transfer_id
+        attempt = str(transfer.attempt)
         if hang_up:
-            self._hang_up(rt, transfer, transfer.get("agent_call_sid", ""))
-        if reason in _MOVE_ON and transfer.get("state") in _PRE_BRIDGE:
+            self._hang_up(rt, transfer, transfer.agent_call_sid)
+        if reason in _MOVE_ON and transfer.state in _PRE_BRIDGE:
             outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason,
                                                          leg_fields=LEG_FIELDS, cause=cause)
             if outcome in ("next", "stale"):
@@ -377,13 +359,13 @@ class TelnyxProvider:
                 return
         rt.fail(transfer, reason, note, from_states=(*_PRE_BRIDGE, State.BRIDGING))
 
-    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+    def handle_callback(self, rt: Runtime, transfer: Transfer, kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
-        tid = transfer["transfer_id"]
+        tid = transfer.transfer_id
         event = params.get("event_type", "")
         ccid = params.get("call_control_id", "")
-        attempt = transfer.get("attempt", "0")
-        agent = transfer.get("agent_call_sid", "")
+        attempt = str(transfer.attempt)
+        agent = transfer.agent_call_sid
         if (kind == TelnyxKind.CALL_EVENT and params.get("attempt") == attempt
                 and GROUP_SEPARATOR in current_destination(transfer) and ccid != agent):
             self._member_event(rt, transfer, params, task_id)
@@ -404,7 +386,7 @@ class TelnyxProvider:
         if not agent and ccid:
             rt.store.set_fields(tid, agent_call_sid=ccid)
             rt.store.index_call(self.name, ccid, tid)
-            transfer = {**transfer, "agent_call_sid": ccid}
+            transfer = replace(transfer, agent_call_sid=ccid)
         if event == "call.initiated":
             rt.store.set_fields(tid, agent_status="initiated")
             rt.store.note(tid, "human agent leg initiated")
@@ -434,17 +416,17 @@ class TelnyxProvider:
         elif event == "call.hangup":
             self._leg_ended(rt, transfer, params, task_id)
 
-    def _leg_ended(self, rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str],
+    def _leg_ended(self, rt: Runtime, transfer: Transfer, params: Mapping[str, str],
                    task_id: str) -> None:
-        tid = transfer["transfer_id"]
-        current = rt.store.get_transfer(tid) or dict(transfer)
+        tid = transfer.transfer_id
+        current = rt.store.get_record(tid) or transfer
         rt.store.set_fields(tid, agent_status="hangup")
-        if current.get("declined"):
+        if current.declined:
             reason = "declined"  # our hang-up after the wrong key (or none)
-        elif is_machine(current.get("answered_by", "")):
+        elif is_machine(current.extra.get("answered_by", "")):
             reason = "voicemail"
         else:
-            reason = failure_reason(params, answered=bool(current.get("agent_answered")))
+            reason = failure_reason(params, answered=bool(current.extra.get("agent_answered")))
         self._not_reached(rt, current, reason, "human agent leg ended "
                           f"({params.get('hangup_cause', '?')}, SIP "
                           f"{params.get('sip_hangup_cause', '?')})", task_id,
@@ -456,29 +438,30 @@ class TelnyxProvider:
         """Once the leg is answered and (with detection) a person: brief, screen or bridge.
         Both events may come in either order (call.answered "before" detection ends,
         answering-machine-detection tutorial), so each checks the other's record."""
-        current = rt.store.get_transfer(tid) or {}
-        if current.get("state") not in _PRE_BRIDGE or not current.get("agent_answered"):
+        current = rt.store.get_record(tid)
+        if current is None or current.state not in _PRE_BRIDGE \
+                or not current.extra.get("agent_answered"):
             return
-        if current.get("voicemail_detection") and not current.get("answered_by"):
+        if current.voicemail_detection and not current.extra.get("answered_by"):
             rt.store.note(tid, "human agent answered; waiting for answering-machine detection")
             return
-        attempt = current.get("attempt", "0")
+        attempt = str(current.attempt)
         digits = extension(current)
-        if digits and current.get("extension_sent") != attempt:
+        if digits and current.extra.get("extension_sent") != attempt:
             self._send_extension(rt, current, digits, task_id)
             return
         if not rt.store.claim_for(f"engage:{tid}:{attempt}", task_id):
             return  # another delivery of these events is on it
         client = make_client(rt.settings, current)
-        agent = current.get("agent_call_sid", "")
+        agent = current.agent_call_sid
         state = encode_state(tid, attempt)
         try:
-            if current.get("screening"):
+            if current.screening:
                 client.action(agent, "gather_using_speak", markup.screening(
                     current, state, _command_id(current, "gather")))
                 rt.store.note(tid, "human agent answered; asking for the key")
                 return
-            if current.get("summary"):
+            if current.summary:
                 client.action(agent, "speak", markup.briefing(
                     current, state, _command_id(current, "speak")))
                 rt.store.note(tid, "human agent answered; briefing them")
@@ -491,15 +474,15 @@ class TelnyxProvider:
             return
         self._bridge(rt, current, task_id)
 
-    def _send_extension(self, rt: Runtime, current: Mapping[str, str], digits: str,
+    def _send_extension(self, rt: Runtime, current: Transfer, digits: str,
                         task_id: str) -> None:
         """Dial the destination's extension on the answered leg; the briefing, key or
         bridge follows once the digits have been played out (send_dtmf reports nothing:
         our own callback, delayed by their length)."""
-        tid, attempt = current["transfer_id"], current.get("attempt", "0")
+        tid, attempt = current.transfer_id, str(current.attempt)
         if not rt.store.claim_for(f"dtmf:{tid}:{attempt}", task_id):
             return  # another delivery of these events is on it
-        agent = current.get("agent_call_sid", "")
+        agent = current.agent_call_sid
         try:
             make_client(rt.settings, current).action(agent, "send_dtmf", {
                 "digits": digits, "duration_millis": DTMF_MILLIS,
@@ -514,7 +497,7 @@ class TelnyxProvider:
             "params": {"call_control_id": agent, "attempt": attempt}},
             queue=TRANSFERS_QUEUE, countdown=dtmf_playout(digits))
 
-    def _gathered(self, rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str],
+    def _gathered(self, rt: Runtime, transfer: Transfer, params: Mapping[str, str],
                   task_id: str) -> None:
         status, digits = params.get("status", ""), params.get("digits", "")
         if status == "call_hangup":
@@ -523,26 +506,22 @@ class TelnyxProvider:
             self._bridge(rt, transfer, task_id)
             return
         # A wrong key, none (timeout) or an invalid entry: declined.
-        rt.store.set_fields(transfer["transfer_id"], declined="1")
+        rt.store.set_fields(transfer.transfer_id, declined="1")
         self._not_reached(rt, transfer, "declined", f"human agent did not accept the call "
                           f"(screening: {status or 'no status'})", task_id, hang_up=True)
 
-    def _bridge(self, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
-        tid = transfer["transfer_id"]
-        moved = rt.store.transition(tid, State.BRIDGING, "human agent ready; bridging the "
-                                    "customer", from_states=_PRE_BRIDGE,
-                                    fields={"bridge_task": task_id})
-        current = rt.store.get_transfer(tid) or dict(transfer)
-        if not moved.ok and not (current.get("state") == State.BRIDGING
-                                 and current.get("bridge_task") == task_id
-                                 and not current.get("customer_moved")):
-            return  # only the task that started the bridge (or its retry) finishes it
+    def _bridge(self, rt: Runtime, transfer: Transfer, task_id: str) -> None:
+        tid = transfer.transfer_id
+        if not claim_bridge(rt, tid, "human agent ready; bridging the customer", task_id,
+                            _PRE_BRIDGE):
+            return
+        current = rt.store.get_record(tid) or transfer
         client = make_client(rt.settings, current)
         try:
             # The customer's call is bridged to the human's; no client_state here: the
             # customer's call keeps the platform's.
-            client.action(current["call_id"], "bridge", {
-                "call_control_id": current.get("agent_call_sid", ""),
+            client.action(current.call_id, "bridge", {
+                "call_control_id": current.agent_call_sid,
                 "command_id": _command_id(current, "bridge")})
         except PermanentProviderError as exc:
             # 422: the customer's call (or the human's) is no longer there.
@@ -556,14 +535,14 @@ class TelnyxProvider:
         try:
             # "If the stream_id is not provided the command stops all streams associated
             # with a given call_control_id" (call-commands/streaming-stop): the AI's audio.
-            client.action(current["call_id"], "streaming_stop",
+            client.action(current.call_id, "streaming_stop",
                           {"command_id": _command_id(current, "streaming_stop")})
         except PermanentProviderError as exc:
             # No stream on the call (the platform's AI hears it another way): the success
             # event's end_conversation tells it to leave.
             rt.store.note(tid, f"no media stream stopped ({exc.status})")
 
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+    def customer_call_ended(self, rt: Runtime, transfer: Transfer,
                             params: Mapping[str, str]) -> bool:
         # The AI holds the customer until the bridge: their hanging up ends the transfer.
         if rt.fail(transfer, "customer_hung_up", "customer hung up before the bridge",
@@ -571,14 +550,15 @@ class TelnyxProvider:
             self.cleanup(rt, transfer)
         return False
 
-    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+    def reconcile(self, rt: Runtime, transfer: Transfer) -> bool:
         """The deadline: ask Telnyx whether the human's leg is alive. An answered leg still
         being detected, briefed or screened gets GRACE more seconds, once per destination;
         anything else fails as `timeout`."""
-        agent = transfer.get("agent_call_sid", "")
-        attempt = transfer.get("attempt", "0")
-        if (not agent or transfer.get("state") not in _PRE_BRIDGE
-                or not transfer.get("agent_answered") or transfer.get("grace") == attempt):
+        agent = transfer.agent_call_sid
+        attempt = str(transfer.attempt)
+        if (not agent or transfer.state not in _PRE_BRIDGE
+                or not transfer.extra.get("agent_answered")
+                or transfer.extra.get("grace") == attempt):
             return False
         try:
             alive = bool(make_client(rt.settings, transfer).status(agent).get("is_alive"))
@@ -586,31 +566,31 @@ class TelnyxProvider:
             return False
         if not alive:
             return False
-        rt.store.set_fields(transfer["transfer_id"], grace=attempt)
-        rt.store.extend_deadline(transfer["transfer_id"], time.time() + GRACE)
-        rt.store.note(transfer["transfer_id"], "deadline: the human's answered leg is alive; "
+        rt.store.set_fields(transfer.transfer_id, grace=attempt)
+        rt.store.extend_deadline(transfer.transfer_id, time.time() + GRACE)
+        rt.store.note(transfer.transfer_id, "deadline: the human's answered leg is alive; "
                       "waiting for detection, briefing or key")
         return True
 
-    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
-        current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
-        for ccid in group_legs(current, current.get("attempt", "0")):
-            if ccid != current.get("agent_call_sid") and not current.get(f"ended:{ccid}"):
+    def cleanup(self, rt: Runtime, transfer: Transfer) -> None:
+        current = rt.store.get_record(transfer.transfer_id) or transfer
+        for ccid in group_legs(current, str(current.attempt)):
+            if ccid != current.agent_call_sid and not current.extra.get(f"ended:{ccid}"):
                 self._hang_up(rt, current, ccid)
-        if current.get("agent_status") != "hangup":
-            self._hang_up(rt, current, current.get("agent_call_sid", ""))
+        if current.extra.get("agent_status") != "hangup":
+            self._hang_up(rt, current, current.agent_call_sid)
 
-    def _hang_up(self, rt: Runtime, transfer: Mapping[str, str], ccid: str) -> None:
+    def _hang_up(self, rt: Runtime, transfer: Transfer, ccid: str) -> None:
         """Best effort: end a human leg (ringing or answered: actions/hangup ends either)."""
         if not ccid:
             return
         try:
             make_client(rt.settings, transfer).action(ccid, "hangup", {
-                "client_state": encode_state(transfer["transfer_id"],
-                                             transfer.get("attempt", "0")),
-                "command_id": f"{transfer['transfer_id']}:{ccid[-12:]}:hangup"})
+                "client_state": encode_state(transfer.transfer_id,
+                                             str(transfer.attempt)),
+                "command_id": f"{transfer.transfer_id}:{ccid[-12:]}:hangup"})
         except (PermanentProviderError, TransientProviderError) as exc:
             rt.logger(transfer).warning("could not hang up the human leg",
                                         extra={"error": str(exc)})
             return
-        rt.store.note(transfer["transfer_id"], "human agent leg hung up")
+        rt.store.note(transfer.transfer_id, "human agent leg hung up")

@@ -8,10 +8,10 @@ same payload, voice and language.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from providers.base import key_prompt
+from shared.model import Transfer
 
 # "For service_level basic, you may define the gender of the speaker (male or female)";
 # basic allows "only the en-US language and payload type text" (call-commands/speak-text).
@@ -22,21 +22,21 @@ GENERIC_INTRO = "You have a transfer from the AI assistant."
 ALL_KEYS = "0123456789*#"
 
 
-def briefing(transfer: Mapping[str, str], client_state: str, command_id: str
+def briefing(transfer: Transfer, client_state: str, command_id: str
              ) -> dict[str, Any]:
     """The `speak` body: the summary, to the human alone (the customer is not bridged yet)."""
-    return {"payload": transfer.get("summary") or GENERIC_INTRO, "voice": VOICE,
+    return {"payload": transfer.summary or GENERIC_INTRO, "voice": VOICE,
             "language": LANGUAGE, "service_level": SERVICE_LEVEL, "client_state": client_state,
             "command_id": command_id}
 
 
-def screening(transfer: Mapping[str, str], client_state: str, command_id: str
+def screening(transfer: Transfer, client_state: str, command_id: str
               ) -> dict[str, Any]:
     """The `gather_using_speak` body: the summary and the key prompt, one key. Every key is
     valid, so that a wrong one ends the gather (status valid, other digits) instead of
     replaying the prompt."""
-    timeout = int(transfer.get("screening_timeout") or 8)
-    return {"payload": f"{transfer.get('summary') or GENERIC_INTRO} {key_prompt(transfer)}",
+    timeout = transfer.screening_timeout
+    return {"payload": f"{transfer.summary or GENERIC_INTRO} {key_prompt(transfer)}",
             "voice": VOICE, "language": LANGUAGE, "service_level": SERVICE_LEVEL,
             "minimum_digits": 1, "maximum_digits": 1,
             "valid_digits": ALL_KEYS, "timeout_millis": timeout * 1000,

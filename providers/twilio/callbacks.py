@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import redis
 
-from providers.base import current_destination, screening_key
+from providers.base import current_destination, record_of, screening_key
 from providers.twilio import markup
 from providers.twilio.markup import agent_label
 from shared.config import Settings
 from shared.contracts import GROUP_SEPARATOR
 from shared.logs import get_logger
-from shared.model import TERMINAL_STATES, CallbackKind, Cause, State
+from shared.model import TERMINAL_STATES, CallbackKind, Cause, State, Transfer
 from shared.store import Store
 
 if TYPE_CHECKING:
@@ -48,49 +48,47 @@ LEG_FIELDS = ("conference_sid", "member", "answered_by")
 
 # --- the worker's part: the human's leg, the conference, detection -----------------------
 
-def _not_reached(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], reason: str,
+def _not_reached(p: TwilioProvider, rt: Runtime, transfer: Transfer, reason: str,
                  note: str, task_id: str, *, hang_up: bool = False,
                  cause: Cause | None = None) -> None:
     """The current destination will not take the call: the next one, or the end."""
-    tid = transfer["transfer_id"]
-    attempt = transfer.get("attempt", "0")
-    if reason in _MOVE_ON and transfer.get("state") in PRE_BRIDGE:
-        outcome, _, _ = rt.store.advance_destination(tid, int(attempt), reason,
+    tid = transfer.transfer_id
+    if reason in _MOVE_ON and transfer.state in PRE_BRIDGE:
+        outcome, _, _ = rt.store.advance_destination(tid, transfer.attempt, reason,
                                                      leg_fields=LEG_FIELDS, cause=cause)
         if outcome in ("next", "stale"):
             if hang_up and outcome == "next":
-                p.hang_up(rt, transfer, transfer.get("agent_call_sid", ""),
-                              "completed")
+                p.hang_up(rt, transfer, transfer.agent_call_sid, "completed")
             p.ensure_dialed(rt, tid, task_id)
             return
         if outcome == "final":
             return
     if rt.fail(transfer, reason, note, from_states=(*PRE_BRIDGE, State.BRIDGING)) \
             and hang_up:
-        p.cleanup(rt, {**transfer, "agent_status": "in-progress"})
+        p.cleanup(rt, transfer.with_extra(agent_status="in-progress"))
 
 
-def handle_callback(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], kind: str,
+def handle_callback(p: TwilioProvider, rt: Runtime, transfer: Transfer, kind: str,
                     params: Mapping[str, str], task_id: str) -> None:
-    attempt = transfer.get("attempt", "0")
+    attempt = str(transfer.attempt)
     leg = (CallbackKind.AGENT_STATUS, CallbackKind.SCREEN, CallbackKind.AMD)
     if kind in leg and params.get("attempt", "0") != attempt:
         # About the leg of a destination already left behind; make sure the current
         # one was dialed (this may be the retry of the task that moved on).
-        rt.store.note(transfer["transfer_id"], f"{kind} callback of destination "
+        rt.store.note(transfer.transfer_id, f"{kind} callback of destination "
                       f"{int(params.get('attempt', '0')) + 1} ignored")
-        p.ensure_dialed(rt, transfer["transfer_id"], task_id)
+        p.ensure_dialed(rt, transfer.transfer_id, task_id)
         return
     if kind == CallbackKind.AGENT_STATUS and params.get("member", "") != "" and \
-            params.get("CallSid") != transfer.get("agent_call_sid"):
+            params.get("CallSid") != transfer.agent_call_sid:
         _member_status(p, rt, transfer, params, task_id)
         return
     if kind in (CallbackKind.AGENT_STATUS, CallbackKind.AMD) and params.get("CallSid") \
-            and not transfer.get("agent_call_sid"):
+            and not transfer.agent_call_sid:
         # The dial's own callback can come before the dialing worker recorded the sid.
-        rt.store.set_fields(transfer["transfer_id"], agent_call_sid=params["CallSid"])
-        rt.store.index_call(p.name, params["CallSid"], transfer["transfer_id"])
-        transfer = {**transfer, "agent_call_sid": params["CallSid"]}
+        rt.store.set_fields(transfer.transfer_id, agent_call_sid=params["CallSid"])
+        rt.store.index_call(p.name, params["CallSid"], transfer.transfer_id)
+        transfer = replace(transfer, agent_call_sid=params["CallSid"])
     if kind == CallbackKind.AGENT_STATUS:
         _agent_status(p, rt, transfer, params, task_id)
     elif kind == CallbackKind.CONFERENCE:
@@ -103,10 +101,10 @@ def handle_callback(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
                           "(screening)", task_id)
 
 
-def _agent_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
+def _agent_status(p: TwilioProvider, rt: Runtime, transfer: Transfer,
                   params: Mapping[str, str], task_id: str) -> None:
     status = params.get("CallStatus", "")
-    tid = transfer["transfer_id"]
+    tid = transfer.transfer_id
     if status in ("queued", "initiated", "ringing"):
         rt.store.set_fields(tid, agent_status=status)
         rt.store.note(tid, f"human agent {status}")
@@ -120,10 +118,10 @@ def _agent_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
         rt.store.set_fields(tid, agent_status=status)
         reason = _AGENT_FAILURES[status]
         if reason == "agent_hung_up":
-            current = rt.store.get_transfer(tid) or {}
-            if current.get("declined"):
+            current = rt.store.get_record(tid) or transfer
+            if current.declined:
                 reason = "declined"  # the screening answer hung up on them
-            elif is_machine(current.get("answered_by", "")):
+            elif is_machine(current.extra.get("answered_by", "")):
                 reason = "voicemail"  # our TwiML hung up on a machine
         # Before the bridge the customer is still with the AI: the next destination,
         # or the AI just resumes.
@@ -138,27 +136,27 @@ def _agent_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
 _GROUP_OUTCOMES = ("no_answer", "busy", "declined", "voicemail", "agent_hung_up", "failed")
 
 
-def _member_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
+def _member_status(p: TwilioProvider, rt: Runtime, transfer: Transfer,
                    params: Mapping[str, str], task_id: str) -> None:
     """The status of a ring group member's leg that has not taken the call (yet). Only once
     every member has ended with none taking the call is the destination not reached."""
-    tid, attempt = transfer["transfer_id"], transfer.get("attempt", "0")
+    tid, attempt = transfer.transfer_id, transfer.attempt
     status, member = params.get("CallStatus", ""), params.get("member", "")
     if status not in _AGENT_FAILURES:
         rt.store.note(tid, f"group member {int(member) + 1}: {status}")
         return
-    if transfer.get("agent_call_sid"):
+    if transfer.agent_call_sid:
         rt.store.note(tid, f"group member {int(member) + 1}'s leg ended ({status}): "
                       "another member took the call")
         return
-    current = rt.store.get_transfer(tid) or dict(transfer)
-    reason = "voicemail" if current.get(f"machine:{attempt}:{member}") else \
+    current = rt.store.get_record(tid) or transfer
+    reason = "voicemail" if current.extra.get(f"machine:{attempt}:{member}") else \
         _AGENT_FAILURES[status]
     rt.store.set_fields(tid, **{f"ended:{attempt}:{member}": reason})
-    current = rt.store.get_transfer(tid) or dict(current)
+    current = rt.store.get_record(tid) or current
     count = len(current_destination(current).split(GROUP_SEPARATOR))
-    ended = [current.get(f"ended:{attempt}:{k}", "") for k in range(count)]
-    if current.get("agent_call_sid") or not all(ended):
+    ended = [current.extra.get(f"ended:{attempt}:{k}", "") for k in range(count)]
+    if current.agent_call_sid or not all(ended):
         rt.store.note(tid, f"group member {int(member) + 1} not reached ({reason})")
         return
     worst = next(r for r in _GROUP_OUTCOMES if r in ended or r == "failed")
@@ -166,18 +164,18 @@ def _member_status(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
                  task_id, cause=Cause.of(params.get("SipResponseCode")))
 
 
-def _conference(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
+def _conference(p: TwilioProvider, rt: Runtime, transfer: Transfer,
                 params: Mapping[str, str], task_id: str) -> None:
     event = params.get("StatusCallbackEvent", "")
     call_sid = params.get("CallSid", "")
-    tid = transfer["transfer_id"]
-    agent_sid = transfer.get("agent_call_sid", "")
+    tid = transfer.transfer_id
+    agent_sid = transfer.agent_call_sid
     # By CallSid, or by the label of the current attempt's leg when its sid is not known
     # yet: an earlier destination's leg is neither.
     is_agent = (bool(call_sid) and call_sid == agent_sid) or (
         not agent_sid and params.get("ParticipantLabel") == agent_label(
-            transfer.get("attempt", "0")))
-    is_customer = bool(call_sid) and call_sid == transfer["call_id"]
+            str(transfer.attempt)))
+    is_customer = bool(call_sid) and call_sid == transfer.call_id
     if event == "participant-join" and is_agent:
         # A ring group's first member is in: the others' legs are ended at once.
         p.hang_up_group(rt, transfer, keep=agent_sid)
@@ -188,12 +186,13 @@ def _conference(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
             fields["agent_call_sid"] = agent_sid = call_sid
             rt.store.index_call(p.name, call_sid, tid)
         rt.store.set_fields(tid, **fields)
-        transfer = {**transfer, **fields}
+        transfer = replace(transfer.with_extra(conference_sid=fields["conference_sid"]),
+                           agent_call_sid=agent_sid)
         if _awaiting_detection(transfer):
             # Twilio may put the leg in the conference before detection has answered:
             # nobody is bridged to a machine, the verdict (/twilio/amd) decides.
-            current = rt.store.get_transfer(tid) or {}
-            answered_by = current.get("answered_by", "")
+            current = rt.store.get_record(tid)
+            answered_by = current.extra.get("answered_by", "") if current else ""
             if not answered_by:
                 rt.store.transition(tid, State.HUMAN_ANSWERED, "human agent leg joined; "
                                     "waiting for answering-machine detection",
@@ -205,7 +204,7 @@ def _conference(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
     elif event in ("announcement-end", "announcement-fail"):
         # The briefing is over (or could not play): now move the customer. Unless it
         # was the briefing of a human already left behind (a fallback moved on).
-        briefed = transfer.get("briefed_sid", "")
+        briefed = transfer.extra.get("briefed_sid", "")
         if briefed and briefed == agent_sid and call_sid in ("", agent_sid):
             p.bridge(rt, transfer, task_id)
         else:
@@ -214,7 +213,7 @@ def _conference(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
         rt.succeed(transfer, "customer joined the human agent", from_states=(State.BRIDGING,))
     elif (event == "participant-leave" and is_agent) or (
             event == "conference-end" and params.get("ConferenceSid")
-            and params.get("ConferenceSid") == transfer.get("conference_sid")):
+            and params.get("ConferenceSid") == transfer.extra.get("conference_sid")):
         # Before the bridge the customer is still with the AI: the next destination, or
         # the AI resumes. (A conference an earlier destination's leg ended is not ours.)
         _not_reached(p, rt, transfer, "agent_hung_up", f"human agent left ({event})",
@@ -223,29 +222,29 @@ def _conference(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
         rt.store.note(tid, f"conference {event}")
 
 
-def _awaiting_detection(transfer: Mapping[str, str]) -> bool:
+def _awaiting_detection(transfer: Transfer) -> bool:
     """A conference join must wait for detection's verdict (a screened leg has had it
     before our TwiML ran: synchronous detection on calls.create)."""
-    return bool(transfer.get("voicemail_detection")) and not transfer.get("screening")
+    return transfer.voicemail_detection and not transfer.screening
 
 
-def _joined(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], agent_sid: str,
+def _joined(p: TwilioProvider, rt: Runtime, transfer: Transfer, agent_sid: str,
             task_id: str) -> None:
     """The current human is in the conference (and not a machine): brief, or bridge."""
-    if (transfer.get("summary") and not transfer.get("screening")
+    if (transfer.summary and not transfer.screening
             and p.brief(rt, transfer, agent_sid, task_id)):
         return  # the bridge follows the briefing's announcement-end
     p.bridge(rt, transfer, task_id)
 
 
-def _amd(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], params: Mapping[str, str],
+def _amd(p: TwilioProvider, rt: Runtime, transfer: Transfer, params: Mapping[str, str],
          task_id: str) -> None:
     """Answering-machine detection's verdict on the current human leg (AmdStatusCallback
     of a participant, or AnsweredBy of the screening TwiML request)."""
-    tid = transfer["transfer_id"]
+    tid = transfer.transfer_id
     answered_by = params.get("AnsweredBy", "")
     call_sid = params.get("CallSid", "")
-    if call_sid and call_sid != transfer.get("agent_call_sid", call_sid):
+    if call_sid and call_sid != (transfer.agent_call_sid or call_sid):
         rt.store.note(tid, "detection result of another leg ignored")
         return
     rt.store.set_fields(tid, answered_by=answered_by)
@@ -256,18 +255,19 @@ def _amd(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], params: Ma
     if not _awaiting_detection(transfer):
         return
     # Written before read, as the join does: of the two, at least one sees both.
-    current = rt.store.get_transfer(tid) or {}
-    if current.get("conference_sid") and current.get("state") in PRE_BRIDGE:
-        _joined(p, rt, current, current.get("agent_call_sid", call_sid), task_id)
+    current = rt.store.get_record(tid)
+    if current is not None and current.extra.get("conference_sid") \
+            and current.state in PRE_BRIDGE:
+        _joined(p, rt, current, current.agent_call_sid or call_sid, task_id)
 
 
-def _voicemail(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str], answered_by: str,
+def _voicemail(p: TwilioProvider, rt: Runtime, transfer: Transfer, answered_by: str,
                task_id: str) -> None:
     _not_reached(p, rt, transfer, "voicemail", f"answering machine ({answered_by}) on "
                       "the human's leg", task_id, hang_up=True)
 
 
-def customer_call_ended(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str],
+def customer_call_ended(p: TwilioProvider, rt: Runtime, transfer: Transfer,
                         params: Mapping[str, str]) -> bool:
     # The AI holds the customer until the bridge, so their hanging up ends the transfer.
     if rt.fail(transfer, "customer_hung_up", "customer hung up before the bridge",
@@ -276,18 +276,19 @@ def customer_call_ended(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, s
     return False
 
 
-def reconcile(p: TwilioProvider, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+def reconcile(p: TwilioProvider, rt: Runtime, transfer: Transfer) -> bool:
     """Every outcome arrives by callback. One exception is given more time: a human
     who answered late and whose detection verdict is still to come (Twilio decides
     within MachineDetectionTimeout, 30 s by default), once."""
-    if (_awaiting_detection(transfer) and transfer.get("conference_sid")
-            and not transfer.get("answered_by")
-            and transfer.get("amd_grace") != transfer.get("attempt", "0")
-            and transfer.get("state") in PRE_BRIDGE):
+    attempt = str(transfer.attempt)
+    if (_awaiting_detection(transfer) and transfer.extra.get("conference_sid")
+            and not transfer.extra.get("answered_by")
+            and transfer.extra.get("amd_grace") != attempt
+            and transfer.state in PRE_BRIDGE):
         # Once per destination: the field names the attempt it was given to.
-        rt.store.set_fields(transfer["transfer_id"], amd_grace=transfer.get("attempt", "0"))
-        rt.store.extend_deadline(transfer["transfer_id"], time.time() + AMD_GRACE)
-        rt.store.note(transfer["transfer_id"], "deadline: waiting for the detection "
+        rt.store.set_fields(transfer.transfer_id, amd_grace=attempt)
+        rt.store.extend_deadline(transfer.transfer_id, time.time() + AMD_GRACE)
+        rt.store.note(transfer.transfer_id, "deadline: waiting for the detection "
                       "verdict of a human leg that has joined")
         return True
     return False
@@ -400,7 +401,7 @@ def screen_result(store: Store | None, settings: Settings, context: Mapping[str,
     attempt = params.get("attempt", "0")
     may_join = bool(context) and pending(record, readable, attempt)
     if may_join and params.get("Digits") == context["key"]:
-        return Answer(markup.agent_join_twiml(settings, context, attempt))
+        return Answer(markup.agent_join_twiml(settings, record_of(context), attempt))
     if may_join:
         # Read by the leg's "completed" callback, which may come before the worker's task.
         _best_effort(store, context["transfer_id"], declined="1")
@@ -433,4 +434,5 @@ def member_answered(store: Store | None, settings: Settings, context: Mapping[st
         store.index_call("twilio", call_sid, tid)
     except redis.RedisError:
         return Answer(markup.hangup_twiml())
-    return Answer(markup.agent_join_twiml(settings, context, attempt, announce=True))
+    return Answer(markup.agent_join_twiml(settings, record_of(context), attempt,
+                                          announce=True))

@@ -34,15 +34,17 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from providers import accounts
 from providers.base import (
     NETWORK_ERRORS,
     PermanentProviderError,
-    ProviderNotConfigured,
     TransientProviderError,
+    account_for,
     cached_client,
     callback_url,
+    claim_bridge,
     extension,
+    next_to_place,
+    place_leg,
     sort_http_failure,
     unreachable,
 )
@@ -66,7 +68,7 @@ from providers.twilio.markup import (
 from shared.config import Settings
 from shared.contracts import GROUP_SEPARATOR
 from shared.http import settle_environment
-from shared.model import CallbackKind
+from shared.model import CallbackKind, Transfer
 from shared.phone import is_sip
 from shared.store import State, ring_timeout
 
@@ -95,10 +97,10 @@ CALLBACK_KINDS = frozenset({CallbackKind.AGENT_STATUS, CallbackKind.CONFERENCE,
                             CallbackKind.AMD, CallbackKind.SCREEN})
 
 
-def _url(settings: Settings, path: str, transfer: Mapping[str, str],
+def _url(settings: Settings, path: str, transfer: Transfer,
          attempt: str | None = None, extra: Mapping[str, str] | None = None) -> str:
-    return callback_url(settings, path, transfer["transfer_id"], attempt, extra,
-                        account=transfer.get("account"))
+    return callback_url(settings, path, transfer.transfer_id, attempt, extra,
+                        account=transfer.account)
 
 
 def warm_up() -> None:
@@ -108,18 +110,13 @@ def warm_up() -> None:
     client.calls("warm-up")
 
 
-def account_of(settings: Settings, transfer: Mapping[str, str]) -> TwilioAccount:
+def account_of(settings: Settings, transfer: Transfer) -> TwilioAccount:
     """The credentials of the transfer's account (ProviderNotConfigured when it has none)."""
-    try:
-        account = accounts.of_transfer(settings, {**transfer, "provider": "twilio"})
-    except accounts.UnknownAccount as exc:
-        raise ProviderNotConfigured(
-            f"{exc} (TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN for the default)") from None
-    assert isinstance(account, TwilioAccount)
-    return account
+    return account_for(settings, "twilio", transfer, TwilioAccount,
+                       "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
 
 
-def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
+def make_client(settings: Settings, transfer: Transfer) -> Client:
     """A Twilio client authenticated as the transfer's account."""
     account = account_of(settings, transfer)
     sid, token = account.account_sid, account.secret("auth_token")
@@ -136,13 +133,13 @@ def make_client(settings: Settings, transfer: Mapping[str, str]) -> Client:
                           str(settings.provider_http_timeout)), build)
 
 
-def group_legs(transfer: Mapping[str, str], attempt: str) -> list[str]:
+def group_legs(transfer: Transfer, attempt: str) -> list[str]:
     """The call sids of the ring group of `attempt` placed so far."""
-    raw = json.loads(transfer.get("group_sids") or "{}")
+    raw = json.loads(transfer.extra.get("group_sids") or "{}")
     return [str(s) for s in raw.get("sids", [])] if raw.get("attempt") == attempt else []
 
 
-def sip_auth(settings: Settings, transfer: Mapping[str, str]) -> dict[str, str]:
+def sip_auth(settings: Settings, transfer: Transfer) -> dict[str, str]:
     """The credentials Twilio answers a SIP destination's digest challenge with
     (`sip_auth_username`/`sip_auth_password` on calls and participants): the transfer's
     account's, from the credential source, never from the request."""
@@ -167,72 +164,54 @@ def call_api(fn: Callable[[], T]) -> T:
 class TwilioProvider:
     name = "twilio"
 
-    def start(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
-        self._place(rt, transfer, "0", transfer["transfer_number"])
+    def start(self, rt: Runtime, transfer: Transfer) -> None:
+        self._place(rt, transfer, "0", transfer.transfer_number)
 
-    def _place(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+    def _place(self, rt: Runtime, transfer: Transfer, attempt: str,
                number: str) -> None:
         """Dial the human leg of `attempt` (once: a retry looks for the leg first)."""
         if GROUP_SEPARATOR in number:
             self._place_group(rt, transfer, attempt, number.split(GROUP_SEPARATOR))
             return
-        settings = rt.settings
-        client = make_client(settings, transfer)
-        tid = transfer["transfer_id"]
-        from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
+        client = make_client(rt.settings, transfer)
         note = "dialing the human agent" if attempt == "0" else \
             f"dialing destination {int(attempt) + 1}"
-        if transfer.get("dial_attempted") == attempt:
-            # A dial may have been placed by a worker that died before recording it: look
-            # before dialing the human a second time.
-            existing = transfer.get("agent_call_sid") or self._find_live_dial(
-                client, transfer, number)
-            if existing:
-                rt.store.index_call(self.name, existing, tid)
-                rt.store.transition(tid, State.DIALING, f"{note} (found the leg of an "
-                                    "interrupted attempt)", from_states=from_states,
-                                    fields={"agent_call_sid": existing, "placed": attempt})
-                return
-        rt.store.set_fields(tid, dial_attempted=attempt)
-        try:
-            call_sid = self._dial(rt, client, transfer, attempt, number)
-        except (TransientProviderError, PermanentProviderError) as exc:
-            if not exc.outcome_unknown:  # Twilio answered: no call was placed
-                rt.store.set_fields(tid, dial_attempted="")
-            raise
-        rt.store.index_call(self.name, call_sid, tid)
-        rt.store.transition(tid, State.DIALING, note, from_states=from_states,
-                            fields={"agent_call_sid": call_sid, "placed": attempt})
+        place_leg(rt, transfer, attempt, provider=self.name, pre_bridge=PRE_BRIDGE, note=note,
+                  # A leg of an interrupted attempt: recorded, or live to that number.
+                  find=lambda: transfer.agent_call_sid or self._find_live_dial(
+                      client, transfer, number),
+                  dial=lambda: {"agent_call_sid": self._dial(rt, client, transfer, attempt,
+                                                             number)})
 
-    def _dial(self, rt: Runtime, client: Client, transfer: Mapping[str, str], attempt: str,
+    def _dial(self, rt: Runtime, client: Client, transfer: Transfer, attempt: str,
               number: str) -> str:
         """Place the leg; the template's caller ID when Twilio accepts it, else ours."""
-        caller = transfer.get("caller_number") or transfer["outbound_number"]
+        caller = transfer.caller_number or transfer.outbound_number
         try:
             return self._create_leg(rt.settings, client, transfer, attempt, number, caller)
         except PermanentProviderError as exc:
-            if caller == transfer["outbound_number"] or exc.code not in _CALLER_ID_REFUSED:
+            if caller == transfer.outbound_number or exc.code not in _CALLER_ID_REFUSED:
                 raise
         # Twilio presents only its own or verified numbers as caller ID.
-        rt.store.note(transfer["transfer_id"], "Twilio refused the customer's number as "
+        rt.store.note(transfer.transfer_id, "Twilio refused the customer's number as "
                       "caller ID; dialing with the lead's outbound number")
         return self._create_leg(rt.settings, client, transfer, attempt, number,
-                                transfer["outbound_number"])
+                                transfer.outbound_number)
 
     @staticmethod
-    def _create_leg(settings: Settings, client: Client, transfer: Mapping[str, str],
+    def _create_leg(settings: Settings, client: Client, transfer: Transfer,
                     attempt: str, number: str, caller: str) -> str:
         status = {"status_callback": _url(settings, AGENT_STATUS_PATH, transfer,
                                                    attempt),
                   "status_callback_method": "POST",
                   "status_callback_event": AGENT_LEG_EVENTS}
-        detect = bool(transfer.get("voicemail_detection"))
+        detect = transfer.voicemail_detection
         if is_sip(number):
             # Participants and calls take a SIP URI in To, with its credentials (SDK
             # participant.py and call/__init__.py, sip_auth_username/_password).
             status = {**status, **sip_auth(settings, transfer)}
             number = sip_to(transfer, number)
-        if transfer.get("screening"):
+        if transfer.screening:
             # Our TwiML runs on the human's leg first: the key decides whether they join.
             # Synchronous detection (no AsyncAmd): Twilio fetches the Url only once it knows
             # who answered, with AnsweredBy in that request (see /twilio/screen).
@@ -276,7 +255,7 @@ class TwilioProvider:
         ))
         return str(participant.call_sid)
 
-    def _place_group(self, rt: Runtime, transfer: Mapping[str, str], attempt: str,
+    def _place_group(self, rt: Runtime, transfer: Transfer, attempt: str,
                      members: list[str]) -> None:
         """A ring group: one call per member, all at once. Each asks /twilio/member on
         answering: the first to ask (claimed in Redis) joins the conference, any other is
@@ -284,10 +263,10 @@ class TwilioProvider:
         members not placed yet (their sids are recorded one by one)."""
         settings = rt.settings
         client = make_client(settings, transfer)
-        tid = transfer["transfer_id"]
+        tid = transfer.transfer_id
         from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
         placed = group_legs(transfer, attempt)
-        caller = transfer.get("caller_number") or transfer["outbound_number"]
+        caller = transfer.caller_number or transfer.outbound_number
         for j, member in enumerate(members[len(placed):], start=len(placed)):
             sid = self._create_member_leg(settings, client, transfer, attempt, j, member,
                                           caller)
@@ -301,7 +280,7 @@ class TwilioProvider:
                             "at once)", from_states=from_states, fields={"placed": attempt})
 
     @staticmethod
-    def _create_member_leg(settings: Settings, client: Client, transfer: Mapping[str, str],
+    def _create_member_leg(settings: Settings, client: Client, transfer: Transfer,
                            attempt: str, member: int, number: str, caller: str) -> str:
         extra = {"m": str(member)}
         status: dict[str, Any] = {
@@ -313,30 +292,29 @@ class TwilioProvider:
             number = sip_to(transfer, number)
         # Synchronous detection: the verdict comes with the /twilio/member request, which
         # hangs up on a machine (SDK call/__init__.py, async_amd).
-        detect = {"machine_detection": "Enable"} if transfer.get("voicemail_detection") \
-            else {}
+        detect = {"machine_detection": "Enable"} if transfer.voicemail_detection else {}
         call: Any = call_api(lambda: client.calls.create(
             to=number, from_=caller, timeout=ring_timeout(settings, transfer, attempt),
             url=_url(settings, MEMBER_PATH, transfer, attempt,
-                     {"lead_id": transfer["lead_id"], **extra}),
+                     {"lead_id": transfer.lead_id, **extra}),
             method="POST", **status, **detect))
         return str(call.sid)
 
-    def hang_up_group(self, rt: Runtime, transfer: Mapping[str, str],
+    def hang_up_group(self, rt: Runtime, transfer: Transfer,
                       keep: str = "") -> None:
         """Best effort: end every leg of the current group but `keep` (the one that took the
         call). A member still ringing is canceled; one that answered was hung up by
         /twilio/member already."""
-        for sid in group_legs(transfer, transfer.get("attempt", "0")):
+        for sid in group_legs(transfer, str(transfer.attempt)):
             if sid != keep:
                 self.hang_up(rt, transfer, sid, "canceled")
 
     @staticmethod
-    def _find_live_dial(client: Client, transfer: Mapping[str, str], number: str
+    def _find_live_dial(client: Client, transfer: Transfer, number: str
                         ) -> str | None:
         # From either caller ID the leg may have been placed with (see _dial).
-        for caller in dict.fromkeys(filter(None, (transfer.get("caller_number"),
-                                                  transfer["outbound_number"]))):
+        for caller in dict.fromkeys(filter(None, (transfer.caller_number,
+                                                  transfer.outbound_number))):
             calls: Any = call_api(partial(client.calls.list, to=number, from_=caller,
                                           limit=20))
             for call in calls:
@@ -348,24 +326,17 @@ class TwilioProvider:
         """After a move to the next destination: its leg, unless already placed (a retried
         or redelivered task arrives here after the step it repeats). One task places it:
         a duplicate callback's task, running at the same time, leaves it to that one."""
-        current = rt.store.get_transfer(transfer_id)
-        if current is None or current["state"] not in PRE_BRIDGE:
-            return
-        attempt = current.get("attempt", "0")
-        if current.get("placed") == attempt or not rt.store.claim_for(
-                f"place:{transfer_id}:{attempt}", task_id):
-            return
-        numbers = json.loads(current.get("destinations") or "[]")
-        if int(attempt) < len(numbers):
-            self._place(rt, current, attempt, numbers[int(attempt)])
+        found = next_to_place(rt, transfer_id, task_id, PRE_BRIDGE)
+        if found is not None:
+            self._place(rt, *found)
 
-    def brief(self, rt: Runtime, transfer: Mapping[str, str], agent_sid: str,
+    def brief(self, rt: Runtime, transfer: Transfer, agent_sid: str,
               task_id: str) -> bool:
         """Have Twilio speak the summary to the human alone (an announcement to that
         participant, before the customer is in the conference). True when it was asked."""
-        tid = transfer["transfer_id"]
-        attempt = transfer.get("attempt", "0")
-        conference_sid = transfer.get("conference_sid", "")
+        tid = transfer.transfer_id
+        attempt = transfer.attempt
+        conference_sid = transfer.extra.get("conference_sid", "")
         if not conference_sid.startswith("CF"):
             # The participant update is addressed by the conference's SID, never its name.
             rt.store.note(tid, "conference SID unknown; bridging without the briefing")
@@ -387,21 +358,15 @@ class TwilioProvider:
             return False
         return True
 
-    def bridge(self, rt: Runtime, transfer: Mapping[str, str], task_id: str) -> None:
-        tid = transfer["transfer_id"]
-        moved = rt.store.transition(tid, State.BRIDGING, "human agent joined; moving the customer",
-                                    from_states=PRE_BRIDGE, fields={"bridge_task": task_id})
-        if not moved.ok:
-            current = rt.store.get_transfer(tid) or {}
-            # Only the task that started the bridge (or its retry) may finish it.
-            if not (current.get("state") == State.BRIDGING
-                    and current.get("bridge_task") == task_id
-                    and not current.get("customer_moved")):
-                return
+    def bridge(self, rt: Runtime, transfer: Transfer, task_id: str) -> None:
+        tid = transfer.transfer_id
+        if not claim_bridge(rt, tid, "human agent joined; moving the customer", task_id,
+                            PRE_BRIDGE):
+            return
         client = make_client(rt.settings, transfer)
         twiml = customer_twiml(rt.settings, transfer)
         try:
-            call_api(lambda: client.calls(transfer["call_id"]).update(twiml=twiml))
+            call_api(lambda: client.calls(transfer.call_id).update(twiml=twiml))
         except PermanentProviderError as exc:
             # Twilio refuses to redirect a call that is no longer in progress.
             rt.logger(transfer).warning("customer call could not be moved",
@@ -413,17 +378,17 @@ class TwilioProvider:
         rt.store.set_fields(tid, customer_moved="1")
         rt.store.note(tid, "customer moved into the conference")
 
-    def cleanup(self, rt: Runtime, transfer: Mapping[str, str]) -> None:
-        current = rt.store.get_transfer(transfer["transfer_id"]) or dict(transfer)
-        self.hang_up_group(rt, current, keep=current.get("agent_call_sid", ""))
+    def cleanup(self, rt: Runtime, transfer: Transfer) -> None:
+        current = rt.store.get_record(transfer.transfer_id) or transfer
+        self.hang_up_group(rt, current, keep=current.agent_call_sid)
         # "canceled" ends only a call still ringing; a leg seen in the conference has been
         # answered, whatever its status callbacks have said so far.
-        ringing = current.get("agent_status", "") in RINGING and not current.get(
+        ringing = current.extra.get("agent_status", "") in RINGING and not current.extra.get(
             "conference_sid")
         status = "canceled" if ringing else "completed"
-        self.hang_up(rt, transfer, current.get("agent_call_sid", ""), status)
+        self.hang_up(rt, transfer, current.agent_call_sid, status)
 
-    def hang_up(self, rt: Runtime, transfer: Mapping[str, str], call_sid: str,
+    def hang_up(self, rt: Runtime, transfer: Transfer, call_sid: str,
                 status: str) -> None:
         """Best effort: end a human leg (`canceled` while it rings, else `completed`)."""
         if not call_sid:
@@ -435,15 +400,15 @@ class TwilioProvider:
             rt.logger(transfer).warning("could not hang up the human leg",
                                         extra={"error": str(exc)})
             return
-        rt.store.note(transfer["transfer_id"], f"human agent leg {status}")
+        rt.store.note(transfer.transfer_id, f"human agent leg {status}")
 
-    def handle_callback(self, rt: Runtime, transfer: Mapping[str, str], kind: str,
+    def handle_callback(self, rt: Runtime, transfer: Transfer, kind: str,
                         params: Mapping[str, str], task_id: str) -> None:
         callbacks.handle_callback(self, rt, transfer, kind, params, task_id)
 
-    def customer_call_ended(self, rt: Runtime, transfer: Mapping[str, str],
+    def customer_call_ended(self, rt: Runtime, transfer: Transfer,
                             params: Mapping[str, str]) -> bool:
         return callbacks.customer_call_ended(self, rt, transfer, params)
 
-    def reconcile(self, rt: Runtime, transfer: Mapping[str, str]) -> bool:
+    def reconcile(self, rt: Runtime, transfer: Transfer) -> bool:
         return callbacks.reconcile(self, rt, transfer)

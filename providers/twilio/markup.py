@@ -8,9 +8,17 @@ from urllib.parse import quote
 
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from providers.base import callback_url, extension, key_prompt, screening_key, sip_headers
+from providers.base import (
+    callback_url,
+    extension,
+    key_prompt,
+    record_of,
+    screening_key,
+    sip_headers,
+)
 from shared.config import Settings
 from shared.contracts import EXTENSION_FORMAT
+from shared.model import Transfer
 
 AGENT_STATUS_PATH = "/twilio/agent-status"
 CONFERENCE_PATH = "/twilio/conference"
@@ -25,17 +33,19 @@ MEMBER_PATH = "/twilio/member"
 BRIEFING_INTRO = "Incoming transfer."
 
 
-def conference_name(transfer: Mapping[str, str]) -> str:
-    return f"transfer-{transfer['lead_id']}"
+def conference_name(transfer: Transfer) -> str:
+    return f"transfer-{transfer.lead_id}"
 
 
-def screen_query(transfer: Mapping[str, str], attempt: str | None = None) -> dict[str, str]:
+def screen_query(raw: Transfer | Mapping[str, str], attempt: str | None = None
+                 ) -> dict[str, str]:
     """What /twilio/screen and /twilio/screen-result need besides the summary, carried in
     the URLs we give Twilio so that they answer without Redis. Twilio signs the full URL,
     so nobody without the auth token can alter it. `ext`: the destination's extension."""
+    transfer = record_of(raw)  # the route's hash, or the worker's record
     digits = extension(transfer, attempt)
-    return {"lead_id": transfer["lead_id"], "key": screening_key(transfer),
-            "timeout": transfer.get("screening_timeout") or "8",
+    return {"lead_id": transfer.lead_id, "key": screening_key(transfer),
+            "timeout": str(transfer.screening_timeout),
             **({"ext": digits} if digits else {})}
 
 
@@ -45,7 +55,7 @@ def screen_query(transfer: Mapping[str, str], attempt: str | None = None) -> dic
 MAX_SIP_URI = 254
 
 
-def sip_to(transfer: Mapping[str, str], uri: str) -> str:
+def sip_to(transfer: Transfer, uri: str) -> str:
     """A SIP destination with our headers as URI headers: "sip:jack@example.com?x-my
     header=bar", several joined by & (docs/voice/api/receiving-sip), each value
     URL-encoded. The summary is cut (then the last headers dropped) to fit the limit."""
@@ -111,11 +121,11 @@ def screen_twiml(settings: Settings, screen: Mapping[str, str], attempt: str,
                              account=screen.get("account")),
         action_on_empty_result=True)
     gather.say(briefing(summary))
-    gather.say(key_prompt({"screening_key": screen.get("key", "")}))
+    gather.say(key_prompt(record_of({"screening_key": screen.get("key", "")})))
     return str(response.to_xml(xml_declaration=False))
 
 
-def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: str,
+def agent_join_twiml(settings: Settings, transfer: Transfer, attempt: str,
                      digits: str = "", *, announce: bool = False) -> str:
     """The human's leg into the conference, as the Participants API would: the screened
     human who accepted, the leg placed to dial an extension first (`digits`), or a ring
@@ -128,8 +138,8 @@ def agent_join_twiml(settings: Settings, transfer: Mapping[str, str], attempt: s
     dial.conference(
         conference_name(transfer), start_conference_on_enter=True,
         end_conference_on_exit=True, beep=False, participant_label=agent_label(attempt),
-        status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"],
-                                     account=transfer.get("account")),
+        status_callback=callback_url(settings, CONFERENCE_PATH, transfer.transfer_id,
+                                     account=transfer.account),
         # The first participant's events are the conference's (twiml/conference,
         # statusCallback): only the joins are acted on (see handoff.CONFERENCE_EVENTS), and
         # the announcement's end when the human is briefed after digits or as a member.
@@ -154,7 +164,7 @@ def whisper_twiml(summary: str | None) -> str:
     return str(response.to_xml(xml_declaration=False))
 
 
-def customer_twiml(settings: Settings, transfer: Mapping[str, str]) -> str:
+def customer_twiml(settings: Settings, transfer: Transfer) -> str:
     response = VoiceResponse()
     dial = Dial()
     dial.conference(
@@ -163,8 +173,8 @@ def customer_twiml(settings: Settings, transfer: Mapping[str, str]) -> str:
         end_conference_on_exit=True,
         beep=False,
         participant_label="customer",
-        status_callback=callback_url(settings, CONFERENCE_PATH, transfer["transfer_id"],
-                                     account=transfer.get("account")),
+        status_callback=callback_url(settings, CONFERENCE_PATH, transfer.transfer_id,
+                                     account=transfer.account),
         status_callback_method="POST",
         # One space-separated string: a list would render as "['join', ...]". Only the
         # joins are acted on (the human's leg created the conference: its events rule).

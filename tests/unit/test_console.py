@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from itsdangerous import TimestampSigner
 
 from shared.contracts import parse_request
-from shared.store import State, Store
+from shared.store import State, Store, Transfer
 from tests.helpers import make_request
 from tests.unit.conftest import AppFactory
 from webhooks import console
@@ -52,7 +52,7 @@ def login(client: FlaskClient, token: str = TOKEN, next_: str = "") -> Any:
 
 
 def _begin(store: Store, lead: str, numbers: list[str], provider: str = "twilio",
-           now: float | None = None, account: str | None = None) -> dict[str, str]:
+           now: float | None = None, account: str | None = None) -> Transfer:
     raw = make_request(lead_id=lead, call_id=f"CA{lead}", provider=provider,
                        transfer_number=numbers[0])
     raw["template"]["configurations"]["transfer_numbers"] = numbers
@@ -60,14 +60,14 @@ def _begin(store: Store, lead: str, numbers: list[str], provider: str = "twilio"
         raw["provider_account"] = account
     req = parse_request(raw, store.get_number, account_known=lambda p, a: True)
     store.begin(req, now=now)
-    rec = store.get_transfer(req.transfer_id)
+    rec = store.get_record(req.transfer_id)
     assert rec is not None
     return rec
 
 
-def _dialing(store: Store, rec: dict[str, str]) -> dict[str, str]:
-    store.transition(rec["transfer_id"], State.DIALING, "dialing the human")
-    out = store.get_transfer(rec["transfer_id"])
+def _dialing(store: Store, rec: Transfer) -> Transfer:
+    store.transition(rec.transfer_id, State.DIALING, "dialing the human")
+    out = store.get_record(rec.transfer_id)
     assert out is not None
     return out
 
@@ -209,28 +209,28 @@ def test_live_lists_transfers_in_flight_with_the_destination_masked(
     data = client.get("/console/api/live").json
     assert data is not None
     [row] = data["transfers"]
-    assert row["transfer_id"] == rec["transfer_id"] and row["provider"] == "twilio"
+    assert row["transfer_id"] == rec.transfer_id and row["provider"] == "twilio"
     assert row["state"] == "dialing" and row["position"] == 1 and row["of"] == 2
     assert row["destination"] == "+14*******01"
     assert 11 <= row["elapsed"] < 60
     page = client.get("/console/").text
-    assert rec["transfer_id"] in page and AGENT not in page
+    assert rec.transfer_id in page and AGENT not in page
 
 
 def test_an_ended_transfer_leaves_the_live_list_and_is_indexed_once(
         client: FlaskClient, store: Store, rt: Runtime) -> None:
     rec = _dialing(store, _begin(store, "L-end", [AGENT]))
     assert rt.succeed(rec, "customer joined", from_states=())
-    first = store.r.zscore(Store.ENDED, rec["transfer_id"])
+    first = store.r.zscore(Store.ENDED, rec.transfer_id)
     assert first is not None
     # The outbox path marks it sent again: the end time stays the first one.
-    store.index_ended(rec["transfer_id"], now=first + 100)
-    assert store.r.zscore(Store.ENDED, rec["transfer_id"]) == first
+    store.index_ended(rec.transfer_id, now=first + 100)
+    assert store.r.zscore(Store.ENDED, rec.transfer_id) == first
     login(client)
     data = client.get("/console/api/live").json
     assert data is not None
     assert data["transfers"] == []
-    assert [r["transfer_id"] for r in data["ended"]] == [rec["transfer_id"]]
+    assert [r["transfer_id"] for r in data["ended"]] == [rec.transfer_id]
     assert data["ended"][0]["outcome"] == "succeeded"
 
 
@@ -247,14 +247,14 @@ def _ended_mix(store: Store, rt: Runtime) -> dict[str, str]:
     ids = {}
     ok = _dialing(store, _begin(store, "L-ok", [AGENT]))
     rt.succeed(ok, "customer joined", from_states=())
-    ids["ok"] = ok["transfer_id"]
+    ids["ok"] = ok.transfer_id
     busy = _dialing(store, _begin(store, "L-busy", [FALLBACK], provider="plivo"))
     rt.fail(busy, "busy", "human busy")
-    ids["busy"] = busy["transfer_id"]
+    ids["busy"] = busy.transfer_id
     second = _dialing(store, _begin(store, "L-second", [AGENT, FALLBACK]))
-    store.advance_destination(second["transfer_id"], 0, "no_answer")
+    store.advance_destination(second.transfer_id, 0, "no_answer")
     rt.succeed(second, "customer joined", from_states=())
-    ids["second"] = second["transfer_id"]
+    ids["second"] = second.transfer_id
     return ids
 
 
@@ -304,11 +304,11 @@ def test_bridge_chart_percentiles() -> None:
 def test_one_transfer_shows_its_timeline_destinations_and_event_masked(
         client: FlaskClient, store: Store, rt: Runtime) -> None:
     rec = _dialing(store, _begin(store, "L-one", [AGENT, FALLBACK]))
-    store.note(rec["transfer_id"], f"callback: {AGENT} busy")
-    store.advance_destination(rec["transfer_id"], 0, "busy")
+    store.note(rec.transfer_id, f"callback: {AGENT} busy")
+    store.advance_destination(rec.transfer_id, 0, "busy")
     rt.fail(rec, "no_answer", "nobody answered")
     login(client)
-    page = client.get(f"/console/transfers/{rec['transfer_id']}").text
+    page = client.get(f"/console/transfers/{rec.transfer_id}").text
     assert AGENT not in page and FALLBACK not in page
     timeline = page.split('id="timeline"')[1].split("</table>")[0]
     for text in ("transfer requested", "dialing the human", "callback: +14*******01 busy",
@@ -330,9 +330,9 @@ def test_unknown_or_odd_transfer_ids_are_404(client: FlaskClient) -> None:
 def test_a_transfer_in_flight_shows_the_destination_ringing(client: FlaskClient,
                                                            store: Store) -> None:
     rec = _dialing(store, _begin(store, "L-ring", [AGENT, FALLBACK]))
-    store.advance_destination(rec["transfer_id"], 0, "no_answer")
+    store.advance_destination(rec.transfer_id, 0, "no_answer")
     login(client)
-    page = client.get(f"/console/transfers/{rec['transfer_id']}").text
+    page = client.get(f"/console/transfers/{rec.transfer_id}").text
     tried = page.split('id="tried"')[1].split("</table>")[0]
     assert re.search(r"1</td><td>\+14\*+01</td><td>no_answer", tried)
     assert re.search(r"2</td><td>\+14\*+02</td><td>ringing", tried)
@@ -365,13 +365,13 @@ def test_each_view_shows_the_account_and_recent_filters_and_counts_by_it(
     data = client.get("/console/api/live").json
     assert data is not None
     assert [(r["transfer_id"], r["account"]) for r in data["transfers"]] == [
-        (flying["transfer_id"], "acme")]
+        (flying.transfer_id, "acme")]
     ended = {r["transfer_id"]: r["account"] for r in data["ended"]}
-    assert ended[acme["transfer_id"]] == "acme" and ended[ids["ok"]] == "default"
+    assert ended[acme.transfer_id] == "acme" and ended[ids["ok"]] == "default"
     live = client.get("/console/").text
-    assert re.search(rf'data-transfer="{flying["transfer_id"]}">.*?<td>twilio</td>'
+    assert re.search(rf'data-transfer="{flying.transfer_id}">.*?<td>twilio</td>'
                      r"<td>acme</td>", live, re.S)
-    detail = client.get(f"/console/transfers/{acme['transfer_id']}").text
+    detail = client.get(f"/console/transfers/{acme.transfer_id}").text
     assert '<dd id="account">acme</dd>' in detail
     assert '<dd id="account">default</dd>' in client.get(
         f"/console/transfers/{ids['ok']}").text
@@ -389,8 +389,8 @@ def test_each_view_shows_the_account_and_recent_filters_and_counts_by_it(
     only = client.get("/console/recent?window=1h&account=acme").text
     listed = only.split('id="recent"')[1]
     assert sorted(re.findall(r'data-transfer="([^"]+)"', listed)) == sorted(
-        [acme["transfer_id"], plivo_acme["transfer_id"]])
+        [acme.transfer_id, plivo_acme.transfer_id])
     assert '<option value="acme" selected>acme</option>' in only
     twilio_acme = client.get("/console/recent?window=1h&account=acme&provider=twilio").text
     assert re.findall(r'data-transfer="([^"]+)"', twilio_acme.split('id="recent"')[1]) == [
-        acme["transfer_id"]]
+        acme.transfer_id]

@@ -72,7 +72,7 @@ def test_events_the_code_sends_satisfy_their_schemas(rt: Runtime, store: Store,
     ok = parse_request(make_request(lead_id="L1", transfer_numbers=[
         "+14155550101", "+14155550102"]), store.get_number)
     store.begin(ok)
-    transfer = store.get_transfer(ok.transfer_id)
+    transfer = store.get_record(ok.transfer_id)
     assert transfer is not None
     rt.emit_disconnect(transfer)
     assert rt.succeed(transfer, "the customer joined", from_states=(State.REQUESTED,))
@@ -80,7 +80,7 @@ def test_events_the_code_sends_satisfy_their_schemas(rt: Runtime, store: Store,
                        transfer_id=ok.transfer_id, transferred=True)
     bad = parse_request(make_request(lead_id="L2", call_id="CA2"), store.get_number)
     store.begin(bad)
-    failing = store.get_transfer(bad.transfer_id)
+    failing = store.get_record(bad.transfer_id)
     assert failing is not None
     assert rt.fail(failing, FailureReason.BUSY, "busy")
     rt.emit_call_ended(lead_id="L3", provider="plivo", call_id="x", transfer_id=None,

@@ -15,6 +15,7 @@ import responses
 from twilio.request_validator import RequestValidator
 
 from providers import accounts
+from providers.base import ProviderNotConfigured
 from providers.exotel import handoff as exotel
 from providers.plivo import handoff as plivo
 from providers.telnyx import handoff as telnyx
@@ -23,7 +24,7 @@ from providers.twilio.account import TwilioAccount
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.store import Store
-from tests.helpers import drain_queue, make_request
+from tests.helpers import drain_queue, make_request, make_transfer
 from tests.unit.conftest import AppFactory
 from tests.unit.providers.twilio import TWILIO_SID
 
@@ -250,8 +251,8 @@ def test_secrets_are_masked_in_reprs(multi: Settings) -> None:
 
 
 def test_each_providers_client_is_built_with_the_transfers_account(multi: Settings) -> None:
-    acme = {"transfer_id": "tr_1", "account": "acme"}
-    default: dict[str, str] = {"transfer_id": "tr_2"}
+    acme = make_transfer(account="acme")
+    default = make_transfer(transfer_id="tr_2")
     client = twilio.make_client(multi, acme)
     assert (client.username, client.password) == (ACME_SID, ACME_TOKEN)
     assert client.api.base_url == "https://twilio-acme.test"
@@ -262,8 +263,8 @@ def test_each_providers_client_is_built_with_the_transfers_account(multi: Settin
     assert exotel.make_client(multi, acme).base == \
         "https://exotel-acme.test/v1/Accounts/acme2"
     assert telnyx.account_of(multi, acme).connection_id == "acme-app"
-    with pytest.raises(twilio.ProviderNotConfigured):
-        twilio.make_client(multi, {"transfer_id": "tr_3", "account": "nobody"})
+    with pytest.raises(ProviderNotConfigured):
+        twilio.make_client(multi, make_transfer(transfer_id="tr_3", account="nobody"))
 
 
 def test_an_unknown_account_is_refused_and_nothing_enqueued(
@@ -345,8 +346,8 @@ def test_secrets_never_reach_logs_or_events(multi: Settings, make_app: AppFactor
     params = {"CallSid": "CA" + "a" * 32, "CallStatus": "busy", "AccountSid": ACME_SID}
     _twilio_post(app, multi, path, params, "wrong-token")
     _twilio_post(app, multi, path, params, ACME_TOKEN)
-    with pytest.raises(twilio.ProviderNotConfigured) as exc:
-        twilio.make_client(multi, {"transfer_id": "tr_9", "account": "nobody"})
+    with pytest.raises(ProviderNotConfigured) as exc:
+        twilio.make_client(multi, make_transfer(transfer_id="tr_9", account="nobody"))
     text = caplog.text + str(exc.value) + json.dumps(drain_queue(celery_app, "transfers"))
     text += json.dumps(drain_queue(celery_app, "agent_events"))
     assert not [s for s in SECRETS if s in text]

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from providers.exotel import handoff as exotel
 from shared.config import Settings
 from shared.store import Store
-from tests.helpers import drain_queue, make_request
+from tests.helpers import drain_queue, make_request, make_transfer
 from tests.unit.conftest import AppFactory
 from tests.unit.providers.exotel import EXOTEL_API, EXOTEL_SID
 from webhooks import create_app
@@ -155,11 +155,11 @@ def test_call_details_client_retries_transient_errors(settings: Settings,
                                                       mocked: responses.RequestsMock) -> None:
     mocked.get(DETAILS_URL, status=503)
     with pytest.raises(exotel.TransientProviderError):
-        exotel.make_client(settings, {}).call_details(CALL)
+        exotel.make_client(settings, make_transfer()).call_details(CALL)
     assert len(mocked.calls) == 3  # one try and two retries
     mocked.replace(responses.GET, DETAILS_URL, status=401, json={})
     with pytest.raises(exotel.PermanentProviderError):
-        exotel.make_client(settings, {}).call_details(CALL)
+        exotel.make_client(settings, make_transfer()).call_details(CALL)
 
 
 def test_normalise_status_both_encodings() -> None:

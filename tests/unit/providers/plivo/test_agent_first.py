@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,8 +21,8 @@ from providers.plivo import markup as plivo
 from providers.plivo.handoff import PlivoProvider
 from shared.config import Settings
 from shared.contracts import parse_request
-from shared.store import Store
-from tests.helpers import drain_queue, make_request
+from shared.store import Store, Transfer
+from tests.helpers import drain_queue, make_request, make_transfer
 from tests.unit.conftest import AppFactory
 from tests.unit.providers.plivo import PLIVO_API, PLIVO_ID
 from tests.unit.providers.plivo.test_handoff import bare, context_of
@@ -95,9 +96,9 @@ def test_no_machine_detection_without_voicemail_detection(
 
 
 def test_human_answer_xml_briefs_and_asks_for_the_key(settings: Settings) -> None:
-    transfer = {"transfer_id": "tr_1", "summary": "Wants a refund", "screening": "1",
-                "screening_key": "#", "screening_timeout": "9",
-                "destinations": '["+14155550101"]', "outbound_number": "+14155550199"}
+    transfer = make_transfer(summary="Wants a refund", screening=True, screening_key="#",
+                             screening_timeout=9, destinations=("+14155550101",),
+                             outbound_number="+14155550199")
     root = ET.fromstring(plivo.human_answer_xml(settings, transfer))
     assert [e.tag for e in root] == ["Speak", "GetDigits", "Redirect"]
     assert root[0].text == "Incoming transfer. Note from the AI assistant: Wants a refund"
@@ -114,18 +115,18 @@ def test_human_answer_xml_briefs_and_asks_for_the_key(settings: Settings) -> Non
 
 
 def test_human_answer_xml_without_screening_waits_for_detection(settings: Settings) -> None:
-    transfer = {"transfer_id": "tr_1", "summary": "Hi", "voicemail_detection": "1",
-                "destinations": '["+14155550101"]', "outbound_number": "+14155550199"}
+    transfer = make_transfer(summary="Hi", voicemail_detection=True,
+                             destinations=("+14155550101",), outbound_number="+14155550199")
     root = ET.fromstring(plivo.human_answer_xml(settings, transfer))
     assert [e.tag for e in root] == ["Wait", "Speak", "Redirect"]
     assert root[0].get("length") == str(plivo.DETECTION_HOLD)
-    root = ET.fromstring(plivo.human_answer_xml(settings, {**transfer,
-                                                           "voicemail_detection": ""}))
+    root = ET.fromstring(plivo.human_answer_xml(settings, replace(
+        transfer, voicemail_detection=False)))
     assert [e.tag for e in root] == ["Speak", "Redirect"]
 
 
 def test_conference_xml(settings: Settings) -> None:
-    root = ET.fromstring(plivo.conference_xml(settings, {"transfer_id": "tr_1"}))
+    root = ET.fromstring(plivo.conference_xml(settings, make_transfer()))
     [conf] = root
     assert conf.tag == "Conference" and conf.text == "transfer-tr_1"
     assert conf.attrib == {
@@ -349,7 +350,7 @@ def test_join_route_by_state(rt: Runtime, make_app: AppFactory, settings: Settin
     client = make_app().test_client()
     tid = start(mocked)
     store.set_fields(tid, state=state)
-    url = plivo.af_url(settings, plivo.AF_JOIN_PATH, store.get_transfer(tid) or {})
+    url = plivo.af_url(settings, plivo.AF_JOIN_PATH, store.get_record(tid) or make_transfer())
     root = ET.fromstring(post(client, settings, path_of(url), {"CallUUID": CUSTOMER}).data)
     assert [e.tag for e in root] == tags
     if state == "bridging":
@@ -371,18 +372,18 @@ def test_left_route(rt: Runtime, make_app: AppFactory, settings: Settings, store
     client = make_app().test_client()
     tid = start(mocked)
     store.set_fields(tid, state=state)
-    url = plivo.af_url(settings, plivo.AF_LEFT_PATH, store.get_transfer(tid) or {})
+    url = plivo.af_url(settings, plivo.AF_LEFT_PATH, store.get_record(tid) or make_transfer())
     root = ET.fromstring(post(client, settings, path_of(url), {"CallUUID": CUSTOMER}).data)
     assert [e.tag for e in root] == tags
 
 
-def _interrupted(store: Store, **fields: str) -> dict[str, str]:
+def _interrupted(store: Store, **fields: str) -> Transfer:
     raw = make_request(lead_id="L9", call_id=CUSTOMER, provider="plivo")
     raw["template"]["configurations"]["handoff"] = "agent_first"
     req = parse_request(raw, store.get_number)
     store.begin(req)
     store.set_fields(req.transfer_id, dial_attempted="0", **fields)
-    return store.get_transfer(req.transfer_id) or {}
+    return store.get_record(req.transfer_id) or make_transfer()
 
 
 def test_an_interrupted_dial_found_by_its_ring_is_not_placed_again(
@@ -391,7 +392,7 @@ def test_an_interrupted_dial_found_by_its_ring_is_not_placed_again(
                             request_uuid="req-seen-ringing")
     PlivoProvider().start(rt, transfer)
     assert create_bodies(mocked) == []
-    assert store.get_transfer(transfer["transfer_id"])["state"] == "dialing"  # type: ignore[index]
+    assert store.get_transfer(transfer.transfer_id)["state"] == "dialing"  # type: ignore[index]
 
 
 def test_an_interrupted_dial_never_heard_of_is_placed(

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -16,7 +17,7 @@ import responses
 from providers.plivo import markup as plivo
 from shared.config import Settings
 from shared.store import Store
-from tests.helpers import make_request
+from tests.helpers import make_request, make_transfer
 from tests.unit.providers.plivo import PLIVO_API, PLIVO_ID, RESUME_URL
 from workers import tasks
 from workers.runtime import Runtime
@@ -80,7 +81,7 @@ def test_transfer_request_and_disconnect(rt: Runtime, store: Store, events: Any,
 
 
 def test_dial_up_xml(settings: Settings) -> None:
-    transfer = {"transfer_id": "tr_1", "outbound_number": "+14155550199"}
+    transfer = make_transfer(outbound_number="+14155550199")
     root = ET.fromstring(plivo.dial_up_xml(settings, transfer, "+14155550101"))
     assert root.tag == "Response"
     [dial] = list(root)
@@ -196,8 +197,8 @@ def test_bad_auth_id_is_not_configured(rt: Runtime, events: Any) -> None:
 
 
 def test_briefing_and_screening_in_the_dial(settings: Settings) -> None:
-    transfer = {"transfer_id": "tr_1", "outbound_number": "+14155550199",
-                "summary": "Wants a refund", "screening": "1"}
+    transfer = make_transfer(outbound_number="+14155550199", summary="Wants a refund",
+                             screening=True)
     dial = ET.fromstring(plivo.dial_up_xml(settings, transfer, "+14155550101"))[0]
     assert bare(dial.get("confirmSound")) == (
         "https://hooks.example.com/plivo/whisper?transfer_id=tr_1")
@@ -205,7 +206,7 @@ def test_briefing_and_screening_in_the_dial(settings: Settings) -> None:
     spoken = [e.text for e in ET.fromstring(plivo.whisper_xml(transfer))]
     assert spoken == ["Incoming transfer. Note from the AI assistant: Wants a refund",
                       "Press 1 to take the call."]
-    plain = {"transfer_id": "tr_2", "outbound_number": "+14155550199"}
+    plain = make_transfer(transfer_id="tr_2", outbound_number="+14155550199")
     dial = ET.fromstring(plivo.dial_up_xml(settings, plain, "+14155550101"))[0]
     assert dial.get("confirmSound") is None and dial.get("confirmKey") is None
 
@@ -228,8 +229,8 @@ LONG_SUMMARY = ("Customer Maria wants to move her delivery of order 5521 from Tu
 
 def test_confirm_timeout_leaves_the_whole_screening_timeout_after_the_prompt(
         settings: Settings) -> None:
-    transfer = {"transfer_id": "tr_1", "outbound_number": "+14155550199",
-                "summary": LONG_SUMMARY, "screening": "1", "screening_timeout": "8"}
+    transfer = make_transfer(outbound_number="+14155550199", summary=LONG_SUMMARY,
+                             screening=True, screening_timeout=8)
     spoken = "".join(plivo.briefing_texts(transfer))
     assert len(spoken) == 47 + len(LONG_SUMMARY) + 25 == 287
     # 2 s to fetch and synthesise, 10 characters a second, 0.5 s per Speak, then the 8 s.
@@ -242,7 +243,7 @@ def test_confirm_timeout_leaves_the_whole_screening_timeout_after_the_prompt(
     words = sum(len(t.split()) for t in plivo.briefing_texts(transfer))
     assert plivo.confirm_timeout(transfer) - words / 2.5 - 2 >= 8
     # A very long summary is capped.
-    huge = {**transfer, "summary": "word " * 400, "screening_timeout": "60"}
+    huge = replace(transfer, summary="word " * 400, screening_timeout=60)
     assert plivo.confirm_timeout(huge) == plivo.MAX_CONFIRM_TIMEOUT
 
 
@@ -260,8 +261,8 @@ def test_screened_answer_callback_is_not_success_before_the_confirm_window(
     tid = screened(mocked)
     picked = time.time()
     callback("dial-callback", tid, DialAction="answer", received_at=repr(picked))
-    record = store.get_transfer(tid) or {}
-    assert record["state"] == "human_answered"
+    record = store.get_record(tid)
+    assert record is not None and record.state == "human_answered"
     assert [e["type"] for e in events()] == ["transfer.disconnect_ai"]  # and no success
     window = plivo.confirm_timeout(record)
     # The deadline waits for the window (the key may still not come).
@@ -307,7 +308,7 @@ def test_a_ring_group_is_one_dial_and_the_member_who_answered_is_named(
     req["template"]["configurations"] = {"transfer_numbers": [
         {"group": ["+14155550101", "+1 415 555 0102"], "ring_timeout": 20}, "+14155550103"]}
     run(tasks.transfer_request, request=req)
-    record = store.get_transfer("tr_L1")
+    record = store.get_record("tr_L1")
     assert record is not None
     assert store.get_flag("L1") == "+14155550101,+14155550102"
     dial = ET.fromstring(plivo.dial_up_xml(settings, record, plivo.destination(record)))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -18,7 +18,7 @@ from providers.plivo import markup as plivo
 from shared.client import TransferClient
 from shared.config import Settings
 from shared.contracts import parse_request
-from shared.model import Cause
+from shared.model import Cause, Transfer
 from shared.store import State, Store
 from tests.helpers import drain_queue, make_request
 from tests.unit.conftest import AppFactory
@@ -327,15 +327,17 @@ def down(settings: Settings, dead_celery: Celery) -> FlaskClient:
     return app.test_client()
 
 
-def record(store: Store, **config: Any) -> dict[str, str]:
+def record(store: Store, **config: Any) -> Transfer:
     """A pending transfer's record, read while Redis was up (the worker built its URL)."""
     raw = make_request(lead_id="L1", provider="plivo", call_id="uuid-1")
     raw["template"]["configurations"].update(config)
     raw["lead"]["phone_number"] = "+14155550177"
-    return store.get_transfer(pending(store, raw=raw)) or {}
+    rec = store.get_record(pending(store, raw=raw))
+    assert rec is not None
+    return rec
 
 
-def signed_path(settings: Settings, path: str, transfer: dict[str, str]) -> str:
+def signed_path(settings: Settings, path: str, transfer: Transfer) -> str:
     return f"{path}?{plivo.signed_query(settings, path, transfer)}"
 
 
@@ -349,7 +351,7 @@ def test_redis_down_dial_up_answers_from_the_signed_url(
     dial = ET.fromstring(resp.data).find("Dial")
     assert dial is not None and dial.findtext("Number") == "+14155550101"
     assert dial.get("callerId") == "+14155550177"
-    assert bare(dial.get("dialMusic")) == f"{BASE}/plivo/hold?transfer_id={rec['transfer_id']}"
+    assert bare(dial.get("dialMusic")) == f"{BASE}/plivo/hold?transfer_id={rec.transfer_id}"
     # The same request again (a replay, or Plivo's retry): the same XML, not a 403 or 503.
     again = post(down, settings, path, {"CallUUID": "uuid-1"},
                  headers=signed(settings, "POST", path, {"CallUUID": "uuid-1"}, nonce="n-1"))
@@ -373,7 +375,7 @@ def test_a_context_we_did_not_sign_is_refused(client: FlaskClient, settings: Set
                                               route: str) -> None:
     rec = record(store)
     path = signed_path(settings, route, rec)
-    forged = dict(rec, destinations=json.dumps(["+19005550000"]))
+    forged = replace(rec, destinations=("+19005550000",))
     payload = plivo.signed_query(settings, route, forged).split("t=")[1].split(".")[0]
     tampered = path.replace(path.split("t=")[1].split(".")[0], payload)
     params = {"CallUUID": "uuid-1", "DialStatus": "busy"}
@@ -389,7 +391,7 @@ def test_a_context_we_did_not_sign_is_refused(client: FlaskClient, settings: Set
 def test_redis_down_whisper_gives_a_generic_briefing(down: FlaskClient, settings: Settings,
                                                      store: Store, key: str) -> None:
     rec = record(store, screening=True, screening_key=key)
-    rec["summary"] = "Wants a refund"
+    rec = replace(rec, summary="Wants a refund")
     resp = post(down, settings, signed_path(settings, "/plivo/whisper", rec), {"CallUUID": "b"})
     assert resp.status_code == 200
     assert [e.text for e in ET.fromstring(resp.data)] == [
@@ -447,7 +449,7 @@ def test_answer_callback_by_dial_action_or_event(client: FlaskClient, settings: 
 def test_screened_dial_completed_before_the_confirm_window_dials_the_next(
         client: FlaskClient, settings: Settings, store: Store, celery_app: Celery) -> None:
     rec = record(store, transfer_numbers=["+14155550101", "+14155550102"], screening=True)
-    tid = rec["transfer_id"]
+    tid = rec.transfer_id
     whisper = post(client, settings, signed_path(settings, "/plivo/whisper", rec),
                    {"CallUUID": "b"})
     assert whisper.status_code == 200 and store.get_transfer(tid)["picked_up_at_0"]  # type: ignore[index]
@@ -487,7 +489,7 @@ def test_replayed_request_refused_after_the_old_15_minute_window(
 def test_whisper_with_control_characters_in_the_summary_is_xml(
         client: FlaskClient, settings: Settings, store: Store) -> None:
     rec = record(store, screening=True)
-    store.set_fields(rec["transfer_id"], summary="hi\u000b there\x00")
+    store.set_fields(rec.transfer_id, summary="hi\u000b there\x00")
     resp = post(client, settings, signed_path(settings, "/plivo/whisper", rec),
                 {"CallUUID": "b"})
     assert resp.status_code == 200

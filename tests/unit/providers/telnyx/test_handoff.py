@@ -11,7 +11,7 @@ import responses
 
 from providers.telnyx.callbacks import failure_reason
 from shared.store import Store
-from tests.helpers import make_request
+from tests.helpers import make_request, make_transfer
 from workers import tasks
 from workers.runtime import Runtime
 
@@ -213,8 +213,8 @@ def test_deadline_gives_an_answered_live_leg_more_time_once(
                                                       "is_alive": True, "record_type": "call"}})
     provider = tasks.get_provider("telnyx")
     assert provider is not None
-    assert provider.reconcile(rt, store.get_transfer(tid) or {}) is True
-    assert provider.reconcile(rt, store.get_transfer(tid) or {}) is False
+    assert provider.reconcile(rt, store.get_record(tid) or make_transfer()) is True
+    assert provider.reconcile(rt, store.get_record(tid) or make_transfer()) is False
 
 
 def test_hangup_causes() -> None:
