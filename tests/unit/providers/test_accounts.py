@@ -426,14 +426,7 @@ def test_the_cap_refuses_at_the_limit_and_every_end_releases(
 def test_the_design_environment_names_are_the_packages_default_accounts() -> None:
     """DESIGN's "Configuration and processes" names are a contract: each is a variable of
     some provider package's default account or settings."""
-    import providers
-
-    names: set[str] = set()
-    for spec in providers.specs():
-        names.update(spec.account.env_names())
-        if spec.account.settings_model is not None:
-            names.update(f"{spec.account.env_prefix}{f.upper()}"
-                         for f in spec.account.settings_model.model_fields)
+    names = accounts.setting_names()
     contract = {"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL",
                 "PLIVO_AUTH_ID", "PLIVO_AUTH_TOKEN", "PLIVO_API_BASE_URL", "PLIVO_RESUME_URL",
                 "EXOTEL_ACCOUNT_SID", "EXOTEL_API_KEY", "EXOTEL_API_TOKEN",
