@@ -154,6 +154,12 @@ def _member_status(p: TwilioProvider, rt: Runtime, transfer: Transfer,
         _AGENT_FAILURES[status]
     rt.store.set_fields(tid, **{f"ended:{attempt}:{member}": reason})
     current = rt.store.get_record(tid) or current
+    if current.attempt != attempt or current.final:
+        # Another member's task moved the transfer on (or ended it) meanwhile: this
+        # group is behind it, and the current destination is not this leg's to judge.
+        rt.store.note(tid, f"group member {int(member) + 1} not reached ({reason}); "
+                      "the transfer has moved on")
+        return
     count = len(current_destination(current).split(GROUP_SEPARATOR))
     ended = [current.extra.get(f"ended:{attempt}:{k}", "") for k in range(count)]
     if current.agent_call_sid or not all(ended):

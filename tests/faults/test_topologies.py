@@ -55,7 +55,7 @@ def _lifecycle(store: Store, lead: str) -> str:
     assert store.set_flag(lead, "+14155550201")
     assert store.transition(req.transfer_id, State.DIALING, "dialing").ok
     rec, number = store.serve_dial_up(req.transfer_id, "served", claim=f"nonce-{lead}")
-    assert rec is not None and rec["lead_id"] == lead and number == "+14155550201"
+    assert rec is not None and rec.lead_id == lead and number == "+14155550201"
     assert store.advance_destination(req.transfer_id, 0, "busy")[:2] == ("next", 1)
     assert store.get_flag(lead) == "+14155550202"
     assert store.transfer_for_call("twilio", req.call_id) == req.transfer_id
