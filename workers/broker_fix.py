@@ -48,6 +48,15 @@ def _set_exiting() -> None:
     _exiting = True
 
 
+def _multiprocessing_exiting() -> bool:
+    # multiprocessing's exit hook sets this before it runs the finalizers (kombu's among
+    # them): our own atexit flag is set first only when our hook was registered after its,
+    # which depends on the import order (seen in CI: the log line still came at exit).
+    import multiprocessing.util
+
+    return bool(multiprocessing.util.is_exiting())
+
+
 def _connection_gone(channel: Any) -> bool:
     transport = getattr(channel, "connection", None)
     return transport is None or getattr(transport, "client", None) is None
@@ -77,7 +86,7 @@ def apply() -> bool:
             self._delivered.restored = True
             # kombu's exit finalizer calls this after logging's streams may be closed (a
             # test runner's capture, a supervisor's pipe): say nothing then.
-            if pending and not _exiting:
+            if pending and not (_exiting or _multiprocessing_exiting()):
                 log.warning("broker connection already closed; %d unacknowledged message(s) "
                             "come back after the visibility timeout", pending)
             return None

@@ -94,3 +94,19 @@ def test_a_closed_connection_with_nothing_unacknowledged_says_nothing(
         qos.restore_unacked_once()
     assert caplog.records == []
     assert qos._delivered.restored
+
+
+def test_nothing_is_logged_once_multiprocessing_runs_its_exit_finalizers(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whichever exit hook was registered first: multiprocessing's marks the process as
+    # exiting before it runs kombu's finalizer (the order seen in CI).
+    import multiprocessing.util
+
+    assert broker_fix.apply()
+    monkeypatch.setattr(broker_fix, "_exiting", False)
+    monkeypatch.setattr(multiprocessing.util, "_exiting", True)
+    qos = _gone_qos()
+    qos._delivered["tag-1"] = object()
+    with caplog.at_level(logging.DEBUG, logger="workers.broker_fix"):
+        qos.restore_unacked_once()
+    assert caplog.records == [] and qos._delivered.restored
