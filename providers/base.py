@@ -9,6 +9,7 @@ exports `PROVIDER`, a `ProviderSpec`; `providers/__init__.py` lists them.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -108,6 +109,31 @@ def dial_attempted(transfer: Transfer, attempt: str | int) -> bool:
     """The look-before-dial marker: a dial of `attempt` may already have been placed (by a
     worker that died before recording it), so look for the leg before dialing again."""
     return transfer.dial_attempted == str(attempt)
+
+
+def group_legs(transfer: Transfer, attempt: str) -> list[str]:
+    """The leg ids of the ring group of `attempt` placed so far (see `place_group`)."""
+    raw = json.loads(transfer.extra.get("group_legs") or "{}")
+    return [str(c) for c in raw.get("legs", [])] if raw.get("attempt") == attempt else []
+
+
+def place_group(rt: Runtime, transfer: Transfer, attempt: str, members: list[str], *,
+                provider: str, pre_bridge: tuple[State, ...],
+                place: Callable[[int, str], str]) -> None:
+    """A ring group: one leg per member, all at once (`place(j, member)` gives the leg's
+    id). Each id is recorded and indexed as it comes, so a retry places only the members
+    not placed yet; then the move to dialing."""
+    tid = transfer.transfer_id
+    placed = group_legs(transfer, attempt)
+    for j, member in enumerate(members[len(placed):], start=len(placed)):
+        placed.append(place(j, member))
+        rt.store.index_call(provider, placed[-1], tid)
+        rt.store.set_fields(tid, group_legs=json.dumps({"attempt": attempt, "legs": placed}))
+    what = "dialing the human agents" if attempt == "0" else \
+        f"dialing destination {int(attempt) + 1}"
+    rt.store.transition(tid, State.DIALING, f"{what} (a group of {len(members)}, rung "
+                        "at once)", from_states=(State.REQUESTED,) if attempt == "0"
+                        else pre_bridge, fields={"placed": attempt})
 
 
 def place_leg(rt: Runtime, transfer: Transfer, attempt: str, *, provider: str,

@@ -17,7 +17,6 @@ hanging up while the human rings hangs the human's leg up.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -36,7 +35,9 @@ from providers.base import (
     claim_bridge,
     current_destination,
     extension,
+    group_legs,
     next_to_place,
+    place_group,
     place_leg,
     screening_key,
     sip_headers,
@@ -137,12 +138,6 @@ def _error_text(resp: requests.Response) -> str:
 _GROUP_OUTCOMES = ("no_answer", "busy", "declined", "voicemail", "agent_hung_up", "failed")
 
 
-def group_legs(transfer: Transfer, attempt: str) -> list[str]:
-    """The call_control_ids of the ring group of `attempt` dialed so far."""
-    raw = json.loads(transfer.extra.get("group_legs") or "{}")
-    return [str(c) for c in raw.get("legs", [])] if raw.get("attempt") == attempt else []
-
-
 def sip_auth(account: TelnyxAccount) -> dict[str, str]:
     """The credentials for a SIP destination's digest challenge: the account's, from the
     credential source, never from the request."""
@@ -238,19 +233,11 @@ class TelnyxProvider:
         settings = rt.settings
         client = make_client(settings, transfer)
         tid = transfer.transfer_id
-        from_states = (State.REQUESTED,) if attempt == "0" else _PRE_BRIDGE
-        placed = group_legs(transfer, attempt)
-        for j, member in enumerate(members[len(placed):], start=len(placed)):
-            ccid = self._dial(rt, client, transfer, self._dial_body(
-                settings, transfer, attempt, member, f"{tid}:{attempt}:dial:{j}"))
-            placed.append(ccid)
-            rt.store.index_call(self.name, ccid, tid)
-            rt.store.set_fields(tid, group_legs=json.dumps({"attempt": attempt,
-                                                            "legs": placed}))
-        what = "dialing the human agents" if attempt == "0" else \
-            f"dialing destination {int(attempt) + 1}"
-        rt.store.transition(tid, State.DIALING, f"{what} (a group of {len(members)}, rung "
-                            "at once)", from_states=from_states, fields={"placed": attempt})
+        place_group(rt, transfer, attempt, members, provider=self.name,
+                    pre_bridge=_PRE_BRIDGE, place=lambda j, member: self._dial(
+                        rt, client, transfer, self._dial_body(
+                            settings, transfer, attempt, member,
+                            f"{tid}:{attempt}:dial:{j}")))
 
     def _member_event(self, rt: Runtime, transfer: Transfer,
                       params: Mapping[str, str], task_id: str) -> None:

@@ -25,7 +25,6 @@ screening, detection is synchronous and the verdict arrives with the /twilio/scr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,7 +42,9 @@ from providers.base import (
     callback_url,
     claim_bridge,
     extension,
+    group_legs,
     next_to_place,
+    place_group,
     place_leg,
     sort_http_failure,
     unreachable,
@@ -131,12 +132,6 @@ def make_client(settings: Settings, transfer: Transfer) -> Client:
 
     return cached_client(("twilio", sid, token, account.api_base_url,
                           str(settings.provider_http_timeout)), build)
-
-
-def group_legs(transfer: Transfer, attempt: str) -> list[str]:
-    """The call sids of the ring group of `attempt` placed so far."""
-    raw = json.loads(transfer.extra.get("group_sids") or "{}")
-    return [str(s) for s in raw.get("sids", [])] if raw.get("attempt") == attempt else []
 
 
 def sip_auth(settings: Settings, transfer: Transfer) -> dict[str, str]:
@@ -263,21 +258,10 @@ class TwilioProvider:
         members not placed yet (their sids are recorded one by one)."""
         settings = rt.settings
         client = make_client(settings, transfer)
-        tid = transfer.transfer_id
-        from_states = (State.REQUESTED,) if attempt == "0" else PRE_BRIDGE
-        placed = group_legs(transfer, attempt)
         caller = transfer.caller_number or transfer.outbound_number
-        for j, member in enumerate(members[len(placed):], start=len(placed)):
-            sid = self._create_member_leg(settings, client, transfer, attempt, j, member,
-                                          caller)
-            placed.append(sid)
-            rt.store.index_call(self.name, sid, tid)
-            rt.store.set_fields(tid, group_sids=json.dumps({"attempt": attempt,
-                                                            "sids": placed}))
-        what = "dialing the human agents" if attempt == "0" else \
-            f"dialing destination {int(attempt) + 1}"
-        rt.store.transition(tid, State.DIALING, f"{what} (a group of {len(members)}, rung "
-                            "at once)", from_states=from_states, fields={"placed": attempt})
+        place_group(rt, transfer, attempt, members, provider=self.name,
+                    pre_bridge=PRE_BRIDGE, place=lambda j, member: self._create_member_leg(
+                        settings, client, transfer, attempt, j, member, caller))
 
     @staticmethod
     def _create_member_leg(settings: Settings, client: Client, transfer: Transfer,
